@@ -1,0 +1,33 @@
+//! All SQL of the backend: one function per query, returning domain types.
+
+pub mod accounts;
+
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+
+use crate::Result;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// A connection pool; the first connection is made now, so a bad URL fails here.
+pub async fn connect(database_url: &str) -> Result<sqlx::PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(database_url)
+        .await?;
+    Ok(pool)
+}
+
+/// Applies `migrations/` (sqlx takes an advisory lock, so concurrent servers are safe).
+pub async fn migrate(pool: &sqlx::PgPool) -> Result<()> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Round trip to the database (health checks).
+pub async fn ping(pool: &sqlx::PgPool) -> Result<()> {
+    sqlx::query!("SELECT 1 AS one").fetch_one(pool).await?;
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! `aerogrid`: one binary for the whole platform.
+//!
+//! - `aerogrid dev` runs everything on one machine, starting PostgreSQL and a broker if needed;
+//! - `aerogrid server` runs the backend (control plane, gateway, web frontend);
+//! - `aerogrid runtime` runs a runtime node.
+
+mod data_files;
+mod dev;
+mod services;
+
+use std::{net::SocketAddr, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "aerogrid",
+    version,
+    about = "Live Kafka data, shaped by Python, in web pages and Excel"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything on this machine: server, runtime node, and (unless DATABASE_URL and
+    /// KAFKA_BROKERS are set) a private PostgreSQL and a local broker.
+    Dev(dev::DevArgs),
+    /// Run the backend: REST API, grid gateway and web frontend, on one port.
+    Server(services::ServerCommand),
+    /// Run a runtime node, which runs the apps' connectors.
+    Runtime(services::RuntimeCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // `dev` starts its child processes from this (main) thread: their parent-death signal is
+    // tied to the thread that forked them, and the main thread lives as long as the process.
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Dev(args) => dev::run(args).await,
+            Command::Server(command) => command.run().await.map(|()| ExitCode::SUCCESS),
+            Command::Runtime(command) => command.run().await.map(|()| ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(
+            "warn,aerogrid=info,aerogrid_backend=info,aerogrid_runtime=info,aerogrid_devstack=info,aerogrid_kafka=info",
+        )
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Binds the HTTP listener, with a hint when the port is taken.
+async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|error| {
+        let hint = if error.kind() == std::io::ErrorKind::AddrInUse {
+            "; another program uses that port: pass --addr with another port (port 0 picks a free one)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("cannot listen on {addr}: {error}{hint}")
+    })
+}
+
+/// Completes on the first SIGINT or SIGTERM, and says which.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
+}

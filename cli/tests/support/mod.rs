@@ -1,0 +1,212 @@
+//! Runs the real `aerogrid dev` binary in a temp dir and looks at it from outside: its files,
+//! its HTTP port, its process tree.
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A running `aerogrid dev`.
+pub(crate) struct DevStack {
+    child: Option<Child>,
+    pub(crate) data_dir: PathBuf,
+    output_dir: PathBuf,
+    pub(crate) url: String,
+}
+
+/// How long a cold start (initdb included) may take on a busy 2-core CI machine.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl DevStack {
+    /// Starts `aerogrid dev` on `data_dir` with a free port and waits until it is ready.
+    pub(crate) fn start(data_dir: &Path) -> Self {
+        Self::start_with_env(data_dir, &[])
+    }
+
+    pub(crate) fn start_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut stack = Self::spawn(data_dir, env);
+        stack.wait_ready();
+        stack
+    }
+
+    /// Starts without waiting.
+    pub(crate) fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let output_dir = data_dir.with_extension("output");
+        std::fs::create_dir_all(&output_dir).unwrap();
+        let stdout = std::fs::File::create(output_dir.join("stdout")).unwrap();
+        let stderr = std::fs::File::create(output_dir.join("stderr")).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_aerogrid"));
+        command
+            .args(["dev", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("DATABASE_URL")
+            .env_remove("KAFKA_BROKERS")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("start aerogrid dev");
+        Self { child: Some(child), data_dir: data_dir.to_owned(), output_dir, url: String::new() }
+    }
+
+    fn wait_ready(&mut self) {
+        let started = Instant::now();
+        let url_file = self.data_dir.join("url");
+        loop {
+            if let Ok(url) = std::fs::read_to_string(&url_file) {
+                self.url = url.trim().to_owned();
+                return;
+            }
+            if let Some(status) = self.child_mut().try_wait().unwrap() {
+                panic!("aerogrid dev exited ({status}) before it was ready:\n{}", self.stderr());
+            }
+            assert!(
+                started.elapsed() < READY_TIMEOUT,
+                "aerogrid dev not ready after {READY_TIMEOUT:?}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn child_mut(&mut self) -> &mut Child {
+        self.child.as_mut().expect("running")
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// A file `aerogrid dev` wrote into its data dir, trimmed.
+    pub(crate) fn file(&self, name: &str) -> String {
+        let path = self.data_dir.join(name);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|error| panic!("reading `{}`: {error}", path.display()))
+            .trim()
+            .to_owned()
+    }
+
+    pub(crate) fn stderr(&self) -> String {
+        std::fs::read_to_string(self.output_dir.join("stderr")).unwrap_or_default()
+    }
+
+    pub(crate) fn stdout(&self) -> String {
+        std::fs::read_to_string(self.output_dir.join("stdout")).unwrap_or_default()
+    }
+
+    pub(crate) fn signal(&self, signal: i32) {
+        send_signal(self.pid(), signal);
+    }
+
+    /// Waits for the process to exit by itself.
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child_mut().try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "still running after {timeout:?}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every process below `aerogrid dev`, with its command line.
+    pub(crate) fn descendants(&self) -> Vec<(u32, String)> {
+        descendants_of(self.pid())
+    }
+}
+
+impl Drop for DevStack {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            send_signal(child.id(), libc::SIGTERM);
+            let _ = child.wait();
+        }
+    }
+}
+
+pub(crate) fn send_signal(pid: u32, signal: i32) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// Whether `pid` is a live process (zombies count as gone).
+pub(crate) fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Processes whose ancestry leads to `root`, from /proc.
+pub(crate) fn descendants_of(root: u32) -> Vec<(u32, String)> {
+    let mut parent_of = HashMap::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // `pid (comm) state ppid ...`: comm may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let Some(ppid) = rest.split_whitespace().nth(1).and_then(|ppid| ppid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        parent_of.insert(pid, ppid);
+    }
+    let mut found: HashSet<u32> = HashSet::from([root]);
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for (&pid, &ppid) in &parent_of {
+            if found.contains(&ppid) && found.insert(pid) {
+                grew = true;
+            }
+        }
+    }
+    found.remove(&root);
+    let mut result: Vec<(u32, String)> = found
+        .into_iter()
+        .filter(|&pid| is_alive(pid))
+        .map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (pid, cmdline.trim().to_owned())
+        })
+        .collect();
+    result.sort();
+    result
+}
+
+/// Waits until none of `pids` is alive.
+pub(crate) fn assert_all_gone(pids: &[(u32, String)], timeout: Duration) {
+    let started = Instant::now();
+    loop {
+        let alive: Vec<_> = pids.iter().filter(|(pid, _)| is_alive(*pid)).collect();
+        if alive.is_empty() {
+            return;
+        }
+        assert!(started.elapsed() < timeout, "still running after {timeout:?}: {alive:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An HTTP client that does not follow redirects (the sign-in link answers with one).
+pub(crate) fn http() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}

@@ -1,0 +1,161 @@
+//! How AeroGrid talks to Kafka.
+//!
+//! Every rdkafka client of the platform is built from [`KafkaSettings`], so that the options an
+//! operator passes for a real cluster (SASL, SSL, ...) reach every consumer, producer and admin
+//! client alike. User code never sees these settings: connectors get records from the runtime node.
+
+use std::time::Duration;
+
+use rdkafka::{
+    ClientConfig,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{BaseConsumer, Consumer},
+    types::RDKafkaErrorCode,
+};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid Kafka option `{0}`: expected KEY=VALUE")]
+    InvalidOption(String),
+    #[error("cannot create a Kafka client: {0}")]
+    Client(#[source] rdkafka::error::KafkaError),
+    #[error("broker at `{brokers}` is not reachable: {source}")]
+    Unreachable {
+        brokers: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("cannot create topic `{topic}`: {reason}")]
+    CreateTopic { topic: String, reason: String },
+    #[error("Kafka task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// The command-line face of [`KafkaSettings`].
+#[derive(Clone, Debug, clap::Args)]
+pub struct KafkaArgs {
+    /// Bootstrap brokers, comma separated (`host:port,...`).
+    #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+
+    /// Extra librdkafka settings for every client, `KEY=VALUE`, e.g.
+    /// `security.protocol=SASL_SSL` (repeat the flag, or separate with `;` in the variable).
+    #[arg(long = "kafka-option", env = "AEROGRID_KAFKA_OPTIONS", value_delimiter = ';', value_parser = parse_option)]
+    pub options: Vec<(String, String)>,
+}
+
+impl KafkaArgs {
+    /// The settings, with `brokers` standing in when none were given.
+    pub fn settings_or(&self, brokers: Option<String>) -> Option<KafkaSettings> {
+        let brokers = self.brokers.clone().or(brokers)?;
+        Some(KafkaSettings { brokers, options: self.options.clone() })
+    }
+}
+
+/// Where the brokers are and how to reach them.
+#[derive(Clone, Debug)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    /// librdkafka settings applied after the defaults.
+    pub options: Vec<(String, String)>,
+}
+
+fn parse_option(option: &str) -> Result<(String, String)> {
+    match option.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(Error::InvalidOption(option.to_owned())),
+    }
+}
+
+/// What a reachability probe saw.
+#[derive(Clone, Debug)]
+pub struct BrokerInfo {
+    pub brokers: usize,
+    pub topics: usize,
+}
+
+impl KafkaSettings {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self { brokers: brokers.into(), options: Vec::new() }
+    }
+
+    /// The base configuration of every client; operator options override the defaults.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            // Some brokers (tansu) hold a fetch for about half of this: keep latency low.
+            .set("fetch.wait.max.ms", "10")
+            .set("socket.keepalive.enable", "true")
+            .set("log_level", "4");
+        for (key, value) in &self.options {
+            config.set(key, value);
+        }
+        config
+    }
+
+    fn admin(&self) -> Result<AdminClient<DefaultClientContext>> {
+        self.client_config().create().map_err(Error::Client)
+    }
+
+    /// Asks the cluster for its metadata: proves the brokers answer.
+    pub async fn probe(&self, timeout: Duration) -> Result<BrokerInfo> {
+        let consumer: BaseConsumer = self.client_config().create().map_err(Error::Client)?;
+        let brokers = self.brokers.clone();
+        // rdkafka's metadata call blocks its thread.
+        tokio::task::spawn_blocking(move || {
+            let metadata = consumer
+                .fetch_metadata(None, timeout)
+                .map_err(|source| Error::Unreachable { brokers, source })?;
+            Ok(BrokerInfo { brokers: metadata.brokers().len(), topics: metadata.topics().len() })
+        })
+        .await?
+    }
+
+    /// Creates a topic; one that exists already is fine.
+    pub async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<()> {
+        let admin = self.admin()?;
+        let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = admin.create_topics([&new_topic], &options).await.map_err(|error| {
+            Error::CreateTopic { topic: topic.to_owned(), reason: error.to_string() }
+        })?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(Error::CreateTopic { topic: name, reason: code.to_string() });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_override_defaults() {
+        let mut settings = KafkaSettings::new("b:9092");
+        settings.options.push(parse_option("fetch.wait.max.ms = 100").unwrap());
+        let config = settings.client_config();
+        assert_eq!(config.get("fetch.wait.max.ms"), Some("100"));
+        assert_eq!(config.get("bootstrap.servers"), Some("b:9092"));
+    }
+
+    #[test]
+    fn option_without_equals_is_refused() {
+        let error = parse_option("security.protocol").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid Kafka option `security.protocol`: expected KEY=VALUE"
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! Compiles `aerogrid/**/*.proto` with protox (pure Rust: no `protoc` on the machine).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["aerogrid/v1/grid.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let file_descriptors = protox::compile(protos, ["."])?;
+    tonic_prost_build::configure()
+        .build_server(std::env::var_os("CARGO_FEATURE_SERVER").is_some())
+        .build_client(true)
+        .build_transport(false)
+        .compile_fds(file_descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! The wire contract between the backend and every client (browser, Excel add-in, CLI).
+//!
+//! Generated from `proto/aerogrid/**/*.proto`. This crate must build for `wasm32-unknown-unknown`,
+//! so it depends on nothing but prost and tonic's codegen.
+
+pub mod v1 {
+    tonic::include_proto!("aerogrid.v1");
+}
