@@ -130,28 +130,32 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         // Last: its presence says the stack is ready.
         files.write(data_files::URL, &url, false)
     };
-    write_files()?;
-
-    let broker_label = match &services.broker {
-        Some(broker) => format!("{} (local tansu; data {})", kafka.brokers, broker.durability()),
-        None => format!("{} (from KAFKA_BROKERS)", kafka.brokers),
-    };
-    println!(
-        "AeroGrid dev stack is up ({:.1} s)\n  url:         {url}\n  broker:      {broker_label}\n  database:    {database_label}\n  admin token: {}\n  sign in:     {login_url}\n  data dir:    {}\nPress Ctrl-C to stop.",
-        started.elapsed().as_secs_f64(),
-        admin.token,
-        data_dir.display(),
-    );
-
-    let failure = tokio::select! {
-        signal = crate::shutdown_signal() => {
-            eprintln!("Received {signal}: stopping.");
-            None
+    let failure = match write_files() {
+        Err(error) => Some(format!("{error:#}")),
+        Ok(()) => {
+            let broker_label = match &services.broker {
+                Some(broker) => {
+                    format!("{} (local tansu; data {})", kafka.brokers, broker.durability())
+                }
+                None => format!("{} (from KAFKA_BROKERS)", kafka.brokers),
+            };
+            println!(
+                "AeroGrid dev stack is up ({:.1} s)\n  url:         {url}\n  broker:      {broker_label}\n  database:    {database_label}\n  admin token: {}\n  sign in:     {login_url}\n  data dir:    {}\nPress Ctrl-C to stop.",
+                started.elapsed().as_secs_f64(),
+                admin.token,
+                data_dir.display(),
+            );
+            tokio::select! {
+                signal = crate::shutdown_signal() => {
+                    eprintln!("Received {signal}: stopping.");
+                    None
+                }
+                exit = exited(services.postgres.as_mut().map(PrivatePostgres::child)) => Some(exit.to_string()),
+                exit = exited(services.broker.as_mut().map(LocalBroker::child)) => Some(exit.to_string()),
+                result = &mut server => Some(format!("the HTTP server stopped: {}", outcome(result))),
+                result = &mut runtime => Some(format!("the runtime node stopped: {}", outcome(result))),
+            }
         }
-        exit = exited(services.postgres.as_mut().map(PrivatePostgres::child)) => Some(exit.to_string()),
-        exit = exited(services.broker.as_mut().map(LocalBroker::child)) => Some(exit.to_string()),
-        result = &mut server => Some(format!("the HTTP server stopped: {}", outcome(result))),
-        result = &mut runtime => Some(format!("the runtime node stopped: {}", outcome(result))),
     };
     if let Some(reason) = &failure {
         eprintln!("error: {reason}");
@@ -218,7 +222,7 @@ async fn start(
     let kafka = match args.kafka.settings_or(None) {
         Some(kafka) => kafka,
         None => {
-            let dir = data_dir.join("broker");
+            let dir = data_dir.join("tansu");
             eprintln!("Starting the local broker (tansu, {} storage).", args.broker_storage);
             let broker =
                 LocalBroker::start(&dir, args.broker_storage, previous_broker_port, lock).await?;

@@ -234,7 +234,7 @@ async fn database_url_and_kafka_brokers_are_used_instead_of_starting_services() 
         &[("DATABASE_URL", &database_url), ("KAFKA_BROKERS", &brokers)],
     );
     assert_eq!(user.descendants(), [], "it starts no process of its own");
-    assert!(!user_dir.join("postgres").exists() && !user_dir.join("broker").exists());
+    assert!(!user_dir.join("postgres").exists() && !user_dir.join("tansu").exists());
     assert_eq!(user.file("broker"), brokers);
     assert!(!user_dir.join("database-url").exists(), "it only writes URLs of what it started");
     let health: Value =

@@ -236,20 +236,34 @@ struct UserNamespace {
     gid_line: Vec<u8>,
 }
 
-/// The id the child has inside its user namespace.
-const NAMESPACE_ID: u32 = 1000;
+/// The user and group the child is inside its user namespace: the `postgres` account where the
+/// machine has one, else `nobody`. initdb needs an id that has a passwd entry.
+fn namespace_ids() -> (u32, u32) {
+    const NOBODY: (u32, u32) = (65534, 65534);
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&"postgres"))
+        .and_then(|fields| Some((fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?)))
+        .filter(|&(uid, _)| uid != 0)
+        .unwrap_or(NOBODY)
+}
 
 #[allow(unsafe_code, reason = "libc calls between fork and exec")]
 impl ChildHooks {
     fn new(options: &Spawn<'_>) -> Self {
         // SAFETY: plain system calls without arguments.
         let (parent, euid, egid) = unsafe { (libc::getpid(), libc::geteuid(), libc::getegid()) };
-        let user_namespace = (options.leave_root && euid == 0).then(|| UserNamespace {
-            setgroups: CString::new("/proc/self/setgroups").expect("no NUL"),
-            uid_map: CString::new("/proc/self/uid_map").expect("no NUL"),
-            gid_map: CString::new("/proc/self/gid_map").expect("no NUL"),
-            uid_line: format!("{NAMESPACE_ID} {euid} 1").into_bytes(),
-            gid_line: format!("{NAMESPACE_ID} {egid} 1").into_bytes(),
+        let user_namespace = (options.leave_root && euid == 0).then(|| {
+            let (uid, gid) = namespace_ids();
+            UserNamespace {
+                setgroups: CString::new("/proc/self/setgroups").expect("no NUL"),
+                uid_map: CString::new("/proc/self/uid_map").expect("no NUL"),
+                gid_map: CString::new("/proc/self/gid_map").expect("no NUL"),
+                uid_line: format!("{uid} {euid} 1").into_bytes(),
+                gid_line: format!("{gid} {egid} 1").into_bytes(),
+            }
         });
         Self {
             parent,

@@ -99,6 +99,8 @@ pub(crate) fn timed<T>(name: &str, step: impl FnOnce() -> anyhow::Result<T>) -> 
 
 fn build_web(root: &Path) -> anyhow::Result<()> {
     timed("build the web frontend (trunk)", || {
+        // Trunk runs cargo offline: fetch the frontend's crates first.
+        run(cargo().args(["fetch", "--locked"]))?;
         let mut command = Command::new(setup::cargo_bin("trunk"));
         command
             .arg("build")

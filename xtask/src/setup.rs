@@ -96,8 +96,13 @@ fn install_cargo_tool(tool: &CargoTool) -> anyhow::Result<()> {
         let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         command.args(["install", tool.krate, "--version", tool.version, "--force"]);
         command.args(tool.extra_args);
-        // Keep its build out of the workspace's target dir and jobserver.
-        command.env_remove("CARGO_TARGET_DIR").env_remove("CARGO_MAKEFLAGS");
+        // Keep its build out of the workspace's target dir and jobserver. These are dev tools:
+        // parallel codegen without LTO builds them several times faster on two cores.
+        command
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_MAKEFLAGS")
+            .env("CARGO_PROFILE_RELEASE_LTO", "false")
+            .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16");
         crate::run(&mut command)?;
         if !is_installed(&binary, tool) {
             bail!(

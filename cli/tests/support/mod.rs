@@ -13,6 +13,7 @@ use std::{
 /// A running `aerogrid dev`.
 pub(crate) struct DevStack {
     child: Option<Child>,
+    spawned_at: std::time::SystemTime,
     pub(crate) data_dir: PathBuf,
     output_dir: PathBuf,
     pub(crate) url: String,
@@ -51,15 +52,26 @@ impl DevStack {
         for (key, value) in env {
             command.env(key, value);
         }
+        let spawned_at = std::time::SystemTime::now();
         let child = command.spawn().expect("start aerogrid dev");
-        Self { child: Some(child), data_dir: data_dir.to_owned(), output_dir, url: String::new() }
+        Self {
+            child: Some(child),
+            spawned_at,
+            data_dir: data_dir.to_owned(),
+            output_dir,
+            url: String::new(),
+        }
     }
 
     fn wait_ready(&mut self) {
         let started = Instant::now();
         let url_file = self.data_dir.join("url");
         loop {
-            if let Ok(url) = std::fs::read_to_string(&url_file) {
+            // A `url` left by a killed earlier run is older than this process.
+            let fresh = std::fs::metadata(&url_file)
+                .and_then(|metadata| metadata.modified())
+                .is_ok_and(|modified| modified >= self.spawned_at);
+            if fresh && let Ok(url) = std::fs::read_to_string(&url_file) {
                 self.url = url.trim().to_owned();
                 return;
             }
@@ -130,7 +142,11 @@ impl DevStack {
 impl Drop for DevStack {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
-            send_signal(child.id(), libc::SIGTERM);
+            // No asserting here: this may run while a failed test unwinds.
+            let _ = Command::new("kill")
+                .arg(format!("-{}", libc::SIGTERM))
+                .arg(child.id().to_string())
+                .status();
             let _ = child.wait();
         }
     }
