@@ -57,8 +57,17 @@ const CARGO_TOOLS: &[CargoTool] = &[
     },
 ];
 
-/// Debian packages: the browser for e2e tests.
-const APT_PACKAGES: &[&str] = &["chromium"];
+/// Debian packages: the browser for e2e tests, PostgreSQL's server binaries for the private
+/// cluster, and what rdkafka's bundled librdkafka (and later PyO3) build against.
+const APT_PACKAGES: &[&str] = &[
+    "chromium",
+    "postgresql",
+    "build-essential",
+    "pkg-config",
+    "libssl-dev",
+    "zlib1g-dev",
+    "python3-dev",
+];
 
 /// npm projects whose `node_modules` the build and tests use.
 const NPM_PROJECTS: &[&str] = &["frontend", "e2e"];
