@@ -94,10 +94,6 @@ impl LocalBroker {
         &self.address
     }
 
-    pub fn storage(&self) -> BrokerStorage {
-        self.storage
-    }
-
     /// Plain words on whether the broker's data survives a restart.
     pub fn durability(&self) -> String {
         match self.storage {
@@ -116,10 +112,6 @@ impl LocalBroker {
 
     pub async fn stop(self) {
         self.child.stop().await;
-    }
-
-    pub async fn kill(self) {
-        self.child.kill().await;
     }
 }
 
@@ -150,7 +142,7 @@ async fn wait_until_listening(child: &mut ManagedChild, port: u16, log: &Path) -
 }
 
 /// AEROGRID_TANSU_BIN, then `tansu` on PATH, then cargo's bin dir.
-pub fn find_tansu() -> Option<PathBuf> {
+fn find_tansu() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("AEROGRID_TANSU_BIN") {
         return Some(PathBuf::from(path));
     }

@@ -13,7 +13,7 @@ mod lock;
 mod postgres;
 mod process;
 
-pub use broker::{BrokerStorage, LocalBroker, TANSU_VERSION, find_tansu};
+pub use broker::{BrokerStorage, LocalBroker, TANSU_VERSION};
 pub use error::{Error, Result};
 pub use lock::DataDirLock;
 pub use postgres::PrivatePostgres;

@@ -2,7 +2,7 @@ use std::{
     fs::{File, OpenOptions},
     io::{Read, Seek, Write},
     os::fd::AsRawFd,
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use crate::{Error, Result};
@@ -12,7 +12,6 @@ use crate::{Error, Result};
 #[derive(Debug)]
 pub struct DataDirLock {
     file: File,
-    path: PathBuf,
 }
 
 impl DataDirLock {
@@ -41,17 +40,13 @@ impl DataDirLock {
         };
         write_pid(&mut file)
             .map_err(|source| Error::io(format!("writing `{}`", path.display()), source))?;
-        Ok(Self { file, path })
+        Ok(Self { file })
     }
 
     /// The descriptor children inherit so the lock outlives a crashed `aerogrid dev` until they
     /// are gone too.
     pub(crate) fn raw_fd(&self) -> i32 {
         self.file.as_raw_fd()
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -23,7 +23,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct PrivatePostgres {
     child: ManagedChild,
     url: String,
-    data: PathBuf,
 }
 
 impl PrivatePostgres {
@@ -78,16 +77,12 @@ impl PrivatePostgres {
             sqlx::query(&format!("CREATE DATABASE {DATABASE}")).execute(&mut connection).await?;
         }
         let _ = connection.close().await;
-        Ok(Self { child, url: format!("{server_url}/{DATABASE}"), data })
+        Ok(Self { child, url: format!("{server_url}/{DATABASE}") })
     }
 
     /// The `DATABASE_URL` of the `aerogrid` database.
     pub fn url(&self) -> &str {
         &self.url
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        &self.data
     }
 
     pub fn child(&mut self) -> &mut ManagedChild {
@@ -97,10 +92,6 @@ impl PrivatePostgres {
     /// Fast shutdown (SIGINT): open transactions are rolled back, the data is safe.
     pub async fn stop(self) {
         self.child.stop().await;
-    }
-
-    pub async fn kill(self) {
-        self.child.kill().await;
     }
 }
 

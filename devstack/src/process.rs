@@ -124,14 +124,6 @@ fn spawn_error(options: &Spawn<'_>, source: std::io::Error) -> Error {
 }
 
 impl ManagedChild {
-    pub fn what(&self) -> &'static str {
-        self.what
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
     /// Waits until the child exits by itself. Cancel-safe.
     pub async fn exited(&mut self) -> ChildExit {
         let status = match self.child.wait().await {
@@ -165,11 +157,6 @@ impl ManagedChild {
                 let _ = self.child.kill().await;
             }
         }
-    }
-
-    /// Kills the child at once (a second Ctrl-C).
-    pub async fn kill(mut self) {
-        let _ = self.child.kill().await;
     }
 }
 

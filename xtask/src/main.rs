@@ -133,6 +133,15 @@ fn test(root: &Path) -> anyhow::Result<()> {
         ]))
     })?;
     build_web(root)?;
+    timed("Python API tests", || {
+        run(Command::new("python3").args([
+            "-m",
+            "unittest",
+            "discover",
+            "--start-directory",
+            "runtime/python/tests",
+        ]))
+    })?;
     timed("Rust tests", || {
         run(cargo()
             .args(["test", "--locked", "--", "--nocapture"])
