@@ -1,7 +1,7 @@
 //! Compiles `aerogrid/**/*.proto` with protox (pure Rust: no `protoc` on the machine).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["aerogrid/v1/grid.proto"];
+    let protos = ["aerogrid/v1/grid.proto", "aerogrid/runtime/v1/connector.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -32,10 +32,17 @@ enum Command {
     Server(services::ServerCommand),
     /// Run a runtime node, which runs the apps' connectors.
     Runtime(services::RuntimeCommand),
+    /// A connector process (started by runtime nodes, speaking their pipe protocol).
+    #[command(hide = true)]
+    Connector,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A connector process runs no async runtime and no tracing of ours: only the interpreter.
+    if let Command::Connector = cli.command {
+        return aerogrid_connector::main();
+    }
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -51,6 +58,7 @@ fn main() -> ExitCode {
             Command::Dev(args) => dev::run(args).await,
             Command::Server(command) => command.run().await.map(|()| ExitCode::SUCCESS),
             Command::Runtime(command) => command.run().await.map(|()| ExitCode::SUCCESS),
+            Command::Connector => unreachable!("handled before the async runtime starts"),
         }
     });
     match result {

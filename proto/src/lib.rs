@@ -6,3 +6,10 @@
 pub mod v1 {
     tonic::include_proto!("aerogrid.v1");
 }
+
+/// Internal protocols between the platform's own processes.
+pub mod runtime {
+    pub mod v1 {
+        tonic::include_proto!("aerogrid.runtime.v1");
+    }
+}

@@ -320,6 +320,8 @@ class Grid:
             raise TypeError(
                 f"grid cells hold str, int, float, bool or None; column `{column}` of grid `{self.name}` got {type(value).__name__}"
             )
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            raise ValueError(f"column `{column}` of grid `{self.name}` got {value}, beyond 64-bit integers")
         if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
             raise ValueError(f"column `{column}` of grid `{self.name}` got {value}, which JSON cannot carry")
 

@@ -11,11 +11,16 @@ import logging
 import sys
 import time
 import traceback
+import types
 import typing
 from typing import Any, Callable, Optional
 
 import aerogrid
 from aerogrid import _NEED_RECORDS, App, Event, Record, RecordError, Stream, StreamSpec, Topic, _coerce
+
+
+# The name the user's module runs under.
+MODULE_NAME = "__aerogrid_connector__"
 
 
 class LoadError(Exception):
@@ -89,9 +94,13 @@ class Connector:
             code = compile(source, self.filename, "exec")
         except SyntaxError as error:
             raise LoadError(f"syntax error: {error.msg}", error.lineno) from None
-        module = {"__name__": "__aerogrid_connector__", "__file__": self.filename, "BROKER_URI": aerogrid.BROKER_URI}
+        # A real module in sys.modules, so annotations of Records resolve against it.
+        module = types.ModuleType(MODULE_NAME)
+        module.__file__ = self.filename
+        module.BROKER_URI = aerogrid.BROKER_URI  # type: ignore[attr-defined]
+        sys.modules[MODULE_NAME] = module
         try:
-            exec(code, module)
+            exec(code, module.__dict__)
         except Exception as error:  # noqa: BLE001 (any failure of user code is reported)
             message, line = self._describe(error)
             raise LoadError(message, line) from None

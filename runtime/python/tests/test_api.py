@@ -12,26 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aerogrid  # noqa: E402
 from aerogrid._driver import Connector, LoadError, RawMessage  # noqa: E402
 
-SEED = """\
-import aerogrid
-
-app = aerogrid.App('ordersapp', broker=BROKER_URI)
-
-class Order(aerogrid.Record):
-    product: str
-    quantity: int
-
-orders_topic = app.topic('orders', key_type=str, value_type=Order)
-
-product_sum = app.Grid('product_sum', columns=['units_sold'],
-                       default=lambda: {'units_sold': 0})
-
-@app.stream(orders_topic)
-async def sum_orders(orders):
-    async for order_id, order in orders.items():
-        units_sold = product_sum[order.product]['units_sold'] + order.quantity
-        product_sum[order.product] = { 'units_sold': units_sold }
-"""
+SEED = (Path(__file__).parent / "seed.py").read_text()
 
 
 def messages(values, start=0, partition=0):
@@ -129,6 +110,17 @@ class Loading(ConnectorTest):
         self.assertEqual(raised.exception.line, 3)
         self.assertIn("exactly one aerogrid.App", raised.exception.message)
 
+    def test_records_may_use_postponed_annotations(self):
+        connector = self.load(
+            "from __future__ import annotations\nimport aerogrid\napp = aerogrid.App('a')\n"
+            "class Inner(aerogrid.Record):\n    n: int\n"
+            "class Outer(aerogrid.Record):\n    inner: Inner\n"
+            "t = app.topic('t', value_type=Outer)\ng = app.Grid('g', columns=['n'])\n"
+            "@app.stream(t)\nasync def f(s):\n    async for o in s:\n        g['x'] = {'n': o.inner.n}\n"
+        )
+        connector.process("t", messages([{"inner": {"n": "4"}}]))
+        self.assertEqual(connector.take_changes(), {"g": {"x": {"n": 4}}})
+
     def test_a_stream_must_be_async(self):
         with self.assertRaises(LoadError) as raised:
             Connector("import aerogrid\napp = aerogrid.App('a')\nt = app.topic('t')\n@app.stream(t)\ndef f(s):\n    pass\n")
@@ -191,6 +183,8 @@ class Grids(unittest.TestCase):
             grid["a"] = {"v": float("nan")}
         with self.assertRaises(TypeError):
             grid[1.5] = {"v": 1}
+        with self.assertRaises(ValueError):
+            grid["a"] = {"v": 2**64}
 
 
 class StreamsAndTimers(ConnectorTest):

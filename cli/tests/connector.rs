@@ -1,0 +1,174 @@
+//! A real connector process (`aerogrid connector`) driven over its pipe protocol.
+
+use std::{
+    io::{Read, Write},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+};
+
+use aerogrid_proto::{
+    runtime::v1::{
+        Batch, BatchResult, ConnectorMessage, Load, LoadFailed, Loaded, NodeMessage, RawMessage,
+        RestoreGrid, Tick, connector_message::Kind, node_message,
+    },
+    v1::{Value, value},
+};
+use prost::Message;
+
+const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
+
+struct ConnectorProcess {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+}
+
+impl ConnectorProcess {
+    fn start() -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_aerogrid"))
+            .arg("connector")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start aerogrid connector");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut process = Self { child, stdin, stdout };
+        assert!(matches!(process.receive(), Kind::Ready(_)), "a connector says it is ready");
+        process
+    }
+
+    fn send(&mut self, kind: node_message::Kind) -> Kind {
+        let bytes = NodeMessage { kind: Some(kind) }.encode_to_vec();
+        self.stdin.write_all(&u32::try_from(bytes.len()).unwrap().to_le_bytes()).unwrap();
+        self.stdin.write_all(&bytes).unwrap();
+        self.stdin.flush().unwrap();
+        self.receive()
+    }
+
+    fn receive(&mut self) -> Kind {
+        let mut length = [0u8; 4];
+        self.stdout.read_exact(&mut length).expect("a frame from the connector");
+        let mut bytes = vec![0u8; u32::from_le_bytes(length) as usize];
+        self.stdout.read_exact(&mut bytes).unwrap();
+        ConnectorMessage::decode(bytes.as_slice()).unwrap().kind.expect("a message kind")
+    }
+
+    fn load(&mut self, source: &str) -> Kind {
+        self.send(node_message::Kind::Load(Load {
+            team: "acme".into(),
+            app: "orders".into(),
+            source: source.into(),
+            filename: "main.py".into(),
+        }))
+    }
+
+    fn batch(&mut self, topic: &str, values: &[&[u8]]) -> BatchResult {
+        let messages = values
+            .iter()
+            .enumerate()
+            .map(|(offset, value)| RawMessage {
+                key: Some(format!("k{offset}").into_bytes()),
+                value: Some(value.to_vec()),
+                partition: 0,
+                offset: offset as i64,
+                timestamp: None,
+            })
+            .collect();
+        match self.send(node_message::Kind::Batch(Batch { topic: topic.into(), messages })) {
+            Kind::Result(result) => result,
+            other => panic!("expected a batch result, got {other:?}"),
+        }
+    }
+}
+
+impl Drop for ConnectorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn int(value: i64) -> Value {
+    Value { kind: Some(value::Kind::Int(value)) }
+}
+
+#[test]
+fn seed_program_runs_over_the_pipe() {
+    let mut connector = ConnectorProcess::start();
+    let Kind::Loaded(Loaded { topics, grids, streams, .. }) = connector.load(SEED) else {
+        panic!("the seed program loads")
+    };
+    assert_eq!(topics.iter().map(|topic| topic.name.as_str()).collect::<Vec<_>>(), ["orders"]);
+    assert_eq!(
+        (grids[0].name.as_str(), grids[0].columns.as_slice()),
+        ("product_sum", &["units_sold".to_owned()][..])
+    );
+    assert_eq!(streams, 1);
+
+    let result = connector.batch(
+        "orders",
+        &[
+            br#"{"product": "apple", "quantity": 2}"#,
+            b"not json",
+            br#"{"product": "apple", "quantity": 3}"#,
+            br#"{"product": "pear", "quantity": 1}"#,
+        ],
+    );
+    let changes = &result.changes[0];
+    assert_eq!(changes.grid, "product_sum");
+    let mut rows: Vec<_> =
+        changes.upserted.iter().map(|row| (row.key.as_str(), row.values.clone())).collect();
+    rows.sort_by_key(|(key, _)| *key);
+    assert_eq!(rows, [("apple", vec![int(5)]), ("pear", vec![int(1)])]);
+    assert_eq!(result.bad_records.len(), 1);
+    assert_eq!(result.bad_records[0].offset, 1);
+    assert_eq!(result.bad_records[0].value.as_deref(), Some(&b"not json"[..]));
+
+    // Rows restored from a changelog carry on.
+    let restored = connector.send(node_message::Kind::Restore(RestoreGrid {
+        grid: "product_sum".into(),
+        rows: vec![aerogrid_proto::runtime::v1::GridRow {
+            key: "plum".into(),
+            values: vec![int(40)],
+        }],
+    }));
+    assert!(matches!(restored, Kind::Result(_)));
+    let result = connector.batch("orders", &[br#"{"product": "plum", "quantity": 2}"#]);
+    assert_eq!(result.changes[0].upserted[0].values, [int(42)]);
+}
+
+#[test]
+fn load_failures_name_the_line() {
+    let mut connector = ConnectorProcess::start();
+    let Kind::LoadFailed(LoadFailed { message, line }) =
+        connector.load("import aerogrid\napp = aerogrid.App('a')\nx = 1 / 0\n")
+    else {
+        panic!("a module that raises does not load")
+    };
+    assert_eq!(line, Some(3));
+    assert_eq!(message, "ZeroDivisionError: division by zero (line 3)");
+}
+
+#[test]
+fn user_output_becomes_log_lines_and_cannot_break_the_protocol() {
+    let mut connector = ConnectorProcess::start();
+    let source = "import os, aerogrid\napp = aerogrid.App('a')\nt = app.topic('t', value_type=str)\n\
+                  @app.stream(t)\nasync def f(s):\n    async for v in s:\n        print('got', v)\n        os.write(1, b'garbage on fd 1')\n\
+                  @app.timer(0.01)\ndef tick():\n    print('tick')\n";
+    assert!(matches!(connector.load(source), Kind::Loaded(_)));
+    let result = connector.batch("t", &[b"hello"]);
+    assert_eq!(
+        result
+            .logs
+            .iter()
+            .map(|log| (log.level.as_str(), log.message.as_str()))
+            .collect::<Vec<_>>(),
+        [("info", "got hello")]
+    );
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let Kind::Result(result) = connector.send(node_message::Kind::Tick(Tick {})) else {
+        panic!("a tick has a result")
+    };
+    assert_eq!(result.logs[0].message, "tick");
+}
