@@ -36,6 +36,8 @@ pub(crate) struct DevArgs {
     broker_storage: BrokerStorage,
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    node: aerogrid_runtime::NodeArgs,
 }
 
 /// The processes `aerogrid dev` started for itself.
@@ -116,7 +118,11 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         args.server.public_url.as_ref(),
     );
     let mut server = tokio::spawn(aerogrid_backend::serve(listener, state, stopped()));
-    let mut runtime = tokio::spawn(aerogrid_runtime::run(pool.clone(), kafka.clone(), stopped()));
+    let mut node = args.node.clone();
+    // The dev stack's own broker: apps' input topics are created on first use.
+    node.create_topics |= services.broker.is_some();
+    let mut runtime =
+        tokio::spawn(aerogrid_runtime::run(pool.clone(), kafka.clone(), node, stopped()));
 
     let login_url = bootstrap::login_url(&url, &admin.login_link_secret);
     let database_url_file = services.postgres.as_ref().map(PrivatePostgres::url);

@@ -45,13 +45,15 @@ pub(crate) struct RuntimeCommand {
     database_url: String,
     #[command(flatten)]
     kafka: KafkaArgs,
+    #[command(flatten)]
+    node: aerogrid_runtime::NodeArgs,
 }
 
 impl RuntimeCommand {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let kafka = required_kafka(&self.kafka)?;
         let pool = connect_database(&self.database_url).await?;
-        aerogrid_runtime::run(pool, kafka, async {
+        aerogrid_runtime::run(pool, kafka, self.node, async {
             let signal = crate::shutdown_signal().await;
             tracing::info!("Received {signal}: stopping.");
         })

@@ -14,6 +14,7 @@
 mod error;
 mod frame;
 mod python;
+mod title;
 
 use std::{
     fs::File,
@@ -47,7 +48,10 @@ fn run() -> Result<()> {
             return Err(Error::Protocol("a node message without content".to_owned()));
         };
         let answer = match kind {
-            node_message::Kind::Load(load) => session.load(load)?,
+            node_message::Kind::Load(load) => {
+                title::set(&format!("aerogrid-connector {}/{}", load.team, load.app));
+                session.load(load)?
+            }
             node_message::Kind::Batch(batch) => session.process(batch)?,
             node_message::Kind::Restore(restore) => session.restore(restore)?,
             node_message::Kind::Tick(_) => session.tick()?,

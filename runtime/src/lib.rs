@@ -1,15 +1,22 @@
-//! The runtime node: claims the apps whose desired state is running, runs each in a sandboxed
-//! connector process, and owns all their Kafka I/O.
+//! The runtime node: claims the apps whose desired state is running, runs each in a connector
+//! process from a warm pool, and owns all their Kafka I/O.
 //!
 //! Invariants:
 //! - User Python runs only in connector processes, never in this process.
 //! - Connector processes reach neither the network, Postgres nor Kafka: the node does it for them.
-//!
-//! For now the node checks that it reaches both and waits; connectors come with the runtime issue.
+//! - Grids are recoverable from the changelog alone: every change is written there with the
+//!   input offsets it reflects before input offsets are committed, and input resumes at the
+//!   changelog's offsets, so a restarted app ends as one uninterrupted run would.
 
-use std::{future::Future, time::Duration};
+mod app;
+mod changelog;
+mod connector;
+mod db;
+mod grids;
+mod input;
+mod node;
 
-use aerogrid_kafka::KafkaSettings;
+pub use node::{NodeArgs, run};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -17,20 +24,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("the runtime node cannot reach the database: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("the runtime node cannot reach the broker: {0}")]
+    #[error("{0}")]
     Broker(#[from] aerogrid_kafka::Error),
-}
-
-/// Runs the node until `shutdown` completes.
-pub async fn run(
-    db: sqlx::PgPool,
-    kafka: KafkaSettings,
-    shutdown: impl Future<Output = ()>,
-) -> Result<()> {
-    sqlx::query("SELECT 1").execute(&db).await?;
-    kafka.probe(Duration::from_secs(10)).await?;
-    tracing::info!(brokers = %kafka.brokers, "Runtime node ready.");
-    shutdown.await;
-    tracing::info!("Runtime node stopped.");
-    Ok(())
+    #[error("connector: {0}")]
+    Connector(String),
+    #[error("{0}")]
+    ConnectorExited(String),
+    #[error("topic `{0}` does not exist")]
+    TopicMissing(String),
+    #[error("changelog: {0}")]
+    Changelog(String),
+    #[error("a runtime task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
 }

@@ -177,7 +177,13 @@ fn sqlx_prepare(root: &Path) -> anyhow::Result<()> {
             std::fs::create_dir_all(&offline_dir)?;
             // The macros only write their data when they run: force the crates using them to
             // recompile.
-            run(cargo().args(["clean", "--package", "aerogrid-backend"]))?;
+            run(cargo().args([
+                "clean",
+                "--package",
+                "aerogrid-backend",
+                "--package",
+                "aerogrid-runtime",
+            ]))?;
             run(cargo()
                 .args(["check", "--all-targets"])
                 .env("SQLX_OFFLINE", "false")

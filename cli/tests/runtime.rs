@@ -1,0 +1,229 @@
+//! The runtime node inside `aerogrid dev`: an app saved in the database runs its Python against
+//! the broker, its grids go to the changelog, and a killed connector comes back without losing
+//! or double-counting anything.
+
+mod support;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use aerogrid_kafka::KafkaSettings;
+use aerogrid_proto::v1::{ChangelogRecord, changelog_record, value};
+use prost::Message as _;
+use rdkafka::{
+    Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+    producer::{FutureProducer, FutureRecord},
+};
+use support::DevStack;
+
+const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
+
+/// Creates team `acme` and app `orders` running `code`; returns the app id.
+async fn create_running_app(pool: &sqlx::PgPool, code: &str) -> uuid::Uuid {
+    let team: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO teams (id, name) VALUES (gen_random_uuid(), 'acme') RETURNING id",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let app: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO apps (id, team_id, name, desired_state) VALUES (gen_random_uuid(), $1, 'orders', 'running') RETURNING id",
+    )
+    .bind(team)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO app_versions (app_id, version, code) VALUES ($1, 1, $2)")
+        .bind(app)
+        .bind(code)
+        .execute(pool)
+        .await
+        .unwrap();
+    app
+}
+
+/// Produces orders `range` (product `p{n % 17}`, quantity `n % 5 + 1`).
+async fn produce_orders(kafka: &KafkaSettings, range: std::ops::Range<u64>) {
+    let producer: FutureProducer = kafka.client_config().create().unwrap();
+    for n in range {
+        let payload = format!(r#"{{"product": "p{}", "quantity": {}}}"#, n % 17, n % 5 + 1);
+        producer
+            .send(
+                FutureRecord::to("orders").key(&format!("order-{n}")).payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+fn expected_totals(count: u64) -> BTreeMap<String, i64> {
+    let mut totals = BTreeMap::new();
+    for n in 0..count {
+        *totals.entry(format!("p{}", n % 17)).or_insert(0) += (n % 5 + 1) as i64;
+    }
+    totals
+}
+
+/// Replays the app's changelog: the `product_sum` grid and the input offset it reflects.
+fn read_changelog(kafka: &KafkaSettings, app: uuid::Uuid) -> (BTreeMap<String, i64>, i64) {
+    let mut config = kafka.client_config();
+    config.set("group.id", "aerogrid-test-reader").set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = config.create().unwrap();
+    let topic = format!("aerogrid.changelog.{app}");
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(&topic, 0, Offset::Beginning).unwrap();
+    consumer.assign(&assignment).unwrap();
+    let mut grid = BTreeMap::new();
+    let mut offset = 0;
+    let mut snapshot: Vec<aerogrid_proto::v1::SnapshotPart> = Vec::new();
+    let apply = |grids: &[aerogrid_proto::v1::GridDelta], grid: &mut BTreeMap<String, i64>| {
+        for delta in grids.iter().filter(|delta| delta.grid == "product_sum") {
+            for row in &delta.upserted {
+                let Some(value::Kind::Int(units)) = row.values[0].kind else {
+                    panic!("an int: {row:?}")
+                };
+                grid.insert(row.key.clone(), units);
+            }
+            for key in &delta.deleted {
+                grid.remove(key);
+            }
+        }
+    };
+    // Read until the topic is quiet (the test waits for the app before reading).
+    while let Some(message) = consumer.poll(Duration::from_millis(1500)) {
+        let message = message.unwrap();
+        let record = ChangelogRecord::decode(message.payload().unwrap()).unwrap();
+        match record.kind.unwrap() {
+            changelog_record::Kind::Delta(delta) => {
+                apply(&delta.grids, &mut grid);
+                offset = delta.offsets.iter().map(|offset| offset.offset).max().unwrap_or(offset);
+            }
+            changelog_record::Kind::Snapshot(part) => {
+                snapshot.push(part.clone());
+                if part.index + 1 == part.count {
+                    grid.clear();
+                    for part in snapshot.drain(..) {
+                        apply(&part.grids, &mut grid);
+                        offset =
+                            part.offsets.iter().map(|offset| offset.offset).max().unwrap_or(offset);
+                    }
+                }
+            }
+            changelog_record::Kind::Fence(_) => {}
+        }
+    }
+    (grid, offset)
+}
+
+async fn status(pool: &sqlx::PgPool, app: uuid::Uuid) -> (String, Option<String>, i32) {
+    sqlx::query_as("SELECT state, error, restarts FROM app_status WHERE app_id = $1")
+        .bind(app)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+        .unwrap_or(("none".into(), None, 0))
+}
+
+/// Waits until the changelog reflects `count` input records.
+async fn wait_for_changelog(
+    kafka: &KafkaSettings,
+    app: uuid::Uuid,
+    count: i64,
+    pool: &sqlx::PgPool,
+) -> BTreeMap<String, i64> {
+    let started = Instant::now();
+    loop {
+        let (grid, offset) = {
+            let kafka = kafka.clone();
+            tokio::task::spawn_blocking(move || read_changelog(&kafka, app)).await.unwrap()
+        };
+        if offset >= count {
+            return grid;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the changelog reflects {offset} of {count} records; status {:?}",
+            status(pool, app).await
+        );
+    }
+}
+
+fn connector_pids(stack: &DevStack) -> HashMap<u32, String> {
+    stack
+        .descendants()
+        .into_iter()
+        .filter(|(_, command)| command.starts_with("aerogrid-connector"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_app_runs_and_a_killed_connector_resumes_exactly() {
+    let temp = tempfile::tempdir().unwrap();
+    let stack = DevStack::start(&temp.path().join("data"));
+    let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
+    let kafka = KafkaSettings::new(stack.file("broker"));
+    kafka.ensure_topic("orders", 1).await.unwrap();
+    produce_orders(&kafka, 0..2000).await;
+    let app = create_running_app(&pool, SEED).await;
+
+    let grid = wait_for_changelog(&kafka, app, 2000, &pool).await;
+    assert_eq!(grid, expected_totals(2000));
+    assert_eq!(status(&pool, app).await.0, "running");
+
+    // The connector running the app is titled after it; the warm ones are idle.
+    let connectors = connector_pids(&stack);
+    let running: Vec<_> =
+        connectors.iter().filter(|(_, title)| title.contains("acme/orders")).collect();
+    assert_eq!(running.len(), 1, "{connectors:?}");
+    assert!(
+        connectors.values().any(|title| title.contains("(idle)")),
+        "a warm pool: {connectors:?}"
+    );
+    let killed = *running[0].0;
+    support::send_signal(killed, libc::SIGKILL);
+
+    produce_orders(&kafka, 2000..4000).await;
+    let grid = wait_for_changelog(&kafka, app, 4000, &pool).await;
+    assert_eq!(grid, expected_totals(4000), "nothing lost, nothing counted twice");
+    let (state, _, restarts) = status(&pool, app).await;
+    assert_eq!(state, "running");
+    assert!(restarts >= 1, "the crash is counted");
+    assert!(!connector_pids(&stack).contains_key(&killed));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_code_fails_with_its_line_and_is_not_restarted() {
+    let temp = tempfile::tempdir().unwrap();
+    let stack = DevStack::start(&temp.path().join("data"));
+    let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
+    let app =
+        create_running_app(&pool, "import aerogrid\napp = aerogrid.App('x')\nundefined_name\n")
+            .await;
+    let started = Instant::now();
+    loop {
+        let (state, error, restarts) = status(&pool, app).await;
+        if state == "failed" {
+            assert_eq!(
+                error.as_deref(),
+                Some("NameError: name 'undefined_name' is not defined (line 3)")
+            );
+            let line: Option<i32> =
+                sqlx::query_scalar("SELECT error_line FROM app_status WHERE app_id = $1")
+                    .bind(app)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            assert_eq!(line, Some(3));
+            assert_eq!(restarts, 0);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "state {state}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(status(&pool, app).await.2, 0, "a failed app is not restarted in a loop");
+}

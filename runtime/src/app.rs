@@ -1,0 +1,336 @@
+//! Running one app: its connector process, its input, its changelog, its status.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use aerogrid_kafka::KafkaSettings;
+use aerogrid_proto::{
+    runtime::v1::{
+        Batch, BatchResult, GridRow, Load, LoadFailed, Loaded, RestoreGrid, Tick,
+        connector_message::Kind, node_message,
+    },
+    v1::ChangelogDelta,
+};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::{
+    Error, Result,
+    changelog::{self, ChangelogWriter},
+    connector::{ConnectorProcess, WarmPool},
+    db,
+    grids::{GridState, offsets_to_wire},
+    input::Input,
+};
+
+/// Changelog records between snapshots: bounds what recovery replays.
+const RECORDS_PER_SNAPSHOT: u64 = 1000;
+/// How often counters, logs and bad records go to Postgres.
+const STATUS_FLUSH: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Why an app's task should end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    Run,
+    /// The user stopped it (or deleted it).
+    Stopped,
+    /// This node is shutting down or lost the lease: another run takes over.
+    Leave,
+}
+
+/// What every app task of a node shares.
+#[derive(Clone)]
+pub(crate) struct NodeContext {
+    pub(crate) db: sqlx::PgPool,
+    pub(crate) kafka: KafkaSettings,
+    pub(crate) pool: WarmPool,
+    pub(crate) node_id: String,
+    /// Create missing input topics (the dev stack's own broker) instead of waiting for them.
+    pub(crate) create_topics: bool,
+}
+
+enum Outcome {
+    Stop(Stop),
+    Failed { message: String, line: Option<u32> },
+}
+
+/// Runs the app until told to stop; restarts its connector with backoff when it crashes.
+pub(crate) async fn run_app(
+    context: NodeContext,
+    app_id: Uuid,
+    epoch: i64,
+    mut stop: watch::Receiver<Stop>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let outcome = run_once(&context, app_id, epoch, &mut stop).await;
+        let wait = match outcome {
+            Ok(Outcome::Stop(Stop::Stopped)) => {
+                report(db::set_state(&context.db, app_id, "stopped", None, None, None).await);
+                return;
+            }
+            Ok(Outcome::Stop(_)) => return,
+            Ok(Outcome::Failed { message, line }) => {
+                tracing::info!(%app_id, %message, "App failed; it stays failed until started again.");
+                let line = line.and_then(|line| i32::try_from(line).ok());
+                report(
+                    db::set_state(&context.db, app_id, "failed", Some(&message), line, None).await,
+                );
+                // Not restarted in a loop: its code cannot run as it is.
+                if stopped(&mut stop).await == Stop::Stopped {
+                    report(db::set_state(&context.db, app_id, "stopped", None, None, None).await);
+                }
+                return;
+            }
+            Err(Error::TopicMissing(topic)) => {
+                let message = format!("waiting for topic `{topic}` to exist");
+                report(
+                    db::set_state(&context.db, app_id, "waiting", Some(&message), None, None).await,
+                );
+                Duration::from_secs(2)
+            }
+            Err(error) => {
+                failures += 1;
+                let backoff = (Duration::from_millis(250) * 2u32.saturating_pow(failures.min(8)))
+                    .min(MAX_BACKOFF);
+                tracing::warn!(%app_id, %error, ?backoff, "App interrupted; restarting.");
+                report(db::count_restart(&context.db, app_id).await);
+                report(
+                    db::set_state(
+                        &context.db,
+                        app_id,
+                        "starting",
+                        Some(&format!("restarting after: {error}")),
+                        None,
+                        None,
+                    )
+                    .await,
+                );
+                backoff
+            }
+        };
+        let reason = tokio::select! {
+            () = tokio::time::sleep(wait) => Stop::Run,
+            reason = stopped(&mut stop) => reason,
+        };
+        if reason == Stop::Stopped {
+            report(db::set_state(&context.db, app_id, "stopped", None, None, None).await);
+        }
+        if reason != Stop::Run {
+            return;
+        }
+    }
+}
+
+/// Waits until the app is told to stop, and says why.
+async fn stopped(stop: &mut watch::Receiver<Stop>) -> Stop {
+    loop {
+        let current = *stop.borrow_and_update();
+        if current != Stop::Run {
+            return current;
+        }
+        if stop.changed().await.is_err() {
+            return Stop::Leave;
+        }
+    }
+}
+
+fn report(result: Result<()>) {
+    if let Err(error) = result {
+        tracing::warn!(%error, "Cannot record app status.");
+    }
+}
+
+async fn run_once(
+    context: &NodeContext,
+    app_id: Uuid,
+    epoch: i64,
+    stop: &mut watch::Receiver<Stop>,
+) -> Result<Outcome> {
+    let Some(code) = db::app_code(&context.db, app_id).await? else {
+        return Ok(Outcome::Failed { message: "the app has no saved code".into(), line: None });
+    };
+    db::set_state(&context.db, app_id, "starting", None, None, Some(code.version)).await?;
+    let started = Instant::now();
+    let mut connector = context.pool.take().await?;
+    let loaded = match connector
+        .request(node_message::Kind::Load(Load {
+            team: code.team.clone(),
+            app: code.app.clone(),
+            source: code.code,
+            filename: "main.py".into(),
+        }))
+        .await?
+    {
+        Kind::Loaded(loaded) => loaded,
+        Kind::LoadFailed(LoadFailed { message, line }) => {
+            return Ok(Outcome::Failed { message, line });
+        }
+        other => return Err(Error::Connector(format!("unexpected answer to Load: {other:?}"))),
+    };
+    let Loaded { topics, grids, next_timer_in, .. } = loaded;
+    let columns: HashMap<String, Vec<String>> =
+        grids.into_iter().map(|grid| (grid.name, grid.columns)).collect();
+
+    // Grids back from the changelog, up to a fence only this run writes.
+    let changelog_topic = changelog::topic_name(app_id);
+    context.kafka.ensure_topic(&changelog_topic, 1).await?;
+    let writer = ChangelogWriter::new(
+        &context.kafka,
+        changelog_topic.clone(),
+        u64::try_from(epoch).unwrap_or(0),
+    )?;
+    let fence = writer.write_fence(&context.node_id).await?;
+    let mut from = db::snapshot_offset(&context.db, app_id).await?.unwrap_or(0);
+    if from > fence {
+        tracing::warn!(%app_id, from, fence, "The changelog is shorter than its last snapshot: the broker lost it. Starting with empty grids.");
+        from = 0;
+    }
+    let (mut state, replayed) =
+        changelog::recover(&context.kafka, &changelog_topic, from, fence).await?;
+    state.reshape(&columns);
+    restore(&mut connector, &state).await?;
+
+    let topic_names: Vec<String> = topics.into_iter().map(|topic| topic.name).collect();
+    if context.create_topics {
+        for topic in &topic_names {
+            context.kafka.ensure_topic(topic, 1).await?;
+        }
+    }
+    let (input, _partitions) = Input::assign(
+        &context.kafka,
+        &format!("aerogrid-app-{app_id}"),
+        &topic_names,
+        &state.offsets,
+    )?;
+    let mut batches = input.start();
+    db::set_state(&context.db, app_id, "running", None, None, Some(code.version)).await?;
+    tracing::info!(%app_id, team = %code.team, app = %code.app, version = code.version, replayed, pid = connector.pid(), elapsed = ?started.elapsed(), "App running.");
+
+    let mut records_since_snapshot = replayed;
+    let mut next_timer =
+        next_timer_in.map(|seconds| tokio::time::Instant::now() + Duration::from_secs_f64(seconds));
+    let mut pending = Pending::default();
+    let mut flush = tokio::time::interval(STATUS_FLUSH);
+    loop {
+        let timer = async {
+            match next_timer {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            batch = batches.recv() => {
+                let Some(batch) = batch else { return Err(Error::Connector("the input consumer stopped".into())) };
+                let batch = batch?;
+                let count = batch.messages.len();
+                for message in &batch.messages {
+                    state.offsets.insert((batch.topic.clone(), message.partition), message.offset + 1);
+                }
+                let result = expect_result(connector.request(node_message::Kind::Batch(Batch { topic: batch.topic, messages: batch.messages })).await?)?;
+                pending.records_in += count as i64;
+                next_timer = result.next_timer_in.map(|seconds| tokio::time::Instant::now() + Duration::from_secs_f64(seconds));
+                let delta = take_result(&mut state, &columns, result, &mut pending);
+                writer.write_delta(delta).await?;
+                input.commit(&state.offsets);
+                records_since_snapshot += 1;
+            }
+            () = timer => {
+                let result = expect_result(connector.request(node_message::Kind::Tick(Tick {})).await?)?;
+                next_timer = result.next_timer_in.map(|seconds| tokio::time::Instant::now() + Duration::from_secs_f64(seconds));
+                let delta = take_result(&mut state, &columns, result, &mut pending);
+                if !delta.grids.is_empty() {
+                    writer.write_delta(delta).await?;
+                    records_since_snapshot += 1;
+                }
+            }
+            _ = flush.tick() => pending.flush(&context.db, app_id).await?,
+            reason = stopped(stop) => {
+                pending.flush(&context.db, app_id).await?;
+                return Ok(Outcome::Stop(reason));
+            }
+        }
+        if records_since_snapshot >= RECORDS_PER_SNAPSHOT {
+            let snapshot_offset = writer.write_snapshot(&state, records_since_snapshot).await?;
+            db::set_snapshot_offset(&context.db, app_id, &changelog_topic, snapshot_offset).await?;
+            records_since_snapshot = 0;
+        }
+    }
+}
+
+fn expect_result(answer: Kind) -> Result<BatchResult> {
+    match answer {
+        Kind::Result(result) => Ok(result),
+        other => Err(Error::Connector(format!("expected a batch result, got {other:?}"))),
+    }
+}
+
+/// Applies a connector result to the grids and queues its logs and bad records.
+fn take_result(
+    state: &mut GridState,
+    columns: &HashMap<String, Vec<String>>,
+    result: BatchResult,
+    pending: &mut Pending,
+) -> ChangelogDelta {
+    for log in result.logs {
+        pending.log_levels.push(log.level);
+        pending.log_messages.push(log.message);
+    }
+    for bad in result.bad_records {
+        pending.bad.topics.push(bad.topic);
+        pending.bad.partitions.push(bad.partition);
+        pending.bad.offsets.push(bad.offset);
+        pending.bad.reasons.push(bad.reason);
+        pending.bad.lines.push(bad.line.and_then(|line| i32::try_from(line).ok()));
+        pending.bad.keys.push(bad.key);
+        pending.bad.values.push(bad.value);
+    }
+    let grids = state.apply_changes(result.changes, columns);
+    ChangelogDelta { grids, offsets: offsets_to_wire(&state.offsets) }
+}
+
+/// Status to write to Postgres at the next flush.
+#[derive(Default)]
+struct Pending {
+    records_in: i64,
+    log_levels: Vec<String>,
+    log_messages: Vec<String>,
+    bad: db::BadRecords,
+}
+
+impl Pending {
+    async fn flush(&mut self, pool: &sqlx::PgPool, app_id: Uuid) -> Result<()> {
+        let bad_count = self.bad.topics.len() as i64;
+        if self.records_in > 0 || bad_count > 0 {
+            db::add_counts(pool, app_id, self.records_in, bad_count).await?;
+        }
+        if !self.log_levels.is_empty() {
+            db::insert_logs(pool, app_id, &self.log_levels, &self.log_messages).await?;
+        }
+        if bad_count > 0 {
+            db::insert_bad_records(pool, app_id, &self.bad).await?;
+        }
+        *self = Self::default();
+        Ok(())
+    }
+}
+
+/// Hands the recovered rows (already in the running version's layout) to a fresh connector.
+async fn restore(connector: &mut ConnectorProcess, state: &GridState) -> Result<()> {
+    for (name, grid) in &state.grids {
+        let rows = grid
+            .rows
+            .iter()
+            .map(|(key, values)| GridRow { key: key.clone(), values: values.clone() })
+            .collect();
+        expect_result(
+            connector
+                .request(node_message::Kind::Restore(RestoreGrid { grid: name.clone(), rows }))
+                .await?,
+        )?;
+    }
+    Ok(())
+}

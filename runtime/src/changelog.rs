@@ -1,0 +1,141 @@
+//! An app's changelog topic: grid changes with the input offsets they reflect, snapshots, and
+//! the fence a node writes when it takes an app over.
+//!
+//! Recovery does not trust high watermarks (tansu reports them short): the recovering node
+//! writes a fence record and reads up to that record's own offset.
+
+use std::time::Duration;
+
+use aerogrid_kafka::KafkaSettings;
+use aerogrid_proto::v1::{ChangelogDelta, ChangelogRecord, Fence, SnapshotPart, changelog_record};
+use prost::Message as _;
+use rdkafka::{
+    Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+    producer::{FutureProducer, FutureRecord},
+};
+
+use crate::{Error, Result, grids::GridState};
+
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+const SNAPSHOT_ROWS_PER_PART: usize = 5000;
+
+pub(crate) fn topic_name(app_id: uuid::Uuid) -> String {
+    format!("aerogrid.changelog.{app_id}")
+}
+
+/// Writes one app's changelog.
+pub(crate) struct ChangelogWriter {
+    producer: FutureProducer,
+    topic: String,
+    epoch: u64,
+}
+
+impl ChangelogWriter {
+    pub(crate) fn new(kafka: &KafkaSettings, topic: String, epoch: u64) -> Result<Self> {
+        let mut config = kafka.client_config();
+        config.set("acks", "all").set("linger.ms", "0").set("message.max.bytes", "10000000");
+        let producer =
+            config.create().map_err(|error| Error::Broker(aerogrid_kafka::Error::Client(error)))?;
+        Ok(Self { producer, topic, epoch })
+    }
+
+    /// Writes a record and waits until the broker has it; returns its offset.
+    async fn write(&self, kind: changelog_record::Kind) -> Result<i64> {
+        let bytes = ChangelogRecord { epoch: self.epoch, kind: Some(kind) }.encode_to_vec();
+        let record: FutureRecord<'_, (), [u8]> =
+            FutureRecord::to(&self.topic).partition(0).payload(&bytes);
+        match self.producer.send(record, DELIVERY_TIMEOUT).await {
+            Ok(delivery) => Ok(delivery.offset),
+            Err((error, _)) => {
+                Err(Error::Changelog(format!("cannot write to `{}`: {error}", self.topic)))
+            }
+        }
+    }
+
+    pub(crate) async fn write_delta(&self, delta: ChangelogDelta) -> Result<i64> {
+        self.write(changelog_record::Kind::Delta(delta)).await
+    }
+
+    pub(crate) async fn write_fence(&self, node_id: &str) -> Result<i64> {
+        self.write(changelog_record::Kind::Fence(Fence { node_id: node_id.to_owned() })).await
+    }
+
+    /// Writes a full copy of `state`; returns the offset of its first part.
+    pub(crate) async fn write_snapshot(&self, state: &GridState, snapshot_id: u64) -> Result<i64> {
+        let mut first = None;
+        for part in state.snapshot_parts(snapshot_id, SNAPSHOT_ROWS_PER_PART) {
+            let offset = self.write(changelog_record::Kind::Snapshot(part)).await?;
+            first.get_or_insert(offset);
+        }
+        Ok(first.expect("a snapshot has at least one part"))
+    }
+}
+
+/// Rebuilds an app's grids from its changelog: from `from_offset` up to the fence at
+/// `fence_offset` (exclusive), ignoring records of epochs older than one already seen.
+pub(crate) async fn recover(
+    kafka: &KafkaSettings,
+    topic: &str,
+    from_offset: i64,
+    fence_offset: i64,
+) -> Result<(GridState, u64)> {
+    let kafka = kafka.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut config = kafka.client_config();
+        config.set("group.id", "aerogrid-recovery").set("enable.auto.commit", "false");
+        let consumer: BaseConsumer =
+            config.create().map_err(|error| Error::Broker(aerogrid_kafka::Error::Client(error)))?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&topic, 0, Offset::Offset(from_offset))
+            .map_err(|error| Error::Changelog(error.to_string()))?;
+        consumer.assign(&assignment).map_err(|error| Error::Changelog(error.to_string()))?;
+        let mut state = GridState::default();
+        let mut records = 0u64;
+        let mut newest_epoch = 0;
+        let mut snapshot: Vec<SnapshotPart> = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let mut next = from_offset;
+        while next < fence_offset {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Changelog(format!(
+                    "reading `{topic}` up to offset {fence_offset} timed out at {next}"
+                )));
+            }
+            let Some(polled) = consumer.poll(Duration::from_millis(100)) else { continue };
+            let message =
+                polled.map_err(|error| Error::Changelog(format!("reading `{topic}`: {error}")))?;
+            next = message.offset() + 1;
+            if message.offset() >= fence_offset {
+                break;
+            }
+            let record = ChangelogRecord::decode(message.payload().unwrap_or_default()).map_err(
+                |error| Error::Changelog(format!("`{topic}` offset {}: {error}", message.offset())),
+            )?;
+            if record.epoch < newest_epoch {
+                continue;
+            }
+            newest_epoch = record.epoch;
+            records += 1;
+            match record.kind {
+                Some(changelog_record::Kind::Delta(delta)) => state.apply_delta(&delta),
+                Some(changelog_record::Kind::Snapshot(part)) => {
+                    if part.index == 0 {
+                        snapshot.clear();
+                    }
+                    let complete = part.index + 1 == part.count;
+                    snapshot.push(part);
+                    if complete {
+                        state.replace_with_snapshot(&snapshot);
+                        snapshot.clear();
+                    }
+                }
+                Some(changelog_record::Kind::Fence(_)) | None => {}
+            }
+        }
+        Ok((state, records))
+    })
+    .await?
+}

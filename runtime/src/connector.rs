@@ -1,0 +1,165 @@
+//! Connector processes: spawning them ahead of time (the warm pool) and talking to one over its
+//! pipes (`proto/aerogrid/runtime/v1/connector.proto`).
+
+use std::{path::PathBuf, process::Stdio, time::Duration};
+
+use aerogrid_proto::runtime::v1::{
+    ConnectorMessage, NodeMessage, connector_message::Kind, node_message,
+};
+use prost::Message;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter},
+    process::{Child, ChildStdin, ChildStdout, Command},
+    sync::mpsc,
+};
+
+use crate::{Error, Result};
+
+/// How long a new connector process may take to start its interpreter.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const MAX_FRAME: usize = 256 * 1024 * 1024;
+
+/// A running connector process, idle (from the pool) or running an app.
+pub(crate) struct ConnectorProcess {
+    child: Child,
+    stdin: BufWriter<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl ConnectorProcess {
+    /// Starts `aerogrid connector` and waits for its interpreter to be ready.
+    pub(crate) async fn spawn(binary: &PathBuf) -> Result<Self> {
+        let mut command = Command::new(binary);
+        // Operators tell connectors apart in `ps`; the connector retitles itself on Load.
+        command
+            .arg0(concat!(
+                "aerogrid-connector (idle)",
+                "                                                                "
+            ))
+            .arg("connector")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            // Nothing of the node's environment (database URL, tokens, broker credentials).
+            .env_clear()
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("PYTHONHASHSEED", "0");
+        let mut child = command.spawn().map_err(|error| {
+            Error::Connector(format!("cannot start a connector process: {error}"))
+        })?;
+        let stdin = BufWriter::new(child.stdin.take().expect("piped"));
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(forward_stderr(stderr));
+        }
+        let mut process = Self { child, stdin, stdout };
+        match tokio::time::timeout(READY_TIMEOUT, process.receive()).await {
+            Ok(Ok(Kind::Ready(_))) => Ok(process),
+            Ok(Ok(other)) => {
+                Err(Error::Connector(format!("a new connector said {other:?} instead of Ready")))
+            }
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(Error::Connector(format!(
+                "a new connector was not ready within {READY_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// Sends a request and waits for its answer.
+    pub(crate) async fn request(&mut self, kind: node_message::Kind) -> Result<Kind> {
+        let bytes = NodeMessage { kind: Some(kind) }.encode_to_vec();
+        let length = u32::try_from(bytes.len())
+            .map_err(|_| Error::Connector("a request too large for a frame".into()))?;
+        self.stdin.write_all(&length.to_le_bytes()).await.map_err(|error| self.gone(error))?;
+        self.stdin.write_all(&bytes).await.map_err(|error| self.gone(error))?;
+        self.stdin.flush().await.map_err(|error| self.gone(error))?;
+        self.receive().await
+    }
+
+    async fn receive(&mut self) -> Result<Kind> {
+        let mut length = [0u8; 4];
+        self.stdout.read_exact(&mut length).await.map_err(|error| self.gone(error))?;
+        let length = u32::from_le_bytes(length) as usize;
+        if length > MAX_FRAME {
+            return Err(Error::Connector(format!("a connector sent a frame of {length} bytes")));
+        }
+        let mut bytes = vec![0u8; length];
+        self.stdout.read_exact(&mut bytes).await.map_err(|error| self.gone(error))?;
+        ConnectorMessage::decode(bytes.as_slice())
+            .map_err(|error| {
+                Error::Connector(format!("a connector sent a malformed message: {error}"))
+            })?
+            .kind
+            .ok_or_else(|| Error::Connector("a connector sent an empty message".into()))
+    }
+
+    /// The error for a pipe that broke: the process is gone, say how.
+    fn gone(&mut self, error: std::io::Error) -> Error {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Error::ConnectorExited(describe_exit(status)),
+            _ => Error::Connector(format!("the pipe to the connector broke: {error}")),
+        }
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("the connector process exited with code {code}"),
+        (None, Some(signal)) => format!("the connector process was killed by signal {signal}"),
+        _ => format!("the connector process ended ({status})"),
+    }
+}
+
+/// Anything a connector writes to stderr (crashes of the interpreter itself) goes to the node's log.
+async fn forward_stderr(stderr: tokio::process::ChildStderr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::warn!(target: "aerogrid_runtime::connector", "Connector stderr: {line}");
+    }
+}
+
+/// Connector processes started ahead of time, so Start does not wait for an interpreter.
+#[derive(Clone)]
+pub(crate) struct WarmPool {
+    ready: std::sync::Arc<std::sync::Mutex<mpsc::Receiver<ConnectorProcess>>>,
+    binary: PathBuf,
+}
+
+impl WarmPool {
+    /// Keeps `size` idle connectors ready, replacing each one taken.
+    pub(crate) fn start(binary: PathBuf, size: usize) -> Self {
+        let (sender, ready) = mpsc::channel(size.max(1));
+        let spawn_binary = binary.clone();
+        tokio::spawn(async move {
+            loop {
+                // `reserve` waits until the pool has room: a taken process is replaced.
+                let Ok(permit) = sender.reserve().await else { return };
+                match ConnectorProcess::spawn(&spawn_binary).await {
+                    Ok(process) => permit.send(process),
+                    Err(error) => {
+                        tracing::error!(%error, "Cannot start a warm connector process; retrying in 1 s.");
+                        drop(permit);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Self { ready: std::sync::Arc::new(std::sync::Mutex::new(ready)), binary }
+    }
+
+    /// An idle connector: a warm one when there is one, else a new one.
+    pub(crate) async fn take(&self) -> Result<ConnectorProcess> {
+        let warm = self.ready.lock().expect("pool lock").try_recv().ok();
+        match warm {
+            Some(process) => Ok(process),
+            None => ConnectorProcess::spawn(&self.binary).await,
+        }
+    }
+}

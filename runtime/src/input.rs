@@ -1,0 +1,151 @@
+//! Reading an app's input topics: a consumer on its own thread hands batches of raw messages to
+//! the app's task, so Kafka I/O and copying never run on the connector's time.
+
+use std::time::{Duration, Instant};
+
+use aerogrid_kafka::KafkaSettings;
+use aerogrid_proto::runtime::v1::RawMessage;
+use rdkafka::{
+    Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, CommitMode, Consumer},
+};
+use tokio::sync::mpsc;
+
+use crate::{Error, Result, grids::Offsets};
+
+/// Records of one topic, in offset order per partition.
+pub(crate) struct InputBatch {
+    pub(crate) topic: String,
+    pub(crate) messages: Vec<RawMessage>,
+}
+
+/// Most records in one batch, and longest wait to fill one.
+const MAX_BATCH: usize = 5000;
+const MAX_BATCH_WAIT: Duration = Duration::from_millis(5);
+
+/// The app's consumer: assigned explicitly at the offsets the grids reflect (never "latest"),
+/// so a restart resumes exactly where the changelog says.
+pub(crate) struct Input {
+    consumer: std::sync::Arc<BaseConsumer>,
+}
+
+impl Input {
+    /// Assigns every partition of `topics`, at `offsets` where known, else the earliest offset.
+    /// Returns the input and the partitions per topic.
+    pub(crate) fn assign(
+        kafka: &KafkaSettings,
+        group: &str,
+        topics: &[String],
+        offsets: &Offsets,
+    ) -> Result<(Self, Vec<(String, i32)>)> {
+        let mut config = kafka.client_config();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest");
+        let consumer: BaseConsumer =
+            config.create().map_err(|error| Error::Broker(aerogrid_kafka::Error::Client(error)))?;
+        let mut assignment = TopicPartitionList::new();
+        let mut partitions = Vec::new();
+        for topic in topics {
+            let metadata =
+                consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(|error| {
+                    Error::Connector(format!("cannot read metadata of topic `{topic}`: {error}"))
+                })?;
+            let Some(topic_metadata) = metadata
+                .topics()
+                .first()
+                .filter(|found| found.error().is_none() && !found.partitions().is_empty())
+            else {
+                return Err(Error::TopicMissing(topic.clone()));
+            };
+            for partition in topic_metadata.partitions() {
+                let offset = match offsets.get(&(topic.clone(), partition.id())) {
+                    Some(offset) => Offset::Offset(*offset),
+                    None => Offset::Beginning,
+                };
+                assignment
+                    .add_partition_offset(topic, partition.id(), offset)
+                    .map_err(|error| Error::Connector(error.to_string()))?;
+                partitions.push((topic.clone(), partition.id()));
+            }
+        }
+        consumer.assign(&assignment).map_err(|error| {
+            Error::Connector(format!("cannot assign input partitions: {error}"))
+        })?;
+        Ok((Self { consumer: std::sync::Arc::new(consumer) }, partitions))
+    }
+
+    /// Starts the polling thread; batches arrive on the returned channel until it is dropped.
+    pub(crate) fn start(&self) -> mpsc::Receiver<Result<InputBatch>> {
+        let (sender, receiver) = mpsc::channel(4);
+        let consumer = self.consumer.clone();
+        std::thread::Builder::new()
+            .name("aerogrid-input".into())
+            .spawn(move || poll_loop(&consumer, &sender))
+            .expect("spawn input thread");
+        receiver
+    }
+
+    /// Records the offsets the changelog now reflects as the group's position (for operators'
+    /// lag tools; recovery itself reads the changelog).
+    pub(crate) fn commit(&self, offsets: &Offsets) {
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in offsets {
+            let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        }
+        if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
+            tracing::debug!(%error, "Committing input offsets failed; the changelog has them.");
+        }
+    }
+}
+
+fn poll_loop(consumer: &BaseConsumer, sender: &mpsc::Sender<Result<InputBatch>>) {
+    let mut pending: Vec<InputBatch> = Vec::new();
+    loop {
+        let started = Instant::now();
+        let mut count = 0;
+        while count < MAX_BATCH {
+            let wait = if count == 0 {
+                Duration::from_millis(100)
+            } else {
+                MAX_BATCH_WAIT.saturating_sub(started.elapsed())
+            };
+            let Some(polled) = consumer.poll(wait) else {
+                if count > 0 {
+                    break;
+                }
+                if sender.is_closed() {
+                    return;
+                }
+                continue;
+            };
+            let message = match polled {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!(%error, "Input consumer error.");
+                    continue;
+                }
+            };
+            let raw = RawMessage {
+                key: message.key().map(<[u8]>::to_vec),
+                value: message.payload().map(<[u8]>::to_vec),
+                partition: message.partition(),
+                offset: message.offset(),
+                timestamp: message.timestamp().to_millis(),
+            };
+            match pending.last_mut() {
+                Some(batch) if batch.topic == message.topic() => batch.messages.push(raw),
+                _ => pending
+                    .push(InputBatch { topic: message.topic().to_owned(), messages: vec![raw] }),
+            }
+            count += 1;
+        }
+        for batch in pending.drain(..) {
+            if sender.blocking_send(Ok(batch)).is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The runtime node's main loop: claim the apps that should run, run each in its own task, stop
+//! the ones that should not.
+
+use std::{collections::HashMap, future::Future, path::PathBuf, time::Duration};
+
+use aerogrid_kafka::KafkaSettings;
+use tokio::{sync::watch, task::JoinHandle};
+use uuid::Uuid;
+
+use crate::{
+    Result,
+    app::{NodeContext, Stop, run_app},
+    connector::WarmPool,
+    db,
+};
+
+/// How long a lease lasts without renewal; a dead node's apps move after this.
+const LEASE: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_secs(1);
+
+/// Settings of a runtime node.
+#[derive(Clone, Debug, clap::Args)]
+pub struct NodeArgs {
+    /// This node's name in leases and logs (default: host name and process id).
+    #[arg(long, env = "AEROGRID_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Connector processes kept started ahead of time.
+    #[arg(long, env = "AEROGRID_CONNECTOR_POOL", default_value_t = 2)]
+    pub connector_pool: usize,
+    /// Create input topics that do not exist (for a broker of one's own, like the dev stack's)
+    /// instead of waiting for them.
+    #[arg(long, env = "AEROGRID_CREATE_TOPICS", default_value_t = false)]
+    pub create_topics: bool,
+}
+
+impl NodeArgs {
+    fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        })
+    }
+}
+
+struct RunningApp {
+    stop: watch::Sender<Stop>,
+    task: JoinHandle<()>,
+}
+
+/// Runs the node until `shutdown` completes.
+pub async fn run(
+    db: sqlx::PgPool,
+    kafka: KafkaSettings,
+    args: NodeArgs,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    sqlx::query("SELECT 1").execute(&db).await?;
+    kafka.probe(Duration::from_secs(10)).await?;
+    let node_id = args.node_id();
+    let connector_binary = std::env::var_os("AEROGRID_CONNECTOR_BIN").map(PathBuf::from).unwrap_or(
+        std::env::current_exe().map_err(|error| {
+            crate::Error::Connector(format!("cannot find the aerogrid binary: {error}"))
+        })?,
+    );
+    let pool = WarmPool::start(connector_binary, args.connector_pool);
+    let context = NodeContext {
+        db: db.clone(),
+        kafka: kafka.clone(),
+        pool,
+        node_id: node_id.clone(),
+        create_topics: args.create_topics,
+    };
+    tracing::info!(node = %node_id, brokers = %kafka.brokers, "Runtime node ready.");
+
+    let mut running: HashMap<Uuid, RunningApp> = HashMap::new();
+    let mut poll = tokio::time::interval(POLL);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = poll.tick() => {}
+        }
+        running.retain(|_, app| !app.task.is_finished());
+        let ids: Vec<Uuid> = running.keys().copied().collect();
+        match db::renew_leases(&db, &node_id, &ids, LEASE.as_secs_f64()).await {
+            Ok(kept) => {
+                for id in ids.iter().filter(|id| !kept.contains(id)) {
+                    if let Some(app) = running.get(id) {
+                        // Stopped or deleted by the user, or taken by another node.
+                        let _ = app.stop.send(Stop::Stopped);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "Cannot renew app leases."),
+        }
+        match db::claim_apps(&db, &node_id, LEASE.as_secs_f64()).await {
+            Ok(claims) => {
+                for claim in claims {
+                    if running.contains_key(&claim.app_id) {
+                        continue;
+                    }
+                    let (stop, stop_receiver) = watch::channel(Stop::Run);
+                    let task = tokio::spawn(run_app(
+                        context.clone(),
+                        claim.app_id,
+                        claim.epoch,
+                        stop_receiver,
+                    ));
+                    running.insert(claim.app_id, RunningApp { stop, task });
+                }
+            }
+            Err(error) => tracing::warn!(%error, "Cannot claim apps."),
+        }
+    }
+
+    for app in running.values() {
+        let _ = app.stop.send(Stop::Leave);
+    }
+    for (app_id, app) in running {
+        if tokio::time::timeout(Duration::from_secs(10), app.task).await.is_err() {
+            tracing::warn!(%app_id, "App did not stop within 10 s.");
+        }
+        // The next node (or this one, restarted) takes the app at once.
+        if let Err(error) = db::release_lease(&db, &node_id, app_id).await {
+            tracing::warn!(%error, "Cannot release an app lease.");
+        }
+    }
+    tracing::info!("Runtime node stopped.");
+    Ok(())
+}
