@@ -193,6 +193,40 @@ async fn seed_app_runs_and_a_killed_connector_resumes_exactly() {
     assert_eq!(state, "running");
     assert!(restarts >= 1, "the crash is counted");
     assert!(!connector_pids(&stack).contains_key(&killed));
+
+    // Stop, then Start: a new run rebuilds the grid from the changelog and carries on.
+    set_desired(&pool, app, "stopped").await;
+    wait_for_state(&pool, app, "stopped").await;
+    assert!(!connector_pids(&stack).values().any(|title| title.contains("acme/orders")));
+    set_desired(&pool, app, "running").await;
+    produce_orders(&kafka, 4000..5000).await;
+    let grid = wait_for_changelog(&kafka, app, 5000, &pool).await;
+    assert_eq!(grid, expected_totals(5000));
+    wait_for_state(&pool, app, "running").await;
+}
+
+async fn set_desired(pool: &sqlx::PgPool, app: uuid::Uuid, state: &str) {
+    sqlx::query("UPDATE apps SET desired_state = $2 WHERE id = $1")
+        .bind(app)
+        .bind(state)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+async fn wait_for_state(pool: &sqlx::PgPool, app: uuid::Uuid, wanted: &str) {
+    let started = Instant::now();
+    loop {
+        let (state, error, _) = status(pool, app).await;
+        if state == wanted {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "state {state} ({error:?}), waiting for {wanted}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -62,17 +62,26 @@ pub(crate) async fn run_app(
     context: NodeContext,
     app_id: Uuid,
     epoch: i64,
-    mut stop: watch::Receiver<Stop>,
+    stop: watch::Receiver<Stop>,
 ) {
+    if supervise(&context, app_id, epoch, stop).await == Stop::Stopped {
+        report(db::set_state(&context.db, app_id, "stopped", None, None, None).await);
+        // Free at once, so a new Start is picked up without waiting for the lease to expire.
+        report(db::release_lease(&context.db, &context.node_id, app_id).await);
+    }
+}
+
+async fn supervise(
+    context: &NodeContext,
+    app_id: Uuid,
+    epoch: i64,
+    mut stop: watch::Receiver<Stop>,
+) -> Stop {
     let mut failures = 0u32;
     loop {
-        let outcome = run_once(&context, app_id, epoch, &mut stop).await;
+        let outcome = run_once(context, app_id, epoch, &mut stop).await;
         let wait = match outcome {
-            Ok(Outcome::Stop(Stop::Stopped)) => {
-                report(db::set_state(&context.db, app_id, "stopped", None, None, None).await);
-                return;
-            }
-            Ok(Outcome::Stop(_)) => return,
+            Ok(Outcome::Stop(reason)) => return reason,
             Ok(Outcome::Failed { message, line }) => {
                 tracing::info!(%app_id, %message, "App failed; it stays failed until started again.");
                 let line = line.and_then(|line| i32::try_from(line).ok());
@@ -80,10 +89,7 @@ pub(crate) async fn run_app(
                     db::set_state(&context.db, app_id, "failed", Some(&message), line, None).await,
                 );
                 // Not restarted in a loop: its code cannot run as it is.
-                if stopped(&mut stop).await == Stop::Stopped {
-                    report(db::set_state(&context.db, app_id, "stopped", None, None, None).await);
-                }
-                return;
+                return stopped(&mut stop).await;
             }
             Err(Error::TopicMissing(topic)) => {
                 let message = format!("waiting for topic `{topic}` to exist");
@@ -116,11 +122,8 @@ pub(crate) async fn run_app(
             () = tokio::time::sleep(wait) => Stop::Run,
             reason = stopped(&mut stop) => reason,
         };
-        if reason == Stop::Stopped {
-            report(db::set_state(&context.db, app_id, "stopped", None, None, None).await);
-        }
         if reason != Stop::Run {
-            return;
+            return reason;
         }
     }
 }
