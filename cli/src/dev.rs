@@ -38,6 +38,9 @@ pub(crate) struct DevArgs {
     server: ServerArgs,
     #[command(flatten)]
     node: aerogrid_runtime::NodeArgs,
+    /// Run no runtime node here (apps then run on `aerogrid runtime` processes of your own).
+    #[arg(long)]
+    no_runtime: bool,
 }
 
 /// The processes `aerogrid dev` started for itself.
@@ -121,8 +124,15 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let mut node = args.node.clone();
     // The dev stack's own broker: apps' input topics are created on first use.
     node.create_topics |= services.broker.is_some();
-    let mut runtime =
-        tokio::spawn(aerogrid_runtime::run(pool.clone(), kafka.clone(), node, stopped()));
+    let mut runtime = if args.no_runtime {
+        let stopped = stopped();
+        tokio::spawn(async move {
+            stopped.await;
+            Ok(())
+        })
+    } else {
+        tokio::spawn(aerogrid_runtime::run(pool.clone(), kafka.clone(), node, stopped()))
+    };
 
     let login_url = bootstrap::login_url(&url, &admin.login_link_secret);
     let database_url_file = services.postgres.as_ref().map(PrivatePostgres::url);

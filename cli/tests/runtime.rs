@@ -15,7 +15,8 @@ use prost::Message as _;
 use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
-    producer::{FutureProducer, FutureRecord},
+    producer::{BaseProducer, BaseRecord, Producer},
+    types::RDKafkaErrorCode,
 };
 use support::DevStack;
 
@@ -45,19 +46,34 @@ async fn create_running_app(pool: &sqlx::PgPool, code: &str) -> uuid::Uuid {
     app
 }
 
-/// Produces orders `range` (product `p{n % 17}`, quantity `n % 5 + 1`).
+/// Produces orders `range` (product `p{n % 17}`, quantity `n % 5 + 1`), many in flight at once.
 async fn produce_orders(kafka: &KafkaSettings, range: std::ops::Range<u64>) {
-    let producer: FutureProducer = kafka.client_config().create().unwrap();
-    for n in range {
-        let payload = format!(r#"{{"product": "p{}", "quantity": {}}}"#, n % 17, n % 5 + 1);
-        producer
-            .send(
-                FutureRecord::to("orders").key(&format!("order-{n}")).payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-    }
+    let producer: BaseProducer = kafka.client_config().create().unwrap();
+    tokio::task::spawn_blocking(move || {
+        for n in range {
+            let payload = format!(r#"{{"product": "p{}", "quantity": {}}}"#, n % 17, n % 5 + 1);
+            let key = format!("order-{n}");
+            let mut record = BaseRecord::to("orders").key(&key).payload(&payload);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((error, returned)) => {
+                        assert_eq!(
+                            error.rdkafka_error_code(),
+                            Some(RDKafkaErrorCode::QueueFull),
+                            "{error}"
+                        );
+                        record = returned;
+                        producer.poll(Duration::from_millis(10));
+                    }
+                }
+            }
+            producer.poll(Duration::ZERO);
+        }
+        producer.flush(Duration::from_secs(60)).expect("every order delivered");
+    })
+    .await
+    .unwrap();
 }
 
 fn expected_totals(count: u64) -> BTreeMap<String, i64> {
@@ -260,4 +276,98 @@ async fn broken_code_fails_with_its_line_and_is_not_restarted() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(status(&pool, app).await.2, 0, "a failed app is not restarted in a loop");
+}
+
+/// `aerogrid runtime` as a process of its own, against the dev stack's database and broker.
+fn spawn_runtime_node(stack: &DevStack) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
+        .args(["runtime", "--create-topics", "--lease-seconds", "2", "--connector-pool", "1"])
+        .env("DATABASE_URL", stack.file("database-url"))
+        .env("KAFKA_BROKERS", stack.file("broker"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start aerogrid runtime")
+}
+
+/// The input offset the app's consumer group committed (progress, cheaply).
+fn committed_offset(kafka: &KafkaSettings, app: uuid::Uuid) -> i64 {
+    let mut config = kafka.client_config();
+    config.set("group.id", format!("aerogrid-app-{app}")).set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = config.create().unwrap();
+    let mut partitions = TopicPartitionList::new();
+    partitions.add_partition("orders", 0);
+    match consumer.committed_offsets(partitions, Duration::from_secs(5)) {
+        Ok(list) => match list.find_partition("orders", 0).map(|partition| partition.offset()) {
+            Some(Offset::Offset(offset)) => offset,
+            _ => 0,
+        },
+        Err(_) => 0,
+    }
+}
+
+/// 200,000 orders while connectors and whole runtime nodes are SIGKILLed at random moments: the
+/// final grid equals totals computed here.
+#[tokio::test(flavor = "multi_thread")]
+async fn random_sigkills_of_connectors_and_nodes_lose_and_double_nothing() {
+    const ORDERS: u64 = 200_000;
+    let temp = tempfile::tempdir().unwrap();
+    // The default (SQLite) broker storage: tansu's memory engine cannot fetch from inside a
+    // record batch, which a resuming consumer must do.
+    let stack = DevStack::start_with_args(&temp.path().join("data"), &["--no-runtime"]);
+    let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
+    let kafka = KafkaSettings::new(stack.file("broker"));
+    kafka.ensure_topic("orders", 1).await.unwrap();
+    let producing = Instant::now();
+    produce_orders(&kafka, 0..ORDERS).await;
+    eprintln!("produced {ORDERS} orders in {:.1} s", producing.elapsed().as_secs_f64());
+    let app = create_running_app(&pool, SEED).await;
+
+    let mut node = spawn_runtime_node(&stack);
+    // A fixed seed: a failure can be replayed.
+    let mut random = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next_random = move |bound: u64| {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        random % bound
+    };
+    let (mut connector_kills, mut node_kills) = (0, 0);
+    let started = Instant::now();
+    while connector_kills + node_kills < 8 {
+        assert!(started.elapsed() < Duration::from_secs(300), "still not done after 300 s");
+        tokio::time::sleep(Duration::from_millis(300 + next_random(1200))).await;
+        let progress = {
+            let kafka = kafka.clone();
+            tokio::task::spawn_blocking(move || committed_offset(&kafka, app)).await.unwrap()
+        };
+        if progress >= ORDERS as i64 {
+            break;
+        }
+        if next_random(2) == 0 {
+            let connectors: Vec<u32> = support::descendants_of(node.id())
+                .into_iter()
+                .filter(|(_, title)| title.contains("acme/orders"))
+                .map(|(pid, _)| pid)
+                .collect();
+            for pid in connectors {
+                support::send_signal(pid, libc::SIGKILL);
+                connector_kills += 1;
+            }
+        } else {
+            node.kill().unwrap();
+            node.wait().unwrap();
+            node = spawn_runtime_node(&stack);
+            node_kills += 1;
+        }
+    }
+    let grid = wait_for_changelog(&kafka, app, ORDERS as i64, &pool).await;
+    node.kill().unwrap();
+    node.wait().unwrap();
+    eprintln!(
+        "{connector_kills} connector kills, {node_kills} node kills, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(connector_kills + node_kills > 0, "the run was interrupted at least once");
+    assert_eq!(grid, expected_totals(ORDERS));
 }

@@ -21,7 +21,9 @@ pub enum BrokerStorage {
     /// SQLite under `<data-dir>/broker`: topics and offsets survive a restart.
     #[default]
     Sqlite,
-    /// In memory: faster, but everything is gone when the broker stops.
+    /// In memory: everything is gone when the broker stops, and tansu 0.6's memory engine
+    /// skips the rest of a record batch when a consumer resumes inside it (a restarted app can
+    /// miss records). For throwaway experiments only.
     Memory,
 }
 
@@ -100,9 +102,7 @@ impl LocalBroker {
             BrokerStorage::Sqlite => {
                 format!("kept in `{}`, survives restarts", self.dir.join("tansu.db").display())
             }
-            BrokerStorage::Memory => {
-                "in memory: topics and messages are LOST when `aerogrid dev` stops".to_owned()
-            }
+            BrokerStorage::Memory => "in memory: topics and messages are LOST when `aerogrid dev` stops, and restarted apps may skip records (tansu's memory engine)".to_owned(),
         }
     }
 

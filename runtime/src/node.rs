@@ -14,8 +14,6 @@ use crate::{
     db,
 };
 
-/// How long a lease lasts without renewal; a dead node's apps move after this.
-const LEASE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_secs(1);
 
 /// Settings of a runtime node.
@@ -31,6 +29,10 @@ pub struct NodeArgs {
     /// instead of waiting for them.
     #[arg(long, env = "AEROGRID_CREATE_TOPICS", default_value_t = false)]
     pub create_topics: bool,
+    /// Seconds an app lease lasts without renewal: the apps of a node that died move to
+    /// another node after this long.
+    #[arg(long, env = "AEROGRID_LEASE_SECONDS", default_value_t = 10.0)]
+    pub lease_seconds: f64,
 }
 
 impl NodeArgs {
@@ -82,7 +84,7 @@ pub async fn run(
         }
         running.retain(|_, app| !app.task.is_finished());
         let ids: Vec<Uuid> = running.keys().copied().collect();
-        match db::renew_leases(&db, &node_id, &ids, LEASE.as_secs_f64()).await {
+        match db::renew_leases(&db, &node_id, &ids, args.lease_seconds).await {
             Ok(kept) => {
                 for id in ids.iter().filter(|id| !kept.contains(id)) {
                     if let Some(app) = running.get(id) {
@@ -93,7 +95,7 @@ pub async fn run(
             }
             Err(error) => tracing::warn!(%error, "Cannot renew app leases."),
         }
-        match db::claim_apps(&db, &node_id, LEASE.as_secs_f64()).await {
+        match db::claim_apps(&db, &node_id, args.lease_seconds).await {
             Ok(claims) => {
                 for claim in claims {
                     if running.contains_key(&claim.app_id) {

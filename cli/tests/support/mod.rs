@@ -29,13 +29,24 @@ impl DevStack {
     }
 
     pub(crate) fn start_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Self {
-        let mut stack = Self::spawn(data_dir, env);
+        let mut stack = Self::spawn_with(data_dir, env, &[]);
+        stack.wait_ready();
+        stack
+    }
+
+    /// Starts with extra arguments to `aerogrid dev`.
+    pub(crate) fn start_with_args(data_dir: &Path, args: &[&str]) -> Self {
+        let mut stack = Self::spawn_with(data_dir, &[], args);
         stack.wait_ready();
         stack
     }
 
     /// Starts without waiting.
     pub(crate) fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn_with(data_dir, env, &[])
+    }
+
+    fn spawn_with(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let output_dir = data_dir.with_extension("output");
         std::fs::create_dir_all(&output_dir).unwrap();
         let stdout = std::fs::File::create(output_dir.join("stdout")).unwrap();
@@ -44,6 +55,7 @@ impl DevStack {
         command
             .args(["dev", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(args)
             .env_remove("DATABASE_URL")
             .env_remove("KAFKA_BROKERS")
             .stdin(Stdio::null())
