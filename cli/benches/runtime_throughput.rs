@@ -14,15 +14,14 @@ use aerogrid_kafka::KafkaSettings;
 use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
-    producer::{BaseProducer, BaseRecord, Producer},
-    types::RDKafkaErrorCode,
 };
 use support::DevStack;
 
 const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
 
 fn main() {
-    let orders: u64 = std::env::var("ORDERS").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+    let orders: u64 =
+        std::env::var("ORDERS").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(run(orders));
 }
@@ -35,13 +34,13 @@ async fn run(orders: u64) {
     kafka.ensure_topic("orders", 1).await.unwrap();
 
     let started = Instant::now();
-    produce(&kafka, orders);
+    support::produce_orders(&kafka, 0..orders, 1000).await;
     println!("produced {orders} orders in {:.1} s", started.elapsed().as_secs_f64());
 
     let broker_ceiling = drain(&kafka, orders);
     let python_ceiling = plain_python(orders);
 
-    let app = create_app(&pool).await;
+    let app = support::create_running_app(&pool, SEED).await;
     let started = Instant::now();
     let first = wait_for_offset(&kafka, app, 1, Duration::from_secs(60));
     let done = wait_for_offset(&kafka, app, orders as i64, Duration::from_secs(3600));
@@ -53,28 +52,10 @@ async fn run(orders: u64) {
     println!("seed program (Start to last): {connector:>12.0} records/s ({seconds:.1} s)");
     println!("  ratio to the broker:        {:>12.3}", connector / broker_ceiling);
     println!("  ratio to plain CPython:     {:>12.3}", connector / python_ceiling);
-    println!("Start to first record in the changelog: {:.0} ms", first.duration_since(started).as_secs_f64() * 1e3);
-}
-
-fn produce(kafka: &KafkaSettings, orders: u64) {
-    let producer: BaseProducer = kafka.client_config().set("linger.ms", "20").create().unwrap();
-    for n in 0..orders {
-        let payload = format!(r#"{{"product": "p{}", "quantity": {}}}"#, n % 1000, n % 7 + 1);
-        let key = format!("order-{n}");
-        let mut record = BaseRecord::to("orders").key(&key).payload(&payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((error, returned)) => {
-                    assert_eq!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::QueueFull), "{error}");
-                    record = returned;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(300)).unwrap();
+    println!(
+        "Start to first record in the changelog: {:.0} ms",
+        first.duration_since(started).as_secs_f64() * 1e3
+    );
 }
 
 /// The broker's own ceiling: a consumer that only counts.
@@ -104,7 +85,7 @@ fn plain_python(orders: u64) -> f64 {
     let script = format!(
         r#"
 import time
-orders = [{{"product": f"p{{n % 1000}}", "quantity": n % 7 + 1}} for n in range({orders})]
+orders = [{{"product": f"p{{n % 1000}}", "quantity": n % 5 + 1}} for n in range({orders})]
 grid = {{}}
 started = time.perf_counter()
 for order in orders:
@@ -113,35 +94,19 @@ for order in orders:
 print({orders} / (time.perf_counter() - started))
 "#
     );
-    let output = std::process::Command::new("/usr/bin/python3.11").args(["-c", &script]).output().unwrap();
+    let output =
+        std::process::Command::new("/usr/bin/python3.11").args(["-c", &script]).output().unwrap();
     String::from_utf8(output.stdout).unwrap().trim().parse().unwrap()
-}
-
-async fn create_app(pool: &sqlx::PgPool) -> uuid::Uuid {
-    let team: uuid::Uuid =
-        sqlx::query_scalar("INSERT INTO teams (id, name) VALUES (gen_random_uuid(), 'bench') RETURNING id")
-            .fetch_one(pool)
-            .await
-            .unwrap();
-    let app: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO apps (id, team_id, name, desired_state) VALUES (gen_random_uuid(), $1, 'orders', 'running') RETURNING id",
-    )
-    .bind(team)
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    sqlx::query("INSERT INTO app_versions (app_id, version, code) VALUES ($1, 1, $2)")
-        .bind(app)
-        .bind(SEED)
-        .execute(pool)
-        .await
-        .unwrap();
-    app
 }
 
 /// Polls the app's committed input offset (written right after each changelog write) until it
 /// reaches `offset`.
-fn wait_for_offset(kafka: &KafkaSettings, app: uuid::Uuid, offset: i64, timeout: Duration) -> Instant {
+fn wait_for_offset(
+    kafka: &KafkaSettings,
+    app: uuid::Uuid,
+    offset: i64,
+    timeout: Duration,
+) -> Instant {
     let mut config = kafka.client_config();
     config.set("group.id", format!("aerogrid-app-{app}")).set("enable.auto.commit", "false");
     let consumer: BaseConsumer = config.create().unwrap();
@@ -150,7 +115,8 @@ fn wait_for_offset(kafka: &KafkaSettings, app: uuid::Uuid, offset: i64, timeout:
         let mut partitions = TopicPartitionList::new();
         partitions.add_partition("orders", 0);
         if let Ok(list) = consumer.committed_offsets(partitions, Duration::from_secs(5))
-            && let Some(Offset::Offset(committed)) = list.find_partition("orders", 0).map(|partition| partition.offset())
+            && let Some(Offset::Offset(committed)) =
+                list.find_partition("orders", 0).map(|partition| partition.offset())
             && committed >= offset
         {
             return Instant::now();

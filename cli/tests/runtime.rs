@@ -15,66 +15,10 @@ use prost::Message as _;
 use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
-    producer::{BaseProducer, BaseRecord, Producer},
-    types::RDKafkaErrorCode,
 };
 use support::DevStack;
 
 const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
-
-/// Creates team `acme` and app `orders` running `code`; returns the app id.
-async fn create_running_app(pool: &sqlx::PgPool, code: &str) -> uuid::Uuid {
-    let team: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO teams (id, name) VALUES (gen_random_uuid(), 'acme') RETURNING id",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    let app: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO apps (id, team_id, name, desired_state) VALUES (gen_random_uuid(), $1, 'orders', 'running') RETURNING id",
-    )
-    .bind(team)
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    sqlx::query("INSERT INTO app_versions (app_id, version, code) VALUES ($1, 1, $2)")
-        .bind(app)
-        .bind(code)
-        .execute(pool)
-        .await
-        .unwrap();
-    app
-}
-
-/// Produces orders `range` (product `p{n % 17}`, quantity `n % 5 + 1`), many in flight at once.
-async fn produce_orders(kafka: &KafkaSettings, range: std::ops::Range<u64>) {
-    let producer: BaseProducer = kafka.client_config().create().unwrap();
-    tokio::task::spawn_blocking(move || {
-        for n in range {
-            let payload = format!(r#"{{"product": "p{}", "quantity": {}}}"#, n % 17, n % 5 + 1);
-            let key = format!("order-{n}");
-            let mut record = BaseRecord::to("orders").key(&key).payload(&payload);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((error, returned)) => {
-                        assert_eq!(
-                            error.rdkafka_error_code(),
-                            Some(RDKafkaErrorCode::QueueFull),
-                            "{error}"
-                        );
-                        record = returned;
-                        producer.poll(Duration::from_millis(10));
-                    }
-                }
-            }
-            producer.poll(Duration::ZERO);
-        }
-        producer.flush(Duration::from_secs(60)).expect("every order delivered");
-    })
-    .await
-    .unwrap();
-}
 
 fn expected_totals(count: u64) -> BTreeMap<String, i64> {
     let mut totals = BTreeMap::new();
@@ -183,8 +127,8 @@ async fn seed_app_runs_and_a_killed_connector_resumes_exactly() {
     let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
     let kafka = KafkaSettings::new(stack.file("broker"));
     kafka.ensure_topic("orders", 1).await.unwrap();
-    produce_orders(&kafka, 0..2000).await;
-    let app = create_running_app(&pool, SEED).await;
+    support::produce_orders(&kafka, 0..2000, 17).await;
+    let app = support::create_running_app(&pool, SEED).await;
 
     let grid = wait_for_changelog(&kafka, app, 2000, &pool).await;
     assert_eq!(grid, expected_totals(2000));
@@ -202,7 +146,7 @@ async fn seed_app_runs_and_a_killed_connector_resumes_exactly() {
     let killed = *running[0].0;
     support::send_signal(killed, libc::SIGKILL);
 
-    produce_orders(&kafka, 2000..4000).await;
+    support::produce_orders(&kafka, 2000..4000, 17).await;
     let grid = wait_for_changelog(&kafka, app, 4000, &pool).await;
     assert_eq!(grid, expected_totals(4000), "nothing lost, nothing counted twice");
     let (state, _, restarts) = status(&pool, app).await;
@@ -215,7 +159,7 @@ async fn seed_app_runs_and_a_killed_connector_resumes_exactly() {
     wait_for_state(&pool, app, "stopped").await;
     assert!(!connector_pids(&stack).values().any(|title| title.contains("acme/orders")));
     set_desired(&pool, app, "running").await;
-    produce_orders(&kafka, 4000..5000).await;
+    support::produce_orders(&kafka, 4000..5000, 17).await;
     let grid = wait_for_changelog(&kafka, app, 5000, &pool).await;
     assert_eq!(grid, expected_totals(5000));
     wait_for_state(&pool, app, "running").await;
@@ -250,9 +194,11 @@ async fn broken_code_fails_with_its_line_and_is_not_restarted() {
     let temp = tempfile::tempdir().unwrap();
     let stack = DevStack::start(&temp.path().join("data"));
     let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
-    let app =
-        create_running_app(&pool, "import aerogrid\napp = aerogrid.App('x')\nundefined_name\n")
-            .await;
+    let app = support::create_running_app(
+        &pool,
+        "import aerogrid\napp = aerogrid.App('x')\nundefined_name\n",
+    )
+    .await;
     let started = Instant::now();
     loop {
         let (state, error, restarts) = status(&pool, app).await;
@@ -319,9 +265,9 @@ async fn random_sigkills_of_connectors_and_nodes_lose_and_double_nothing() {
     let kafka = KafkaSettings::new(stack.file("broker"));
     kafka.ensure_topic("orders", 1).await.unwrap();
     let producing = Instant::now();
-    produce_orders(&kafka, 0..ORDERS).await;
+    support::produce_orders(&kafka, 0..ORDERS, 17).await;
     eprintln!("produced {ORDERS} orders in {:.1} s", producing.elapsed().as_secs_f64());
-    let app = create_running_app(&pool, SEED).await;
+    let app = support::create_running_app(&pool, SEED).await;
 
     let mut node = spawn_runtime_node(&stack);
     // A fixed seed: a failure can be replayed.

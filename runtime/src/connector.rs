@@ -45,6 +45,7 @@ impl ConnectorProcess {
             .env_clear()
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("PYTHONHASHSEED", "0");
+        die_with_node(&mut command);
         let mut child = command.spawn().map_err(|error| {
             Error::Connector(format!("cannot start a connector process: {error}"))
         })?;
@@ -104,6 +105,21 @@ impl ConnectorProcess {
 
     pub(crate) fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+}
+
+/// A connector dies with the node that started it, even when user code never reads its pipe
+/// again. (The death signal follows the spawning thread: a tokio worker, alive as long as the node.)
+#[allow(unsafe_code, reason = "prctl between fork and exec")]
+fn die_with_node(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

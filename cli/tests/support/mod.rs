@@ -64,6 +64,7 @@ impl DevStack {
         for (key, value) in env {
             command.env(key, value);
         }
+        stop_with_test_runner(&mut command);
         let spawned_at = std::time::SystemTime::now();
         let child = command.spawn().expect("start aerogrid dev");
         Self {
@@ -164,6 +165,22 @@ impl Drop for DevStack {
     }
 }
 
+/// A test runner killed mid-test takes its `aerogrid dev` along (SIGTERM, so that one stops its
+/// services in turn) instead of leaving it running.
+#[allow(unsafe_code, reason = "prctl between fork and exec")]
+fn stop_with_test_runner(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 pub(crate) fn send_signal(pid: u32, signal: i32) {
     let status = Command::new("kill")
         .arg(format!("-{signal}"))
@@ -237,4 +254,67 @@ pub(crate) fn assert_all_gone(pids: &[(u32, String)], timeout: Duration) {
 /// An HTTP client that does not follow redirects (the sign-in link answers with one).
 pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// Creates team `acme` and app `orders` running `code`; returns the app id.
+pub(crate) async fn create_running_app(pool: &sqlx::PgPool, code: &str) -> uuid::Uuid {
+    let team: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO teams (id, name) VALUES (gen_random_uuid(), 'acme') RETURNING id",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let app: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO apps (id, team_id, name, desired_state) VALUES (gen_random_uuid(), $1, 'orders', 'running') RETURNING id",
+    )
+    .bind(team)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO app_versions (app_id, version, code) VALUES ($1, 1, $2)")
+        .bind(app)
+        .bind(code)
+        .execute(pool)
+        .await
+        .unwrap();
+    app
+}
+
+/// Produces orders `range` to topic `orders`: product `p{n % products}`, quantity `n % 5 + 1`.
+pub(crate) async fn produce_orders(
+    kafka: &aerogrid_kafka::KafkaSettings,
+    range: std::ops::Range<u64>,
+    products: u64,
+) {
+    use rdkafka::{
+        producer::{BaseProducer, BaseRecord, Producer},
+        types::RDKafkaErrorCode,
+    };
+    let producer: BaseProducer = kafka.client_config().set("linger.ms", "20").create().unwrap();
+    tokio::task::spawn_blocking(move || {
+        for n in range {
+            let payload =
+                format!(r#"{{"product": "p{}", "quantity": {}}}"#, n % products, n % 5 + 1);
+            let key = format!("order-{n}");
+            let mut record = BaseRecord::to("orders").key(&key).payload(&payload);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((error, returned)) => {
+                        assert_eq!(
+                            error.rdkafka_error_code(),
+                            Some(RDKafkaErrorCode::QueueFull),
+                            "{error}"
+                        );
+                        record = returned;
+                        producer.poll(Duration::from_millis(10));
+                    }
+                }
+            }
+            producer.poll(Duration::ZERO);
+        }
+        producer.flush(Duration::from_secs(300)).expect("every order delivered");
+    })
+    .await
+    .unwrap();
 }
