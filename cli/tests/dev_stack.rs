@@ -75,6 +75,9 @@ async fn dev_serves_health_and_credentials_then_sigterm_stops_everything() {
     assert_eq!(me.status(), StatusCode::OK);
     let again = client.get(&login_url).send().await.unwrap();
     assert_eq!(again.status(), StatusCode::UNAUTHORIZED, "a sign-in link works once");
+    let truncated = client.get(format!("{}/api/v1/auth/link", stack.url)).send().await.unwrap();
+    assert_eq!(truncated.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(truncated.headers()[header::CONTENT_TYPE], "application/problem+json");
 
     // Unknown API routes are problems, not the web page.
     let missing = client.get(format!("{}/api/v1/no-such-route", stack.url)).send().await.unwrap();

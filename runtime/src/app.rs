@@ -203,7 +203,7 @@ async fn run_once(
             context.kafka.ensure_topic(topic, 1).await?;
         }
     }
-    let (input, _partitions) = Input::assign(
+    let input = Input::assign(
         &context.kafka,
         &format!("aerogrid-app-{app_id}"),
         &topic_names,

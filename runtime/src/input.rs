@@ -33,13 +33,12 @@ pub(crate) struct Input {
 
 impl Input {
     /// Assigns every partition of `topics`, at `offsets` where known, else the earliest offset.
-    /// Returns the input and the partitions per topic.
     pub(crate) fn assign(
         kafka: &KafkaSettings,
         group: &str,
         topics: &[String],
         offsets: &Offsets,
-    ) -> Result<(Self, Vec<(String, i32)>)> {
+    ) -> Result<Self> {
         let mut config = kafka.client_config();
         config
             .set("group.id", group)
@@ -49,7 +48,6 @@ impl Input {
         let consumer: BaseConsumer =
             config.create().map_err(|error| Error::Broker(aerogrid_kafka::Error::Client(error)))?;
         let mut assignment = TopicPartitionList::new();
-        let mut partitions = Vec::new();
         for topic in topics {
             let metadata =
                 consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(|error| {
@@ -70,7 +68,6 @@ impl Input {
                 assignment
                     .add_partition_offset(topic, partition.id(), offset)
                     .map_err(|error| Error::Connector(error.to_string()))?;
-                partitions.push((topic.clone(), partition.id()));
             }
         }
         consumer.assign(&assignment).map_err(|error| {
@@ -81,7 +78,7 @@ impl Input {
             .filter(|((topic, _), _)| topics.contains(topic))
             .map(|(key, offset)| (key.clone(), *offset))
             .collect();
-        Ok((Self { consumer: std::sync::Arc::new(consumer), assigned }, partitions))
+        Ok(Self { consumer: std::sync::Arc::new(consumer), assigned })
     }
 
     /// Starts the polling thread; batches arrive on the returned channel until it is dropped.

@@ -79,7 +79,8 @@ pub(crate) async fn me(Caller(user): Caller) -> Json<Me> {
 
 #[derive(Deserialize)]
 pub(crate) struct LinkQuery {
-    secret: String,
+    // Optional here so that a link without it gets a problem document, not axum's plain text.
+    secret: Option<String>,
 }
 
 /// `GET /api/v1/auth/link?secret=...`: redeems a one-time sign-in link for a session cookie and
@@ -88,7 +89,10 @@ pub(crate) async fn redeem_login_link(
     State(state): State<AppState>,
     Query(query): Query<LinkQuery>,
 ) -> Result<Response> {
-    let user_id = accounts::consume_login_link(state.db(), &secret::digest(&query.secret))
+    let link_secret = query.secret.ok_or_else(|| {
+        Error::BadRequest("the sign-in link lacks its `secret` parameter".to_owned())
+    })?;
+    let user_id = accounts::consume_login_link(state.db(), &secret::digest(&link_secret))
         .await?
         .ok_or_else(|| {
             Error::Unauthenticated(
