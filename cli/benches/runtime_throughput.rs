@@ -60,7 +60,7 @@ async fn run(orders: u64) {
 
 /// The broker's own ceiling: a consumer that only counts.
 fn drain(kafka: &KafkaSettings, orders: u64) -> f64 {
-    let mut config = kafka.client_config();
+    let mut config = kafka.consumer_config();
     config.set("group.id", "bench-drain").set("enable.auto.commit", "false");
     let consumer: BaseConsumer = config.create().unwrap();
     let mut assignment = TopicPartitionList::new();
@@ -107,7 +107,7 @@ fn wait_for_offset(
     offset: i64,
     timeout: Duration,
 ) -> Instant {
-    let mut config = kafka.client_config();
+    let mut config = kafka.consumer_config();
     config.set("group.id", format!("aerogrid-app-{app}")).set("enable.auto.commit", "false");
     let consumer: BaseConsumer = config.create().unwrap();
     let started = Instant::now();

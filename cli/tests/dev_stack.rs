@@ -317,7 +317,7 @@ async fn consume_from_start(
     topic: &str,
     count: usize,
 ) -> Vec<(String, String)> {
-    let mut config = kafka.client_config();
+    let mut config = kafka.consumer_config();
     config.set("group.id", "aerogrid-tests").set("enable.auto.commit", "false");
     let consumer: BaseConsumer = config.create().unwrap();
     let mut assignment = TopicPartitionList::new();

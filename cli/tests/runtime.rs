@@ -30,7 +30,7 @@ fn expected_totals(count: u64) -> BTreeMap<String, i64> {
 
 /// Replays the app's changelog: the `product_sum` grid and the input offset it reflects.
 fn read_changelog(kafka: &KafkaSettings, app: uuid::Uuid) -> (BTreeMap<String, i64>, i64) {
-    let mut config = kafka.client_config();
+    let mut config = kafka.consumer_config();
     config.set("group.id", "aerogrid-test-reader").set("enable.auto.commit", "false");
     let consumer: BaseConsumer = config.create().unwrap();
     let topic = format!("aerogrid.changelog.{app}");
@@ -238,7 +238,7 @@ fn spawn_runtime_node(stack: &DevStack) -> std::process::Child {
 
 /// The input offset the app's consumer group committed (progress, cheaply).
 fn committed_offset(kafka: &KafkaSettings, app: uuid::Uuid) -> i64 {
-    let mut config = kafka.client_config();
+    let mut config = kafka.consumer_config();
     config.set("group.id", format!("aerogrid-app-{app}")).set("enable.auto.commit", "false");
     let consumer: BaseConsumer = config.create().unwrap();
     let mut partitions = TopicPartitionList::new();

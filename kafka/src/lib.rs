@@ -84,15 +84,27 @@ impl KafkaSettings {
         Self { brokers: brokers.into(), options: Vec::new() }
     }
 
-    /// The base configuration of every client; operator options override the defaults.
+    /// The configuration of producers and admin clients; operator options override the
+    /// defaults.
     pub fn client_config(&self) -> ClientConfig {
+        self.config_with(&[])
+    }
+
+    /// The configuration of consumers.
+    pub fn consumer_config(&self) -> ClientConfig {
+        // Some brokers (tansu) hold every fetch for about half of this: keep latency low.
+        self.config_with(&[("fetch.wait.max.ms", "10")])
+    }
+
+    fn config_with(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)
-            // Some brokers (tansu) hold a fetch for about half of this: keep latency low.
-            .set("fetch.wait.max.ms", "10")
             .set("socket.keepalive.enable", "true")
             .set("log_level", "4");
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
         for (key, value) in &self.options {
             config.set(key, value);
         }
@@ -105,7 +117,7 @@ impl KafkaSettings {
 
     /// Asks the cluster for its metadata: proves the brokers answer.
     pub async fn probe(&self, timeout: Duration) -> Result<BrokerInfo> {
-        let consumer: BaseConsumer = self.client_config().create().map_err(Error::Client)?;
+        let consumer: BaseConsumer = self.consumer_config().create().map_err(Error::Client)?;
         let brokers = self.brokers.clone();
         // rdkafka's metadata call blocks its thread.
         tokio::task::spawn_blocking(move || {
@@ -145,8 +157,11 @@ mod tests {
     fn options_override_defaults() {
         let mut settings = KafkaSettings::new("b:9092");
         settings.options.push(parse_option("fetch.wait.max.ms = 100").unwrap());
-        let config = settings.client_config();
+        let config = settings.consumer_config();
         assert_eq!(config.get("fetch.wait.max.ms"), Some("100"));
+        let plain = KafkaSettings::new("b:9092");
+        assert_eq!(plain.consumer_config().get("fetch.wait.max.ms"), Some("10"));
+        assert_eq!(plain.client_config().get("fetch.wait.max.ms"), None, "a consumer setting");
         assert_eq!(config.get("bootstrap.servers"), Some("b:9092"));
     }
 

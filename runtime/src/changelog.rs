@@ -83,7 +83,7 @@ pub(crate) async fn recover(
     let kafka = kafka.clone();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        let mut config = kafka.client_config();
+        let mut config = kafka.consumer_config();
         config.set("group.id", "aerogrid-recovery").set("enable.auto.commit", "false");
         let consumer: BaseConsumer =
             config.create().map_err(|error| Error::Broker(aerogrid_kafka::Error::Client(error)))?;

@@ -39,7 +39,7 @@ impl Input {
         topics: &[String],
         offsets: &Offsets,
     ) -> Result<Self> {
-        let mut config = kafka.client_config();
+        let mut config = kafka.consumer_config();
         config
             .set("group.id", group)
             .set("enable.auto.commit", "false")
