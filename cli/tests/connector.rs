@@ -172,3 +172,80 @@ fn user_output_becomes_log_lines_and_cannot_break_the_protocol() {
     };
     assert_eq!(result.logs[0].message, "tick");
 }
+
+/// Decoding happens in the connector's reading thread (Rust); what user code sees must be what
+/// the API promises: coerced types, nested Records, defaults never shared, event metadata, and
+/// bad records with their reasons and raw bytes.
+#[test]
+fn records_decode_as_declared_and_failures_keep_raw_bytes() {
+    let mut connector = ConnectorProcess::start();
+    let source = r#"import aerogrid
+from typing import Optional
+app = aerogrid.App('shapes')
+class Line(aerogrid.Record):
+    sku: str
+    qty: int = 1
+class Order(aerogrid.Record):
+    id: int
+    lines: list[Line]
+    note: Optional[str]
+    tags: list[str] = []
+orders = app.topic('orders', key_type=str, value_type=Order)
+seen = app.Grid('seen', columns=['lines', 'qty', 'note', 'tags', 'where'])
+@app.stream(orders)
+async def run(stream):
+    async for key, value, topic, partition, offset, timestamp in stream.events():
+        if value.id == 13:
+            raise ValueError('unlucky')
+        value.tags.append('x')
+        seen[key] = {'lines': len(value.lines), 'qty': sum(line.qty for line in value.lines),
+                     'note': value.note, 'tags': ','.join(value.tags), 'where': f'{topic}/{partition}@{offset}'}
+"#;
+    assert!(matches!(connector.load(source), Kind::Loaded(_)));
+    let result = connector.batch(
+        "orders",
+        &[
+            br#"{"id": "7", "lines": [{"sku": "a"}, {"sku": "b", "qty": 2.0}]}"#,
+            br#"{"id": 8, "lines": [], "note": "hi", "tags": ["t"]}"#,
+            br#"{"id": 13, "lines": []}"#,
+            br#"{"id": 9, "lines": [{"qty": 1}]}"#,
+            br#"{"id": 10, "lines": []}"#,
+        ],
+    );
+    let text = |text: &str| Value { kind: Some(value::Kind::String(text.into())) };
+    let null = Value { kind: Some(value::Kind::Null(true)) };
+    let mut rows: Vec<_> = result.changes[0]
+        .upserted
+        .iter()
+        .map(|row| (row.key.as_str(), row.values.clone()))
+        .collect();
+    rows.sort_by_key(|(key, _)| *key);
+    assert_eq!(
+        rows,
+        [
+            ("k0", vec![int(2), int(3), null.clone(), text("x"), text("orders/0@0")]),
+            ("k1", vec![int(0), int(0), text("hi"), text("t,x"), text("orders/0@1")]),
+            ("k4", vec![int(0), int(0), null, text("x"), text("orders/0@4")]),
+        ]
+    );
+    let mut bad: Vec<_> = result
+        .bad_records
+        .iter()
+        .map(|bad| {
+            (bad.offset, bad.reason.as_str(), bad.line, bad.value.as_deref().unwrap_or_default())
+        })
+        .collect();
+    bad.sort_by_key(|(offset, ..)| *offset);
+    assert_eq!(
+        bad,
+        [
+            (
+                2,
+                "ValueError: unlucky (line 18, in run)",
+                Some(18),
+                &br#"{"id": 13, "lines": []}"#[..]
+            ),
+            (3, "missing field `lines[0].sku`", None, &br#"{"id": 9, "lines": [{"qty": 1}]}"#[..]),
+        ]
+    );
+}

@@ -11,9 +11,12 @@
 //!   descriptors and fd 1 becomes a copy of stderr, so nothing user code writes (even with
 //!   `os.write(1, ...)`) can corrupt a frame.
 
+mod decode;
 mod error;
 mod frame;
+mod native;
 mod python;
+mod reader;
 mod title;
 
 use std::{
@@ -23,6 +26,8 @@ use std::{
 };
 
 use aerogrid_proto::runtime::v1::{ConnectorMessage, Ready, connector_message, node_message};
+
+use crate::reader::Incoming;
 
 pub use error::{Error, Result};
 
@@ -39,22 +44,24 @@ pub fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let (input, output) = frame::take_protocol_descriptors()?;
-    let mut input = BufReader::new(input);
     let mut output = BufWriter::new(output);
-    let mut session = python::Session::start()?;
+    let schemas = reader::Schemas::default();
+    let mut session = python::Session::start(schemas.clone())?;
+    // Reading and decoding run on their own thread, a batch ahead of the interpreter.
+    let incoming = reader::start(BufReader::new(input), schemas);
     frame::write(&mut output, &reply(connector_message::Kind::Ready(Ready {})))?;
-    while let Some(message) = frame::read(&mut input)? {
-        let Some(kind) = message.kind else {
-            return Err(Error::Protocol("a node message without content".to_owned()));
-        };
-        let answer = match kind {
-            node_message::Kind::Load(load) => {
+    for message in incoming {
+        let answer = match message? {
+            Incoming::Batch(batch) => session.process(batch)?,
+            Incoming::Other(node_message::Kind::Load(load)) => {
                 title::set(&format!("aerogrid-connector {}/{}", load.team, load.app));
                 session.load(load)?
             }
-            node_message::Kind::Batch(batch) => session.process(batch)?,
-            node_message::Kind::Restore(restore) => session.restore(restore)?,
-            node_message::Kind::Tick(_) => session.tick()?,
+            Incoming::Other(node_message::Kind::Restore(restore)) => session.restore(restore)?,
+            Incoming::Other(node_message::Kind::Tick(_)) => session.tick()?,
+            Incoming::Other(node_message::Kind::Batch(_)) => {
+                unreachable!("the reader decodes batches")
+            }
         };
         frame::write(&mut output, &reply(answer))?;
     }

@@ -4,17 +4,21 @@ use std::{collections::HashMap, ffi::CString};
 
 use aerogrid_proto::{
     runtime::v1::{
-        Batch, BatchResult, GridChanges, GridRow, GridSpec, Load, LoadFailed, Loaded, LogLine,
-        RestoreGrid, TopicSpec, connector_message::Kind,
+        BadRecord, BatchResult, GridChanges, GridRow, GridSpec, Load, LoadFailed, Loaded, LogLine,
+        RawMessage, RestoreGrid, TopicSpec, connector_message::Kind,
     },
     v1::{Value, value},
 };
 use pyo3::{
     prelude::*,
-    types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString},
+    types::{PyBool, PyDict, PyFloat, PyInt, PyString},
 };
 
-use crate::{Error, Result};
+use crate::{
+    Error, Result,
+    native::{self, Event, EventBatch, TopicDecoder},
+    reader::{DecodedBatch, Schemas},
+};
 
 /// The `aerogrid` package, compiled into the binary: the connector reads no file of ours.
 const PACKAGE: &[(&str, &str, &str)] = &[
@@ -31,14 +35,19 @@ pub(crate) struct Session {
     connector: Option<Py<PyAny>>,
     /// Column order of each grid, for the rows sent back.
     columns: HashMap<String, Vec<String>>,
+    /// How each declared topic decodes; the reader thread shares the schemas.
+    decoders: HashMap<String, TopicDecoder>,
+    schemas: Schemas,
 }
 
 impl Session {
     /// Starts the interpreter and imports the embedded package.
-    pub(crate) fn start() -> Result<Self> {
+    pub(crate) fn start(schemas: Schemas) -> Result<Self> {
         Python::initialize();
         Python::attach(|py| {
             let modules = py.import("sys")?.getattr("modules")?;
+            // Before `aerogrid`, which takes its fast paths from it.
+            modules.set_item("aerogrid._native", native::module(py)?)?;
             for (name, file, source) in PACKAGE {
                 let module = PyModule::from_code(
                     py,
@@ -51,8 +60,16 @@ impl Session {
                     modules.get_item(parent)?.setattr(child, &module)?;
                 }
             }
+            let native = modules.get_item("aerogrid._native")?;
+            modules.get_item("aerogrid")?.setattr("_native", native)?;
             let driver = py.import("aerogrid._driver")?.unbind();
-            Ok(Self { driver, connector: None, columns: HashMap::new() })
+            Ok(Self {
+                driver,
+                connector: None,
+                columns: HashMap::new(),
+                decoders: HashMap::new(),
+                schemas,
+            })
         })
     }
 
@@ -78,14 +95,20 @@ impl Session {
                 }
             };
             let app = connector.getattr("app")?;
-            let topics = app
-                .getattr("topics")?
-                .cast::<PyDict>()
-                .map_err(|error| Error::Python(error.to_string()))?
-                .keys()
+            let mut topics = Vec::new();
+            self.decoders.clear();
+            for (name, topic) in cast_dict(&app.getattr("topics")?)? {
+                let name = name.extract::<String>()?;
+                let description = driver.getattr("describe_topic")?.call1((topic,))?;
+                self.decoders.insert(name.clone(), TopicDecoder::from_description(&description)?);
+                topics.push(TopicSpec { name });
+            }
+            // Before `Loaded` goes out: the node sends batches only after it.
+            *self.schemas.lock().expect("no thread panics holding the schemas") = self
+                .decoders
                 .iter()
-                .map(|name| Ok(TopicSpec { name: name.extract::<String>()? }))
-                .collect::<PyResult<Vec<_>>>()?;
+                .map(|(name, decoder)| (name.clone(), std::sync::Arc::new(decoder.schema.clone())))
+                .collect();
             let mut grids = Vec::new();
             self.columns.clear();
             for (name, grid) in app
@@ -105,24 +128,65 @@ impl Session {
         })
     }
 
-    pub(crate) fn process(&mut self, batch: Batch) -> Result<Kind> {
+    /// Runs the streams of the batch's topic over its decoded records; records that did not
+    /// decode become bad records.
+    pub(crate) fn process(&mut self, batch: DecodedBatch) -> Result<Kind> {
         Python::attach(|py| {
             let connector = self.connector(py)?;
-            let raw_message = self.driver.bind(py).getattr("RawMessage")?;
-            let messages = PyList::empty(py);
+            let Some(decoder) = self.decoders.get(&batch.topic) else {
+                // No stream reads it.
+                return self.results(py, &connector);
+            };
+            let mut bad_records = Vec::new();
+            let mut events = Vec::with_capacity(batch.messages.len());
+            let mut raws = Vec::with_capacity(batch.messages.len());
             for message in batch.messages {
-                let key = message.key.as_deref().map(|key| PyBytes::new(py, key));
-                let value = message.value.as_deref().map(|value| PyBytes::new(py, value));
-                messages.append(raw_message.call1((
-                    key,
-                    value,
-                    message.partition,
-                    message.offset,
-                    message.timestamp,
-                ))?)?;
+                let raw = message.raw;
+                match message.decoded {
+                    Some(Ok((key, value))) => {
+                        let built = decoder
+                            .to_python(py, key)
+                            .and_then(|key| Ok((key, decoder.to_python(py, value)?)));
+                        match built {
+                            Ok((key, value)) => events.push(Event {
+                                key: key.unbind(),
+                                value: value.unbind(),
+                                partition: raw.partition,
+                                offset: raw.offset,
+                                timestamp: raw.timestamp,
+                            }),
+                            Err(error) => {
+                                bad_records.push(bad_record(&batch.topic, &raw, error.to_string()));
+                            }
+                        }
+                    }
+                    Some(Err(reason)) => bad_records.push(bad_record(&batch.topic, &raw, reason)),
+                    // Decoded before the schema was known: cannot happen (see `Schemas`).
+                    None => bad_records.push(bad_record(&batch.topic, &raw, "no schema".into())),
+                }
+                raws.push(raw);
             }
-            connector.call_method1("process", (batch.topic, messages))?;
-            self.results(py, &connector)
+            if !events.is_empty() {
+                let topic = PyString::new(py, &batch.topic);
+                let events = Py::new(py, EventBatch::new(topic.clone().unbind(), events))?;
+                connector.call_method1("process_events", (topic, events))?;
+            }
+            let mut result = self.results(py, &connector)?;
+            if let Kind::Result(result) = &mut result {
+                // Records user code failed on carry their raw bytes too.
+                if result.bad_records.iter().any(|bad| bad.key.is_none() && bad.value.is_none()) {
+                    let by_offset: HashMap<(i32, i64), &RawMessage> =
+                        raws.iter().map(|raw| ((raw.partition, raw.offset), raw)).collect();
+                    for bad in &mut result.bad_records {
+                        if let Some(raw) = by_offset.get(&(bad.partition, bad.offset)) {
+                            bad.key.clone_from(&raw.key);
+                            bad.value.clone_from(&raw.value);
+                        }
+                    }
+                }
+                result.bad_records.splice(0..0, bad_records);
+            }
+            Ok(result)
         })
     }
 
@@ -185,7 +249,7 @@ impl Session {
         }
         for bad in connector.call_method0("take_bad_records")?.try_iter()? {
             let bad = bad?;
-            result.bad_records.push(aerogrid_proto::runtime::v1::BadRecord {
+            result.bad_records.push(BadRecord {
                 topic: bad.getattr("topic")?.extract()?,
                 partition: bad.getattr("partition")?.extract()?,
                 offset: bad.getattr("offset")?.extract()?,
@@ -204,6 +268,18 @@ impl Session {
         }
         result.next_timer_in = next_timer_in(py, connector)?;
         Ok(Kind::Result(result))
+    }
+}
+
+fn bad_record(topic: &str, raw: &RawMessage, reason: String) -> BadRecord {
+    BadRecord {
+        topic: topic.to_owned(),
+        partition: raw.partition,
+        offset: raw.offset,
+        reason,
+        line: None,
+        key: raw.key.clone(),
+        value: raw.value.clone(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Running one app: its connector process, its input, its changelog, its status.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -18,15 +18,19 @@ use uuid::Uuid;
 
 use crate::{
     Error, Result,
-    changelog::{self, ChangelogWriter},
+    changelog::{self, ChangelogWriter, Delivery},
     connector::{ConnectorProcess, WarmPool},
     db,
-    grids::{GridState, offsets_to_wire},
+    grids::{GridState, Offsets, offsets_to_wire},
     input::Input,
 };
 
 /// Changelog records between snapshots: bounds what recovery replays.
 const RECORDS_PER_SNAPSHOT: u64 = 1000;
+/// Requests sent to the connector before their answers: two keep it busy.
+const MAX_IN_FLIGHT: usize = 2;
+/// Changelog writes queued before the broker confirms them; beyond this, input waits.
+const MAX_UNCONFIRMED_WRITES: usize = 64;
 /// How often counters, logs and bad records go to Postgres.
 const STATUS_FLUSH: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -218,50 +222,95 @@ async fn run_once(
         next_timer_in.map(|seconds| tokio::time::Instant::now() + Duration::from_secs_f64(seconds));
     let mut pending = Pending::default();
     let mut flush = tokio::time::interval(STATUS_FLUSH);
+    // Requests the connector is working on, oldest first, and the input offsets that each
+    // leaves the grids at: while it runs user code on one batch, the next is decoded.
+    let mut in_flight: VecDeque<Request> = VecDeque::new();
+    let mut sent_offsets = state.offsets.clone();
+    // Changelog writes the broker has not confirmed, oldest first, with the offsets to commit.
+    let mut writes: VecDeque<(Delivery, Offsets)> = VecDeque::new();
+    let mut confirmed: Option<Offsets> = None;
     loop {
-        let timer = async {
-            match next_timer {
+        // Timers run between batches, never while the connector works on one.
+        let timer_due = next_timer.filter(|_| in_flight.is_empty());
+        let timer = async move {
+            match timer_due {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            batch = batches.recv() => {
+            batch = batches.recv(), if in_flight.len() < MAX_IN_FLIGHT && writes.len() < MAX_UNCONFIRMED_WRITES => {
                 let Some(batch) = batch else { return Err(Error::Connector("the input consumer stopped".into())) };
                 let batch = batch?;
-                let count = batch.messages.len();
                 for message in &batch.messages {
-                    state.offsets.insert((batch.topic.clone(), message.partition), message.offset + 1);
+                    sent_offsets.insert((batch.topic.clone(), message.partition), message.offset + 1);
                 }
-                let result = expect_result(connector.request(node_message::Kind::Batch(Batch { topic: batch.topic, messages: batch.messages })).await?)?;
-                pending.records_in += count as i64;
-                next_timer = result.next_timer_in.map(|seconds| tokio::time::Instant::now() + Duration::from_secs_f64(seconds));
-                let delta = take_result(&mut state, &columns, result, &mut pending);
-                writer.write_delta(delta).await?;
-                input.commit(&state.offsets);
-                records_since_snapshot += 1;
+                in_flight.push_back(Request::Batch { records: batch.messages.len(), offsets: sent_offsets.clone() });
+                connector.send(node_message::Kind::Batch(Batch { topic: batch.topic, messages: batch.messages })).await?;
             }
             () = timer => {
-                let result = expect_result(connector.request(node_message::Kind::Tick(Tick {})).await?)?;
+                in_flight.push_back(Request::Tick);
+                connector.send(node_message::Kind::Tick(Tick {})).await?;
+            }
+            answer = connector.receive(), if !in_flight.is_empty() => {
+                let result = expect_result(answer?)?;
                 next_timer = result.next_timer_in.map(|seconds| tokio::time::Instant::now() + Duration::from_secs_f64(seconds));
+                let is_batch = match in_flight.pop_front().expect("an answer follows a request") {
+                    Request::Batch { records, offsets } => {
+                        pending.records_in += records as i64;
+                        state.offsets = offsets;
+                        true
+                    }
+                    Request::Tick => false,
+                };
                 let delta = take_result(&mut state, &columns, result, &mut pending);
-                if !delta.grids.is_empty() {
-                    writer.write_delta(delta).await?;
+                if is_batch || !delta.grids.is_empty() {
+                    writes.push_back((writer.queue_delta(delta)?, state.offsets.clone()));
                     records_since_snapshot += 1;
                 }
             }
-            _ = flush.tick() => pending.flush(&context.db, app_id).await?,
+            written = oldest_write(&mut writes), if !writes.is_empty() => {
+                written?;
+                let (_, offsets) = writes.pop_front().expect("polled the oldest write");
+                // Committed when caught up, else with the status: only the newest one matters.
+                if writes.is_empty() {
+                    input.commit(&offsets);
+                    confirmed = None;
+                } else {
+                    confirmed = Some(offsets);
+                }
+            }
+            _ = flush.tick() => {
+                if let Some(offsets) = confirmed.take() {
+                    input.commit(&offsets);
+                }
+                pending.flush(&context.db, app_id).await?;
+            }
             reason = stopped(stop) => {
                 pending.flush(&context.db, app_id).await?;
                 return Ok(Outcome::Stop(reason));
             }
         }
         if records_since_snapshot >= RECORDS_PER_SNAPSHOT {
+            // Queued after every delta before it: when it is written, so are they.
             let snapshot_offset = writer.write_snapshot(&state, records_since_snapshot).await?;
             db::set_snapshot_offset(&context.db, app_id, &changelog_topic, snapshot_offset).await?;
             records_since_snapshot = 0;
         }
     }
+}
+
+async fn oldest_write(writes: &mut VecDeque<(Delivery, Offsets)>) -> Result<i64> {
+    match writes.front_mut() {
+        Some((delivery, _)) => delivery.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the connector was asked, for matching its answers.
+enum Request {
+    Batch { records: usize, offsets: Offsets },
+    Tick,
 }
 
 fn expect_result(answer: Kind) -> Result<BatchResult> {

@@ -20,6 +20,9 @@ use crate::{Error, Result, grids::GridState};
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 const SNAPSHOT_ROWS_PER_PART: usize = 5000;
 
+/// A queued changelog write: the offset it got, once the broker has it.
+pub(crate) type Delivery = std::pin::Pin<Box<dyn std::future::Future<Output = Result<i64>> + Send>>;
+
 pub(crate) fn topic_name(app_id: uuid::Uuid) -> String {
     format!("aerogrid.changelog.{app_id}")
 }
@@ -34,7 +37,13 @@ pub(crate) struct ChangelogWriter {
 impl ChangelogWriter {
     pub(crate) fn new(kafka: &KafkaSettings, topic: String, epoch: u64) -> Result<Self> {
         let mut config = kafka.client_config();
-        config.set("acks", "all").set("linger.ms", "0").set("message.max.bytes", "10000000");
+        // One request in flight keeps records in order across retries (recovery replays them in
+        // offset order); writes queued meanwhile go together in the next request.
+        config
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .set("max.in.flight.requests.per.connection", "1")
+            .set("message.max.bytes", "10000000");
         let producer =
             config.create().map_err(|error| Error::Broker(aerogrid_kafka::Error::Client(error)))?;
         Ok(Self { producer, topic, epoch })
@@ -53,8 +62,29 @@ impl ChangelogWriter {
         }
     }
 
-    pub(crate) async fn write_delta(&self, delta: ChangelogDelta) -> Result<i64> {
-        self.write(changelog_record::Kind::Delta(delta)).await
+    /// Queues a delta without waiting; the future resolves once the broker has it. Records go
+    /// to the broker in the order they are queued.
+    pub(crate) fn queue_delta(&self, delta: ChangelogDelta) -> Result<Delivery> {
+        let bytes =
+            ChangelogRecord { epoch: self.epoch, kind: Some(changelog_record::Kind::Delta(delta)) }
+                .encode_to_vec();
+        let record: FutureRecord<'_, (), [u8]> =
+            FutureRecord::to(&self.topic).partition(0).payload(&bytes);
+        let topic = self.topic.clone();
+        match self.producer.send_result(record) {
+            Ok(future) => Ok(Box::pin(async move {
+                match future.await {
+                    Ok(Ok(delivery)) => Ok(delivery.offset),
+                    Ok(Err((error, _))) => {
+                        Err(Error::Changelog(format!("cannot write to `{topic}`: {error}")))
+                    }
+                    Err(_) => Err(Error::Changelog(format!("the producer of `{topic}` stopped"))),
+                }
+            })),
+            Err((error, _)) => {
+                Err(Error::Changelog(format!("cannot queue a write to `{}`: {error}", self.topic)))
+            }
+        }
     }
 
     pub(crate) async fn write_fence(&self, node_id: &str) -> Result<i64> {

@@ -20,10 +20,13 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_FRAME: usize = 256 * 1024 * 1024;
 
 /// A running connector process, idle (from the pool) or running an app.
+///
+/// Requests may be pipelined (`send` several, then `receive` their answers in order): a task
+/// reads the answers as they come, so the connector never blocks writing one.
 pub(crate) struct ConnectorProcess {
     child: Child,
     stdin: BufWriter<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
+    answers: mpsc::Receiver<std::io::Result<Vec<u8>>>,
 }
 
 impl ConnectorProcess {
@@ -54,7 +57,9 @@ impl ConnectorProcess {
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(forward_stderr(stderr));
         }
-        let mut process = Self { child, stdin, stdout };
+        let (sender, answers) = mpsc::channel(4);
+        tokio::spawn(read_frames(stdout, sender));
+        let mut process = Self { child, stdin, answers };
         match tokio::time::timeout(READY_TIMEOUT, process.receive()).await {
             Ok(Ok(Kind::Ready(_))) => Ok(process),
             Ok(Ok(other)) => {
@@ -67,26 +72,29 @@ impl ConnectorProcess {
         }
     }
 
-    /// Sends a request and waits for its answer.
+    /// Sends a request and waits for its answer (nothing else may be in flight).
     pub(crate) async fn request(&mut self, kind: node_message::Kind) -> Result<Kind> {
+        self.send(kind).await?;
+        self.receive().await
+    }
+
+    /// Sends a request; its answer comes from `receive`, after those of earlier requests.
+    pub(crate) async fn send(&mut self, kind: node_message::Kind) -> Result<()> {
         let bytes = NodeMessage { kind: Some(kind) }.encode_to_vec();
         let length = u32::try_from(bytes.len())
             .map_err(|_| Error::Connector("a request too large for a frame".into()))?;
         self.stdin.write_all(&length.to_le_bytes()).await.map_err(|error| self.gone(error))?;
         self.stdin.write_all(&bytes).await.map_err(|error| self.gone(error))?;
-        self.stdin.flush().await.map_err(|error| self.gone(error))?;
-        self.receive().await
+        self.stdin.flush().await.map_err(|error| self.gone(error))
     }
 
-    async fn receive(&mut self) -> Result<Kind> {
-        let mut length = [0u8; 4];
-        self.stdout.read_exact(&mut length).await.map_err(|error| self.gone(error))?;
-        let length = u32::from_le_bytes(length) as usize;
-        if length > MAX_FRAME {
-            return Err(Error::Connector(format!("a connector sent a frame of {length} bytes")));
-        }
-        let mut bytes = vec![0u8; length];
-        self.stdout.read_exact(&mut bytes).await.map_err(|error| self.gone(error))?;
+    /// The next answer. Cancel-safe: usable in `select!`.
+    pub(crate) async fn receive(&mut self) -> Result<Kind> {
+        let bytes = match self.answers.recv().await {
+            Some(Ok(bytes)) => bytes,
+            Some(Err(error)) => return Err(self.gone(error)),
+            None => return Err(self.gone(std::io::ErrorKind::UnexpectedEof.into())),
+        };
         ConnectorMessage::decode(bytes.as_slice())
             .map_err(|error| {
                 Error::Connector(format!("a connector sent a malformed message: {error}"))
@@ -120,6 +128,33 @@ fn die_with_node(command: &mut Command) {
             }
             Ok(())
         });
+    }
+}
+
+/// Reads answer frames until the pipe closes or fails (the last item says how).
+async fn read_frames(
+    mut stdout: BufReader<ChildStdout>,
+    answers: mpsc::Sender<std::io::Result<Vec<u8>>>,
+) {
+    loop {
+        let frame = async {
+            let mut length = [0u8; 4];
+            stdout.read_exact(&mut length).await?;
+            let length = u32::from_le_bytes(length) as usize;
+            if length > MAX_FRAME {
+                return Err(std::io::Error::other(format!(
+                    "a connector sent a frame of {length} bytes"
+                )));
+            }
+            let mut bytes = vec![0u8; length];
+            stdout.read_exact(&mut bytes).await?;
+            Ok(bytes)
+        }
+        .await;
+        let failed = frame.is_err();
+        if answers.send(frame).await.is_err() || failed {
+            return;
+        }
     }
 }
 

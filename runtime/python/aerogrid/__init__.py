@@ -26,6 +26,8 @@ BROKER_URI = "aerogrid://platform"
 
 # JSON scalars a grid cell may hold.
 _SCALARS = (str, int, float, bool, type(None))
+_MIN_INT = -(2**63)
+_MAX_INT = 2**63 - 1
 
 
 class RecordError(ValueError):
@@ -303,11 +305,21 @@ class Grid:
         raise TypeError(f"grid `{self.name}` rows are keyed by strings, not {type(key).__name__}")
 
     def _check_row(self, row: Any) -> dict[str, Any]:
-        if not isinstance(row, dict):
+        if type(row) is not dict and not isinstance(row, dict):
             raise TypeError(f"a row of grid `{self.name}` is a dict of column values, not {type(row).__name__}")
-        checked = {column: None for column in self.columns}
+        checked = dict.fromkeys(self.columns)
+        column_set = self._column_set
         for column, value in row.items():
-            self._check_cell(column, value)
+            # The common cells inline; anything else gets the full check (and its message).
+            kind = type(value)
+            if column not in column_set or not (
+                kind is str
+                or value is None
+                or kind is bool
+                or (kind is int and _MIN_INT <= value <= _MAX_INT)
+                or (kind is float and value - value == 0.0)
+            ):
+                self._check_cell(column, value)
             checked[column] = value
         return checked
 
@@ -331,17 +343,19 @@ class Grid:
         return self._check_row(self._default())
 
     def __getitem__(self, key: Any) -> "Row":
-        key = self._key(key)
+        if type(key) is not str:
+            key = self._key(key)
         row = self._rows.get(key)
-        return Row(self, key, self._default_row() if row is None else row)
+        return _row(self, key, self._default_row() if row is None else row)
 
     def get(self, key: Any, default: Any = None) -> Any:
         key = self._key(key)
         row = self._rows.get(key)
-        return default if row is None else Row(self, key, row)
+        return default if row is None else _row(self, key, row)
 
     def __setitem__(self, key: Any, row: Any) -> None:
-        key = self._key(key)
+        if type(key) is not str:
+            key = self._key(key)
         checked = self._check_row(row)
         self._rows[key] = checked
         self._changed[key] = checked
@@ -379,7 +393,7 @@ class Grid:
 
     def items(self) -> Iterator[tuple[str, "Row"]]:
         for key in list(self._rows):
-            yield key, Row(self, key, self._rows[key])
+            yield key, _row(self, key, self._rows[key])
 
     def clear(self) -> None:
         for key in self._rows:
@@ -404,11 +418,8 @@ class Row(dict):
     """One row of a grid, as a dict; setting a cell writes it to the grid."""
 
     __slots__ = ("_grid", "_key")
-
-    def __init__(self, grid: Grid, key: str, values: dict[str, Any]) -> None:
-        super().__init__(values)
-        self._grid = grid
-        self._key = key
+    _grid: Grid
+    _key: str
 
     def __setitem__(self, column: str, value: Any) -> None:
         self._grid._set_cell(self._key, column, value)
@@ -422,6 +433,14 @@ class Row(dict):
     def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         for column, value in dict(*args, **kwargs).items():
             self[column] = value
+
+
+def _row(grid: Grid, key: str, values: dict[str, Any]) -> Row:
+    # dict's own constructor, then the slots: no Python-level __init__ on the hot path.
+    row = Row(values)
+    row._grid = grid
+    row._key = key
+    return row
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,3 +634,11 @@ def _is_async_function(function: Any) -> bool:
     import inspect
 
     return inspect.iscoroutinefunction(function)
+
+
+# In a connector process, the Rust implementations (`connector/src/native.rs`) of the hot paths.
+try:
+    from aerogrid._native import NEED_RECORDS as _NEED_RECORDS  # noqa: F811
+    from aerogrid._native import Stream  # type: ignore[assignment] # noqa: F811
+except ImportError:
+    pass

@@ -137,6 +137,16 @@ class Connector:
             running.stream._feed(events)
             self._advance(running, None)
 
+    def process_events(self, topic_name: str, batch: Any) -> None:
+        """Runs every stream that reads `topic_name` over records the connector decoded."""
+        for running in self._streams_by_topic.get(topic_name, ()):
+            if running.finished:
+                continue
+            # The connector adds raw bytes to bad records itself.
+            running.raw_by_offset = {}
+            running.stream._feed(batch)
+            self._advance(running, None)
+
     def _start(self, running: _RunningStream) -> None:
         running.coroutine = running.spec.function(running.stream)
 
@@ -305,6 +315,62 @@ class _LogHandler(logging.Handler):
 
 
 # Decoding.
+
+
+def describe_topic(topic: Topic) -> tuple[str, tuple[Any, ...], list[tuple[type, list[tuple[Any, ...]]]]]:
+    """How the topic's keys and values decode, for the connector's decoder (`connector/src/native.rs`):
+    `(key kind, value spec, [(Record class, [(field, type spec, default kind, default)])])`,
+    where `("record", n)` in a spec is the n-th Record class of that list."""
+    records: list[tuple[type, list[tuple[Any, ...]]]] = []
+    indexes: dict[type, int] = {}
+
+    def record_index(cls: type) -> int:
+        if cls not in indexes:
+            indexes[cls] = len(records)
+            fields: list[tuple[Any, ...]] = []
+            records.append((cls, fields))
+            for name, (annotation, default) in cls.__aerogrid_fields__.items():  # type: ignore[attr-defined]
+                if default is not aerogrid._MISSING:
+                    kind = "declared"
+                elif aerogrid._is_optional(annotation):
+                    kind = "null"
+                else:
+                    kind = "required"
+                fields.append((name, type_spec(annotation), kind, None if kind != "declared" else default))
+        return indexes[cls]
+
+    def type_spec(annotation: Any) -> tuple[Any, ...]:
+        if annotation is Any or annotation is object:
+            return ("any",)
+        if aerogrid._union_origin(annotation):
+            options = typing.get_args(annotation)
+            return ("union", [type_spec(option) for option in options if option is not type(None)], type(None) in options)
+        origin = typing.get_origin(annotation)
+        if origin is list:
+            (item_type,) = typing.get_args(annotation) or (Any,)
+            return ("list", type_spec(item_type))
+        if annotation is list:
+            return ("anylist",)
+        if origin is dict or annotation is dict:
+            return ("dict",)
+        if isinstance(annotation, type) and issubclass(annotation, Record):
+            return ("record", record_index(annotation))
+        for plain in (bool, int, float, str):
+            if annotation is plain:
+                return (plain.__name__,)
+        return ("unsupported", repr(annotation))
+
+    key_kind = {str: "str", bytes: "bytes", int: "int", type(None): "none"}[topic.key_type]
+    value_type = topic.value_type
+    if value_type is bytes or value_type is str:
+        value: tuple[Any, ...] = (value_type.__name__,)
+    elif value_type is dict:
+        value = ("object",)
+    elif isinstance(value_type, type) and issubclass(value_type, Record):
+        value = ("record", record_index(value_type))
+    else:
+        value = ("scalar", type_spec(value_type))
+    return key_kind, value, records
 
 
 def decode_key(topic: Topic, raw: Optional[bytes]) -> Any:

@@ -1,0 +1,546 @@
+//! Decoding messages off the interpreter's thread: raw key and value bytes to checked, coerced
+//! values in the shape of the topic's declared types, ready to become Python objects.
+//!
+//! The rules and messages are those of `aerogrid._coerce` (the reference, which user code uses
+//! when it builds Records itself); `runtime/python/tests` and this module's tests pin both.
+
+use serde_json::Value as Json;
+
+/// How a topic's keys decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KeySpec {
+    Ignore,
+    Bytes,
+    Str,
+    Int,
+}
+
+/// How a topic's values decode.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum ValueSpec {
+    Bytes,
+    Str,
+    /// A JSON object, as a dict.
+    Object,
+    /// A Record class (an index into `Schema::records`).
+    Record(usize),
+    /// A JSON number, coerced like a field of this type.
+    Scalar(TypeSpec),
+}
+
+/// A field's declared type.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum TypeSpec {
+    Any,
+    Str,
+    Int,
+    Float,
+    Bool,
+    List(Box<TypeSpec>),
+    /// A JSON array kept as it is (a bare `list` annotation).
+    AnyList,
+    Dict,
+    Record(usize),
+    /// `Optional[...]` and unions: tried in order; `nullable` when one option is None.
+    Union {
+        options: Vec<TypeSpec>,
+        nullable: bool,
+    },
+    /// An annotation the API does not support, with its repr.
+    Unsupported(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct FieldSpec {
+    pub(crate) name: String,
+    pub(crate) spec: TypeSpec,
+    pub(crate) default: FieldDefault,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FieldDefault {
+    Required,
+    /// The class's default value (kept on the Python side).
+    Declared,
+    /// An Optional field without a default is None.
+    Null,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct RecordSpec {
+    pub(crate) class_name: String,
+    pub(crate) fields: Vec<FieldSpec>,
+}
+
+/// What one topic's messages decode to.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct TopicSchema {
+    pub(crate) key: KeySpec,
+    pub(crate) value: ValueSpec,
+    pub(crate) records: Vec<RecordSpec>,
+}
+
+/// A decoded value, checked against its type.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Decoded {
+    Null,
+    Bool(bool),
+    Int(i64),
+    /// Integers beyond i64 (JSON allows them; Python ints are unbounded).
+    BigInt(String),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    List(Vec<Decoded>),
+    /// Any JSON, converted as `json.loads` would.
+    Json(Json),
+    /// A Record: one entry per declared field, in declaration order.
+    Record(usize, Vec<Decoded>),
+    /// The field's declared default.
+    Default,
+}
+
+type Result<T> = std::result::Result<T, String>;
+
+impl TopicSchema {
+    pub(crate) fn decode_key(&self, raw: Option<&[u8]>) -> Result<Decoded> {
+        let Some(raw) = raw else { return Ok(Decoded::Null) };
+        match self.key {
+            KeySpec::Ignore => Ok(Decoded::Null),
+            KeySpec::Bytes => Ok(Decoded::Bytes(raw.to_vec())),
+            KeySpec::Str | KeySpec::Int => {
+                let text =
+                    std::str::from_utf8(raw).map_err(|_| "the key is not UTF-8 text".to_owned())?;
+                if self.key == KeySpec::Str {
+                    return Ok(Decoded::Str(text.to_owned()));
+                }
+                parse_int(text).ok_or_else(|| {
+                    let shown: String = text.chars().take(40).collect();
+                    format!("the key {} is not an integer", python_repr_str(&shown))
+                })
+            }
+        }
+    }
+
+    pub(crate) fn decode_value(&self, raw: Option<&[u8]>) -> Result<Decoded> {
+        if self.value == ValueSpec::Bytes {
+            return Ok(raw.map_or(Decoded::Null, |raw| Decoded::Bytes(raw.to_vec())));
+        }
+        let raw = raw.ok_or_else(|| "the message has no value".to_owned())?;
+        if self.value == ValueSpec::Str {
+            let text =
+                std::str::from_utf8(raw).map_err(|_| "the value is not UTF-8 text".to_owned())?;
+            return Ok(Decoded::Str(text.to_owned()));
+        }
+        let json: Json = serde_json::from_slice(raw)
+            .map_err(|error| format!("the value is not JSON: {error}"))?;
+        match &self.value {
+            ValueSpec::Record(index) => {
+                let Json::Object(_) = json else {
+                    return Err(format!(
+                        "expected a JSON object for {}, got {}",
+                        self.records[*index].class_name,
+                        json_type(&json)
+                    ));
+                };
+                self.record(*index, json, "")
+            }
+            ValueSpec::Object => match json {
+                Json::Object(_) => Ok(Decoded::Json(json)),
+                other => {
+                    Err(format!("the value should be a JSON object, got {}", json_type(&other)))
+                }
+            },
+            ValueSpec::Scalar(spec) => self.coerce(json, spec, "value"),
+            ValueSpec::Bytes | ValueSpec::Str => unreachable!("handled above"),
+        }
+    }
+
+    fn record(&self, index: usize, json: Json, prefix: &str) -> Result<Decoded> {
+        let Json::Object(mut object) = json else { unreachable!("checked by the caller") };
+        let spec = &self.records[index];
+        let mut fields = Vec::with_capacity(spec.fields.len());
+        for field in &spec.fields {
+            let value = match object.remove(&field.name) {
+                Some(value) => {
+                    self.coerce(value, &field.spec, &format!("{prefix}{}", field.name))?
+                }
+                None => match field.default {
+                    FieldDefault::Declared => Decoded::Default,
+                    FieldDefault::Null => Decoded::Null,
+                    FieldDefault::Required => {
+                        return Err(format!("missing field `{prefix}{}`", field.name));
+                    }
+                },
+            };
+            fields.push(value);
+        }
+        // Unknown keys are ignored: producers add fields over time.
+        Ok(Decoded::Record(index, fields))
+    }
+
+    /// `aerogrid._coerce`: `json` as `spec`, or the reason naming `path`.
+    fn coerce(&self, json: Json, spec: &TypeSpec, path: &str) -> Result<Decoded> {
+        if let TypeSpec::Any = spec {
+            return Ok(Decoded::Json(json));
+        }
+        if let TypeSpec::Union { options, nullable } = spec {
+            if json.is_null() {
+                return if *nullable {
+                    Ok(Decoded::Null)
+                } else {
+                    Err(format!("field `{path}` is null"))
+                };
+            }
+            let mut errors = Vec::new();
+            for option in options {
+                match self.coerce(json.clone(), option, path) {
+                    Ok(value) => return Ok(value),
+                    Err(error) => errors.push(error),
+                }
+            }
+            return Err(if errors.len() == 1 {
+                errors.remove(0)
+            } else {
+                format!("field `{path}`: {}", errors.join("; "))
+            });
+        }
+        if json.is_null() {
+            return Err(format!("field `{path}` is null"));
+        }
+        match spec {
+            TypeSpec::List(item) => match json {
+                Json::Array(items) => items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, value)| self.coerce(value, item, &format!("{path}[{index}]")))
+                    .collect::<Result<Vec<_>>>()
+                    .map(Decoded::List),
+                other => Err(format!("field `{path}` should be a list, got {}", json_type(&other))),
+            },
+            TypeSpec::AnyList => match json {
+                Json::Array(_) => Ok(Decoded::Json(json)),
+                other => Err(format!("field `{path}` should be a list, got {}", json_type(&other))),
+            },
+            TypeSpec::Dict => match json {
+                Json::Object(_) => Ok(Decoded::Json(json)),
+                other => {
+                    Err(format!("field `{path}` should be an object, got {}", json_type(&other)))
+                }
+            },
+            TypeSpec::Record(index) => match json {
+                Json::Object(_) => self.record(*index, json, &format!("{path}.")),
+                other => {
+                    Err(format!("field `{path}` should be an object, got {}", json_type(&other)))
+                }
+            },
+            TypeSpec::Bool => match json {
+                Json::Bool(value) => Ok(Decoded::Bool(value)),
+                Json::String(text) if text.eq_ignore_ascii_case("true") => Ok(Decoded::Bool(true)),
+                Json::String(text) if text.eq_ignore_ascii_case("false") => {
+                    Ok(Decoded::Bool(false))
+                }
+                other => {
+                    Err(format!("field `{path}` should be a boolean, got {}", json_type(&other)))
+                }
+            },
+            TypeSpec::Int => match &json {
+                Json::Bool(_) => Err(format!("field `{path}` should be an integer, got a boolean")),
+                Json::Number(number) => {
+                    if let Some(value) = number.as_i64() {
+                        Ok(Decoded::Int(value))
+                    } else if let Some(value) = number.as_u64() {
+                        Ok(Decoded::BigInt(value.to_string()))
+                    } else {
+                        match number.as_f64() {
+                            Some(value) if value.fract() == 0.0 && value.is_finite() => {
+                                Ok(float_to_int(value))
+                            }
+                            _ => Err(format!(
+                                "field `{path}` should be an integer, got {}",
+                                describe(&json)
+                            )),
+                        }
+                    }
+                }
+                Json::String(text) => parse_int(text).ok_or_else(|| {
+                    format!("field `{path}` should be an integer, got {}", describe(&json))
+                }),
+                other => {
+                    Err(format!("field `{path}` should be an integer, got {}", describe(other)))
+                }
+            },
+            TypeSpec::Float => match &json {
+                Json::Bool(_) => Err(format!("field `{path}` should be a number, got a boolean")),
+                Json::Number(number) => Ok(Decoded::Float(number.as_f64().unwrap_or(f64::NAN))),
+                Json::String(text) => parse_float(text).map(Decoded::Float).ok_or_else(|| {
+                    format!("field `{path}` should be a number, got {}", describe(&json))
+                }),
+                other => Err(format!("field `{path}` should be a number, got {}", describe(other))),
+            },
+            TypeSpec::Str => match json {
+                Json::String(text) => Ok(Decoded::Str(text)),
+                Json::Number(number) => Ok(Decoded::Str(python_number_text(&number))),
+                other => {
+                    Err(format!("field `{path}` should be a string, got {}", json_type(&other)))
+                }
+            },
+            TypeSpec::Unsupported(annotation) => {
+                Err(format!("field `{path}` has an unsupported type {annotation}"))
+            }
+            TypeSpec::Any | TypeSpec::Union { .. } => unreachable!("handled above"),
+        }
+    }
+}
+
+fn float_to_int(value: f64) -> Decoded {
+    #[allow(clippy::cast_possible_truncation, reason = "checked to be in range")]
+    if value.abs() < 9.2e18 {
+        Decoded::Int(value as i64)
+    } else {
+        Decoded::BigInt(format!("{value:.0}"))
+    }
+}
+
+/// `int(text.strip())` for decimal text: sign, digits, single underscores between digits.
+fn parse_int(text: &str) -> Option<Decoded> {
+    let trimmed = text.trim();
+    let digits = trimmed.strip_prefix(['+', '-']).unwrap_or(trimmed);
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
+        || !digits.chars().all(|c| c.is_ascii_digit() || c == '_')
+    {
+        return None;
+    }
+    let clean: String = trimmed.chars().filter(|c| *c != '_').collect();
+    Some(match clean.parse::<i64>() {
+        Ok(value) => Decoded::Int(value),
+        Err(_) => Decoded::BigInt(clean.trim_start_matches('+').to_owned()),
+    })
+}
+
+/// `float(text.strip())` for the forms JSON producers send.
+fn parse_float(text: &str) -> Option<f64> {
+    let trimmed = text.trim();
+    let lower = trimmed.to_ascii_lowercase();
+    let unsigned = lower.strip_prefix(['+', '-']).unwrap_or(&lower);
+    if matches!(unsigned, "inf" | "infinity" | "nan") {
+        return lower.parse::<f64>().ok().or(Some(if lower.starts_with('-') {
+            f64::NEG_INFINITY
+        } else if unsigned == "nan" {
+            f64::NAN
+        } else {
+            f64::INFINITY
+        }));
+    }
+    if trimmed.is_empty() || !trimmed.chars().all(|c| c.is_ascii_digit() || "+-.eE_".contains(c)) {
+        return None;
+    }
+    trimmed.replace('_', "").parse::<f64>().ok()
+}
+
+/// `str(number)` as Python writes it.
+fn python_number_text(number: &serde_json::Number) -> String {
+    if number.is_i64() || number.is_u64() {
+        return number.to_string();
+    }
+    python_float_repr(number.as_f64().unwrap_or(f64::NAN))
+}
+
+fn python_float_repr(value: f64) -> String {
+    let text = format!("{value:?}");
+    // Rust writes `1e20` where Python writes `1e+20`.
+    match text.split_once('e') {
+        Some((mantissa, exponent)) if !exponent.starts_with('-') => {
+            format!("{mantissa}e+{exponent}")
+        }
+        _ => text,
+    }
+}
+
+/// `aerogrid._json_type`.
+pub(crate) fn json_type(json: &Json) -> &'static str {
+    match json {
+        Json::Object(_) => "an object",
+        Json::Array(_) => "an array",
+        Json::String(_) => "a string",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::Null => "null",
+    }
+}
+
+/// `aerogrid._describe`: the JSON type and a short repr.
+fn describe(json: &Json) -> String {
+    let text = match json {
+        Json::String(text) => python_repr_str(text),
+        Json::Bool(true) => "True".to_owned(),
+        Json::Bool(false) => "False".to_owned(),
+        Json::Null => "None".to_owned(),
+        Json::Number(number) => python_number_text(number),
+        other => other.to_string(),
+    };
+    let text = if text.chars().count() > 40 {
+        format!("{}...", text.chars().take(37).collect::<String>())
+    } else {
+        text
+    };
+    format!("{} {text}", json_type(json))
+}
+
+/// `repr(text)` for the common cases.
+fn python_repr_str(text: &str) -> String {
+    let quote = if text.contains('\'') && !text.contains('"') { '"' } else { '\'' };
+    let mut repr = String::with_capacity(text.len() + 2);
+    repr.push(quote);
+    for c in text.chars() {
+        match c {
+            '\\' => repr.push_str("\\\\"),
+            '\n' => repr.push_str("\\n"),
+            '\r' => repr.push_str("\\r"),
+            '\t' => repr.push_str("\\t"),
+            c if c == quote => {
+                repr.push('\\');
+                repr.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                repr.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => repr.push(c),
+        }
+    }
+    repr.push(quote);
+    repr
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `class Order(Record): product: str; quantity: int; note: Optional[str]; tags: list[str] = []`
+    fn orders() -> TopicSchema {
+        TopicSchema {
+            key: KeySpec::Str,
+            value: ValueSpec::Record(0),
+            records: vec![RecordSpec {
+                class_name: "Order".into(),
+                fields: vec![
+                    FieldSpec {
+                        name: "product".into(),
+                        spec: TypeSpec::Str,
+                        default: FieldDefault::Required,
+                    },
+                    FieldSpec {
+                        name: "quantity".into(),
+                        spec: TypeSpec::Int,
+                        default: FieldDefault::Required,
+                    },
+                    FieldSpec {
+                        name: "note".into(),
+                        spec: TypeSpec::Union { options: vec![TypeSpec::Str], nullable: true },
+                        default: FieldDefault::Null,
+                    },
+                    FieldSpec {
+                        name: "tags".into(),
+                        spec: TypeSpec::List(Box::new(TypeSpec::Str)),
+                        default: FieldDefault::Declared,
+                    },
+                ],
+            }],
+        }
+    }
+
+    fn error(value: &str) -> String {
+        orders().decode_value(Some(value.as_bytes())).unwrap_err()
+    }
+
+    #[test]
+    fn records_decode_with_coercion_and_defaults() {
+        let decoded =
+            orders().decode_value(Some(br#"{"product": 7, "quantity": "3", "extra": 1}"#));
+        assert_eq!(
+            decoded,
+            Ok(Decoded::Record(
+                0,
+                vec![Decoded::Str("7".into()), Decoded::Int(3), Decoded::Null, Decoded::Default]
+            ))
+        );
+        let decoded =
+            orders().decode_value(Some(br#"{"product": "a", "quantity": 2.0, "tags": ["x", 1]}"#));
+        assert_eq!(
+            decoded,
+            Ok(Decoded::Record(
+                0,
+                vec![
+                    Decoded::Str("a".into()),
+                    Decoded::Int(2),
+                    Decoded::Null,
+                    Decoded::List(vec![Decoded::Str("x".into()), Decoded::Str("1".into())])
+                ]
+            ))
+        );
+    }
+
+    #[test]
+    fn bad_values_say_why_as_the_python_reference_does() {
+        assert_eq!(error(r#"{"quantity": 1}"#), "missing field `product`");
+        assert_eq!(
+            error(r#"{"product": "a", "quantity": "many"}"#),
+            "field `quantity` should be an integer, got a string 'many'"
+        );
+        assert_eq!(
+            error(r#"{"product": "a", "quantity": true}"#),
+            "field `quantity` should be an integer, got a boolean"
+        );
+        assert_eq!(
+            error(r#"{"product": "a", "quantity": 1.5}"#),
+            "field `quantity` should be an integer, got a number 1.5"
+        );
+        assert_eq!(error(r#"{"product": null, "quantity": 1}"#), "field `product` is null");
+        assert_eq!(
+            error(r#"{"product": "a", "quantity": 1, "tags": "x"}"#),
+            "field `tags` should be a list, got a string"
+        );
+        assert_eq!(
+            error(r#"{"product": "a", "quantity": 1, "tags": [null]}"#),
+            "field `tags[0]` is null"
+        );
+        assert_eq!(error("[1]"), "expected a JSON object for Order, got an array");
+        assert!(error("{nope").starts_with("the value is not JSON: "));
+        assert_eq!(orders().decode_value(None), Err("the message has no value".into()));
+        let long = format!(r#"{{"product": "a", "quantity": "{}"}}"#, "x".repeat(50));
+        assert_eq!(
+            error(&long),
+            format!("field `quantity` should be an integer, got a string '{}...", "x".repeat(36))
+        );
+    }
+
+    #[test]
+    fn keys_decode_by_their_type() {
+        let mut schema = orders();
+        assert_eq!(schema.decode_key(Some(b"k1")), Ok(Decoded::Str("k1".into())));
+        assert_eq!(schema.decode_key(Some(&[0xff])), Err("the key is not UTF-8 text".into()));
+        schema.key = KeySpec::Int;
+        assert_eq!(schema.decode_key(Some(b" -12 ")), Ok(Decoded::Int(-12)));
+        assert_eq!(schema.decode_key(Some(b"1x")), Err("the key '1x' is not an integer".into()));
+        schema.key = KeySpec::Ignore;
+        assert_eq!(schema.decode_key(Some(b"anything")), Ok(Decoded::Null));
+    }
+
+    #[test]
+    fn numbers_read_as_python_reads_them() {
+        assert_eq!(parse_int("1_000"), Some(Decoded::Int(1000)));
+        assert_eq!(
+            parse_int("99999999999999999999"),
+            Some(Decoded::BigInt("99999999999999999999".into()))
+        );
+        assert_eq!(parse_int("1__0"), None);
+        assert_eq!(parse_float(" 2.5e3 "), Some(2500.0));
+        assert_eq!(parse_float("abc"), None);
+        assert_eq!(python_float_repr(1e20), "1e+20");
+        assert_eq!(python_float_repr(0.1), "0.1");
+        assert_eq!(python_float_repr(3.0), "3.0");
+    }
+}

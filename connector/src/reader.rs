@@ -1,0 +1,96 @@
+//! The reading thread: frames off the node's pipe, and batches decoded against the loaded app's
+//! topic schemas, while the interpreter works on the previous batch.
+
+use std::{
+    collections::HashMap,
+    io::Read,
+    sync::{Arc, Mutex, mpsc},
+};
+
+use aerogrid_proto::runtime::v1::{RawMessage, node_message};
+
+use crate::{
+    Error, Result,
+    decode::{Decoded, TopicSchema},
+    frame,
+};
+
+/// The loaded app's topic schemas. The interpreter's thread sets them before it answers `Load`,
+/// and the node sends no batch before that answer.
+pub(crate) type Schemas = Arc<Mutex<HashMap<String, Arc<TopicSchema>>>>;
+
+pub(crate) enum Incoming {
+    Batch(DecodedBatch),
+    /// Everything else, as it came.
+    Other(node_message::Kind),
+}
+
+pub(crate) struct DecodedBatch {
+    pub(crate) topic: String,
+    pub(crate) messages: Vec<DecodedMessage>,
+}
+
+pub(crate) struct DecodedMessage {
+    /// Kept for bad records, which carry the raw bytes.
+    pub(crate) raw: RawMessage,
+    /// The key and value, or why they do not decode; `None` when the app declares no schema for
+    /// the topic.
+    pub(crate) decoded: Option<std::result::Result<(Decoded, Decoded), String>>,
+}
+
+/// Starts the thread; messages come out in order, ending when the node closes the pipe.
+pub(crate) fn start(
+    mut input: impl Read + Send + 'static,
+    schemas: Schemas,
+) -> mpsc::IntoIter<Result<Incoming>> {
+    // One decoded batch waits while the interpreter works: enough to overlap, bounded memory.
+    let (sender, receiver) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("aerogrid-reader".into())
+        .spawn(move || {
+            loop {
+                let incoming = match frame::read(&mut input) {
+                    Ok(None) => return,
+                    Ok(Some(message)) => match message.kind {
+                        Some(node_message::Kind::Batch(batch)) => {
+                            let schema = schemas
+                                .lock()
+                                .expect("no thread panics holding the schemas")
+                                .get(&batch.topic)
+                                .cloned();
+                            Ok(Incoming::Batch(decode(
+                                batch.topic,
+                                batch.messages,
+                                schema.as_deref(),
+                            )))
+                        }
+                        Some(kind) => Ok(Incoming::Other(kind)),
+                        None => Err(Error::Protocol("a node message without content".to_owned())),
+                    },
+                    Err(error) => Err(error),
+                };
+                let failed = incoming.is_err();
+                if sender.send(incoming).is_err() || failed {
+                    return;
+                }
+            }
+        })
+        .expect("spawn the reader thread");
+    receiver.into_iter()
+}
+
+fn decode(topic: String, messages: Vec<RawMessage>, schema: Option<&TopicSchema>) -> DecodedBatch {
+    let messages = messages
+        .into_iter()
+        .map(|raw| {
+            let decoded = schema.map(|schema| {
+                Ok((
+                    schema.decode_key(raw.key.as_deref())?,
+                    schema.decode_value(raw.value.as_deref())?,
+                ))
+            });
+            DecodedMessage { raw, decoded }
+        })
+        .collect();
+    DecodedBatch { topic, messages }
+}
