@@ -1,4 +1,5 @@
-//! The backend: control plane (REST under `/api/v1`) and, on the same port, the web frontend.
+//! The backend: control plane (REST under `/api/v1`), the grid gateway (gRPC `aerogrid.v1`) and
+//! the web frontend, all on one port.
 //!
 //! Invariants:
 //! - User Python never runs here; the backend only stores and validates it.
@@ -9,6 +10,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod db;
 mod error;
+mod gateway;
 mod http;
 mod secret;
 

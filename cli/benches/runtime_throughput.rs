@@ -1,9 +1,11 @@
 //! Runtime throughput, printed (not a timed test): the seed program over 1,000,000 orders for
 //! 1,000 products already in the broker, against two ceilings measured in the same run:
 //! a bare rdkafka consumer draining the topic, and the seed's loop body in plain CPython over
-//! already-decoded dicts.
+//! already-decoded dicts. Between them, a connector process alone, fed the same orders as raw
+//! bytes over its pipe (decoding included, no broker): where the time goes.
 //!
-//! `cargo bench -p aerogrid-cli --bench runtime_throughput` (ORDERS=... to change the count).
+//! `cargo bench -p aerogrid-cli --bench runtime_throughput` (ORDERS=... to change the count,
+//! BROKER_STORAGE=memory|sqlite for the dev broker's storage, memory by default).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -28,7 +30,10 @@ fn main() {
 
 async fn run(orders: u64) {
     let temp = tempfile::tempdir().unwrap();
-    let stack = DevStack::start(&temp.path().join("data"));
+    let storage = std::env::var("BROKER_STORAGE").unwrap_or_else(|_| "memory".into());
+    let stack =
+        DevStack::start_with_args(&temp.path().join("data"), &["--broker-storage", &storage]);
+    println!("dev broker storage: {storage}");
     let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
     let kafka = KafkaSettings::new(stack.file("broker"));
     kafka.ensure_topic("orders", 1).await.unwrap();
@@ -39,6 +44,7 @@ async fn run(orders: u64) {
 
     let broker_ceiling = drain(&kafka, orders);
     let python_ceiling = plain_python(orders);
+    let connector_alone = connector_alone(orders);
 
     let app = support::create_running_app(&pool, SEED).await;
     let started = Instant::now();
@@ -49,6 +55,8 @@ async fn run(orders: u64) {
 
     println!("bare rdkafka consumer:        {broker_ceiling:>12.0} records/s");
     println!("plain CPython loop:           {python_ceiling:>12.0} records/s");
+    println!("connector alone (pipe, no broker): {connector_alone:>7.0} records/s");
+    println!("  ratio to plain CPython:     {:>12.3}", connector_alone / python_ceiling);
     println!("seed program (Start to last): {connector:>12.0} records/s ({seconds:.1} s)");
     println!("  ratio to the broker:        {:>12.3}", connector / broker_ceiling);
     println!("  ratio to plain CPython:     {:>12.3}", connector / python_ceiling);
@@ -86,17 +94,97 @@ fn plain_python(orders: u64) -> f64 {
         r#"
 import time
 orders = [{{"product": f"p{{n % 1000}}", "quantity": n % 5 + 1}} for n in range({orders})]
-grid = {{}}
+product_sum = {{}}
+default = lambda: {{'units_sold': 0}}
 started = time.perf_counter()
 for order in orders:
-    row = grid.get(order["product"]) or {{"units_sold": 0}}
-    grid[order["product"]] = {{"units_sold": row["units_sold"] + order["quantity"]}}
+    row = product_sum.get(order['product']) or default()
+    units_sold = row['units_sold'] + order['quantity']
+    product_sum[order['product']] = {{ 'units_sold': units_sold }}
 print({orders} / (time.perf_counter() - started))
 "#
     );
     let output =
         std::process::Command::new("/usr/bin/python3.11").args(["-c", &script]).output().unwrap();
     String::from_utf8(output.stdout).unwrap().trim().parse().unwrap()
+}
+
+/// A connector process fed the orders over its pipe, as the node does (two batches in flight),
+/// from bytes already in memory.
+fn connector_alone(orders: u64) -> f64 {
+    use std::io::{Read, Write};
+
+    use aerogrid_proto::runtime::v1::{
+        Batch, ConnectorMessage, Load, NodeMessage, RawMessage, node_message,
+    };
+    use prost::Message as _;
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
+        .arg("connector")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let send = |stdin: &mut std::process::ChildStdin, kind| {
+        let bytes = NodeMessage { kind: Some(kind) }.encode_to_vec();
+        stdin.write_all(&u32::try_from(bytes.len()).unwrap().to_le_bytes()).unwrap();
+        stdin.write_all(&bytes).unwrap();
+    };
+    let receive = |stdout: &mut std::process::ChildStdout| {
+        let mut length = [0u8; 4];
+        stdout.read_exact(&mut length).unwrap();
+        let mut bytes = vec![0u8; u32::from_le_bytes(length) as usize];
+        stdout.read_exact(&mut bytes).unwrap();
+        ConnectorMessage::decode(bytes.as_slice()).unwrap()
+    };
+    receive(&mut stdout);
+    send(
+        &mut stdin,
+        node_message::Kind::Load(Load {
+            team: "bench".into(),
+            app: "seed".into(),
+            source: SEED.into(),
+            filename: "main.py".into(),
+        }),
+    );
+    receive(&mut stdout);
+    let batches: Vec<node_message::Kind> = (0..orders)
+        .collect::<Vec<_>>()
+        .chunks(5000)
+        .map(|chunk| {
+            let messages = chunk
+                .iter()
+                .map(|&n| RawMessage {
+                    key: Some(format!("order-{n}").into_bytes()),
+                    value: Some(
+                        format!(r#"{{"product": "p{}", "quantity": {}}}"#, n % 1000, n % 5 + 1)
+                            .into_bytes(),
+                    ),
+                    partition: 0,
+                    offset: i64::try_from(n).unwrap(),
+                    timestamp: None,
+                })
+                .collect();
+            node_message::Kind::Batch(Batch { topic: "orders".into(), messages })
+        })
+        .collect();
+    let count = batches.len();
+    let started = Instant::now();
+    let writer = std::thread::spawn(move || {
+        for batch in batches {
+            send(&mut stdin, batch);
+        }
+        stdin
+    });
+    for _ in 0..count {
+        receive(&mut stdout);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    drop(writer.join().unwrap());
+    child.wait().unwrap();
+    orders as f64 / seconds
 }
 
 /// Polls the app's committed input offset (written right after each changelog write) until it

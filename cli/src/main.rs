@@ -2,10 +2,12 @@
 //!
 //! - `aerogrid dev` runs everything on one machine, starting PostgreSQL and a broker if needed;
 //! - `aerogrid server` runs the backend (control plane, gateway, web frontend);
-//! - `aerogrid runtime` runs a runtime node.
+//! - `aerogrid runtime` runs a runtime node;
+//! - `aerogrid snapshot` prints a grid, read through the gateway.
 
 mod data_files;
 mod dev;
+mod grids;
 mod services;
 
 use std::{net::SocketAddr, process::ExitCode};
@@ -32,6 +34,8 @@ enum Command {
     Server(services::ServerCommand),
     /// Run a runtime node, which runs the apps' connectors.
     Runtime(services::RuntimeCommand),
+    /// Print a grid once as JSON: {"columns": [...], "rows": {"<key>": {"<column>": value}}}.
+    Snapshot(grids::SnapshotCommand),
     /// A connector process (started by runtime nodes, speaking their pipe protocol).
     #[command(hide = true)]
     Connector,
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
             Command::Dev(args) => dev::run(args).await,
             Command::Server(command) => command.run().await.map(|()| ExitCode::SUCCESS),
             Command::Runtime(command) => command.run().await.map(|()| ExitCode::SUCCESS),
+            Command::Snapshot(command) => command.run().await.map(|()| ExitCode::SUCCESS),
             Command::Connector => unreachable!("handled before the async runtime starts"),
         }
     });

@@ -5,6 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aerogrid_changelog::{GridState, Offsets, offsets_to_wire};
 use aerogrid_kafka::KafkaSettings;
 use aerogrid_proto::{
     runtime::v1::{
@@ -21,7 +22,6 @@ use crate::{
     changelog::{self, ChangelogWriter, Delivery},
     connector::{ConnectorProcess, WarmPool},
     db,
-    grids::{GridState, Offsets, offsets_to_wire},
     input::Input,
 };
 
@@ -33,6 +33,8 @@ const MAX_IN_FLIGHT: usize = 2;
 const MAX_UNCONFIRMED_WRITES: usize = 64;
 /// How often counters, logs and bad records go to Postgres.
 const STATUS_FLUSH: Duration = Duration::from_millis(250);
+/// How often the input's lag is measured (a round trip to the broker).
+const LAG_EVERY: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Why an app's task should end.
@@ -229,6 +231,8 @@ async fn run_once(
     // Changelog writes the broker has not confirmed, oldest first, with the offsets to commit.
     let mut writes: VecDeque<(Delivery, Offsets)> = VecDeque::new();
     let mut confirmed: Option<Offsets> = None;
+    let mut lag_probe: Option<tokio::task::JoinHandle<Option<i64>>> = None;
+    let mut last_lag_probe = Instant::now() - LAG_EVERY;
     loop {
         // Timers run between batches, never while the connector works on one.
         let timer_due = next_timer.filter(|_| in_flight.is_empty());
@@ -283,6 +287,15 @@ async fn run_once(
             _ = flush.tick() => {
                 if let Some(offsets) = confirmed.take() {
                     input.commit(&offsets);
+                }
+                if lag_probe.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+                    if let Some(probe) = lag_probe.take() {
+                        pending.lag = Some(probe.await.ok().flatten());
+                    }
+                    if last_lag_probe.elapsed() >= LAG_EVERY {
+                        lag_probe = Some(input.measure_lag(state.offsets.clone()));
+                        last_lag_probe = Instant::now();
+                    }
                 }
                 pending.flush(&context.db, app_id).await?;
             }
@@ -348,6 +361,8 @@ fn take_result(
 #[derive(Default)]
 struct Pending {
     records_in: i64,
+    /// A new lag measurement (itself None when the broker did not answer).
+    lag: Option<Option<i64>>,
     log_levels: Vec<String>,
     log_messages: Vec<String>,
     bad: db::BadRecords,
@@ -364,6 +379,9 @@ impl Pending {
         }
         if bad_count > 0 {
             db::insert_bad_records(pool, app_id, &self.bad).await?;
+        }
+        if let Some(lag) = self.lag {
+            db::set_lag(pool, app_id, lag).await?;
         }
         *self = Self::default();
         Ok(())

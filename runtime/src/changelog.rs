@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
+use aerogrid_changelog::GridState;
 use aerogrid_kafka::KafkaSettings;
-use aerogrid_proto::v1::{ChangelogDelta, ChangelogRecord, Fence, SnapshotPart, changelog_record};
+use aerogrid_proto::v1::{ChangelogDelta, ChangelogRecord, Fence, changelog_record};
 use prost::Message as _;
 use rdkafka::{
     Message, Offset, TopicPartitionList,
@@ -15,7 +16,9 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
 };
 
-use crate::{Error, Result, grids::GridState};
+use aerogrid_changelog::{Applied, Replay};
+
+use crate::{Error, Result};
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 const SNAPSHOT_ROWS_PER_PART: usize = 5000;
@@ -23,9 +26,7 @@ const SNAPSHOT_ROWS_PER_PART: usize = 5000;
 /// A queued changelog write: the offset it got, once the broker has it.
 pub(crate) type Delivery = std::pin::Pin<Box<dyn std::future::Future<Output = Result<i64>> + Send>>;
 
-pub(crate) fn topic_name(app_id: uuid::Uuid) -> String {
-    format!("aerogrid.changelog.{app_id}")
-}
+pub(crate) use aerogrid_changelog::topic_name;
 
 /// Writes one app's changelog.
 pub(crate) struct ChangelogWriter {
@@ -122,10 +123,8 @@ pub(crate) async fn recover(
             .add_partition_offset(&topic, 0, Offset::Offset(from_offset))
             .map_err(|error| Error::Changelog(error.to_string()))?;
         consumer.assign(&assignment).map_err(|error| Error::Changelog(error.to_string()))?;
-        let mut state = GridState::default();
+        let mut replay = Replay::default();
         let mut records = 0u64;
-        let mut newest_epoch = 0;
-        let mut snapshot: Vec<SnapshotPart> = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         let mut next = from_offset;
         while next < fence_offset {
@@ -144,27 +143,11 @@ pub(crate) async fn recover(
             let record = ChangelogRecord::decode(message.payload().unwrap_or_default()).map_err(
                 |error| Error::Changelog(format!("`{topic}` offset {}: {error}", message.offset())),
             )?;
-            if record.epoch < newest_epoch {
-                continue;
-            }
-            newest_epoch = record.epoch;
-            records += 1;
-            match record.kind {
-                Some(changelog_record::Kind::Delta(delta)) => state.apply_delta(&delta),
-                Some(changelog_record::Kind::Snapshot(part)) => {
-                    if part.index == 0 {
-                        snapshot.clear();
-                    }
-                    let complete = part.index + 1 == part.count;
-                    snapshot.push(part);
-                    if complete {
-                        state.replace_with_snapshot(&snapshot);
-                        snapshot.clear();
-                    }
-                }
-                Some(changelog_record::Kind::Fence(_)) | None => {}
+            if replay.apply(record) != Applied::Nothing {
+                records += 1;
             }
         }
+        let state = replay.state;
         Ok((state, records))
     })
     .await?

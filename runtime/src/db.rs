@@ -174,6 +174,18 @@ pub(crate) async fn add_counts(
     Ok(())
 }
 
+/// Records how far the app's input is behind its topics' ends (None when unknown).
+pub(crate) async fn set_lag(db: &sqlx::PgPool, app_id: Uuid, lag: Option<i64>) -> Result<()> {
+    sqlx::query!(
+        "UPDATE app_status SET lag = $2, updated_at = now() WHERE app_id = $1",
+        app_id,
+        lag
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 pub(crate) async fn insert_logs(
     db: &sqlx::PgPool,
     app_id: Uuid,

@@ -11,7 +11,9 @@ use rdkafka::{
 };
 use tokio::sync::mpsc;
 
-use crate::{Error, Result, grids::Offsets};
+use aerogrid_changelog::Offsets;
+
+use crate::{Error, Result};
 
 /// Records of one topic, in offset order per partition.
 pub(crate) struct InputBatch {
@@ -103,6 +105,30 @@ impl Input {
         if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
             tracing::debug!(%error, "Committing input offsets failed; the changelog has them.");
         }
+    }
+}
+
+impl Input {
+    /// How many records the topics hold beyond `positions`, summed over partitions. Asks the
+    /// broker on a blocking thread. Informational only: tansu reports high watermarks short (the
+    /// last batch's base offset + 1), so a partition never counts below zero.
+    pub(crate) fn measure_lag(&self, positions: Offsets) -> tokio::task::JoinHandle<Option<i64>> {
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            let assignment = consumer.assignment().ok()?;
+            let mut lag = 0;
+            for element in assignment.elements() {
+                let (_, high) = consumer
+                    .fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(5))
+                    .ok()?;
+                let position = positions
+                    .get(&(element.topic().to_owned(), element.partition()))
+                    .copied()
+                    .unwrap_or(0);
+                lag += (high - position).max(0);
+            }
+            Some(lag)
+        })
     }
 }
 

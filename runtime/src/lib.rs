@@ -12,7 +12,6 @@ mod app;
 mod changelog;
 mod connector;
 mod db;
-mod grids;
 mod input;
 mod node;
 

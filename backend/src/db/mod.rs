@@ -1,6 +1,7 @@
 //! All SQL of the backend: one function per query, returning domain types.
 
 pub mod accounts;
+pub mod grids;
 
 use std::time::Duration;
 

@@ -1,11 +1,13 @@
 //! The HTTP surface: `/healthz`, `/api/v1/...`, and the web frontend for every other path.
 
-mod auth;
+pub(crate) mod auth;
 mod health;
 mod web;
 
 use axum::{Router, http::StatusCode, routing::get};
 use tower_http::trace::TraceLayer;
+
+pub(crate) use auth::session_cookie;
 
 use crate::{AppState, error::problem};
 
@@ -17,6 +19,7 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .nest("/api/v1", api)
+        .route_service("/aerogrid.v1.GridService/{*method}", crate::gateway::service(state.clone()))
         .fallback_service(web::service(&state))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -1,5 +1,5 @@
-//! The grids of one app as the node keeps them: built from connector results, replayed from the
-//! changelog, and copied into snapshots.
+//! The grids of one app: built from connector results, replayed from the changelog, and copied
+//! into snapshots.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,24 +9,24 @@ use aerogrid_proto::{
 };
 
 /// Input positions: the next offset to read per (topic, partition).
-pub(crate) type Offsets = BTreeMap<(String, i32), i64>;
+pub type Offsets = BTreeMap<(String, i32), i64>;
 
 #[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct Grid {
-    pub(crate) columns: Vec<String>,
-    pub(crate) rows: HashMap<String, Vec<Value>>,
+pub struct Grid {
+    pub columns: Vec<String>,
+    pub rows: HashMap<String, Vec<Value>>,
 }
 
 /// Every grid of an app, and the input offsets they reflect.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct GridState {
-    pub(crate) grids: BTreeMap<String, Grid>,
-    pub(crate) offsets: Offsets,
+pub struct GridState {
+    pub grids: BTreeMap<String, Grid>,
+    pub offsets: Offsets,
 }
 
 impl GridState {
     /// Applies what a connector returned; returns the changelog delta for it.
-    pub(crate) fn apply_changes(
+    pub fn apply_changes(
         &mut self,
         changes: Vec<GridChanges>,
         columns: &HashMap<String, Vec<String>>,
@@ -71,7 +71,7 @@ impl GridState {
     }
 
     /// Replays one changelog delta.
-    pub(crate) fn apply_delta(&mut self, delta: &ChangelogDelta) {
+    pub fn apply_delta(&mut self, delta: &ChangelogDelta) {
         for grid in &delta.grids {
             self.apply_grid_delta(grid);
         }
@@ -79,7 +79,7 @@ impl GridState {
     }
 
     /// Replays a complete snapshot (all its parts): it replaces the state.
-    pub(crate) fn replace_with_snapshot(&mut self, parts: &[SnapshotPart]) {
+    pub fn replace_with_snapshot(&mut self, parts: &[SnapshotPart]) {
         self.grids.clear();
         self.offsets.clear();
         for part in parts {
@@ -91,11 +91,7 @@ impl GridState {
     }
 
     /// The state as snapshot parts of at most `rows_per_part` rows.
-    pub(crate) fn snapshot_parts(
-        &self,
-        snapshot_id: u64,
-        rows_per_part: usize,
-    ) -> Vec<SnapshotPart> {
+    pub fn snapshot_parts(&self, snapshot_id: u64, rows_per_part: usize) -> Vec<SnapshotPart> {
         let offsets = offsets_to_wire(&self.offsets);
         let mut parts: Vec<SnapshotPart> = Vec::new();
         let mut current =
@@ -143,7 +139,7 @@ impl GridState {
 
     /// Puts every grid in the column layout the running version declares (matching columns by
     /// name; new columns start empty) and drops grids it no longer declares.
-    pub(crate) fn reshape(&mut self, columns: &HashMap<String, Vec<String>>) {
+    pub fn reshape(&mut self, columns: &HashMap<String, Vec<String>>) {
         self.grids.retain(|name, _| columns.contains_key(name));
         for (name, wanted) in columns {
             let grid = self.grids.entry(name.clone()).or_default();
@@ -169,7 +165,7 @@ impl GridState {
     }
 }
 
-pub(crate) fn offsets_to_wire(offsets: &Offsets) -> Vec<InputOffset> {
+pub fn offsets_to_wire(offsets: &Offsets) -> Vec<InputOffset> {
     offsets
         .iter()
         .map(|((topic, partition), offset)| InputOffset {

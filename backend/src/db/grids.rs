@@ -1,0 +1,64 @@
+//! What the grid gateway asks: who a token acts for, which app a grid belongs to, where its
+//! changelog's last snapshot starts.
+
+use uuid::Uuid;
+
+use crate::{Result, db::accounts::User};
+
+/// An app as the gateway addresses it.
+#[derive(Clone, Copy, Debug)]
+pub struct AppRef {
+    pub app_id: Uuid,
+    pub team_id: Uuid,
+}
+
+/// The user an API token acts for, and the team it is limited to (None: all the user's teams).
+pub async fn caller_for_api_token(
+    db: &sqlx::PgPool,
+    secret_sha256: &[u8],
+) -> Result<Option<(User, Option<Uuid>)>> {
+    let row = sqlx::query!(
+        "SELECT users.id, users.name, users.is_admin, api_tokens.team_id
+         FROM api_tokens JOIN users ON users.id = api_tokens.user_id
+         WHERE api_tokens.secret_sha256 = $1 AND api_tokens.revoked_at IS NULL",
+        secret_sha256,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|row| (User { id: row.id, name: row.name, is_admin: row.is_admin }, row.team_id)))
+}
+
+pub async fn find_app(db: &sqlx::PgPool, team: &str, app: &str) -> Result<Option<AppRef>> {
+    let row = sqlx::query!(
+        "SELECT apps.id AS app_id, teams.id AS team_id
+         FROM apps JOIN teams ON teams.id = apps.team_id
+         WHERE teams.name = $1 AND apps.name = $2",
+        team,
+        app,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|row| AppRef { app_id: row.app_id, team_id: row.team_id }))
+}
+
+pub async fn is_member(db: &sqlx::PgPool, team_id: Uuid, user_id: Uuid) -> Result<bool> {
+    let found = sqlx::query_scalar!(
+        "SELECT EXISTS (SELECT 1 FROM team_members WHERE team_id = $1 AND user_id = $2)",
+        team_id,
+        user_id,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(found.unwrap_or(false))
+}
+
+/// Where the app's changelog's newest complete snapshot starts (0 when it has none).
+pub async fn snapshot_offset(db: &sqlx::PgPool, app_id: Uuid) -> Result<i64> {
+    let offset = sqlx::query_scalar!(
+        "SELECT snapshot_offset FROM app_checkpoints WHERE app_id = $1",
+        app_id
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(offset.unwrap_or(0))
+}
