@@ -136,12 +136,13 @@ impl TopicDecoder {
                     };
                     values.set_item(class.field_names[position].bind(py), value)?;
                 }
-                let class = class.class.bind(py);
-                // `Record.__init__` would check the values again: they are checked.
-                let record = py
-                    .import("builtins")?
-                    .getattr("object")?
-                    .call_method1(pyo3::intern!(py, "__new__"), (class,))?;
+                // `object.__new__` and the values as its `__dict__`: `Record.__init__` would
+                // check the values again, and they are checked.
+                static OBJECT_NEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+                let object_new = OBJECT_NEW.get_or_try_init(py, || {
+                    py.import("builtins")?.getattr("object")?.getattr("__new__").map(Bound::unbind)
+                })?;
+                let record = object_new.bind(py).call1((class.class.bind(py),))?;
                 record.setattr(pyo3::intern!(py, "__dict__"), values)?;
                 record
             }

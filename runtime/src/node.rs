@@ -14,7 +14,10 @@ use crate::{
     db,
 };
 
+/// Leases are renewed and apps claimed this often, and at once when Postgres notifies a change.
 const POLL: Duration = Duration::from_secs(1);
+/// The channel `migrations/*_app_notify.up.sql` notifies on a Start or Stop.
+const APPS_CHANNEL: &str = "aerogrid_apps";
 
 /// Settings of a runtime node.
 #[derive(Clone, Debug, clap::Args)]
@@ -76,11 +79,14 @@ pub async fn run(
 
     let mut running: HashMap<Uuid, RunningApp> = HashMap::new();
     let mut poll = tokio::time::interval(POLL);
+    let changed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let listener = tokio::spawn(listen_for_app_changes(db.clone(), changed.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             _ = poll.tick() => {}
+            () = changed.notified() => {}
         }
         running.retain(|_, app| !app.task.is_finished());
         let ids: Vec<Uuid> = running.keys().copied().collect();
@@ -115,6 +121,7 @@ pub async fn run(
         }
     }
 
+    listener.abort();
     for app in running.values() {
         let _ = app.stop.send(Stop::Leave);
     }
@@ -129,4 +136,24 @@ pub async fn run(
     }
     tracing::info!("Runtime node stopped.");
     Ok(())
+}
+
+/// Wakes the main loop whenever an app's desired state changes. Polling still runs: a lost
+/// connection only delays things to the next poll.
+async fn listen_for_app_changes(db: sqlx::PgPool, changed: std::sync::Arc<tokio::sync::Notify>) {
+    loop {
+        let listening = async {
+            // Runs until the connection fails.
+            let mut listener = sqlx::postgres::PgListener::connect_with(&db).await?;
+            listener.listen(APPS_CHANNEL).await?;
+            loop {
+                listener.recv().await?;
+                changed.notify_one();
+            }
+        };
+        let result: std::result::Result<std::convert::Infallible, sqlx::Error> = listening.await;
+        let Err(error) = result;
+        tracing::debug!(%error, "Listening for app changes failed; polling meanwhile.");
+        tokio::time::sleep(POLL).await;
+    }
 }

@@ -265,7 +265,7 @@ pub(crate) async fn create_running_app(pool: &sqlx::PgPool, code: &str) -> uuid:
     .await
     .unwrap();
     let app: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO apps (id, team_id, name, desired_state) VALUES (gen_random_uuid(), $1, 'orders', 'running') RETURNING id",
+        "INSERT INTO apps (id, team_id, name) VALUES (gen_random_uuid(), $1, 'orders') RETURNING id",
     )
     .bind(team)
     .fetch_one(pool)
@@ -274,6 +274,12 @@ pub(crate) async fn create_running_app(pool: &sqlx::PgPool, code: &str) -> uuid:
     sqlx::query("INSERT INTO app_versions (app_id, version, code) VALUES ($1, 1, $2)")
         .bind(app)
         .bind(code)
+        .execute(pool)
+        .await
+        .unwrap();
+    // Start, as the control plane does: nodes hear of it at once.
+    sqlx::query("UPDATE apps SET desired_state = 'running' WHERE id = $1")
+        .bind(app)
         .execute(pool)
         .await
         .unwrap();
