@@ -64,6 +64,59 @@ async fn run(orders: u64) {
         "Start to first record in the changelog: {:.0} ms",
         first.duration_since(started).as_secs_f64() * 1e3
     );
+    idle_connector_memory(&stack);
+    recovery_after_sigkill(&stack, &pool, app).await;
+}
+
+/// Resident memory of the warm pool's idle connector processes.
+fn idle_connector_memory(stack: &DevStack) {
+    for (pid, title) in stack.descendants() {
+        if !title.starts_with("aerogrid-connector (idle)") {
+            continue;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rss = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .map_or("?".to_owned(), |value| value.trim().to_owned());
+        println!("idle connector {pid}: RSS {rss}");
+    }
+}
+
+/// SIGKILLs the app's connector (its grid has 1,000 rows) and times until the app runs again.
+async fn recovery_after_sigkill(stack: &DevStack, pool: &sqlx::PgPool, app: uuid::Uuid) {
+    let restarts = || async {
+        sqlx::query_as::<_, (String, i32)>(
+            "SELECT state, restarts FROM app_status WHERE app_id = $1",
+        )
+        .bind(app)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    let (_, before) = restarts().await;
+    let Some((pid, _)) = stack
+        .descendants()
+        .into_iter()
+        .find(|(_, title)| title.starts_with("aerogrid-connector acme/orders"))
+    else {
+        println!("no connector of the app to kill");
+        return;
+    };
+    let killed = Instant::now();
+    support::send_signal(pid, libc::SIGKILL);
+    loop {
+        let (state, count) = restarts().await;
+        if count > before && state == "running" {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(60), "not running again after 60 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "SIGKILL of the connector (1,000-row grid) to running again: {:.0} ms",
+        killed.elapsed().as_secs_f64() * 1e3
+    );
 }
 
 /// The broker's own ceiling: a consumer that only counts.

@@ -225,13 +225,19 @@ async fn broken_code_fails_with_its_line_and_is_not_restarted() {
 }
 
 /// `aerogrid runtime` as a process of its own, against the dev stack's database and broker.
+/// Starts `aerogrid runtime`; its log goes to `runtime-node.log` beside the data dir.
 fn spawn_runtime_node(stack: &DevStack) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stack.data_dir.with_extension("output").join("runtime-node.log"))
+        .unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
         .args(["runtime", "--create-topics", "--lease-seconds", "2", "--connector-pool", "1"])
         .env("DATABASE_URL", stack.file("database-url"))
         .env("KAFKA_BROKERS", stack.file("broker"))
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start aerogrid runtime")
 }

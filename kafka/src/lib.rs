@@ -92,8 +92,15 @@ impl KafkaSettings {
 
     /// The configuration of consumers.
     pub fn consumer_config(&self) -> ClientConfig {
-        // Some brokers (tansu) hold every fetch for about half of this: keep latency low.
-        self.config_with(&[("fetch.wait.max.ms", "10")])
+        self.config_with(&[
+            // Some brokers (tansu) hold every fetch for about half of this: keep latency low.
+            ("fetch.wait.max.ms", "10"),
+            // Prefetch a few batches, not librdkafka's 64 MB per partition: bounded memory per
+            // app, and a broker that serves requests one at a time (tansu on SQLite) is not kept
+            // busy with fetches while a changelog write waits.
+            ("queued.min.messages", "20000"),
+            ("queued.max.messages.kbytes", "8192"),
+        ])
     }
 
     fn config_with(&self, defaults: &[(&str, &str)]) -> ClientConfig {

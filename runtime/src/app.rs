@@ -33,9 +33,13 @@ const MAX_IN_FLIGHT: usize = 2;
 const MAX_UNCONFIRMED_WRITES: usize = 64;
 /// How often counters, logs and bad records go to Postgres.
 const STATUS_FLUSH: Duration = Duration::from_millis(250);
-/// How often the input's lag is measured (a round trip to the broker).
+/// How often the input's lag is recorded.
 const LAG_EVERY: Duration = Duration::from_secs(1);
+/// Restarts after a crash wait this long, doubling with each crash in a row, up to the maximum.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A run this long resets the backoff.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// Why an app's task should end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +89,7 @@ async fn supervise(
 ) -> Stop {
     let mut failures = 0u32;
     loop {
+        let run_started = Instant::now();
         let outcome = run_once(context, app_id, epoch, &mut stop).await;
         let wait = match outcome {
             Ok(Outcome::Stop(reason)) => return reason,
@@ -105,9 +110,13 @@ async fn supervise(
                 Duration::from_secs(2)
             }
             Err(error) => {
+                // A run that went well for a while starts the backoff over.
+                if run_started.elapsed() > HEALTHY_RUN {
+                    failures = 0;
+                }
                 failures += 1;
-                let backoff = (Duration::from_millis(250) * 2u32.saturating_pow(failures.min(8)))
-                    .min(MAX_BACKOFF);
+                let backoff =
+                    (FIRST_BACKOFF * 2u32.saturating_pow((failures - 1).min(9))).min(MAX_BACKOFF);
                 tracing::warn!(%app_id, %error, ?backoff, "App interrupted; restarting.");
                 report(db::count_restart(&context.db, app_id).await);
                 report(
@@ -231,8 +240,7 @@ async fn run_once(
     // Changelog writes the broker has not confirmed, oldest first, with the offsets to commit.
     let mut writes: VecDeque<(Delivery, Offsets)> = VecDeque::new();
     let mut confirmed: Option<Offsets> = None;
-    let mut lag_probe: Option<tokio::task::JoinHandle<Option<i64>>> = None;
-    let mut last_lag_probe = Instant::now() - LAG_EVERY;
+    let mut last_lag = Instant::now();
     loop {
         // Timers run between batches, never while the connector works on one.
         let timer_due = next_timer.filter(|_| in_flight.is_empty());
@@ -246,6 +254,7 @@ async fn run_once(
             batch = batches.recv(), if in_flight.len() < MAX_IN_FLIGHT && writes.len() < MAX_UNCONFIRMED_WRITES => {
                 let Some(batch) = batch else { return Err(Error::Connector("the input consumer stopped".into())) };
                 let batch = batch?;
+                tracing::trace!(%app_id, records = batch.messages.len(), in_flight = in_flight.len(), "Input batch.");
                 for message in &batch.messages {
                     sent_offsets.insert((batch.topic.clone(), message.partition), message.offset + 1);
                 }
@@ -256,10 +265,15 @@ async fn run_once(
                 in_flight.push_back(Request::Tick);
                 connector.send(node_message::Kind::Tick(Tick {})).await?;
             }
-            answer = connector.receive(), if !in_flight.is_empty() => {
+            // Always listened to: a connector that dies while idle is noticed at once.
+            answer = connector.receive() => {
                 let result = expect_result(answer?)?;
+                tracing::trace!(%app_id, in_flight = in_flight.len(), "Connector answered.");
                 next_timer = result.next_timer_in.map(|seconds| tokio::time::Instant::now() + Duration::from_secs_f64(seconds));
-                let is_batch = match in_flight.pop_front().expect("an answer follows a request") {
+                let Some(request) = in_flight.pop_front() else {
+                    return Err(Error::Connector("an answer to no request".into()));
+                };
+                let is_batch = match request {
                     Request::Batch { records, offsets } => {
                         pending.records_in += records as i64;
                         state.offsets = offsets;
@@ -274,7 +288,8 @@ async fn run_once(
                 }
             }
             written = oldest_write(&mut writes), if !writes.is_empty() => {
-                written?;
+                let offset = written?;
+                tracing::trace!(%app_id, offset, unconfirmed = writes.len() - 1, "Changelog write confirmed.");
                 let (_, offsets) = writes.pop_front().expect("polled the oldest write");
                 // Committed when caught up, else with the status: only the newest one matters.
                 if writes.is_empty() {
@@ -288,14 +303,9 @@ async fn run_once(
                 if let Some(offsets) = confirmed.take() {
                     input.commit(&offsets);
                 }
-                if lag_probe.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
-                    if let Some(probe) = lag_probe.take() {
-                        pending.lag = Some(probe.await.ok().flatten());
-                    }
-                    if last_lag_probe.elapsed() >= LAG_EVERY {
-                        lag_probe = Some(input.measure_lag(state.offsets.clone()));
-                        last_lag_probe = Instant::now();
-                    }
+                if last_lag.elapsed() >= LAG_EVERY {
+                    last_lag = Instant::now();
+                    pending.lag = input.lag(&state.offsets);
                 }
                 pending.flush(&context.db, app_id).await?;
             }
@@ -361,8 +371,8 @@ fn take_result(
 #[derive(Default)]
 struct Pending {
     records_in: i64,
-    /// A new lag measurement (itself None when the broker did not answer).
-    lag: Option<Option<i64>>,
+    /// A new lag measurement.
+    lag: Option<i64>,
     log_levels: Vec<String>,
     log_messages: Vec<String>,
     bad: db::BadRecords,
@@ -381,7 +391,7 @@ impl Pending {
             db::insert_bad_records(pool, app_id, &self.bad).await?;
         }
         if let Some(lag) = self.lag {
-            db::set_lag(pool, app_id, lag).await?;
+            db::set_lag(pool, app_id, Some(lag)).await?;
         }
         *self = Self::default();
         Ok(())

@@ -65,7 +65,9 @@ impl Input {
             for partition in topic_metadata.partitions() {
                 let offset = match offsets.get(&(topic.clone(), partition.id())) {
                     Some(offset) => Offset::Offset(*offset),
-                    None => Offset::Beginning,
+                    // Offset 0, not `Beginning`: no offset lookup first (slow on some brokers);
+                    // `auto.offset.reset=earliest` covers a log whose start was deleted.
+                    None => Offset::Offset(0),
                 };
                 assignment
                     .add_partition_offset(topic, partition.id(), offset)
@@ -109,27 +111,43 @@ impl Input {
 }
 
 impl Input {
-    /// How many records the topics hold beyond `positions`, summed over partitions. Asks the
-    /// broker on a blocking thread. Informational only: tansu reports high watermarks short (the
-    /// last batch's base offset + 1), so a partition never counts below zero.
-    pub(crate) fn measure_lag(&self, positions: Offsets) -> tokio::task::JoinHandle<Option<i64>> {
-        let consumer = self.consumer.clone();
-        tokio::task::spawn_blocking(move || {
-            let assignment = consumer.assignment().ok()?;
-            let mut lag = 0;
-            for element in assignment.elements() {
-                let (_, high) = consumer
-                    .fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(5))
-                    .ok()?;
-                let position = positions
-                    .get(&(element.topic().to_owned(), element.partition()))
-                    .copied()
-                    .unwrap_or(0);
-                lag += (high - position).max(0);
-            }
-            Some(lag)
-        })
+    /// How many records the topics hold beyond `positions`, summed over partitions, from the
+    /// high watermarks of the latest fetches (no request to the broker). Informational only:
+    /// tansu reports high watermarks short (the last batch's base offset + 1), so a partition
+    /// never counts below zero. None until every partition has been fetched from.
+    pub(crate) fn lag(&self, positions: &Offsets) -> Option<i64> {
+        let assignment = self.consumer.assignment().ok()?;
+        let mut lag = 0;
+        for element in assignment.elements() {
+            let high = cached_high_watermark(&self.consumer, element.topic(), element.partition())?;
+            let position = positions
+                .get(&(element.topic().to_owned(), element.partition()))
+                .copied()
+                .unwrap_or(0);
+            lag += (high - position).max(0);
+        }
+        Some(lag)
     }
+}
+
+/// The high watermark librdkafka remembers from the partition's latest fetch response.
+#[allow(unsafe_code, reason = "rdkafka has no safe wrapper for the cached watermarks")]
+fn cached_high_watermark(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1_i64, -1_i64);
+    // SAFETY: the client handle lives as long as `consumer`; the call reads librdkafka's own
+    // cache into the two locals and keeps no pointer.
+    let error = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &raw mut low,
+            &raw mut high,
+        )
+    };
+    (error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
 }
 
 fn poll_loop(
