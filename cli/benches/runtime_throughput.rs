@@ -24,6 +24,11 @@ const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
 fn main() {
     let orders: u64 =
         std::env::var("ORDERS").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+    // CONNECTOR_ONLY=1: just the connector fed over its pipe (for profiling it).
+    if std::env::var_os("CONNECTOR_ONLY").is_some() {
+        println!("connector alone (pipe, no broker): {:.0} records/s", connector_alone(orders));
+        return;
+    }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(run(orders));
 }

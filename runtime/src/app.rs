@@ -33,6 +33,8 @@ const MAX_IN_FLIGHT: usize = 2;
 const MAX_UNCONFIRMED_WRITES: usize = 64;
 /// How often counters, logs and bad records go to Postgres.
 const STATUS_FLUSH: Duration = Duration::from_millis(250);
+/// Input offsets are committed (for operators' lag tools) at most this often while busy.
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
 /// How often the input's lag is recorded.
 const LAG_EVERY: Duration = Duration::from_secs(1);
 /// Restarts after a crash wait this long, doubling with each crash in a row, up to the maximum.
@@ -190,40 +192,50 @@ async fn run_once(
         other => return Err(Error::Connector(format!("unexpected answer to Load: {other:?}"))),
     };
     let Loaded { topics, grids, next_timer_in, .. } = loaded;
+    tracing::debug!(%app_id, elapsed = ?started.elapsed(), "Start: loaded.");
     let columns: HashMap<String, Vec<String>> =
         grids.into_iter().map(|grid| (grid.name, grid.columns)).collect();
 
-    // Grids back from the changelog, up to a fence only this run writes.
+    let topic_names: Vec<String> = topics.into_iter().map(|topic| topic.name).collect();
+    // The changelog (fence, then recovery) and the input (topics, partitions) at the same time.
     let changelog_topic = changelog::topic_name(app_id);
-    context.kafka.ensure_topic(&changelog_topic, 1).await?;
-    let writer = ChangelogWriter::new(
-        &context.kafka,
-        changelog_topic.clone(),
-        u64::try_from(epoch).unwrap_or(0),
-    )?;
-    let fence = writer.write_fence(&context.node_id).await?;
-    let mut from = db::snapshot_offset(&context.db, app_id).await?.unwrap_or(0);
-    if from > fence {
-        tracing::warn!(%app_id, from, fence, "The changelog is shorter than its last snapshot: the broker lost it. Starting with empty grids.");
-        from = 0;
-    }
-    let (mut state, replayed) =
-        changelog::recover(&context.kafka, &changelog_topic, from, fence).await?;
+    let recovery = async {
+        // Grids back from the changelog, up to a fence only this run writes.
+        context.kafka.ensure_topic(&changelog_topic, 1).await?;
+        let writer = ChangelogWriter::new(
+            &context.kafka,
+            changelog_topic.clone(),
+            u64::try_from(epoch).unwrap_or(0),
+        )?;
+        let fence = writer.write_fence(&context.node_id).await?;
+        let mut from = db::snapshot_offset(&context.db, app_id).await?.unwrap_or(0);
+        if from > fence {
+            tracing::warn!(%app_id, from, fence, "The changelog is shorter than its last snapshot: the broker lost it. Starting with empty grids.");
+            from = 0;
+        }
+        let (state, replayed) =
+            changelog::recover(&context.kafka, &changelog_topic, from, fence).await?;
+        tracing::debug!(%app_id, elapsed = ?started.elapsed(), "Start: recovered.");
+        Ok::<_, Error>((writer, state, replayed))
+    };
+    let input = async {
+        if context.create_topics {
+            for topic in &topic_names {
+                context.kafka.ensure_topic(topic, 1).await?;
+            }
+        }
+        let kafka = context.kafka.clone();
+        let group = format!("aerogrid-app-{app_id}");
+        let topics = topic_names.clone();
+        let input =
+            tokio::task::spawn_blocking(move || Input::connect(&kafka, &group, &topics)).await??;
+        tracing::debug!(%app_id, elapsed = ?started.elapsed(), "Start: input found.");
+        Ok::<_, Error>(input)
+    };
+    let ((writer, mut state, replayed), mut input) = tokio::try_join!(recovery, input)?;
     state.reshape(&columns);
     restore(&mut connector, &state).await?;
-
-    let topic_names: Vec<String> = topics.into_iter().map(|topic| topic.name).collect();
-    if context.create_topics {
-        for topic in &topic_names {
-            context.kafka.ensure_topic(topic, 1).await?;
-        }
-    }
-    let input = Input::assign(
-        &context.kafka,
-        &format!("aerogrid-app-{app_id}"),
-        &topic_names,
-        &state.offsets,
-    )?;
+    input.assign(&state.offsets)?;
     let mut batches = input.start();
     db::set_state(&context.db, app_id, "running", None, None, Some(code.version)).await?;
     tracing::info!(%app_id, team = %code.team, app = %code.app, version = code.version, replayed, pid = connector.pid(), elapsed = ?started.elapsed(), "App running.");
@@ -240,6 +252,7 @@ async fn run_once(
     // Changelog writes the broker has not confirmed, oldest first, with the offsets to commit.
     let mut writes: VecDeque<(Delivery, Offsets)> = VecDeque::new();
     let mut confirmed: Option<Offsets> = None;
+    let mut last_commit = Instant::now() - COMMIT_EVERY;
     let mut last_lag = Instant::now();
     loop {
         // Timers run between batches, never while the connector works on one.
@@ -291,9 +304,11 @@ async fn run_once(
                 let offset = written?;
                 tracing::trace!(%app_id, offset, unconfirmed = writes.len() - 1, "Changelog write confirmed.");
                 let (_, offsets) = writes.pop_front().expect("polled the oldest write");
-                // Committed when caught up, else with the status: only the newest one matters.
-                if writes.is_empty() {
+                // Committed when caught up, else at most every COMMIT_EVERY: only the newest
+                // position matters.
+                if writes.is_empty() || last_commit.elapsed() >= COMMIT_EVERY {
                     input.commit(&offsets);
+                    last_commit = Instant::now();
                     confirmed = None;
                 } else {
                     confirmed = Some(offsets);

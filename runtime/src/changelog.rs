@@ -44,6 +44,10 @@ impl ChangelogWriter {
             .set("acks", "all")
             .set("linger.ms", "0")
             .set("max.in.flight.requests.per.connection", "1")
+            // A topic created a moment ago (a new app) has no leader in the first metadata:
+            // ask again soon rather than after librdkafka's default 100 ms, at Start.
+            .set("topic.metadata.refresh.fast.interval.ms", "10")
+            .set("retry.backoff.ms", "10")
             .set("message.max.bytes", "10000000");
         let producer =
             config.create().map_err(|error| Error::Broker(aerogrid_kafka::Error::Client(error)))?;
@@ -111,6 +115,10 @@ pub(crate) async fn recover(
     from_offset: i64,
     fence_offset: i64,
 ) -> Result<(GridState, u64)> {
+    if from_offset >= fence_offset {
+        // Nothing to read: no consumer to start (and close).
+        return Ok((GridState::default(), 0));
+    }
     let kafka = kafka.clone();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {

@@ -29,18 +29,16 @@ const MAX_BATCH_WAIT: Duration = Duration::from_millis(5);
 /// so a restart resumes exactly where the changelog says.
 pub(crate) struct Input {
     consumer: std::sync::Arc<BaseConsumer>,
+    /// Every partition of the input topics.
+    partitions: Vec<(String, i32)>,
     /// The offsets asked for, to notice a broker that skips records on resume.
     assigned: Offsets,
 }
 
 impl Input {
-    /// Assigns every partition of `topics`, at `offsets` where known, else the earliest offset.
-    pub(crate) fn assign(
-        kafka: &KafkaSettings,
-        group: &str,
-        topics: &[String],
-        offsets: &Offsets,
-    ) -> Result<Self> {
+    /// Creates the consumer and finds the topics' partitions (blocking: run it off the async
+    /// threads). A topic that does not exist is `TopicMissing`.
+    pub(crate) fn connect(kafka: &KafkaSettings, group: &str, topics: &[String]) -> Result<Self> {
         let mut config = kafka.consumer_config();
         config
             .set("group.id", group)
@@ -49,7 +47,7 @@ impl Input {
             .set("auto.offset.reset", "earliest");
         let consumer: BaseConsumer =
             config.create().map_err(|error| Error::Broker(aerogrid_kafka::Error::Client(error)))?;
-        let mut assignment = TopicPartitionList::new();
+        let mut partitions = Vec::new();
         for topic in topics {
             let metadata =
                 consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(|error| {
@@ -62,27 +60,36 @@ impl Input {
             else {
                 return Err(Error::TopicMissing(topic.clone()));
             };
-            for partition in topic_metadata.partitions() {
-                let offset = match offsets.get(&(topic.clone(), partition.id())) {
-                    Some(offset) => Offset::Offset(*offset),
-                    // Offset 0, not `Beginning`: no offset lookup first (slow on some brokers);
-                    // `auto.offset.reset=earliest` covers a log whose start was deleted.
-                    None => Offset::Offset(0),
-                };
-                assignment
-                    .add_partition_offset(topic, partition.id(), offset)
-                    .map_err(|error| Error::Connector(error.to_string()))?;
-            }
+            partitions.extend(
+                topic_metadata.partitions().iter().map(|partition| (topic.clone(), partition.id())),
+            );
         }
-        consumer.assign(&assignment).map_err(|error| {
+        Ok(Self { consumer: std::sync::Arc::new(consumer), partitions, assigned: Offsets::new() })
+    }
+
+    /// Assigns every partition at `offsets` where known, else at the start of its log.
+    pub(crate) fn assign(&mut self, offsets: &Offsets) -> Result<()> {
+        let mut assignment = TopicPartitionList::new();
+        for (topic, partition) in &self.partitions {
+            let offset = match offsets.get(&(topic.clone(), *partition)) {
+                Some(offset) => Offset::Offset(*offset),
+                // Offset 0, not `Beginning`: no offset lookup first (slow on some brokers);
+                // `auto.offset.reset=earliest` covers a log whose start was deleted.
+                None => Offset::Offset(0),
+            };
+            assignment
+                .add_partition_offset(topic, *partition, offset)
+                .map_err(|error| Error::Connector(error.to_string()))?;
+        }
+        self.consumer.assign(&assignment).map_err(|error| {
             Error::Connector(format!("cannot assign input partitions: {error}"))
         })?;
-        let assigned = offsets
+        self.assigned = offsets
             .iter()
-            .filter(|((topic, _), _)| topics.contains(topic))
+            .filter(|(key, _)| self.partitions.contains(key))
             .map(|(key, offset)| (key.clone(), *offset))
             .collect();
-        Ok(Self { consumer: std::sync::Arc::new(consumer), assigned })
+        Ok(())
     }
 
     /// Starts the polling thread; batches arrive on the returned channel until it is dropped.
