@@ -323,3 +323,33 @@ async fn random_sigkills_of_connectors_and_nodes_lose_and_double_nothing() {
     assert!(connector_kills + node_kills > 0, "the run was interrupted at least once");
     assert_eq!(grid, expected_totals(ORDERS));
 }
+
+/// On a broker of its own (no `--create-topics`), a node does not create input topics: the app
+/// waits for its topic, says so, and runs once the topic exists.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_waits_for_a_missing_topic_and_runs_once_it_exists() {
+    let temp = tempfile::tempdir().unwrap();
+    let stack = DevStack::start_with_args(&temp.path().join("data"), &["--no-runtime"]);
+    let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
+    let kafka = KafkaSettings::new(stack.file("broker"));
+    let app = support::create_running_app(&pool, SEED).await;
+    let log = std::fs::File::create(temp.path().join("node.log")).unwrap();
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
+        .args(["runtime", "--connector-pool", "1"])
+        .env("DATABASE_URL", stack.file("database-url"))
+        .env("KAFKA_BROKERS", stack.file("broker"))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+
+    wait_for_state(&pool, app, "waiting").await;
+    assert_eq!(status(&pool, app).await.1.as_deref(), Some("waiting for topic `orders` to exist"));
+    kafka.ensure_topic("orders", 1).await.unwrap();
+    support::produce_orders(&kafka, 0..500, 17).await;
+    let grid = wait_for_changelog(&kafka, app, 500, &pool).await;
+    assert_eq!(grid, expected_totals(500));
+    assert_eq!(status(&pool, app).await.0, "running");
+    node.kill().unwrap();
+    node.wait().unwrap();
+}
