@@ -9,6 +9,8 @@
 //! - A record of a lease epoch older than one already applied is ignored: it comes from a node
 //!   that lost the app.
 //! - A snapshot replaces the state only once all its parts are read.
+//! - A writer's records are numbered from its fence; after a gap (a write that failed while
+//!   later ones landed) the rest of that writer's records are ignored.
 
 mod state;
 
@@ -27,6 +29,10 @@ pub struct Replay {
     pub state: GridState,
     newest_epoch: u64,
     snapshot: Vec<SnapshotPart>,
+    /// The sequence number the current writer's next record must have, once known.
+    next_sequence: Option<u64>,
+    /// The current writer's records had a gap: the rest of them are ignored.
+    after_gap: bool,
 }
 
 /// What applying one record did.
@@ -46,6 +52,23 @@ impl Replay {
             return Applied::Nothing;
         }
         self.newest_epoch = record.epoch;
+        if matches!(record.kind, Some(changelog_record::Kind::Fence(_))) {
+            // A new writer: its records are numbered from here.
+            self.next_sequence = Some(1);
+            self.after_gap = false;
+            return Applied::Nothing;
+        }
+        if record.sequence != 0 {
+            // (Unnumbered records, written before numbering existed, are taken as they come.)
+            let expected = *self.next_sequence.get_or_insert(record.sequence);
+            if record.sequence != expected {
+                self.after_gap = true;
+            }
+            self.next_sequence = Some(record.sequence + 1);
+        }
+        if self.after_gap {
+            return Applied::Nothing;
+        }
         match record.kind {
             Some(changelog_record::Kind::Delta(delta)) => {
                 self.state.apply_delta(&delta);
@@ -76,8 +99,13 @@ mod tests {
     use super::*;
 
     fn delta(epoch: u64, key: &str, n: i64) -> ChangelogRecord {
+        numbered(epoch, 0, key, n)
+    }
+
+    fn numbered(epoch: u64, sequence: u64, key: &str, n: i64) -> ChangelogRecord {
         ChangelogRecord {
             epoch,
+            sequence,
             kind: Some(changelog_record::Kind::Delta(ChangelogDelta {
                 grids: vec![GridDelta {
                     grid: "g".into(),
@@ -93,14 +121,35 @@ mod tests {
         }
     }
 
+    fn fence(epoch: u64) -> ChangelogRecord {
+        ChangelogRecord {
+            epoch,
+            kind: Some(changelog_record::Kind::Fence(Fence { node_id: "n".into() })),
+            sequence: 0,
+        }
+    }
+
+    #[test]
+    fn a_writers_records_after_a_gap_are_ignored_until_the_next_fence() {
+        let mut replay = Replay::default();
+        replay.apply(fence(1));
+        assert!(matches!(replay.apply(numbered(1, 1, "a", 1)), Applied::Delta(_)));
+        // Record 2 failed to reach the broker; 3 landed and may build on it.
+        assert_eq!(replay.apply(numbered(1, 3, "a", 3)), Applied::Nothing);
+        assert_eq!(replay.apply(numbered(1, 4, "b", 4)), Applied::Nothing);
+        // A restart writes a fence and numbers again.
+        replay.apply(fence(1));
+        assert!(matches!(replay.apply(numbered(1, 1, "a", 2)), Applied::Delta(_)));
+        let grid = &replay.state.grids["g"];
+        assert_eq!(grid.rows.len(), 1);
+        assert_eq!(grid.rows["a"][0].kind, Some(value::Kind::Int(2)));
+    }
+
     #[test]
     fn records_of_an_older_epoch_are_ignored() {
         let mut replay = Replay::default();
         assert!(matches!(replay.apply(delta(2, "a", 1)), Applied::Delta(_)));
-        let fence = ChangelogRecord {
-            epoch: 3,
-            kind: Some(changelog_record::Kind::Fence(Fence { node_id: "n2".into() })),
-        };
+        let fence = fence(3);
         assert_eq!(replay.apply(fence), Applied::Nothing);
         // The node that lost the lease writes on: ignored.
         assert_eq!(replay.apply(delta(2, "a", 99)), Applied::Nothing);

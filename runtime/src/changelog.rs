@@ -4,7 +4,10 @@
 //! Recovery does not trust high watermarks (tansu reports them short): the recovering node
 //! writes a fence record and reads up to that record's own offset.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use aerogrid_changelog::GridState;
 use aerogrid_kafka::KafkaSettings;
@@ -33,6 +36,8 @@ pub(crate) struct ChangelogWriter {
     producer: FutureProducer,
     topic: String,
     epoch: u64,
+    /// The sequence number of the next record (see `ChangelogRecord.sequence`).
+    next_sequence: AtomicU64,
 }
 
 impl ChangelogWriter {
@@ -51,12 +56,23 @@ impl ChangelogWriter {
             .set("message.max.bytes", "10000000");
         let producer =
             config.create().map_err(|error| Error::Broker(aerogrid_kafka::Error::Client(error)))?;
-        Ok(Self { producer, topic, epoch })
+        Ok(Self { producer, topic, epoch, next_sequence: AtomicU64::new(1) })
     }
 
     /// Writes a record and waits until the broker has it; returns its offset.
+    /// The record, numbered: the fence 0, each later record one more.
+    fn encode(&self, kind: changelog_record::Kind) -> Vec<u8> {
+        let sequence = if matches!(kind, changelog_record::Kind::Fence(_)) {
+            self.next_sequence.store(1, Ordering::Relaxed);
+            0
+        } else {
+            self.next_sequence.fetch_add(1, Ordering::Relaxed)
+        };
+        ChangelogRecord { epoch: self.epoch, kind: Some(kind), sequence }.encode_to_vec()
+    }
+
     async fn write(&self, kind: changelog_record::Kind) -> Result<i64> {
-        let bytes = ChangelogRecord { epoch: self.epoch, kind: Some(kind) }.encode_to_vec();
+        let bytes = self.encode(kind);
         let record: FutureRecord<'_, (), [u8]> =
             FutureRecord::to(&self.topic).partition(0).payload(&bytes);
         match self.producer.send(record, DELIVERY_TIMEOUT).await {
@@ -70,9 +86,7 @@ impl ChangelogWriter {
     /// Queues a delta without waiting; the future resolves once the broker has it. Records go
     /// to the broker in the order they are queued.
     pub(crate) fn queue_delta(&self, delta: ChangelogDelta) -> Result<Delivery> {
-        let bytes =
-            ChangelogRecord { epoch: self.epoch, kind: Some(changelog_record::Kind::Delta(delta)) }
-                .encode_to_vec();
+        let bytes = self.encode(changelog_record::Kind::Delta(delta));
         let record: FutureRecord<'_, (), [u8]> =
             FutureRecord::to(&self.topic).partition(0).payload(&bytes);
         let topic = self.topic.clone();
