@@ -47,8 +47,14 @@ const FEED_BUFFER: usize = 1024;
 const FEED_LOAD_TIMEOUT: Duration = Duration::from_secs(20);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
-pub(crate) fn service(state: AppState) -> GridServiceServer<GridGateway> {
-    GridServiceServer::new(GridGateway { state, feeds: Arc::default() })
+/// The service, answering native gRPC and gRPC-web (browsers, the Excel add-in) alike.
+pub(crate) fn service(
+    state: AppState,
+) -> tonic_web::GrpcWebService<GridServiceServer<GridGateway>> {
+    tower::Layer::layer(
+        &tonic_web::GrpcWebLayer::new(),
+        GridServiceServer::new(GridGateway { state, feeds: Arc::default() }),
+    )
 }
 
 pub(crate) struct GridGateway {

@@ -48,6 +48,70 @@ fn units_sold(output: &Output) -> BTreeMap<String, i64> {
         .collect()
 }
 
+fn int_of(value: &aerogrid_proto::v1::Value) -> i64 {
+    match value.kind {
+        Some(value::Kind::Int(int)) => int,
+        ref other => panic!("an int: {other:?}"),
+    }
+}
+
+/// Subscribes over gRPC-web (HTTP/1.1) and returns the first message, which must be a snapshot.
+async fn grpc_web_snapshot(url: &str, token: &str) -> aerogrid_proto::v1::Snapshot {
+    use prost::Message as _;
+    let request = SubscribeRequest {
+        grid: Some(GridRef {
+            team: "acme".into(),
+            app: "orders".into(),
+            grid: "product_sum".into(),
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&u32::try_from(request.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(&request);
+    let call = |token: Option<&str>| {
+        let mut builder = support::http()
+            .post(format!("{url}/aerogrid.v1.GridService/Subscribe"))
+            .header("content-type", "application/grpc-web+proto")
+            .header("x-grpc-web", "1")
+            .body(body.clone());
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        builder.send()
+    };
+    // Without credentials: a trailers-only answer with UNAUTHENTICATED (16).
+    let refused = call(None).await.unwrap();
+    assert_eq!(refused.headers()["grpc-status"], "16");
+
+    let mut response = call(Some(token)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/grpc-web+proto");
+    let mut received = Vec::new();
+    loop {
+        if received.len() >= 5 {
+            let length = u32::from_be_bytes(received[1..5].try_into().unwrap()) as usize;
+            if received.len() >= 5 + length {
+                assert_eq!(received[0], 0, "a data frame");
+                let message =
+                    aerogrid_proto::v1::SubscribeResponse::decode(&received[5..5 + length])
+                        .unwrap();
+                let Some(subscribe_response::Event::Snapshot(snapshot)) = message.event else {
+                    panic!("a subscription starts with a snapshot")
+                };
+                return snapshot;
+            }
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(30), response.chunk())
+            .await
+            .expect("the snapshot in time")
+            .unwrap()
+            .expect("more of the stream");
+        received.extend_from_slice(&chunk);
+    }
+}
+
 fn failure(output: &Output) -> String {
     assert!(
         !output.status.success(),
@@ -103,6 +167,17 @@ async fn snapshot_and_live_changes_match_the_orders() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // gRPC-web over HTTP/1.1, as browsers and the Excel add-in call it.
+    let snapshot = grpc_web_snapshot(&stack.url, &token).await;
+    assert_eq!(
+        snapshot
+            .rows
+            .iter()
+            .map(|row| (row.key.clone(), int_of(&row.values[0])))
+            .collect::<BTreeMap<_, _>>(),
+        expected_totals(0..3000)
+    );
+
     // A native subscriber: the snapshot, then changes that keep it equal to the totals.
     let channel = tonic::transport::Endpoint::from_shared(stack.url.clone())
         .unwrap()
@@ -125,12 +200,8 @@ async fn snapshot_and_live_changes_match_the_orders() {
     else {
         panic!("a subscription starts with a snapshot")
     };
-    let int = |value: &aerogrid_proto::v1::Value| match value.kind {
-        Some(value::Kind::Int(int)) => int,
-        ref other => panic!("an int: {other:?}"),
-    };
     let mut grid: BTreeMap<String, i64> =
-        first.rows.iter().map(|row| (row.key.clone(), int(&row.values[0]))).collect();
+        first.rows.iter().map(|row| (row.key.clone(), int_of(&row.values[0]))).collect();
     assert_eq!(grid, expected_totals(0..3000));
     support::produce_orders(&kafka, 3000..3500, 17).await;
     let mut sequence = first.sequence;
@@ -150,7 +221,7 @@ async fn snapshot_and_live_changes_match_the_orders() {
                     match row.change.unwrap() {
                         row_change::Change::Updated(cells) => {
                             assert_eq!(cells.columns, [0]);
-                            grid.insert(row.key, int(&cells.values[0]));
+                            grid.insert(row.key, int_of(&cells.values[0]));
                         }
                         row_change::Change::Deleted(_) => {
                             grid.remove(&row.key);
@@ -162,7 +233,7 @@ async fn snapshot_and_live_changes_match_the_orders() {
                 grid = snapshot
                     .rows
                     .iter()
-                    .map(|row| (row.key.clone(), int(&row.values[0])))
+                    .map(|row| (row.key.clone(), int_of(&row.values[0])))
                     .collect();
                 sequence = snapshot.sequence;
             }
