@@ -38,6 +38,7 @@ use uuid::Uuid;
 use crate::{
     AppState,
     db::{accounts, grids},
+    http::{bearer_token, session_cookie},
     secret,
 };
 
@@ -121,16 +122,11 @@ impl GridGateway {
     ) -> Result<Caller, Status> {
         let db = self.state.db();
         if let Some(value) = metadata.get("authorization") {
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|value| value.strip_prefix("Bearer "))
-                .map(str::trim)
-                .ok_or_else(|| {
-                    Status::unauthenticated(
-                        "malformed authorization metadata: expected `Bearer <token>`",
-                    )
-                })?;
+            let token = value.to_str().ok().and_then(bearer_token).ok_or_else(|| {
+                Status::unauthenticated(
+                    "malformed authorization metadata: expected `Bearer <token>`",
+                )
+            })?;
             let (user, token_team) = grids::caller_for_api_token(db, &secret::digest(token))
                 .await
                 .map_err(internal)?
@@ -138,7 +134,7 @@ impl GridGateway {
             return Ok(Caller { user, token_team });
         }
         let headers = metadata.clone().into_headers();
-        if let Some(session) = crate::http::session_cookie(&headers) {
+        if let Some(session) = session_cookie(&headers) {
             let user = accounts::user_for_session(db, &secret::digest(session))
                 .await
                 .map_err(internal)?

@@ -23,16 +23,11 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         if let Some(authorization) = parts.headers.get(header::AUTHORIZATION) {
-            let token = authorization
-                .to_str()
-                .ok()
-                .and_then(|value| value.strip_prefix("Bearer "))
-                .map(str::trim)
-                .ok_or_else(|| {
-                    Error::Unauthenticated(
-                        "malformed Authorization header: expected `Bearer <token>`".to_owned(),
-                    )
-                })?;
+            let token = authorization.to_str().ok().and_then(bearer_token).ok_or_else(|| {
+                Error::Unauthenticated(
+                    "malformed Authorization header: expected `Bearer <token>`".to_owned(),
+                )
+            })?;
             return accounts::user_for_api_token(state.db(), &secret::digest(token))
                 .await?
                 .map(Caller)
@@ -52,6 +47,11 @@ impl FromRequestParts<AppState> for Caller {
             "missing credentials: send `Authorization: Bearer <token>` or sign in".to_owned(),
         ))
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value.
+pub(crate) fn bearer_token(value: &str) -> Option<&str> {
+    value.strip_prefix("Bearer ").map(str::trim).filter(|token| !token.is_empty())
 }
 
 pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {

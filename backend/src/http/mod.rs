@@ -1,13 +1,13 @@
 //! The HTTP surface: `/healthz`, `/api/v1/...`, and the web frontend for every other path.
 
-pub(crate) mod auth;
+mod auth;
 mod health;
 mod web;
 
 use axum::{Router, http::StatusCode, routing::get};
 use tower_http::trace::TraceLayer;
 
-pub(crate) use auth::session_cookie;
+pub(crate) use auth::{bearer_token, session_cookie};
 
 use crate::{AppState, error::problem};
 
