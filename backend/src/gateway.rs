@@ -52,15 +52,56 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 pub(crate) fn service(
     state: AppState,
 ) -> tonic_web::GrpcWebService<GridServiceServer<GridGateway>> {
+    let feeds: Feeds = Arc::default();
+    tokio::spawn(end_streams_of_stopped_apps(state.clone(), feeds.clone()));
     tower::Layer::layer(
         &tonic_web::GrpcWebLayer::new(),
-        GridServiceServer::new(GridGateway { state, feeds: Arc::default() }),
+        GridServiceServer::new(GridGateway { state, feeds }),
     )
+}
+
+/// The feeds of apps with subscribers.
+type Feeds = Arc<Mutex<HashMap<Uuid, Weak<AppFeed>>>>;
+
+/// The channel the `apps` triggers notify on a Start, Stop or delete (payload: the app id).
+const APPS_CHANNEL: &str = "aerogrid_apps";
+
+/// Ends the streams of an app when it is stopped or deleted, with a status saying so.
+async fn end_streams_of_stopped_apps(state: AppState, feeds: Feeds) {
+    loop {
+        let listening = async {
+            // Runs until the connection fails.
+            let mut listener = sqlx::postgres::PgListener::connect_with(state.db()).await?;
+            listener.listen(APPS_CHANNEL).await?;
+            loop {
+                let notification = listener.recv().await?;
+                let Ok(app_id) = notification.payload().parse::<Uuid>() else { continue };
+                let feed = feeds.lock().expect("feeds lock").get(&app_id).and_then(Weak::upgrade);
+                let Some(feed) = feed else { continue };
+                let ended = match grids::desired_state(state.db(), app_id).await {
+                    Ok(None) => Status::not_found("the app was deleted"),
+                    Ok(Some(desired)) if desired == "stopped" => Status::unavailable(
+                        "the app was stopped: its grids are no longer live (subscribe again once it runs)",
+                    ),
+                    Ok(Some(_)) => continue,
+                    Err(error) => {
+                        tracing::warn!(%error, %app_id, "Cannot read an app's state.");
+                        continue;
+                    }
+                };
+                let _ = feed.changes.send(Arc::new(FeedEvent::Ended(ended)));
+            }
+        };
+        let result: std::result::Result<std::convert::Infallible, sqlx::Error> = listening.await;
+        let Err(error) = result;
+        tracing::warn!(%error, "Listening for app changes failed; retrying in 1 s.");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 pub(crate) struct GridGateway {
     state: AppState,
-    feeds: Arc<Mutex<HashMap<Uuid, Weak<AppFeed>>>>,
+    feeds: Feeds,
 }
 
 #[tonic::async_trait]
@@ -247,6 +288,8 @@ enum FeedEvent {
     },
     /// A snapshot replaced everything: subscribers start over.
     Reset,
+    /// The app was stopped or deleted: streams end with this status.
+    Ended(Status),
 }
 
 impl Drop for AppFeed {
@@ -484,6 +527,10 @@ async fn forward(
                     Some(snapshot) => resync(&mut sequence, &mut columns, snapshot),
                     None => continue,
                 },
+                FeedEvent::Ended(status) => {
+                    let _ = sender.send(Err(status.clone())).await;
+                    return;
+                }
             },
             // Fell behind: start over from the current state.
             Err(broadcast::error::RecvError::Lagged(_)) => match feed.snapshot(&grid, &view) {

@@ -240,6 +240,25 @@ async fn snapshot_and_live_changes_match_the_orders() {
             subscribe_response::Event::Heartbeat(_) => {}
         }
     }
+
+    // Stopping the app ends the stream, saying why.
+    sqlx::query("UPDATE apps SET desired_state = 'stopped' WHERE id = $1")
+        .bind(app)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("the stream ends after the app stops")
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), tonic::Code::Unavailable);
+    assert!(ended.message().contains("the app was stopped"), "{}", ended.message());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -62,3 +62,11 @@ pub async fn snapshot_offset(db: &sqlx::PgPool, app_id: Uuid) -> Result<i64> {
     .await?;
     Ok(offset.unwrap_or(0))
 }
+
+/// An app's desired state (`running` or `stopped`); None once it is deleted.
+pub async fn desired_state(db: &sqlx::PgPool, app_id: Uuid) -> Result<Option<String>> {
+    let state = sqlx::query_scalar!("SELECT desired_state FROM apps WHERE id = $1", app_id)
+        .fetch_optional(db)
+        .await?;
+    Ok(state)
+}

@@ -1,0 +1,2 @@
+DROP TRIGGER apps_notify_deleted ON apps;
+DROP FUNCTION notify_app_deleted();
