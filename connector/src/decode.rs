@@ -143,7 +143,7 @@ impl TopicSchema {
                         json_type(&json)
                     ));
                 };
-                self.record(*index, json, "")
+                self.record(*index, json, None)
             }
             ValueSpec::Object => match json {
                 Json::Object(_) => Ok(Decoded::Json(json)),
@@ -151,26 +151,27 @@ impl TopicSchema {
                     Err(format!("the value should be a JSON object, got {}", json_type(&other)))
                 }
             },
-            ValueSpec::Scalar(spec) => self.coerce(json, spec, "value"),
+            ValueSpec::Scalar(spec) => self.coerce(json, spec, &Path::Top("value")),
             ValueSpec::Bytes | ValueSpec::Str => unreachable!("handled above"),
         }
     }
 
-    fn record(&self, index: usize, json: Json, prefix: &str) -> Result<Decoded> {
+    /// `parent`: where the record sits inside another, for messages.
+    fn record(&self, index: usize, json: Json, parent: Option<&Path<'_>>) -> Result<Decoded> {
         let Json::Object(mut object) = json else { unreachable!("checked by the caller") };
         let spec = &self.records[index];
         let mut fields = Vec::with_capacity(spec.fields.len());
         for field in &spec.fields {
+            let path = match parent {
+                None => Path::Top(&field.name),
+                Some(parent) => Path::Field(parent, &field.name),
+            };
             let value = match object.remove(&field.name) {
-                Some(value) => {
-                    self.coerce(value, &field.spec, &format!("{prefix}{}", field.name))?
-                }
+                Some(value) => self.coerce(value, &field.spec, &path)?,
                 None => match field.default {
                     FieldDefault::Declared => Decoded::Default,
                     FieldDefault::Null => Decoded::Null,
-                    FieldDefault::Required => {
-                        return Err(format!("missing field `{prefix}{}`", field.name));
-                    }
+                    FieldDefault::Required => return Err(format!("missing field `{path}`")),
                 },
             };
             fields.push(value);
@@ -180,7 +181,7 @@ impl TopicSchema {
     }
 
     /// `aerogrid._coerce`: `json` as `spec`, or the reason naming `path`.
-    fn coerce(&self, json: Json, spec: &TypeSpec, path: &str) -> Result<Decoded> {
+    fn coerce(&self, json: Json, spec: &TypeSpec, path: &Path<'_>) -> Result<Decoded> {
         if let TypeSpec::Any = spec {
             return Ok(Decoded::Json(json));
         }
@@ -213,7 +214,7 @@ impl TopicSchema {
                 Json::Array(items) => items
                     .into_iter()
                     .enumerate()
-                    .map(|(index, value)| self.coerce(value, item, &format!("{path}[{index}]")))
+                    .map(|(index, value)| self.coerce(value, item, &Path::Item(path, index)))
                     .collect::<Result<Vec<_>>>()
                     .map(Decoded::List),
                 other => Err(format!("field `{path}` should be a list, got {}", json_type(&other))),
@@ -229,7 +230,7 @@ impl TopicSchema {
                 }
             },
             TypeSpec::Record(index) => match json {
-                Json::Object(_) => self.record(*index, json, &format!("{path}.")),
+                Json::Object(_) => self.record(*index, json, Some(path)),
                 other => {
                     Err(format!("field `{path}` should be an object, got {}", json_type(&other)))
                 }
@@ -289,6 +290,24 @@ impl TopicSchema {
                 Err(format!("field `{path}` has an unsupported type {annotation}"))
             }
             TypeSpec::Any | TypeSpec::Union { .. } => unreachable!("handled above"),
+        }
+    }
+}
+
+/// Where a value sits in a message, for error messages: made into text only when one is
+/// needed, so decoding a good record builds no strings for it.
+enum Path<'a> {
+    Top(&'a str),
+    Field(&'a Path<'a>, &'a str),
+    Item(&'a Path<'a>, usize),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Top(name) => formatter.write_str(name),
+            Self::Field(parent, name) => write!(formatter, "{parent}.{name}"),
+            Self::Item(parent, index) => write!(formatter, "{parent}[{index}]"),
         }
     }
 }
