@@ -1,4 +1,6 @@
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
+
+use crate::{Error, Result};
 
 /// Settings of the HTTP server (`aerogrid server`, and the server inside `aerogrid dev`).
 #[derive(Clone, Debug, clap::Args)]
@@ -12,11 +14,52 @@ pub struct ServerArgs {
     /// or TLS terminator). An `https` URL makes cookies `Secure`.
     #[arg(long, env = "AEROGRID_PUBLIC_URL")]
     pub public_url: Option<url::Url>,
+
+    /// Web origins (such as `https://dashboard.example.com`) whose pages may call the grid API
+    /// over gRPC-web. Pages served by this server need none. Repeat, or separate with commas.
+    #[arg(long = "cors-origin", env = "AEROGRID_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<url::Url>,
+
+    /// Serve HTTPS (and gRPC over TLS) with this PEM certificate chain; needs --tls-key.
+    #[arg(long, env = "AEROGRID_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "AEROGRID_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServerArgs {
     pub fn web_dir(&self) -> PathBuf {
         self.web_dir.clone().unwrap_or_else(default_web_dir)
+    }
+
+    /// The TLS settings, when --tls-cert and --tls-key are given: HTTP/2 (gRPC) and HTTP/1.1
+    /// (browsers, gRPC-web) offered by ALPN.
+    pub fn tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>> {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let (Some(cert_path), Some(key_path)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let bad = |path: &PathBuf, error: &dyn std::fmt::Display| {
+            Error::Config(format!("cannot read `{}`: {error}", path.display()))
+        };
+        let chain = CertificateDer::pem_file_iter(cert_path)
+            .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(|error| bad(cert_path, &error))?;
+        if chain.is_empty() {
+            return Err(bad(cert_path, &"it holds no PEM certificate"));
+        }
+        let key = PrivateKeyDer::from_pem_file(key_path).map_err(|error| bad(key_path, &error))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key))
+            .map_err(|error| {
+                Error::Config(format!("the TLS certificate and key do not fit: {error}"))
+            })?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Some(Arc::new(config)))
     }
 }
 

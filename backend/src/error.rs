@@ -18,6 +18,9 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// A server setting that cannot work (a bad certificate, say): found at startup.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl Error {
@@ -26,7 +29,9 @@ impl Error {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Database(_) | Self::Migration(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Database(_) | Self::Migration(_) | Self::Config(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }

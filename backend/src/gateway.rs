@@ -19,8 +19,9 @@ use std::{
 use aerogrid_changelog::{Applied, Replay};
 use aerogrid_kafka::KafkaSettings;
 use aerogrid_proto::v1::{
-    CellUpdates, ChangelogDelta, ChangelogRecord, Changes, Heartbeat, ListGridsRequest,
-    ListGridsResponse, Row, RowChange, Snapshot, SubscribeRequest, SubscribeResponse,
+    CellUpdates, ChangelogDelta, ChangelogRecord, Changes, GridInfo, GridRef, Heartbeat,
+    ListGridsRequest, ListGridsResponse, Row, RowChange, Snapshot, SubscribeRequest,
+    SubscribeResponse,
     grid_service_server::{GridService, GridServiceServer},
     row_change, subscribe_response,
 };
@@ -48,16 +49,78 @@ const FEED_BUFFER: usize = 1024;
 const FEED_LOAD_TIMEOUT: Duration = Duration::from_secs(20);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
-/// The service, answering native gRPC and gRPC-web (browsers, the Excel add-in) alike.
-pub(crate) fn service(
-    state: AppState,
-) -> tonic_web::GrpcWebService<GridServiceServer<GridGateway>> {
+/// The gRPC services on the HTTP port: the grid API (native gRPC and gRPC-web, for browsers and
+/// the Excel add-in), gRPC health checking, and server reflection (native only: it streams both
+/// ways, which gRPC-web cannot).
+pub(crate) fn router<S: Clone + Send + Sync + 'static>(state: &AppState) -> axum::Router<S> {
     let feeds: Feeds = Arc::default();
     tokio::spawn(end_streams_of_stopped_apps(state.clone(), feeds.clone()));
-    tower::Layer::layer(
-        &tonic_web::GrpcWebLayer::new(),
-        GridServiceServer::new(GridGateway { state, feeds }),
+    let grids = GridServiceServer::new(GridGateway { state: state.clone(), feeds });
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(report_health(state.clone(), health_reporter));
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(aerogrid_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().expect("the descriptors are valid");
+    let reflection_v1alpha = reflection().build_v1alpha().expect("the descriptors are valid");
+    let grpc_web = tonic_web::GrpcWebLayer::new();
+    let routes = axum::Router::new()
+        .route_service("/aerogrid.v1.GridService/{*method}", tower::Layer::layer(&grpc_web, grids))
+        .route_service("/grpc.health.v1.Health/{*method}", tower::Layer::layer(&grpc_web, health));
+    let routes = match cors(&state.inner.cors_origins) {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    };
+    routes
+        .route_service("/grpc.reflection.v1.ServerReflection/{*method}", reflection_v1)
+        .route_service("/grpc.reflection.v1alpha.ServerReflection/{*method}", reflection_v1alpha)
+}
+
+/// CORS for gRPC-web calls from pages of other origins, when any are configured.
+fn cors(origins: &[axum::http::HeaderValue]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, Method};
+    if origins.is_empty() {
+        return None;
+    }
+    let header = HeaderName::from_static;
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins.to_vec())
+            .allow_methods([Method::POST, Method::OPTIONS])
+            .allow_headers([
+                header("authorization"),
+                header("content-type"),
+                header("grpc-timeout"),
+                header("x-grpc-web"),
+                header("x-user-agent"),
+            ])
+            // gRPC-web answers errors in headers: a page can only read them if exposed.
+            .expose_headers([
+                header("grpc-status"),
+                header("grpc-message"),
+                header("grpc-status-details-bin"),
+            ])
+            .max_age(Duration::from_secs(24 * 3600)),
     )
+}
+
+/// Keeps the standard health service in step with `/healthz`: SERVING while the database and
+/// the broker answer.
+async fn report_health(state: AppState, reporter: tonic_health::server::HealthReporter) {
+    use tonic_health::ServingStatus;
+    const SERVICE: &str = "aerogrid.v1.GridService";
+    loop {
+        let status = if crate::http::is_healthy(&state).await {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        reporter.set_service_status("", status).await;
+        reporter.set_service_status(SERVICE, status).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }
 
 /// The feeds of apps with subscribers.
@@ -136,7 +199,18 @@ impl GridService for GridGateway {
         })?;
         tracing::debug!(team = %grid_ref.team, app = %grid_ref.app, grid = %grid_ref.grid, user = %caller.user.name, "Grid subscription.");
         let (sender, receiver) = mpsc::channel(16);
-        tokio::spawn(forward(feed, grid_ref.grid, view, snapshot, changes, sender));
+        let min_interval = (request.max_updates_per_second > 0)
+            .then(|| Duration::from_secs(1) / request.max_updates_per_second);
+        let shutting_down = self.state.inner.shutting_down.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = forward(feed, grid_ref.grid, view, snapshot, changes, sender.clone(), min_interval) => {}
+                _ = wait_true(shutting_down) => {
+                    let status = Status::unavailable("the server is shutting down: subscribe again");
+                    let _ = sender.send(Err(status)).await;
+                }
+            }
+        });
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 
@@ -144,11 +218,19 @@ impl GridService for GridGateway {
         &self,
         request: Request<ListGridsRequest>,
     ) -> Result<Response<ListGridsResponse>, Status> {
-        // Said plainly rather than answered with an empty list that looks like "no grids".
-        self.authenticate(request.metadata()).await?;
-        Err(Status::unimplemented(
-            "listing grids is not available yet: subscribe to a grid by team, app and grid name",
-        ))
+        let caller = self.authenticate(request.metadata()).await?;
+        let team = request.into_inner().team;
+        let grids = grids::readable_grids(self.state.db(), &caller.user, caller.token_team, &team)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|listing| GridInfo {
+                grid: Some(GridRef { team: listing.team, app: listing.app, grid: listing.grid }),
+                columns: listing.columns,
+                live: listing.live,
+            })
+            .collect();
+        Ok(Response::new(ListGridsResponse { grids }))
     }
 }
 
@@ -486,6 +568,11 @@ impl GridView {
 }
 
 /// Streams one subscriber's snapshot and changes until it goes away.
+///
+/// Changes are drained from the feed as they come and conflated per row (rows in the changelog
+/// are whole, so the latest row is the latest value of every cell). They are sent when the
+/// subscriber's connection takes more and its rate allows: a slow subscriber gets fewer, larger
+/// messages, and its pending changes never outgrow the grid.
 async fn forward(
     feed: Arc<AppFeed>,
     grid: String,
@@ -493,76 +580,132 @@ async fn forward(
     snapshot: Snapshot,
     mut changes: broadcast::Receiver<Arc<FeedEvent>>,
     sender: mpsc::Sender<Result<SubscribeResponse, Status>>,
+    min_interval: Option<Duration>,
 ) {
-    let send = |event| SubscribeResponse { event: Some(event) };
-    let mut sequence = snapshot.sequence;
-    let mut columns = snapshot.columns.clone();
-    if sender.send(Ok(send(subscribe_response::Event::Snapshot(snapshot)))).await.is_err() {
+    let mut subscriber = Subscriber::new(&snapshot);
+    if sender.send(Ok(respond(subscribe_response::Event::Snapshot(snapshot)))).await.is_err() {
         return;
     }
+    let mut last_sent = tokio::time::Instant::now();
+    let mut last_flush: Option<tokio::time::Instant> = None;
     loop {
-        let event = tokio::select! {
-            event = changes.recv() => event,
-            () = tokio::time::sleep(HEARTBEAT_EVERY) => {
-                let heartbeat = send(subscribe_response::Event::Heartbeat(Heartbeat { sequence }));
-                if sender.send(Ok(heartbeat)).await.is_err() {
-                    return;
-                }
-                continue;
-            }
+        let flush_at = match (min_interval, last_flush) {
+            (Some(interval), Some(at)) => at + interval,
+            _ => tokio::time::Instant::now(),
         };
-        let message = match event {
-            Ok(event) => match &*event {
-                FeedEvent::Delta { sequence: at, delta } => {
-                    sequence = *at;
-                    match grid_changes(delta, &grid, &view, &columns, *at) {
-                        GridUpdate::Unchanged => continue,
-                        GridUpdate::Changes(changes) => subscribe_response::Event::Changes(changes),
-                        // A new version of the app changed the grid's columns.
-                        GridUpdate::Relayout => match feed.snapshot(&grid, &view) {
-                            Some(snapshot) => resync(&mut sequence, &mut columns, snapshot),
-                            None => continue,
-                        },
+        let may_flush = !subscriber.pending.is_empty();
+        tokio::select! {
+            // Draining first keeps this subscriber from lagging behind the feed.
+            biased;
+            event = changes.recv() => {
+                let resync = match event {
+                    Ok(event) => match &*event {
+                        FeedEvent::Delta { sequence, delta } => {
+                            match grid_changes(delta, &grid, &view, &subscriber.columns) {
+                                GridUpdate::Unchanged => {
+                                    subscriber.sequence = *sequence;
+                                    false
+                                }
+                                GridUpdate::Changes(rows) => {
+                                    subscriber.merge(*sequence, rows);
+                                    false
+                                }
+                                // A new version of the app changed the grid's columns.
+                                GridUpdate::Relayout => true,
+                            }
+                        }
+                        FeedEvent::Reset => true,
+                        FeedEvent::Ended(status) => {
+                            let _ = sender.send(Err(status.clone())).await;
+                            return;
+                        }
+                    },
+                    // Fell behind the feed itself: start over from the current state.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        changes = changes.resubscribe();
+                        true
                     }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if resync && let Some(snapshot) = feed.snapshot(&grid, &view) {
+                    subscriber = Subscriber::new(&snapshot);
+                    let event = subscribe_response::Event::Snapshot(snapshot);
+                    if sender.send(Ok(respond(event))).await.is_err() {
+                        return;
+                    }
+                    last_sent = tokio::time::Instant::now();
                 }
-                FeedEvent::Reset => match feed.snapshot(&grid, &view) {
-                    Some(snapshot) => resync(&mut sequence, &mut columns, snapshot),
-                    None => continue,
-                },
-                FeedEvent::Ended(status) => {
-                    let _ = sender.send(Err(status.clone())).await;
+            }
+            permit = async {
+                tokio::time::sleep_until(flush_at).await;
+                sender.reserve().await
+            }, if may_flush => {
+                let Ok(permit) = permit else { return };
+                permit.send(Ok(respond(subscribe_response::Event::Changes(subscriber.take()))));
+                last_sent = tokio::time::Instant::now();
+                last_flush = Some(last_sent);
+            }
+            () = tokio::time::sleep_until(last_sent + HEARTBEAT_EVERY), if !may_flush => {
+                let heartbeat = Heartbeat { sequence: subscriber.sequence };
+                if sender.send(Ok(respond(subscribe_response::Event::Heartbeat(heartbeat)))).await.is_err() {
                     return;
                 }
-            },
-            // Fell behind: start over from the current state.
-            Err(broadcast::error::RecvError::Lagged(_)) => match feed.snapshot(&grid, &view) {
-                Some(snapshot) => {
-                    changes = changes.resubscribe();
-                    resync(&mut sequence, &mut columns, snapshot)
-                }
-                None => continue,
-            },
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        if sender.send(Ok(send(message))).await.is_err() {
-            return;
+                last_sent = tokio::time::Instant::now();
+            }
         }
     }
 }
 
-fn resync(
-    sequence: &mut u64,
-    columns: &mut Vec<String>,
-    snapshot: Snapshot,
-) -> subscribe_response::Event {
-    *sequence = snapshot.sequence;
-    columns.clone_from(&snapshot.columns);
-    subscribe_response::Event::Snapshot(snapshot)
+async fn wait_true(mut flag: watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await;
+}
+
+fn respond(event: subscribe_response::Event) -> SubscribeResponse {
+    SubscribeResponse { event: Some(event) }
+}
+
+/// What one subscriber has been sent, and the changes it has yet to get.
+struct Subscriber {
+    /// The feed's sequence the subscriber's view reflects once `pending` is sent.
+    sequence: u64,
+    columns: Vec<String>,
+    /// The latest change per row key, in the order rows first changed.
+    pending: HashMap<String, usize>,
+    pending_rows: Vec<RowChange>,
+}
+
+impl Subscriber {
+    fn new(snapshot: &Snapshot) -> Self {
+        Self {
+            sequence: snapshot.sequence,
+            columns: snapshot.columns.clone(),
+            pending: HashMap::new(),
+            pending_rows: Vec::new(),
+        }
+    }
+
+    fn merge(&mut self, sequence: u64, rows: Vec<RowChange>) {
+        self.sequence = sequence;
+        for row in rows {
+            match self.pending.get(&row.key) {
+                Some(&index) => self.pending_rows[index] = row,
+                None => {
+                    self.pending.insert(row.key.clone(), self.pending_rows.len());
+                    self.pending_rows.push(row);
+                }
+            }
+        }
+    }
+
+    fn take(&mut self) -> Changes {
+        self.pending.clear();
+        Changes { sequence: self.sequence, rows: std::mem::take(&mut self.pending_rows) }
+    }
 }
 
 enum GridUpdate {
     Unchanged,
-    Changes(Changes),
+    Changes(Vec<RowChange>),
     /// The columns differ from those the subscriber knows.
     Relayout,
 }
@@ -573,7 +716,6 @@ fn grid_changes(
     grid: &str,
     view: &GridView,
     columns: &[String],
-    sequence: u64,
 ) -> GridUpdate {
     let Some(grid_delta) = delta.grids.iter().find(|candidate| candidate.grid == grid) else {
         return GridUpdate::Unchanged;
@@ -600,9 +742,56 @@ fn grid_changes(
         key: key.clone(),
         change: Some(row_change::Change::Deleted(true)),
     }));
-    if rows.is_empty() {
-        GridUpdate::Unchanged
-    } else {
-        GridUpdate::Changes(Changes { sequence, rows })
+    if rows.is_empty() { GridUpdate::Unchanged } else { GridUpdate::Changes(rows) }
+}
+
+#[cfg(test)]
+mod tests {
+    use aerogrid_proto::v1::{Value, value};
+
+    use super::*;
+
+    fn update(key: &str, units: i64) -> RowChange {
+        RowChange {
+            key: key.into(),
+            change: Some(row_change::Change::Updated(CellUpdates {
+                columns: vec![0],
+                values: vec![Value { kind: Some(value::Kind::Int(units)) }],
+            })),
+        }
+    }
+
+    fn deleted(key: &str) -> RowChange {
+        RowChange { key: key.into(), change: Some(row_change::Change::Deleted(true)) }
+    }
+
+    #[test]
+    fn pending_changes_keep_the_latest_per_row_in_first_change_order() {
+        let snapshot = Snapshot { sequence: 7, columns: vec!["units".into()], rows: vec![] };
+        let mut subscriber = Subscriber::new(&snapshot);
+        subscriber.merge(8, vec![update("a", 1), update("b", 1)]);
+        subscriber.merge(9, vec![update("a", 2), deleted("b"), update("c", 5)]);
+        subscriber.merge(10, vec![update("b", 3)]);
+        let changes = subscriber.take();
+        assert_eq!(changes.sequence, 10);
+        assert_eq!(changes.rows, vec![update("a", 2), update("b", 3), update("c", 5)]);
+        assert!(subscriber.pending.is_empty() && subscriber.pending_rows.is_empty());
+
+        subscriber.merge(11, vec![update("a", 4), deleted("a")]);
+        assert_eq!(subscriber.take().rows, vec![deleted("a")]);
+    }
+
+    #[test]
+    fn a_view_picks_its_columns_in_its_order_and_skips_unknown_ones() {
+        let request = SubscribeRequest {
+            columns: vec!["price".into(), "nope".into(), "units".into()],
+            row_keys: vec!["a".into()],
+            ..Default::default()
+        };
+        let view = GridView::new(&request);
+        let picked = view.columns(&["units".into(), "name".into(), "price".into()]);
+        assert_eq!(picked.names, ["price", "units"]);
+        assert_eq!(picked.positions, [2, 0]);
+        assert!(view.wants_row("a") && !view.wants_row("b"));
     }
 }

@@ -13,10 +13,12 @@ mod error;
 mod gateway;
 mod http;
 mod secret;
+mod tls;
 
 use std::{future::Future, path::PathBuf, sync::Arc};
 
 use aerogrid_kafka::KafkaSettings;
+use axum::http::HeaderValue;
 
 pub use config::ServerArgs;
 pub use error::{Error, Result};
@@ -32,17 +34,44 @@ struct StateInner {
     kafka: KafkaSettings,
     web_dir: PathBuf,
     secure_cookies: bool,
+    /// Origins other than the server's own that may call the grid API from a page.
+    cors_origins: Vec<HeaderValue>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// Set when shutdown begins: open grid streams end, so connections can drain.
+    shutting_down: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
-    pub fn new(
-        db: sqlx::PgPool,
-        kafka: KafkaSettings,
-        web_dir: PathBuf,
-        public_url: Option<&url::Url>,
-    ) -> Self {
-        let secure_cookies = public_url.is_some_and(|url| url.scheme() == "https");
-        Self { inner: Arc::new(StateInner { db, kafka, web_dir, secure_cookies }) }
+    /// The state for `server`'s settings; fails on settings that cannot work (TLS files).
+    pub fn new(db: sqlx::PgPool, kafka: KafkaSettings, server: &ServerArgs) -> Result<Self> {
+        let tls = server.tls()?;
+        let secure_cookies =
+            tls.is_some() || server.public_url.as_ref().is_some_and(|url| url.scheme() == "https");
+        let cors_origins = server
+            .cors_origins
+            .iter()
+            .map(|url| {
+                // An origin is scheme, host and port: what `Url::origin` serialises.
+                HeaderValue::from_str(&url.origin().ascii_serialization())
+                    .map_err(|_| Error::Config(format!("`{url}` is not a web origin")))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            inner: Arc::new(StateInner {
+                db,
+                kafka,
+                web_dir: server.web_dir(),
+                secure_cookies,
+                cors_origins,
+                tls,
+                shutting_down: tokio::sync::watch::Sender::new(false),
+            }),
+        })
+    }
+
+    /// Whether the server speaks TLS (`https://` URLs).
+    pub fn is_tls(&self) -> bool {
+        self.inner.tls.is_some()
     }
 
     pub(crate) fn db(&self) -> &sqlx::PgPool {
@@ -50,7 +79,8 @@ impl AppState {
     }
 }
 
-/// Serves HTTP on `listener` until `shutdown` completes, then lets open requests finish.
+/// Serves HTTP (HTTPS with TLS settings) on `listener` until `shutdown` completes, then lets
+/// open requests finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -62,5 +92,15 @@ pub async fn serve(
             "The web frontend is not built there: pages will answer 503 until `cargo xtask build-web` runs."
         );
     }
-    axum::serve(listener, http::router(state)).with_graceful_shutdown(shutdown).await
+    let tls = state.inner.tls.clone();
+    let shutting_down = state.inner.shutting_down.clone();
+    let shutdown = async move {
+        shutdown.await;
+        shutting_down.send_replace(true);
+    };
+    let router = http::router(state);
+    match tls {
+        None => axum::serve(listener, router).with_graceful_shutdown(shutdown).await,
+        Some(tls) => tls::serve(listener, tls, router, shutdown).await,
+    }
 }

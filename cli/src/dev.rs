@@ -106,7 +106,15 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             }
         };
 
-    let url = format!("http://{}", listener.local_addr()?);
+    let state = match AppState::new(pool.clone(), kafka.clone(), &args.server) {
+        Ok(state) => state,
+        Err(error) => {
+            services.stop().await;
+            return Err(error).context("checking the server settings");
+        }
+    };
+    let scheme = if state.is_tls() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr()?);
     let (stop_sender, stop_receiver) = watch::channel(false);
     let stopped = move || {
         let mut receiver = stop_receiver.clone();
@@ -114,12 +122,6 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             let _ = receiver.wait_for(|stop| *stop).await;
         }
     };
-    let state = AppState::new(
-        pool.clone(),
-        kafka.clone(),
-        args.server.web_dir(),
-        args.server.public_url.as_ref(),
-    );
     let mut server = tokio::spawn(aerogrid_backend::serve(listener, state, stopped()));
     let mut node = args.node.clone();
     // The dev stack's own broker: apps' input topics are created on first use.

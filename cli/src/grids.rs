@@ -1,4 +1,5 @@
-//! `aerogrid snapshot`: reading grids through the gateway, as any gRPC client would.
+//! `aerogrid snapshot`, and what `aerogrid watch` shares with it: reading grids through the
+//! gateway, as any gRPC client would.
 
 use std::path::PathBuf;
 
@@ -21,6 +22,10 @@ pub(crate) struct ServerArgs {
     /// The `aerogrid dev` data dir the defaults come from.
     #[arg(long, default_value = ".aerogrid")]
     data_dir: PathBuf,
+    /// A PEM CA certificate to trust for an `https` URL, besides the system's (for a server
+    /// with a private or self-signed certificate).
+    #[arg(long, env = "AEROGRID_CA_CERT")]
+    ca_cert: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -68,21 +73,32 @@ impl SnapshotCommand {
 }
 
 impl ServerArgs {
-    async fn connect(&self) -> anyhow::Result<GridServiceClient<tonic::transport::Channel>> {
+    pub(crate) async fn connect(
+        &self,
+    ) -> anyhow::Result<GridServiceClient<tonic::transport::Channel>> {
         let url = match &self.url {
             Some(url) => url.clone(),
             None => self.dev_data_file("url").context(
                 "no server URL: pass --url or set AEROGRID_URL (or run this where `aerogrid dev` runs)",
             )?,
         };
-        let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
             .with_context(|| format!("`{url}` is not a URL"))?;
+        if url.starts_with("https:") {
+            let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+            if let Some(path) = &self.ca_cert {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("cannot read `{}`", path.display()))?;
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            endpoint = endpoint.tls_config(tls).context("setting up TLS")?;
+        }
         let channel =
             endpoint.connect().await.with_context(|| format!("cannot connect to {url}"))?;
         Ok(GridServiceClient::new(channel))
     }
 
-    fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
+    pub(crate) fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
         let token = match &self.token {
             Some(token) => token.clone(),
             None => self
@@ -102,7 +118,7 @@ impl ServerArgs {
     }
 }
 
-fn parse_grid(text: &str) -> anyhow::Result<GridRef> {
+pub(crate) fn parse_grid(text: &str) -> anyhow::Result<GridRef> {
     match text.split('/').collect::<Vec<_>>()[..] {
         [team, app, grid] if !team.is_empty() && !app.is_empty() && !grid.is_empty() => {
             Ok(GridRef { team: team.into(), app: app.into(), grid: grid.into() })
@@ -112,11 +128,11 @@ fn parse_grid(text: &str) -> anyhow::Result<GridRef> {
 }
 
 /// A gRPC error as a one-line message with its code.
-fn describe(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn describe(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{} ({:?})", status.message(), status.code())
 }
 
-fn to_json(value: &Value) -> serde_json::Value {
+pub(crate) fn to_json(value: &Value) -> serde_json::Value {
     match &value.kind {
         None | Some(value::Kind::Null(_)) => serde_json::Value::Null,
         Some(value::Kind::Bool(boolean)) => (*boolean).into(),

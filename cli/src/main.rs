@@ -3,12 +3,14 @@
 //! - `aerogrid dev` runs everything on one machine, starting PostgreSQL and a broker if needed;
 //! - `aerogrid server` runs the backend (control plane, gateway, web frontend);
 //! - `aerogrid runtime` runs a runtime node;
-//! - `aerogrid snapshot` prints a grid, read through the gateway.
+//! - `aerogrid snapshot` prints a grid, read through the gateway;
+//! - `aerogrid watch` shows a grid live.
 
 mod data_files;
 mod dev;
 mod grids;
 mod services;
+mod watch;
 
 use std::{net::SocketAddr, process::ExitCode};
 
@@ -36,6 +38,9 @@ enum Command {
     Runtime(services::RuntimeCommand),
     /// Print a grid once as JSON: {"columns": [...], "rows": {"<key>": {"<column>": value}}}.
     Snapshot(grids::SnapshotCommand),
+    /// Show a grid live: a table in the terminal (changed cells highlighted), or one JSON line
+    /// per update when the output is not a terminal.
+    Watch(watch::WatchCommand),
     /// A connector process (started by runtime nodes, speaking their pipe protocol).
     #[command(hide = true)]
     Connector,
@@ -63,6 +68,7 @@ fn main() -> ExitCode {
             Command::Server(command) => command.run().await.map(|()| ExitCode::SUCCESS),
             Command::Runtime(command) => command.run().await.map(|()| ExitCode::SUCCESS),
             Command::Snapshot(command) => command.run().await.map(|()| ExitCode::SUCCESS),
+            Command::Watch(command) => command.run().await.map(|()| ExitCode::SUCCESS),
             Command::Connector => unreachable!("handled before the async runtime starts"),
         }
     });

@@ -312,4 +312,347 @@ async fn calls_without_the_right_credentials_or_names_are_refused_with_reasons()
         assert!(started.elapsed() < Duration::from_secs(60), "{message}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // Listing grids: refused without credentials; another team's token sees none of acme's.
+    let mut client = client(&stack.url).await;
+    let refused =
+        client.list_grids(aerogrid_proto::v1::ListGridsRequest::default()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let listed = client
+        .list_grids(authorized(
+            aerogrid_proto::v1::ListGridsRequest::default(),
+            "agt_globex-test-token",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.grids.is_empty(), "{listed:?}");
+}
+
+async fn client(url: &str) -> GridServiceClient<tonic::transport::Channel> {
+    let channel =
+        tonic::transport::Endpoint::from_shared(url.to_owned()).unwrap().connect().await.unwrap();
+    GridServiceClient::new(channel)
+}
+
+fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+fn product_sum() -> Option<GridRef> {
+    Some(GridRef { team: "acme".into(), app: "orders".into(), grid: "product_sum".into() })
+}
+
+/// Applies one message to `grid` (product -> units sold); returns whether it held changes.
+fn apply(grid: &mut BTreeMap<String, i64>, event: subscribe_response::Event) -> bool {
+    match event {
+        subscribe_response::Event::Changes(changes) => {
+            for row in changes.rows {
+                match row.change.unwrap() {
+                    row_change::Change::Updated(cells) => {
+                        grid.insert(row.key, int_of(&cells.values[0]));
+                    }
+                    row_change::Change::Deleted(_) => {
+                        grid.remove(&row.key);
+                    }
+                }
+            }
+            true
+        }
+        subscribe_response::Event::Snapshot(snapshot) => {
+            *grid =
+                snapshot.rows.iter().map(|row| (row.key.clone(), int_of(&row.values[0]))).collect();
+            false
+        }
+        subscribe_response::Event::Heartbeat(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscriber_with_a_rate_gets_conflated_changes_and_the_listing_shows_its_grid() {
+    let temp = tempfile::tempdir().unwrap();
+    let stack = DevStack::start(&temp.path().join("data"));
+    let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
+    let kafka = KafkaSettings::new(stack.file("broker"));
+    kafka.ensure_topic("orders", 1).await.unwrap();
+    support::produce_orders(&kafka, 0..100, 17).await;
+    support::create_running_app(&pool, SEED).await;
+    let token = stack.file("admin-token");
+    let mut client = client(&stack.url).await;
+
+    // Once the app has started, ListGrids shows its grid, live.
+    let started = Instant::now();
+    let listed = loop {
+        let listed = client
+            .list_grids(authorized(aerogrid_proto::v1::ListGridsRequest::default(), &token))
+            .await
+            .unwrap()
+            .into_inner();
+        if listed.grids.first().is_some_and(|grid| grid.live) {
+            break listed;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "never listed as live: {listed:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(listed.grids.len(), 1);
+    assert_eq!(listed.grids[0].grid, product_sum());
+    assert_eq!(listed.grids[0].columns, ["units_sold"]);
+    let other_team = client
+        .list_grids(authorized(
+            aerogrid_proto::v1::ListGridsRequest { team: "globex".into() },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(other_team.grids.is_empty(), "{other_team:?}");
+
+    // At most 2 updates a second: thousands of orders arrive as few messages, each row at most
+    // once per message, ending at the right totals.
+    let request =
+        SubscribeRequest { grid: product_sum(), max_updates_per_second: 2, ..Default::default() };
+    let mut stream = client.subscribe(authorized(request, &token)).await.unwrap().into_inner();
+    let mut grid = BTreeMap::new();
+    apply(&mut grid, stream.message().await.unwrap().unwrap().event.unwrap());
+    let producing = tokio::spawn({
+        let kafka = kafka.clone();
+        async move { support::produce_orders(&kafka, 100..5100, 17).await }
+    });
+    let mut first_change = None;
+    let mut messages_with_changes = 0;
+    while grid != expected_totals(0..5100) {
+        let message = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("a change or heartbeat")
+            .unwrap()
+            .unwrap();
+        let event = message.event.unwrap();
+        if let subscribe_response::Event::Changes(changes) = &event {
+            let keys: std::collections::HashSet<_> =
+                changes.rows.iter().map(|row| &row.key).collect();
+            assert_eq!(keys.len(), changes.rows.len(), "each row at most once per message");
+        }
+        if apply(&mut grid, event) {
+            first_change.get_or_insert_with(Instant::now);
+            messages_with_changes += 1;
+        }
+    }
+    producing.await.unwrap();
+    let elapsed = first_change.unwrap().elapsed().as_secs_f64();
+    // The first message comes at once, then one per half second at most.
+    assert!(
+        f64::from(messages_with_changes) <= 1.0 + elapsed * 2.0 + 1.0,
+        "{messages_with_changes} messages in {elapsed:.2} s"
+    );
+}
+
+/// A native subscriber's grid, kept current in the background.
+fn follow(
+    mut client: GridServiceClient<tonic::transport::Channel>,
+    token: String,
+) -> tokio::sync::watch::Receiver<BTreeMap<String, i64>> {
+    let (sender, receiver) = tokio::sync::watch::channel(BTreeMap::new());
+    tokio::spawn(async move {
+        let request = SubscribeRequest { grid: product_sum(), ..Default::default() };
+        let mut stream = client.subscribe(authorized(request, &token)).await.unwrap().into_inner();
+        let mut grid = BTreeMap::new();
+        while let Some(message) = stream.message().await.unwrap() {
+            apply(&mut grid, message.event.unwrap());
+            sender.send_replace(grid.clone());
+        }
+    });
+    receiver
+}
+
+async fn wait_for_totals(
+    grid: &mut tokio::sync::watch::Receiver<BTreeMap<String, i64>>,
+    totals: &BTreeMap<String, i64>,
+    what: &str,
+) {
+    let reached =
+        tokio::time::timeout(Duration::from_secs(60), grid.wait_for(|grid| grid == totals));
+    assert!(reached.await.is_ok(), "{what} never showed the totals: {:?}", *grid.borrow());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_servers_on_one_database_and_broker_serve_the_same_grid() {
+    let temp = tempfile::tempdir().unwrap();
+    let stack = DevStack::start(&temp.path().join("data"));
+    let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
+    let kafka = KafkaSettings::new(stack.file("broker"));
+    kafka.ensure_topic("orders", 1).await.unwrap();
+    support::produce_orders(&kafka, 0..1000, 17).await;
+    support::create_running_app(&pool, SEED).await;
+    let token = stack.file("admin-token");
+
+    // One server in cleartext that lets another origin's pages call it, one with TLS.
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_path = temp.path().join("cert.pem");
+    let key_path = temp.path().join("key.pem");
+    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
+    let plain = support::ServerProcess::start(
+        &stack,
+        "plain",
+        &["--cors-origin", "https://dashboard.example.com"],
+    );
+    let tls = support::ServerProcess::start(
+        &stack,
+        "tls",
+        &["--tls-cert", cert_path.to_str().unwrap(), "--tls-key", key_path.to_str().unwrap()],
+    );
+    let plain_url = format!("http://{}", plain.addr);
+    let tls_url = format!("https://localhost:{}", tls.port());
+    let tls_channel = tonic::transport::Endpoint::from_shared(tls_url.clone())
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(certified.cert.pem())),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_or_else(|error| panic!("TLS connection: {error:?}\n{}", tls.stderr()));
+
+    // Both serve the grid the runtime keeps: `aerogrid snapshot` over TLS too.
+    let mut plain_grid = follow(client(&plain_url).await, token.clone());
+    let mut tls_grid = follow(GridServiceClient::new(tls_channel.clone()), token.clone());
+    wait_for_totals(&mut plain_grid, &expected_totals(0..1000), "the cleartext server").await;
+    wait_for_totals(&mut tls_grid, &expected_totals(0..1000), "the TLS server").await;
+    let over_tls = std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
+        .args(["snapshot", "acme/orders/product_sum", "--url", &tls_url, "--token", &token])
+        .arg("--ca-cert")
+        .arg(&cert_path)
+        .output()
+        .unwrap();
+    assert_eq!(units_sold(&over_tls), expected_totals(0..1000));
+
+    // `aerogrid watch`, piped: a JSON line for the snapshot, then one per update.
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
+        .args(["watch", "acme/orders/product_sum", "--url", &plain_url, "--token", &token])
+        .args(["--rate", "0"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut watch_lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(watch.stdout.take().unwrap()));
+    let mut watched = BTreeMap::new();
+    let first: serde_json::Value = serde_json::from_str(
+        &tokio::time::timeout(Duration::from_secs(30), watch_lines.next_line())
+            .await
+            .expect("watch prints the snapshot")
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    for (key, row) in first["snapshot"]["rows"].as_object().expect("a snapshot line") {
+        watched.insert(key.clone(), row["units_sold"].as_i64().unwrap());
+    }
+    assert_eq!(watched, expected_totals(0..1000));
+
+    // Live changes reach both servers' subscribers and the watcher alike.
+    support::produce_orders(&kafka, 1000..1500, 17).await;
+    wait_for_totals(&mut plain_grid, &expected_totals(0..1500), "the cleartext server").await;
+    wait_for_totals(&mut tls_grid, &expected_totals(0..1500), "the TLS server").await;
+    while watched != expected_totals(0..1500) {
+        let line = tokio::time::timeout(Duration::from_secs(30), watch_lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("watch stopped at {watched:?}"))
+            .unwrap()
+            .unwrap();
+        let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+        for row in line["changes"]["rows"].as_array().expect("a changes line") {
+            watched.insert(
+                row["key"].as_str().unwrap().to_owned(),
+                row["values"][0].as_i64().unwrap(),
+            );
+        }
+    }
+
+    // gRPC health checking (over TLS) and reflection (for grpcurl and the like).
+    let mut health = tonic_health::pb::health_client::HealthClient::new(tls_channel);
+    for service in ["", "aerogrid.v1.GridService"] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    }
+    let channel = tonic::transport::Endpoint::from_shared(plain_url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut reflection =
+        tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let ask = |request| tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    use tonic_reflection::pb::v1::{
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut answers = reflection
+        .server_reflection_info(futures_stream([
+            ask(MessageRequest::ListServices(String::new())),
+            ask(MessageRequest::FileContainingSymbol("aerogrid.v1.GridService".into())),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(services)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("a service list")
+    };
+    let names: Vec<_> = services.service.iter().map(|service| service.name.as_str()).collect();
+    assert!(names.contains(&"aerogrid.v1.GridService"), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+    let Some(MessageResponse::FileDescriptorResponse(files)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("the file of GridService")
+    };
+    let file = prost_types_name(&files.file_descriptor_proto[0]);
+    assert_eq!(file, "aerogrid/v1/grid.proto");
+
+    // CORS: the configured origin may call the grid API from its pages; others may not.
+    let preflight = |origin: &'static str| {
+        support::http()
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{plain_url}/aerogrid.v1.GridService/Subscribe"),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type,x-grpc-web")
+            .send()
+    };
+    let allowed = preflight("https://dashboard.example.com").await.unwrap();
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://dashboard.example.com");
+    let other = preflight("https://evil.example.net").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none(), "{:?}", other.headers());
+    drop(watch);
+}
+
+/// A stream of the given messages, as a client-streaming call takes.
+fn futures_stream<T: Send + 'static>(
+    items: impl IntoIterator<Item = T>,
+) -> impl tonic::codegen::tokio_stream::Stream<Item = T> + Send + 'static {
+    tonic::codegen::tokio_stream::iter(items.into_iter().collect::<Vec<_>>())
+}
+
+/// The `name` field of an encoded `FileDescriptorProto` (field 1, a string).
+fn prost_types_name(encoded: &[u8]) -> String {
+    #[derive(prost::Message)]
+    struct FileName {
+        #[prost(string, tag = "1")]
+        name: String,
+    }
+    <FileName as prost::Message>::decode(encoded).unwrap().name
 }

@@ -5,6 +5,10 @@
 
 pub mod v1 {
     tonic::include_proto!("aerogrid.v1");
+
+    /// `aerogrid/v1/grid.proto` as an encoded `FileDescriptorSet`, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/aerogrid_v1_descriptor.bin"));
 }
 
 /// Internal protocols between the platform's own processes.

@@ -232,7 +232,8 @@ async fn run_once(
         tracing::debug!(%app_id, elapsed = ?started.elapsed(), "Start: input found.");
         Ok::<_, Error>(input)
     };
-    let ((writer, mut state, replayed), mut input) = tokio::try_join!(recovery, input)?;
+    let ((writer, mut state, replayed), mut input, ()) =
+        tokio::try_join!(recovery, input, db::set_grids(&context.db, app_id, &columns))?;
     state.reshape(&columns);
     restore(&mut connector, &state).await?;
     input.assign(&state.offsets)?;

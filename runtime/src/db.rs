@@ -1,5 +1,7 @@
 //! All SQL of the runtime node.
 
+use std::collections::HashMap;
+
 use uuid::Uuid;
 
 use crate::Result;
@@ -117,6 +119,30 @@ pub(crate) async fn set_snapshot_offset(
     )
     .execute(db)
     .await?;
+    Ok(())
+}
+
+/// Records the grids the app's loaded version publishes, replacing those of earlier versions.
+pub(crate) async fn set_grids(
+    db: &sqlx::PgPool,
+    app_id: Uuid,
+    grids: &HashMap<String, Vec<String>>,
+) -> Result<()> {
+    let mut transaction = db.begin().await?;
+    sqlx::query!("DELETE FROM app_grids WHERE app_id = $1", app_id)
+        .execute(&mut *transaction)
+        .await?;
+    for (grid, columns) in grids {
+        sqlx::query!(
+            "INSERT INTO app_grids (app_id, grid, columns) VALUES ($1, $2, $3)",
+            app_id,
+            grid,
+            columns,
+        )
+        .execute(&mut *transaction)
+        .await?;
+    }
+    transaction.commit().await?;
     Ok(())
 }
 

@@ -70,3 +70,52 @@ pub async fn desired_state(db: &sqlx::PgPool, app_id: Uuid) -> Result<Option<Str
         .await?;
     Ok(state)
 }
+
+/// A grid as `ListGrids` describes it.
+pub struct GridListing {
+    pub team: String,
+    pub app: String,
+    pub grid: String,
+    pub columns: Vec<String>,
+    pub live: bool,
+}
+
+/// The grids of the apps `user` may read: of `only_team` when set (a token limited to one team),
+/// of every team for admins, else of the user's teams; of the team named `team` unless empty.
+pub async fn readable_grids(
+    db: &sqlx::PgPool,
+    user: &User,
+    only_team: Option<Uuid>,
+    team: &str,
+) -> Result<Vec<GridListing>> {
+    let rows = sqlx::query!(
+        r#"SELECT teams.name AS team, apps.name AS app, app_grids.grid, app_grids.columns,
+                  (apps.desired_state = 'running' AND app_status.state IS NOT DISTINCT FROM 'running') AS "live!"
+           FROM app_grids
+           JOIN apps ON apps.id = app_grids.app_id
+           JOIN teams ON teams.id = apps.team_id
+           LEFT JOIN app_status ON app_status.app_id = apps.id
+           WHERE ($1::uuid IS NULL OR apps.team_id = $1)
+             AND ($2 OR EXISTS (SELECT 1 FROM team_members
+                                WHERE team_members.team_id = apps.team_id AND team_members.user_id = $3))
+             AND ($4 = '' OR teams.name = $4)
+           ORDER BY teams.name, apps.name, app_grids.grid"#,
+        only_team,
+        // Like `authorize`: a team token reads its team; an admin's session reads all.
+        user.is_admin || only_team.is_some(),
+        user.id,
+        team,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| GridListing {
+            team: row.team,
+            app: row.app,
+            grid: row.grid,
+            columns: row.columns,
+            live: row.live,
+        })
+        .collect())
+}

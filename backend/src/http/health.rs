@@ -35,6 +35,18 @@ impl Probe {
 
 /// `GET /healthz`: 200 when the database and the broker both answer, 503 otherwise.
 pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let health = check(&state).await;
+    let status =
+        if health.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(health))
+}
+
+/// Whether the database and the broker both answer (the gRPC health service's view).
+pub(crate) async fn is_healthy(state: &AppState) -> bool {
+    check(state).await.status == "ok"
+}
+
+async fn check(state: &AppState) -> Health {
     let database = async {
         let started = Instant::now();
         let result = match tokio::time::timeout(PROBE_TIMEOUT, db::ping(state.db())).await {
@@ -50,6 +62,5 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<
     };
     let (database, broker) = tokio::join!(database, broker);
     let healthy = database.ok && broker.ok;
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(Health { status: if healthy { "ok" } else { "degraded" }, database, broker }))
+    Health { status: if healthy { "ok" } else { "degraded" }, database, broker }
 }

@@ -8,6 +8,7 @@ use axum::{Router, http::StatusCode, routing::get};
 use tower_http::trace::TraceLayer;
 
 pub(crate) use auth::{bearer_token, session_cookie};
+pub(crate) use health::is_healthy;
 
 use crate::{AppState, error::problem};
 
@@ -19,7 +20,7 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .nest("/api/v1", api)
-        .route_service("/aerogrid.v1.GridService/{*method}", crate::gateway::service(state.clone()))
+        .merge(crate::gateway::router(&state))
         .fallback_service(web::service(&state))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

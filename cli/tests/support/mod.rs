@@ -324,3 +324,69 @@ pub(crate) async fn produce_orders(
     .await
     .unwrap();
 }
+
+/// A running `aerogrid server` (control plane and gateway only), killed on drop.
+pub(crate) struct ServerProcess {
+    child: Child,
+    stderr_path: PathBuf,
+    /// `host:port` it listens on.
+    pub(crate) addr: String,
+}
+
+impl ServerProcess {
+    /// Starts `aerogrid server` on a free port with `args`, against the database and broker of
+    /// `stack`, and waits until it listens.
+    pub(crate) fn start(stack: &DevStack, name: &str, args: &[&str]) -> Self {
+        let stderr_path = stack.output_dir.join(format!("{name}.stderr"));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_aerogrid"));
+        command
+            .args(["server", "--addr", "127.0.0.1:0"])
+            .args(args)
+            .env("DATABASE_URL", stack.file("database-url"))
+            .env("KAFKA_BROKERS", stack.file("broker"))
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        stop_with_test_runner(&mut command);
+        let mut child = command.spawn().expect("start aerogrid server");
+        let started = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            let addr = log
+                .lines()
+                .find(|line| line.contains("Serving."))
+                .and_then(|line| line.split("addr=").nth(1))
+                .map(|rest| rest.split_whitespace().next().unwrap_or_default().to_owned());
+            if let Some(addr) = addr {
+                return Self { child, stderr_path, addr };
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("aerogrid server exited ({status}) before it listened:\n{log}");
+            }
+            assert!(started.elapsed() < READY_TIMEOUT, "aerogrid server did not listen:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn port(&self) -> &str {
+        self.addr.rsplit(':').next().unwrap_or_default()
+    }
+
+    pub(crate) fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,453 @@
+//! Grid gateway latency and fan-out, printed (not a timed test).
+//!
+//! The seed program runs on `aerogrid dev` (memory broker); a separate `aerogrid server` on the
+//! same database and broker is the gateway under measurement, so its CPU and memory are its own.
+//! Orders are produced at a steady rate; every order's send time is kept under the total it
+//! makes for its product, so a subscriber that sees `units_sold` reach that total knows how long
+//! the order took to get to it: producer -> broker -> runtime -> changelog -> gateway -> client.
+//!
+//! Figures, in one run:
+//! - a bare rdkafka consumer of the orders topic: produce-to-consume latency (the broker's share);
+//! - one native subscriber alone: p50/p99;
+//! - 1,000 native subscribers on the grid: p50/p99 over all, server CPU and memory;
+//! - 10,000 idle subscribers: server memory per subscriber;
+//! - one gRPC-web subscriber during a burst: cell updates/s.
+//!
+//! `cargo bench -p aerogrid-cli --bench gateway_fanout` (RATE=orders/s, SECONDS per phase,
+//! SUBSCRIBERS, IDLE_SUBSCRIBERS to change the defaults 1000, 10, 1000, 10000).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aerogrid_kafka::KafkaSettings;
+use aerogrid_proto::v1::{
+    GridRef, SubscribeRequest, SubscribeResponse, grid_service_client::GridServiceClient,
+    row_change, subscribe_response, value,
+};
+use rdkafka::{
+    Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+    producer::{BaseProducer, BaseRecord, Producer},
+};
+use support::{DevStack, ServerProcess};
+use tonic::transport::Channel;
+
+const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
+const PRODUCTS: u64 = 17;
+/// Streams per HTTP/2 connection (servers allow 100 or more at once by default).
+const STREAMS_PER_CONNECTION: usize = 100;
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|text| text.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    raise_open_files_limit();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(run());
+}
+
+/// When each order was sent, by order number and by the total it makes for its product.
+#[derive(Default)]
+struct Sent {
+    by_order: HashMap<u64, Instant>,
+    by_total: HashMap<(String, i64), Instant>,
+}
+
+/// Produces orders at a steady rate from a thread; orders are numbered on from `next`.
+struct OrderFeed {
+    kafka: KafkaSettings,
+    sent: Arc<Mutex<Sent>>,
+    next: u64,
+    totals: HashMap<String, i64>,
+}
+
+impl OrderFeed {
+    /// Produces `rate` orders a second for `seconds`, each sent on its own (no batching wait).
+    fn produce(&mut self, rate: u64, seconds: u64) {
+        let producer: BaseProducer =
+            self.kafka.client_config().set("linger.ms", "0").create().unwrap();
+        let started = Instant::now();
+        let count = rate * seconds;
+        for index in 0..count {
+            let due = started + Duration::from_secs_f64(index as f64 / rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let n = self.next;
+            self.next += 1;
+            let product = format!("p{}", n % PRODUCTS);
+            let quantity = (n % 5 + 1) as i64;
+            let total = self.totals.entry(product.clone()).or_insert(0);
+            *total += quantity;
+            let payload = format!(r#"{{"product": "{product}", "quantity": {quantity}}}"#);
+            let key = format!("order-{n}");
+            let now = Instant::now();
+            {
+                let mut sent = self.sent.lock().unwrap();
+                sent.by_order.insert(n, now);
+                sent.by_total.insert((product, *total), now);
+            }
+            producer.send(BaseRecord::to("orders").key(&key).payload(&payload)).unwrap();
+            producer.poll(Duration::ZERO);
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    }
+}
+
+async fn run() {
+    let rate = setting("RATE", 1000);
+    let seconds = setting("SECONDS", 10);
+    let subscribers = setting("SUBSCRIBERS", 1000) as usize;
+    let idle_subscribers = setting("IDLE_SUBSCRIBERS", 10_000) as usize;
+
+    let temp = tempfile::tempdir().unwrap();
+    let stack =
+        DevStack::start_with_args(&temp.path().join("data"), &["--broker-storage", "memory"]);
+    let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
+    let kafka = KafkaSettings::new(stack.file("broker"));
+    kafka.ensure_topic("orders", 1).await.unwrap();
+    support::create_running_app(&pool, SEED).await;
+    let server = ServerProcess::start(&stack, "gateway", &[]);
+    let url = format!("http://{}", server.addr);
+    let token = stack.file("admin-token");
+    println!("seed app on a memory broker; {rate} orders/s, {seconds} s per phase; 2 cores");
+
+    let sent = Arc::new(Mutex::new(Sent::default()));
+    let mut feed =
+        OrderFeed { kafka: kafka.clone(), sent: sent.clone(), next: 0, totals: HashMap::new() };
+    // Every product once, so the grid has its rows before anyone measures.
+    feed = produce(feed, PRODUCTS, 1).await;
+    let channels = connect(&url, 1).await;
+    wait_for_rows(&channels[0], &token, PRODUCTS as usize).await;
+
+    // The broker's own share, and one subscriber alone, measured in the same phase.
+    let stop = Arc::new(AtomicBool::new(false));
+    let bare = {
+        let (kafka, sent, stop, from) = (kafka.clone(), sent.clone(), stop.clone(), feed.next);
+        std::thread::spawn(move || bare_consumer(&kafka, from, &sent, &stop))
+    };
+    let alone = subscribe_all(&channels, 1, &token, &sent, &stop).await;
+    feed = produce(feed, rate, seconds).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let bare = summarize(bare.join().unwrap());
+    let alone = summarize(collect(alone).await);
+    println!("bare rdkafka consumer, produce to consume:  {bare}");
+    println!("one native subscriber, produce to update:   {alone}");
+
+    // Many subscribers at once.
+    let channels = connect(&url, subscribers.div_ceil(STREAMS_PER_CONNECTION)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let many = subscribe_all(&channels, subscribers, &token, &sent, &stop).await;
+    let cpu_before = cpu_seconds(server.pid());
+    let wall = Instant::now();
+    feed = produce(feed, rate, seconds).await;
+    let cpu = (cpu_seconds(server.pid()) - cpu_before) / wall.elapsed().as_secs_f64();
+    let rss = rss_kib(server.pid());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let many = summarize(collect(many).await);
+    println!("{subscribers} native subscribers, produce to update: {many}");
+    println!("  server CPU {:.0}% of one core, RSS {:.1} MiB", cpu * 100.0, rss as f64 / 1024.0);
+    drop(channels);
+
+    idle_memory(&server, &url, &token, idle_subscribers).await;
+    grpc_web_updates(&url, &token, feed).await;
+}
+
+/// Runs the blocking producer on a thread and gives the feed back.
+async fn produce(mut feed: OrderFeed, rate: u64, seconds: u64) -> OrderFeed {
+    tokio::task::spawn_blocking(move || {
+        feed.produce(rate, seconds);
+        feed
+    })
+    .await
+    .unwrap()
+}
+
+async fn connect(url: &str, count: usize) -> Vec<GridServiceClient<Channel>> {
+    let mut channels = Vec::new();
+    for _ in 0..count {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        channels.push(GridServiceClient::new(channel));
+    }
+    channels
+}
+
+fn request(token: &str) -> tonic::Request<SubscribeRequest> {
+    let mut request = tonic::Request::new(SubscribeRequest {
+        grid: Some(GridRef {
+            team: "acme".into(),
+            app: "orders".into(),
+            grid: "product_sum".into(),
+        }),
+        ..Default::default()
+    });
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+async fn wait_for_rows(client: &GridServiceClient<Channel>, token: &str, rows: usize) {
+    let started = Instant::now();
+    loop {
+        let mut stream = client.clone().subscribe(request(token)).await.unwrap().into_inner();
+        if let Some(SubscribeResponse {
+            event: Some(subscribe_response::Event::Snapshot(snapshot)),
+        }) = stream.message().await.unwrap()
+            && snapshot.rows.len() >= rows
+        {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "the grid never got {rows} rows");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+type Subscribers = Vec<tokio::task::JoinHandle<Vec<Duration>>>;
+
+/// `count` subscribers spread over `channels`, each measuring produce-to-update latency until
+/// `stop`; returns once all have their snapshot.
+async fn subscribe_all(
+    channels: &[GridServiceClient<Channel>],
+    count: usize,
+    token: &str,
+    sent: &Arc<Mutex<Sent>>,
+    stop: &Arc<AtomicBool>,
+) -> Subscribers {
+    let mut tasks = Vec::new();
+    let mut ready = Vec::new();
+    for index in 0..count {
+        let mut client = channels[index % channels.len()].clone();
+        let (sent, stop, token) = (sent.clone(), stop.clone(), token.to_owned());
+        let (ready_sender, ready_receiver) = tokio::sync::oneshot::channel();
+        ready.push(ready_receiver);
+        tasks.push(tokio::spawn(async move {
+            let mut stream = client.subscribe(request(&token)).await.unwrap().into_inner();
+            let _snapshot = stream.message().await.unwrap();
+            let _ = ready_sender.send(());
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(message) =
+                    tokio::time::timeout(Duration::from_millis(200), stream.message()).await
+                else {
+                    continue;
+                };
+                let Some(message) = message.unwrap() else { break };
+                let received = Instant::now();
+                let Some(subscribe_response::Event::Changes(changes)) = message.event else {
+                    continue;
+                };
+                let sent = sent.lock().unwrap();
+                for row in changes.rows {
+                    let Some(row_change::Change::Updated(cells)) = row.change else { continue };
+                    let Some(value::Kind::Int(total)) = cells.values[0].kind else { continue };
+                    if let Some(at) = sent.by_total.get(&(row.key, total)) {
+                        latencies.push(received.duration_since(*at));
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    for receiver in ready {
+        receiver.await.unwrap();
+    }
+    tasks
+}
+
+async fn collect(tasks: Subscribers) -> Vec<Duration> {
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all
+}
+
+/// Consumes the orders topic from order `from` on, timing each order's arrival.
+fn bare_consumer(
+    kafka: &KafkaSettings,
+    from: u64,
+    sent: &Mutex<Sent>,
+    stop: &AtomicBool,
+) -> Vec<Duration> {
+    let consumer: BaseConsumer = kafka
+        .consumer_config()
+        .set("group.id", "bench-bare")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset("orders", 0, Offset::Offset(from as i64)).unwrap();
+    consumer.assign(&assignment).unwrap();
+    let mut latencies = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let received = Instant::now();
+        let order = message
+            .key()
+            .and_then(|key| std::str::from_utf8(key).ok())
+            .and_then(|key| key.strip_prefix("order-"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(at) = order.and_then(|n| sent.lock().unwrap().by_order.get(&n).copied()) {
+            latencies.push(received.duration_since(at));
+        }
+    }
+    latencies
+}
+
+fn summarize(mut latencies: Vec<Duration>) -> String {
+    if latencies.is_empty() {
+        return "no samples".into();
+    }
+    latencies.sort();
+    let at = |quantile: f64| {
+        let index = ((latencies.len() - 1) as f64 * quantile).round() as usize;
+        latencies[index].as_secs_f64() * 1e3
+    };
+    format!(
+        "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples)",
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        latencies.len()
+    )
+}
+
+/// Server memory per subscriber: `count` idle subscribers (the grid does not change).
+async fn idle_memory(server: &ServerProcess, url: &str, token: &str, count: usize) {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_kib(server.pid());
+    let channels = connect(url, count.div_ceil(STREAMS_PER_CONNECTION)).await;
+    let sent = Arc::new(Mutex::new(Sent::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let idle = subscribe_all(&channels, count, token, &sent, &stop).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(server.pid());
+    let per_subscriber = (after.saturating_sub(before)) as f64 * 1024.0 / count as f64;
+    println!(
+        "{count} idle subscribers: server RSS {:.1} -> {:.1} MiB, {:.1} KiB per subscriber (connections included, {} streams each)",
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        per_subscriber / 1024.0,
+        STREAMS_PER_CONNECTION
+    );
+    stop.store(true, Ordering::Relaxed);
+    collect(idle).await;
+}
+
+/// One gRPC-web subscriber (HTTP/1.1, as browsers and Excel call) while a burst of orders for
+/// 1,000 products goes through: cell updates received per second.
+async fn grpc_web_updates(url: &str, token: &str, feed: OrderFeed) {
+    use prost::Message as _;
+    let body = {
+        let request = SubscribeRequest {
+            grid: Some(GridRef {
+                team: "acme".into(),
+                app: "orders".into(),
+                grid: "product_sum".into(),
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let mut body = vec![0u8];
+        body.extend_from_slice(&u32::try_from(request.len()).unwrap().to_be_bytes());
+        body.extend_from_slice(&request);
+        body
+    };
+    let mut response = support::http()
+        .post(format!("{url}/aerogrid.v1.GridService/Subscribe"))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .header("authorization", format!("Bearer {token}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let burst = 50_000u64;
+    let first_order = feed.next;
+    let kafka = feed.kafka.clone();
+    let producing = tokio::spawn(async move {
+        support::produce_orders(&kafka, first_order..first_order + burst, 1000).await;
+    });
+    let mut buffer = Vec::new();
+    let (mut updates, mut messages) = (0u64, 0u64);
+    let mut first: Option<Instant> = None;
+    let mut last = Instant::now();
+    loop {
+        let chunk = match tokio::time::timeout(Duration::from_secs(3), response.chunk()).await {
+            Ok(chunk) => chunk.unwrap().expect("the stream goes on"),
+            // Quiet for 3 s: the burst is through.
+            Err(_) => break,
+        };
+        buffer.extend_from_slice(&chunk);
+        while buffer.len() >= 5 {
+            let length = u32::from_be_bytes(buffer[1..5].try_into().unwrap()) as usize;
+            if buffer.len() < 5 + length {
+                break;
+            }
+            let message = SubscribeResponse::decode(&buffer[5..5 + length]).unwrap();
+            buffer.drain(..5 + length);
+            if let Some(subscribe_response::Event::Changes(changes)) = message.event {
+                first.get_or_insert_with(Instant::now);
+                last = Instant::now();
+                messages += 1;
+                updates += changes.rows.len() as u64;
+            }
+        }
+    }
+    producing.await.unwrap();
+    let seconds = first.map_or(0.0, |first| last.duration_since(first).as_secs_f64());
+    println!(
+        "one gRPC-web subscriber, {burst}-order burst over 1,000 products: {:.0} cell updates/s, {:.0} messages/s ({updates} updates in {seconds:.1} s)",
+        updates as f64 / seconds,
+        messages as f64 / seconds
+    );
+}
+
+/// User plus system CPU time of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command's closing parenthesis; utime and stime are the 14th and 15th.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    #[allow(unsafe_code, reason = "sysconf has no safe wrapper in std")]
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks as f64 / per_second
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// 10,000 subscribers need more than the usual 1,024 descriptors on the client side.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    #[allow(unsafe_code, reason = "getrlimit/setrlimit have no safe wrapper in std")]
+    // SAFETY: both calls read or write one `rlimit` we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
