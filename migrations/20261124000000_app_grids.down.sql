@@ -1,1 +1,2 @@
+DROP TABLE grid_shares;
 DROP TABLE app_grids;

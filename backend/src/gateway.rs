@@ -181,7 +181,7 @@ impl GridService for GridGateway {
             .grid
             .clone()
             .ok_or_else(|| Status::invalid_argument("name the grid: team, app and grid"))?;
-        let app = self.authorize(&caller, &grid_ref.team, &grid_ref.app).await?;
+        let app = self.authorize(&caller, &grid_ref).await?;
         let feed = self.feed(app.app_id).await?;
         let view = GridView::new(&request);
         let (snapshot, changes) = feed.subscribe(&grid_ref.grid, &view).map_err(|known| {
@@ -274,21 +274,20 @@ impl GridGateway {
     async fn authorize(
         &self,
         caller: &Caller,
-        team: &str,
-        app: &str,
+        grid: &aerogrid_proto::v1::GridRef,
     ) -> Result<grids::AppRef, Status> {
         let db = self.state.db();
+        let (team, app) = (&grid.team, &grid.app);
         let found = grids::find_app(db, team, app)
             .await
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("there is no app `{team}/{app}`")))?;
-        let allowed = if let Some(token_team) = caller.token_team {
-            token_team == found.team_id
-        } else {
-            caller.user.is_admin
-                || grids::is_member(db, found.team_id, caller.user.id).await.map_err(internal)?
-        };
-        if !allowed {
+        let admin = caller.user.is_admin && caller.token_team.is_none();
+        if !admin
+            && !grids::may_read(db, found, &grid.grid, caller.user.id, caller.token_team)
+                .await
+                .map_err(internal)?
+        {
             return Err(Status::permission_denied(format!(
                 "`{}` may not read the grids of team `{team}`",
                 caller.user.name

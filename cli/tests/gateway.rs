@@ -327,6 +327,28 @@ async fn calls_without_the_right_credentials_or_names_are_refused_with_reasons()
         .unwrap()
         .into_inner();
     assert!(listed.grids.is_empty(), "{listed:?}");
+
+    // Shared read-only with globex (the customer case): its token reads the grid and lists it.
+    sqlx::query(
+        "INSERT INTO grid_shares (app_id, grid, team_id)
+         SELECT apps.id, 'product_sum', teams.id FROM apps, teams
+         WHERE apps.name = 'orders' AND teams.name = 'globex'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let shared = snapshot(&stack, "acme/orders/product_sum", "agt_globex-test-token");
+    assert_eq!(units_sold(&shared), expected_totals(0..10));
+    let listed = client
+        .list_grids(authorized(
+            aerogrid_proto::v1::ListGridsRequest::default(),
+            "agt_globex-test-token",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.grids.len(), 1, "{listed:?}");
+    assert_eq!(listed.grids[0].grid, product_sum());
 }
 
 async fn client(url: &str) -> GridServiceClient<tonic::transport::Channel> {

@@ -41,15 +41,39 @@ pub async fn find_app(db: &sqlx::PgPool, team: &str, app: &str) -> Result<Option
     Ok(row.map(|row| AppRef { app_id: row.app_id, team_id: row.team_id }))
 }
 
-pub async fn is_member(db: &sqlx::PgPool, team_id: Uuid, user_id: Uuid) -> Result<bool> {
-    let found = sqlx::query_scalar!(
-        "SELECT EXISTS (SELECT 1 FROM team_members WHERE team_id = $1 AND user_id = $2)",
-        team_id,
+/// Whether a caller may read `grid` of `app`: as a member of the owning team or of a team the
+/// grid is shared with; with a token limited to a team, as that team. Admins are decided by the
+/// caller.
+pub async fn may_read(
+    db: &sqlx::PgPool,
+    app: AppRef,
+    grid: &str,
+    user_id: Uuid,
+    token_team: Option<Uuid>,
+) -> Result<bool> {
+    let allowed = sqlx::query_scalar!(
+        r#"SELECT (
+               CASE WHEN $3::uuid IS NULL
+                    THEN EXISTS (SELECT 1 FROM team_members WHERE team_id = $2 AND user_id = $4)
+                    ELSE $3 = $2 END
+               OR EXISTS (
+                   SELECT 1 FROM grid_shares
+                   WHERE app_id = $1 AND grid = $5
+                     AND CASE WHEN $3::uuid IS NULL
+                              THEN EXISTS (SELECT 1 FROM team_members
+                                           WHERE team_members.team_id = grid_shares.team_id
+                                             AND team_members.user_id = $4)
+                              ELSE grid_shares.team_id = $3 END)
+           ) AS "allowed!""#,
+        app.app_id,
+        app.team_id,
+        token_team,
         user_id,
+        grid,
     )
     .fetch_one(db)
     .await?;
-    Ok(found.unwrap_or(false))
+    Ok(allowed)
 }
 
 /// Where the app's changelog's newest complete snapshot starts (0 when it has none).
@@ -80,12 +104,12 @@ pub struct GridListing {
     pub live: bool,
 }
 
-/// The grids of the apps `user` may read: of `only_team` when set (a token limited to one team),
-/// of every team for admins, else of the user's teams; of the team named `team` unless empty.
+/// The grids `user` may read (see [`may_read`]; admins' sessions read all), of the team named
+/// `team` unless it is empty.
 pub async fn readable_grids(
     db: &sqlx::PgPool,
     user: &User,
-    only_team: Option<Uuid>,
+    token_team: Option<Uuid>,
     team: &str,
 ) -> Result<Vec<GridListing>> {
     let rows = sqlx::query!(
@@ -95,14 +119,24 @@ pub async fn readable_grids(
            JOIN apps ON apps.id = app_grids.app_id
            JOIN teams ON teams.id = apps.team_id
            LEFT JOIN app_status ON app_status.app_id = apps.id
-           WHERE ($1::uuid IS NULL OR apps.team_id = $1)
-             AND ($2 OR EXISTS (SELECT 1 FROM team_members
-                                WHERE team_members.team_id = apps.team_id AND team_members.user_id = $3))
+           WHERE ($2
+                  OR CASE WHEN $1::uuid IS NULL
+                          THEN EXISTS (SELECT 1 FROM team_members
+                                       WHERE team_members.team_id = apps.team_id
+                                         AND team_members.user_id = $3)
+                          ELSE apps.team_id = $1 END
+                  OR EXISTS (
+                      SELECT 1 FROM grid_shares
+                      WHERE grid_shares.app_id = apps.id AND grid_shares.grid = app_grids.grid
+                        AND CASE WHEN $1::uuid IS NULL
+                                 THEN EXISTS (SELECT 1 FROM team_members
+                                              WHERE team_members.team_id = grid_shares.team_id
+                                                AND team_members.user_id = $3)
+                                 ELSE grid_shares.team_id = $1 END))
              AND ($4 = '' OR teams.name = $4)
            ORDER BY teams.name, apps.name, app_grids.grid"#,
-        only_team,
-        // Like `authorize`: a team token reads its team; an admin's session reads all.
-        user.is_admin || only_team.is_some(),
+        token_team,
+        user.is_admin && token_team.is_none(),
         user.id,
         team,
     )
