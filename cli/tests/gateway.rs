@@ -431,20 +431,27 @@ async fn a_subscriber_with_a_rate_gets_conflated_changes_and_the_listing_shows_i
         .into_inner();
     assert!(other_team.grids.is_empty(), "{other_team:?}");
 
-    // At most 2 updates a second: thousands of orders arrive as few messages, each row at most
+    // At most 2 updates a second: many small changes arrive as few messages, each row at most
     // once per message, ending at the right totals.
     let request =
         SubscribeRequest { grid: product_sum(), max_updates_per_second: 2, ..Default::default() };
     let mut stream = client.subscribe(authorized(request, &token)).await.unwrap().into_inner();
     let mut grid = BTreeMap::new();
     apply(&mut grid, stream.message().await.unwrap().unwrap().event.unwrap());
+    // Small steps over about 3 s: without a rate, each would be its own message.
     let producing = tokio::spawn({
         let kafka = kafka.clone();
-        async move { support::produce_orders(&kafka, 100..5100, 17).await }
+        async move {
+            for step in 0..60 {
+                let first = 100 + step * 50;
+                support::produce_orders(&kafka, first..first + 50, 17).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     });
     let mut first_change = None;
     let mut messages_with_changes = 0;
-    while grid != expected_totals(0..5100) {
+    while grid != expected_totals(0..3100) {
         let message = tokio::time::timeout(Duration::from_secs(30), stream.message())
             .await
             .expect("a change or heartbeat")
