@@ -13,7 +13,7 @@
 //! - 10,000 idle subscribers: server memory per subscriber;
 //! - one gRPC-web subscriber during a burst: cell updates/s.
 //!
-//! `cargo bench -p aerogrid-cli --bench gateway_fanout` (RATE=orders/s, SECONDS per phase,
+//! `cargo bench -p aerogrid-cli --bench gateway_fanout` (RATE=orders/s, PHASE_SECONDS,
 //! SUBSCRIBERS, IDLE_SUBSCRIBERS to change the defaults 1000, 10, 1000, 10000).
 
 #[path = "../tests/support/mod.rs"]
@@ -106,7 +106,7 @@ impl OrderFeed {
 
 async fn run() {
     let rate = setting("RATE", 1000);
-    let seconds = setting("SECONDS", 10);
+    let seconds = setting("PHASE_SECONDS", 10);
     let subscribers = setting("SUBSCRIBERS", 1000) as usize;
     let idle_subscribers = setting("IDLE_SUBSCRIBERS", 10_000) as usize;
 
@@ -383,6 +383,7 @@ async fn grpc_web_updates(url: &str, token: &str, feed: OrderFeed) {
     let producing = tokio::spawn(async move {
         support::produce_orders(&kafka, first_order..first_order + burst, 1000).await;
     });
+    let started = Instant::now();
     let mut buffer = Vec::new();
     let (mut updates, mut messages) = (0u64, 0u64);
     let mut first: Option<Instant> = None;
@@ -390,8 +391,9 @@ async fn grpc_web_updates(url: &str, token: &str, feed: OrderFeed) {
     loop {
         let chunk = match tokio::time::timeout(Duration::from_secs(3), response.chunk()).await {
             Ok(chunk) => chunk.unwrap().expect("the stream goes on"),
-            // Quiet for 3 s: the burst is through.
-            Err(_) => break,
+            // Quiet for 3 s once all is produced: the burst is through.
+            Err(_) if producing.is_finished() => break,
+            Err(_) => continue,
         };
         buffer.extend_from_slice(&chunk);
         while buffer.len() >= 5 {
@@ -410,6 +412,10 @@ async fn grpc_web_updates(url: &str, token: &str, feed: OrderFeed) {
         }
     }
     producing.await.unwrap();
+    println!(
+        "  (first change {:.1} s after the burst began)",
+        first.map_or(0.0, |first| first.duration_since(started).as_secs_f64())
+    );
     let seconds = first.map_or(0.0, |first| last.duration_since(first).as_secs_f64());
     println!(
         "one gRPC-web subscriber, {burst}-order burst over 1,000 products: {:.0} cell updates/s, {:.0} messages/s ({updates} updates in {seconds:.1} s)",
