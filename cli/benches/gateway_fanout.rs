@@ -72,10 +72,16 @@ struct OrderFeed {
 }
 
 impl OrderFeed {
-    /// Produces `rate` orders a second for `seconds`, each sent on its own (no batching wait).
+    /// Produces `rate` orders a second for `seconds` (batched for up to 5 ms, as producers do:
+    /// one request per order would keep the dev broker busy with requests alone).
+    /// Orders of a warm-up are not timed.
     fn produce(&mut self, rate: u64, seconds: u64) {
+        self.produce_timed(rate, seconds, true);
+    }
+
+    fn produce_timed(&mut self, rate: u64, seconds: u64, timed: bool) {
         let producer: BaseProducer =
-            self.kafka.client_config().set("linger.ms", "0").create().unwrap();
+            self.kafka.client_config().set("linger.ms", "5").create().unwrap();
         let started = Instant::now();
         let count = rate * seconds;
         for index in 0..count {
@@ -92,7 +98,7 @@ impl OrderFeed {
             let payload = format!(r#"{{"product": "{product}", "quantity": {quantity}}}"#);
             let key = format!("order-{n}");
             let now = Instant::now();
-            {
+            if timed {
                 let mut sent = self.sent.lock().unwrap();
                 sent.by_order.insert(n, now);
                 sent.by_total.insert((product, *total), now);
@@ -114,13 +120,21 @@ async fn run() {
     let stack =
         DevStack::start_with_args(&temp.path().join("data"), &["--broker-storage", "memory"]);
     let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
-    let kafka = KafkaSettings::new(stack.file("broker"));
+    // The settings `aerogrid dev` gives its own broker, for the bare consumer and the server.
+    let kafka = KafkaSettings::new(stack.file("broker")).tuned_for_tansu();
+    let fetch_wait = kafka.consumer_config().get("fetch.wait.max.ms").unwrap().to_owned();
     kafka.ensure_topic("orders", 1).await.unwrap();
     support::create_running_app(&pool, SEED).await;
-    let server = ServerProcess::start(&stack, "gateway", &[]);
+    let server = ServerProcess::start(
+        &stack,
+        "gateway",
+        &["--kafka-option", &format!("fetch.wait.max.ms={fetch_wait}")],
+    );
     let url = format!("http://{}", server.addr);
     let token = stack.file("admin-token");
-    println!("seed app on a memory broker; {rate} orders/s, {seconds} s per phase; 2 cores");
+    println!(
+        "seed app on a memory broker (fetch.wait.max.ms={fetch_wait}); {rate} orders/s, {seconds} s per phase"
+    );
 
     let sent = Arc::new(Mutex::new(Sent::default()));
     let mut feed =
@@ -130,19 +144,25 @@ async fn run() {
     let channels = connect(&url, 1).await;
     wait_for_rows(&channels[0], &token, PRODUCTS as usize).await;
 
-    // The broker's own share, and one subscriber alone, measured in the same phase.
-    let stop = Arc::new(AtomicBool::new(false));
+    // The broker's own share (measured through every phase), and one subscriber alone.
+    let bare_stop = Arc::new(AtomicBool::new(false));
     let bare = {
-        let (kafka, sent, stop, from) = (kafka.clone(), sent.clone(), stop.clone(), feed.next);
+        let (kafka, sent, stop, from) = (kafka.clone(), sent.clone(), bare_stop.clone(), feed.next);
         std::thread::spawn(move || bare_consumer(&kafka, from, &sent, &stop))
     };
+    let stop = Arc::new(AtomicBool::new(false));
     let alone = subscribe_all(&channels, 1, &token, &sent, &stop).await;
+    // Two seconds untimed first: every client connected and fetching.
+    feed = tokio::task::spawn_blocking(move || {
+        feed.produce_timed(rate, 2, false);
+        feed
+    })
+    .await
+    .unwrap();
     feed = produce(feed, rate, seconds).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
-    let bare = summarize(bare.join().unwrap());
     let alone = summarize(collect(alone).await);
-    println!("bare rdkafka consumer, produce to consume:  {bare}");
     println!("one native subscriber, produce to update:   {alone}");
 
     // Many subscribers at once.
@@ -157,6 +177,9 @@ async fn run() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let many = summarize(collect(many).await);
+    bare_stop.store(true, Ordering::Relaxed);
+    let bare = summarize(bare.join().unwrap());
+    println!("bare rdkafka consumer, produce to consume (both phases): {bare}");
     println!("{subscribers} native subscribers, produce to update: {many}");
     println!("  server CPU {:.0}% of one core, RSS {:.1} MiB", cpu * 100.0, rss as f64 / 1024.0);
     drop(channels);
@@ -217,7 +240,8 @@ async fn wait_for_rows(client: &GridServiceClient<Channel>, token: &str, rows: u
     }
 }
 
-type Subscribers = Vec<tokio::task::JoinHandle<Vec<Duration>>>;
+/// Each subscriber's latencies and how many times it got a fresh snapshot after its first.
+type Subscribers = Vec<tokio::task::JoinHandle<(Vec<Duration>, u64)>>;
 
 /// `count` subscribers spread over `channels`, each measuring produce-to-update latency until
 /// `stop`; returns once all have their snapshot.
@@ -240,6 +264,7 @@ async fn subscribe_all(
             let _snapshot = stream.message().await.unwrap();
             let _ = ready_sender.send(());
             let mut latencies = Vec::new();
+            let mut snapshots = 0;
             while !stop.load(Ordering::Relaxed) {
                 let Ok(message) =
                     tokio::time::timeout(Duration::from_millis(200), stream.message()).await
@@ -248,8 +273,13 @@ async fn subscribe_all(
                 };
                 let Some(message) = message.unwrap() else { break };
                 let received = Instant::now();
-                let Some(subscribe_response::Event::Changes(changes)) = message.event else {
-                    continue;
+                let changes = match message.event {
+                    Some(subscribe_response::Event::Changes(changes)) => changes,
+                    Some(subscribe_response::Event::Snapshot(_)) => {
+                        snapshots += 1;
+                        continue;
+                    }
+                    _ => continue,
                 };
                 let sent = sent.lock().unwrap();
                 for row in changes.rows {
@@ -260,7 +290,7 @@ async fn subscribe_all(
                     }
                 }
             }
-            latencies
+            (latencies, snapshots)
         }));
     }
     for receiver in ready {
@@ -271,8 +301,14 @@ async fn subscribe_all(
 
 async fn collect(tasks: Subscribers) -> Vec<Duration> {
     let mut all = Vec::new();
+    let mut snapshots = 0;
     for task in tasks {
-        all.extend(task.await.unwrap());
+        let (latencies, resnapshots) = task.await.unwrap();
+        all.extend(latencies);
+        snapshots += resnapshots;
+    }
+    if snapshots > 0 {
+        println!("  ({snapshots} fresh snapshots after the first, over all subscribers)");
     }
     all
 }

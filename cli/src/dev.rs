@@ -249,7 +249,7 @@ async fn start(
             }
             let address = broker.address().to_owned();
             services.broker = Some(broker);
-            args.kafka.settings_or(Some(address)).expect("brokers given")
+            args.kafka.settings_or(Some(address)).expect("brokers given").tuned_for_tansu()
         }
     };
     let pool = crate::services::connect_database(&database_url).await?;

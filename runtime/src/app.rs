@@ -305,9 +305,10 @@ async fn run_once(
                 let offset = written?;
                 tracing::trace!(%app_id, offset, unconfirmed = writes.len() - 1, "Changelog write confirmed.");
                 let (_, offsets) = writes.pop_front().expect("polled the oldest write");
-                // Committed when caught up, else at most every COMMIT_EVERY: only the newest
-                // position matters.
-                if writes.is_empty() || last_commit.elapsed() >= COMMIT_EVERY {
+                // At most every COMMIT_EVERY (the flush tick commits the rest): only the newest
+                // position matters, and a commit per write would load the broker as much as
+                // the writes do.
+                if last_commit.elapsed() >= COMMIT_EVERY {
                     input.commit(&offsets);
                     last_commit = Instant::now();
                     confirmed = None;
@@ -318,6 +319,7 @@ async fn run_once(
             _ = flush.tick() => {
                 if let Some(offsets) = confirmed.take() {
                     input.commit(&offsets);
+                    last_commit = Instant::now();
                 }
                 if last_lag.elapsed() >= LAG_EVERY {
                     last_lag = Instant::now();
