@@ -592,7 +592,7 @@ async fn forward(
             (Some(interval), Some(at)) => at + interval,
             _ => tokio::time::Instant::now(),
         };
-        let may_flush = !subscriber.pending.is_empty();
+        let may_flush = !subscriber.pending_rows.is_empty();
         tokio::select! {
             // Draining first keeps this subscriber from lagging behind the feed.
             biased;
@@ -668,7 +668,8 @@ struct Subscriber {
     /// The feed's sequence the subscriber's view reflects once `pending` is sent.
     sequence: u64,
     columns: Vec<String>,
-    /// The latest change per row key, in the order rows first changed.
+    /// The changes not sent yet: the latest per row key, in the order rows first changed, and
+    /// their index by key (built only when two deltas are merged).
     pending: HashMap<String, usize>,
     pending_rows: Vec<RowChange>,
 }
@@ -685,6 +686,20 @@ impl Subscriber {
 
     fn merge(&mut self, sequence: u64, rows: Vec<RowChange>) {
         self.sequence = sequence;
+        // A subscriber that keeps up sends each delta as it is (a delta names a row once):
+        // the index is only built once a second delta has to be merged into a first.
+        if self.pending_rows.is_empty() {
+            self.pending_rows = rows;
+            return;
+        }
+        if self.pending.is_empty() {
+            self.pending = self
+                .pending_rows
+                .iter()
+                .enumerate()
+                .map(|(index, row)| (row.key.clone(), index))
+                .collect();
+        }
         for row in rows {
             match self.pending.get(&row.key) {
                 Some(&index) => self.pending_rows[index] = row,
@@ -776,7 +791,11 @@ mod tests {
         assert_eq!(changes.rows, vec![update("a", 2), update("b", 3), update("c", 5)]);
         assert!(subscriber.pending.is_empty() && subscriber.pending_rows.is_empty());
 
-        subscriber.merge(11, vec![update("a", 4), deleted("a")]);
+        // One delta is sent as it is, in order (as the changelog applies it).
+        subscriber.merge(11, vec![update("a", 4), update("b", 4)]);
+        assert_eq!(subscriber.take().rows, vec![update("a", 4), update("b", 4)]);
+        subscriber.merge(12, vec![update("a", 5)]);
+        subscriber.merge(13, vec![deleted("a")]);
         assert_eq!(subscriber.take().rows, vec![deleted("a")]);
     }
 

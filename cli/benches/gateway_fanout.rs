@@ -11,10 +11,10 @@
 //! - one native subscriber alone: p50/p99;
 //! - 1,000 native subscribers on the grid: p50/p99 over all, server CPU and memory;
 //! - 10,000 idle subscribers: server memory per subscriber;
-//! - one gRPC-web subscriber during a burst: cell updates/s.
+//! - one gRPC-web subscriber while orders come at 5,000/s: cell updates/s, latency.
 //!
 //! `cargo bench -p aerogrid-cli --bench gateway_fanout` (RATE=orders/s, PHASE_SECONDS,
-//! SUBSCRIBERS, IDLE_SUBSCRIBERS to change the defaults 1000, 10, 1000, 10000).
+//! SUBSCRIBERS, IDLE_SUBSCRIBERS, WEB_RATE to change the defaults 1000, 10, 1000, 10000, 5000).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -22,7 +22,7 @@ mod support;
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc, RwLock,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -66,7 +66,7 @@ struct Sent {
 /// Produces orders at a steady rate from a thread; orders are numbered on from `next`.
 struct OrderFeed {
     kafka: KafkaSettings,
-    sent: Arc<Mutex<Sent>>,
+    sent: Arc<RwLock<Sent>>,
     next: u64,
     totals: HashMap<String, i64>,
 }
@@ -99,7 +99,7 @@ impl OrderFeed {
             let key = format!("order-{n}");
             let now = Instant::now();
             if timed {
-                let mut sent = self.sent.lock().unwrap();
+                let mut sent = self.sent.write().unwrap();
                 sent.by_order.insert(n, now);
                 sent.by_total.insert((product, *total), now);
             }
@@ -136,7 +136,7 @@ async fn run() {
         "seed app on a memory broker (fetch.wait.max.ms={fetch_wait}); {rate} orders/s, {seconds} s per phase"
     );
 
-    let sent = Arc::new(Mutex::new(Sent::default()));
+    let sent = Arc::new(RwLock::new(Sent::default()));
     let mut feed =
         OrderFeed { kafka: kafka.clone(), sent: sent.clone(), next: 0, totals: HashMap::new() };
     // Every product once, so the grid has its rows before anyone measures.
@@ -170,9 +170,11 @@ async fn run() {
     let stop = Arc::new(AtomicBool::new(false));
     let many = subscribe_all(&channels, subscribers, &token, &sent, &stop).await;
     let cpu_before = cpu_seconds(server.pid());
+    let own_cpu_before = cpu_seconds(std::process::id());
     let wall = Instant::now();
     feed = produce(feed, rate, seconds).await;
     let cpu = (cpu_seconds(server.pid()) - cpu_before) / wall.elapsed().as_secs_f64();
+    let own_cpu = (cpu_seconds(std::process::id()) - own_cpu_before) / wall.elapsed().as_secs_f64();
     let rss = rss_kib(server.pid());
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -181,11 +183,16 @@ async fn run() {
     let bare = summarize(bare.join().unwrap());
     println!("bare rdkafka consumer, produce to consume (both phases): {bare}");
     println!("{subscribers} native subscribers, produce to update: {many}");
-    println!("  server CPU {:.0}% of one core, RSS {:.1} MiB", cpu * 100.0, rss as f64 / 1024.0);
+    println!(
+        "  server CPU {:.0}% of one core, RSS {:.1} MiB; this benchmark's clients: {:.0}% of one core",
+        cpu * 100.0,
+        rss as f64 / 1024.0,
+        own_cpu * 100.0
+    );
     drop(channels);
 
     idle_memory(&server, &url, &token, idle_subscribers).await;
-    grpc_web_updates(&url, &token, feed).await;
+    grpc_web_updates(&url, &token, feed, setting("WEB_RATE", 5000), seconds).await;
 }
 
 /// Runs the blocking producer on a thread and gives the feed back.
@@ -249,7 +256,7 @@ async fn subscribe_all(
     channels: &[GridServiceClient<Channel>],
     count: usize,
     token: &str,
-    sent: &Arc<Mutex<Sent>>,
+    sent: &Arc<RwLock<Sent>>,
     stop: &Arc<AtomicBool>,
 ) -> Subscribers {
     let mut tasks = Vec::new();
@@ -281,7 +288,7 @@ async fn subscribe_all(
                     }
                     _ => continue,
                 };
-                let sent = sent.lock().unwrap();
+                let sent = sent.read().unwrap();
                 for row in changes.rows {
                     let Some(row_change::Change::Updated(cells)) = row.change else { continue };
                     let Some(value::Kind::Int(total)) = cells.values[0].kind else { continue };
@@ -317,7 +324,7 @@ async fn collect(tasks: Subscribers) -> Vec<Duration> {
 fn bare_consumer(
     kafka: &KafkaSettings,
     from: u64,
-    sent: &Mutex<Sent>,
+    sent: &RwLock<Sent>,
     stop: &AtomicBool,
 ) -> Vec<Duration> {
     let consumer: BaseConsumer = kafka
@@ -338,7 +345,7 @@ fn bare_consumer(
             .and_then(|key| std::str::from_utf8(key).ok())
             .and_then(|key| key.strip_prefix("order-"))
             .and_then(|n| n.parse::<u64>().ok());
-        if let Some(at) = order.and_then(|n| sent.lock().unwrap().by_order.get(&n).copied()) {
+        if let Some(at) = order.and_then(|n| sent.read().unwrap().by_order.get(&n).copied()) {
             latencies.push(received.duration_since(at));
         }
     }
@@ -368,7 +375,7 @@ async fn idle_memory(server: &ServerProcess, url: &str, token: &str, count: usiz
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = rss_kib(server.pid());
     let channels = connect(url, count.div_ceil(STREAMS_PER_CONNECTION)).await;
-    let sent = Arc::new(Mutex::new(Sent::default()));
+    let sent = Arc::new(RwLock::new(Sent::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let idle = subscribe_all(&channels, count, token, &sent, &stop).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -385,9 +392,9 @@ async fn idle_memory(server: &ServerProcess, url: &str, token: &str, count: usiz
     collect(idle).await;
 }
 
-/// One gRPC-web subscriber (HTTP/1.1, as browsers and Excel call) while a burst of orders for
-/// 1,000 products goes through: cell updates received per second.
-async fn grpc_web_updates(url: &str, token: &str, feed: OrderFeed) {
+/// One gRPC-web subscriber (HTTP/1.1, as browsers and Excel call) while orders come at `rate`
+/// a second: cell updates and messages it gets per second, and their latency.
+async fn grpc_web_updates(url: &str, token: &str, mut feed: OrderFeed, rate: u64, seconds: u64) {
     use prost::Message as _;
     let body = {
         let request = SubscribeRequest {
@@ -413,24 +420,21 @@ async fn grpc_web_updates(url: &str, token: &str, feed: OrderFeed) {
         .send()
         .await
         .unwrap();
-    let burst = 50_000u64;
-    let first_order = feed.next;
-    let kafka = feed.kafka.clone();
-    let producing = tokio::spawn(async move {
-        support::produce_orders(&kafka, first_order..first_order + burst, 1000).await;
-    });
-    let started = Instant::now();
+    let sent = feed.sent.clone();
+    let producing = tokio::task::spawn_blocking(move || feed.produce(rate, seconds));
     let mut buffer = Vec::new();
     let (mut updates, mut messages) = (0u64, 0u64);
+    let mut latencies = Vec::new();
     let mut first: Option<Instant> = None;
     let mut last = Instant::now();
     loop {
-        let chunk = match tokio::time::timeout(Duration::from_secs(3), response.chunk()).await {
+        let chunk = match tokio::time::timeout(Duration::from_secs(2), response.chunk()).await {
             Ok(chunk) => chunk.unwrap().expect("the stream goes on"),
-            // Quiet for 3 s once all is produced: the burst is through.
+            // Quiet for 2 s once all is produced: everything arrived.
             Err(_) if producing.is_finished() => break,
             Err(_) => continue,
         };
+        let received = Instant::now();
         buffer.extend_from_slice(&chunk);
         while buffer.len() >= 5 {
             let length = u32::from_be_bytes(buffer[1..5].try_into().unwrap()) as usize;
@@ -439,24 +443,28 @@ async fn grpc_web_updates(url: &str, token: &str, feed: OrderFeed) {
             }
             let message = SubscribeResponse::decode(&buffer[5..5 + length]).unwrap();
             buffer.drain(..5 + length);
-            if let Some(subscribe_response::Event::Changes(changes)) = message.event {
-                first.get_or_insert_with(Instant::now);
-                last = Instant::now();
-                messages += 1;
-                updates += changes.rows.len() as u64;
+            let Some(subscribe_response::Event::Changes(changes)) = message.event else { continue };
+            first.get_or_insert(received);
+            last = received;
+            messages += 1;
+            updates += changes.rows.len() as u64;
+            let sent = sent.read().unwrap();
+            for row in changes.rows {
+                let Some(row_change::Change::Updated(cells)) = row.change else { continue };
+                let Some(value::Kind::Int(total)) = cells.values[0].kind else { continue };
+                if let Some(at) = sent.by_total.get(&(row.key, total)) {
+                    latencies.push(received.duration_since(*at));
+                }
             }
         }
     }
     producing.await.unwrap();
-    println!(
-        "  (first change {:.1} s after the burst began)",
-        first.map_or(0.0, |first| first.duration_since(started).as_secs_f64())
-    );
     let seconds = first.map_or(0.0, |first| last.duration_since(first).as_secs_f64());
     println!(
-        "one gRPC-web subscriber, {burst}-order burst over 1,000 products: {:.0} cell updates/s, {:.0} messages/s ({updates} updates in {seconds:.1} s)",
+        "one gRPC-web subscriber at {rate} orders/s: {:.0} cell updates/s in {:.0} messages/s; produce to update: {}",
         updates as f64 / seconds,
-        messages as f64 / seconds
+        messages as f64 / seconds,
+        summarize(latencies)
     );
 }
 
