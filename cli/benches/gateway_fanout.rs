@@ -165,6 +165,7 @@ async fn run() {
     let alone = summarize(collect(alone).await);
     println!("one native subscriber, produce to update:   {alone}");
 
+    let many_began = Instant::now();
     // Many subscribers at once.
     let channels = connect(&url, subscribers.div_ceil(STREAMS_PER_CONNECTION)).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -180,8 +181,15 @@ async fn run() {
     stop.store(true, Ordering::Relaxed);
     let many = summarize(collect(many).await);
     bare_stop.store(true, Ordering::Relaxed);
-    let bare = summarize(bare.join().unwrap());
-    println!("bare rdkafka consumer, produce to consume (both phases): {bare}");
+    let bare: Vec<(Instant, Duration)> = bare.join().unwrap();
+    let (during_many, during_alone): (Vec<_>, Vec<_>) =
+        bare.into_iter().partition(|(at, _)| *at >= many_began);
+    let latencies = |samples: Vec<(Instant, Duration)>| {
+        samples.into_iter().map(|(_, latency)| latency).collect()
+    };
+    println!("bare rdkafka consumer, produce to consume:");
+    println!("  while one subscriber ran:       {}", summarize(latencies(during_alone)));
+    println!("  while {subscribers} subscribers ran: {}", summarize(latencies(during_many)));
     println!("{subscribers} native subscribers, produce to update: {many}");
     println!(
         "  server CPU {:.0}% of one core, RSS {:.1} MiB; this benchmark's clients: {:.0}% of one core",
@@ -320,13 +328,14 @@ async fn collect(tasks: Subscribers) -> Vec<Duration> {
     all
 }
 
-/// Consumes the orders topic from order `from` on, timing each order's arrival.
+/// Consumes the orders topic from order `from` on, timing each order's arrival (with when it
+/// arrived, to tell the phases apart).
 fn bare_consumer(
     kafka: &KafkaSettings,
     from: u64,
     sent: &RwLock<Sent>,
     stop: &AtomicBool,
-) -> Vec<Duration> {
+) -> Vec<(Instant, Duration)> {
     let consumer: BaseConsumer = kafka
         .consumer_config()
         .set("group.id", "bench-bare")
@@ -346,7 +355,7 @@ fn bare_consumer(
             .and_then(|key| key.strip_prefix("order-"))
             .and_then(|n| n.parse::<u64>().ok());
         if let Some(at) = order.and_then(|n| sent.read().unwrap().by_order.get(&n).copied()) {
-            latencies.push(received.duration_since(at));
+            latencies.push((received, received.duration_since(at)));
         }
     }
     latencies
