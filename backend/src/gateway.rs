@@ -594,8 +594,22 @@ async fn forward(
         };
         let may_flush = !subscriber.pending_rows.is_empty();
         tokio::select! {
-            // Draining first keeps this subscriber from lagging behind the feed.
+            // In this order: a subscriber that went away ends its task at once; pending changes
+            // go as soon as the connection and the rate allow; meanwhile changes are drained
+            // from the feed and conflated, so this subscriber neither lags nor holds anyone up.
             biased;
+            () = sender.closed() => return,
+            permit = async {
+                if flush_at > tokio::time::Instant::now() {
+                    tokio::time::sleep_until(flush_at).await;
+                }
+                sender.reserve().await
+            }, if may_flush => {
+                let Ok(permit) = permit else { return };
+                permit.send(Ok(respond(subscribe_response::Event::Changes(subscriber.take()))));
+                last_sent = tokio::time::Instant::now();
+                last_flush = Some(last_sent);
+            }
             event = changes.recv() => {
                 let resync = match event {
                     Ok(event) => match &*event {
@@ -634,15 +648,6 @@ async fn forward(
                     }
                     last_sent = tokio::time::Instant::now();
                 }
-            }
-            permit = async {
-                tokio::time::sleep_until(flush_at).await;
-                sender.reserve().await
-            }, if may_flush => {
-                let Ok(permit) = permit else { return };
-                permit.send(Ok(respond(subscribe_response::Event::Changes(subscriber.take()))));
-                last_sent = tokio::time::Instant::now();
-                last_flush = Some(last_sent);
             }
             () = tokio::time::sleep_until(last_sent + HEARTBEAT_EVERY), if !may_flush => {
                 let heartbeat = Heartbeat { sequence: subscriber.sequence };
