@@ -30,7 +30,7 @@ use std::{
 
 use aerogrid_kafka::KafkaSettings;
 use aerogrid_proto::v1::{
-    GridRef, SubscribeRequest, SubscribeResponse, grid_service_client::GridServiceClient,
+    Changes, GridRef, SubscribeRequest, SubscribeResponse, grid_service_client::GridServiceClient,
     row_change, subscribe_response, value,
 };
 use rdkafka::{
@@ -61,6 +61,19 @@ fn main() {
 struct Sent {
     by_order: HashMap<u64, Instant>,
     by_total: HashMap<(String, i64), Instant>,
+}
+
+impl Sent {
+    /// How long the orders behind `changes` took to reach a subscriber at `received`.
+    fn latencies(&self, changes: Changes, received: Instant, latencies: &mut Vec<Duration>) {
+        for row in changes.rows {
+            let Some(row_change::Change::Updated(cells)) = row.change else { continue };
+            let Some(value::Kind::Int(total)) = cells.values[0].kind else { continue };
+            if let Some(at) = self.by_total.get(&(row.key, total)) {
+                latencies.push(received.duration_since(*at));
+            }
+        }
+    }
 }
 
 /// Produces orders at a steady rate from a thread; orders are numbered on from `next`.
@@ -296,14 +309,7 @@ async fn subscribe_all(
                     }
                     _ => continue,
                 };
-                let sent = sent.read().unwrap();
-                for row in changes.rows {
-                    let Some(row_change::Change::Updated(cells)) = row.change else { continue };
-                    let Some(value::Kind::Int(total)) = cells.values[0].kind else { continue };
-                    if let Some(at) = sent.by_total.get(&(row.key, total)) {
-                        latencies.push(received.duration_since(*at));
-                    }
-                }
+                sent.read().unwrap().latencies(changes, received, &mut latencies);
             }
             (latencies, snapshots)
         }));
@@ -405,21 +411,7 @@ async fn idle_memory(server: &ServerProcess, url: &str, token: &str, count: usiz
 /// a second: cell updates and messages it gets per second, and their latency.
 async fn grpc_web_updates(url: &str, token: &str, mut feed: OrderFeed, rate: u64, seconds: u64) {
     use prost::Message as _;
-    let body = {
-        let request = SubscribeRequest {
-            grid: Some(GridRef {
-                team: "acme".into(),
-                app: "orders".into(),
-                grid: "product_sum".into(),
-            }),
-            ..Default::default()
-        }
-        .encode_to_vec();
-        let mut body = vec![0u8];
-        body.extend_from_slice(&u32::try_from(request.len()).unwrap().to_be_bytes());
-        body.extend_from_slice(&request);
-        body
-    };
+    let body = support::grpc_web_subscribe_body();
     let mut response = support::http()
         .post(format!("{url}/aerogrid.v1.GridService/Subscribe"))
         .header("content-type", "application/grpc-web+proto")
@@ -457,14 +449,7 @@ async fn grpc_web_updates(url: &str, token: &str, mut feed: OrderFeed, rate: u64
             last = received;
             messages += 1;
             updates += changes.rows.len() as u64;
-            let sent = sent.read().unwrap();
-            for row in changes.rows {
-                let Some(row_change::Change::Updated(cells)) = row.change else { continue };
-                let Some(value::Kind::Int(total)) = cells.values[0].kind else { continue };
-                if let Some(at) = sent.by_total.get(&(row.key, total)) {
-                    latencies.push(received.duration_since(*at));
-                }
-            }
+            sent.read().unwrap().latencies(changes, received, &mut latencies);
         }
     }
     producing.await.unwrap();

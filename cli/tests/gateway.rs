@@ -58,18 +58,7 @@ fn int_of(value: &aerogrid_proto::v1::Value) -> i64 {
 /// Subscribes over gRPC-web (HTTP/1.1) and returns the first message, which must be a snapshot.
 async fn grpc_web_snapshot(url: &str, token: &str) -> aerogrid_proto::v1::Snapshot {
     use prost::Message as _;
-    let request = SubscribeRequest {
-        grid: Some(GridRef {
-            team: "acme".into(),
-            app: "orders".into(),
-            grid: "product_sum".into(),
-        }),
-        ..Default::default()
-    }
-    .encode_to_vec();
-    let mut body = vec![0u8];
-    body.extend_from_slice(&u32::try_from(request.len()).unwrap().to_be_bytes());
-    body.extend_from_slice(&request);
+    let body = support::grpc_web_subscribe_body();
     let call = |token: Option<&str>| {
         let mut builder = support::http()
             .post(format!("{url}/aerogrid.v1.GridService/Subscribe"))

@@ -390,3 +390,22 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The body of a gRPC-web call to subscribe to `acme/orders/product_sum`: one uncompressed,
+/// length-prefixed message.
+pub(crate) fn grpc_web_subscribe_body() -> Vec<u8> {
+    use prost::Message as _;
+    let request = aerogrid_proto::v1::SubscribeRequest {
+        grid: Some(aerogrid_proto::v1::GridRef {
+            team: "acme".into(),
+            app: "orders".into(),
+            grid: "product_sum".into(),
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&u32::try_from(request.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(&request);
+    body
+}
