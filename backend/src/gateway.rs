@@ -48,6 +48,10 @@ const FEED_BUFFER: usize = 1024;
 /// How long a new feed may take to read its changelog up to the end.
 const FEED_LOAD_TIMEOUT: Duration = Duration::from_secs(20);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// After the broker skips changelog records, how far back to read again (doubling each time,
+/// up to `MAX_REREADS` times before the skip is taken as a real gap).
+const REREAD_BACK: i64 = 16;
+const MAX_REREADS: u32 = 6;
 
 /// The gRPC services on the HTTP port: the grid API (native gRPC and gRPC-web, for browsers and
 /// the Excel add-in), gRPC health checking, and server reflection (native only: it streams both
@@ -470,6 +474,8 @@ fn consume(
         .add_partition_offset(&topic, 0, Offset::Offset(from))
         .map_err(|error| error.to_string())?;
     consumer.assign(&assignment).map_err(|error| error.to_string())?;
+    let mut next_offset = from;
+    let mut rereads = 0u32;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let Some(polled) = consumer.poll(Duration::from_millis(100)) else { continue };
         let message = match polled {
@@ -494,6 +500,31 @@ fn consume(
                 continue;
             }
         };
+        // Records must be applied without a gap: a writer's records after a gap are ignored
+        // (see `Replay`), which would leave the grid stale for good. tansu's memory engine skips
+        // the rest of a record batch when a fetch starts inside it, so a skip is answered by
+        // reading again from a little earlier; records already applied are passed over.
+        let offset = message.offset();
+        if offset < next_offset {
+            continue;
+        }
+        if offset > next_offset && rereads < MAX_REREADS {
+            rereads += 1;
+            let back = (next_offset - (REREAD_BACK << rereads)).max(0);
+            tracing::debug!(%app_id, expected = next_offset, got = offset, from = back, "The broker skipped changelog records; reading again.");
+            if let Err(error) =
+                consumer.seek(&topic, 0, Offset::Offset(back), Duration::from_secs(5))
+            {
+                tracing::warn!(%app_id, %error, "Cannot seek in the changelog.");
+            }
+            continue;
+        }
+        if offset > next_offset {
+            // A real gap (compaction, or records the broker lost): Replay decides what follows.
+            tracing::warn!(%app_id, expected = next_offset, got = offset, "Changelog offsets skipped.");
+        }
+        rereads = 0;
+        next_offset = offset + 1;
         let Ok(record) = ChangelogRecord::decode(message.payload().unwrap_or_default()) else {
             tracing::warn!(%app_id, offset = message.offset(), "A changelog record does not decode; skipped.");
             continue;
