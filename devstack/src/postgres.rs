@@ -47,25 +47,35 @@ impl PrivatePostgres {
         })?;
         let password = password.trim();
 
-        let port = crate::free_loopback_port()?;
-        let mut command = tokio::process::Command::new(bindir.join("postgres"));
-        command.arg("-D").arg(&data).args(["-p", &port.to_string()]).args([
-            "-c",
-            "listen_addresses=127.0.0.1",
-            // No socket: nothing to collide with, and no path-length limit on deep data dirs.
-            "-c",
-            "unix_socket_directories=",
-            "-c",
-            "logging_collector=off",
-        ]);
-        let mut child = process::spawn(command, &spawn("PostgreSQL", &log))?;
-
-        let server_url = format!("postgres://{SUPERUSER}:{password}@127.0.0.1:{port}");
-        let mut connection = match wait_until_ready(&mut child, &server_url, &log).await {
-            Ok(connection) => connection,
-            Err(error) => {
-                child.stop().await;
-                return Err(error);
+        // The free port is found by binding and releasing it, so another process can take it
+        // before PostgreSQL binds it (tests start many stacks at once): then try another.
+        let mut attempts = 0;
+        let (child, server_url, mut connection) = loop {
+            attempts += 1;
+            let port = crate::free_loopback_port()?;
+            let mut command = tokio::process::Command::new(bindir.join("postgres"));
+            command.arg("-D").arg(&data).args(["-p", &port.to_string()]).args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                // No socket: nothing to collide with, and no path-length limit on deep data dirs.
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "logging_collector=off",
+            ]);
+            let mut child = process::spawn(command, &spawn("PostgreSQL", &log))?;
+            let server_url = format!("postgres://{SUPERUSER}:{password}@127.0.0.1:{port}");
+            match wait_until_ready(&mut child, &server_url, &log).await {
+                Ok(connection) => break (child, server_url, connection),
+                Err(error) => {
+                    child.stop().await;
+                    let port_taken = std::fs::read_to_string(&log)
+                        .is_ok_and(|text| text.contains("Address already in use"));
+                    if !port_taken || attempts >= 3 {
+                        return Err(error);
+                    }
+                    tracing::info!(port, "PostgreSQL's port was taken meanwhile; trying another.");
+                }
             }
         };
         let exists: bool =
