@@ -347,25 +347,19 @@ fn clip(text: &str, width: usize) -> String {
 /// The terminal in its alternate screen, given back as it was on drop.
 struct Screen {
     title: String,
-    last_drawn: Option<Instant>,
 }
 
 impl Screen {
     fn enter(title: &str) -> Self {
         print!("\x1b[?1049h\x1b[?25l");
         let _ = std::io::stdout().flush();
-        Self { title: title.to_owned(), last_drawn: None }
+        Self { title: title.to_owned() }
     }
 
+    /// Draws every message: `--rate` (10/s by default) already bounds how often they come, and
+    /// a skipped frame could leave the screen stale until the next heartbeat.
     fn draw(&mut self, table: &Table, notice: Option<&str>) {
         let now = Instant::now();
-        // Redrawing a large table costs more than the terminal shows: at most 20 frames a second.
-        if notice.is_none()
-            && self.last_drawn.is_some_and(|at| now.duration_since(at) < Duration::from_millis(50))
-        {
-            return;
-        }
-        self.last_drawn = Some(now);
         let (width, height) = terminal_size();
         let text = table.render(&self.title, notice, width, height, now);
         let mut stdout = std::io::stdout().lock();
