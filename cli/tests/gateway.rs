@@ -26,6 +26,28 @@ fn expected_totals(range: std::ops::Range<u64>) -> BTreeMap<String, i64> {
     totals
 }
 
+/// `aerogrid dev` with orders `orders` in the broker and the seed app running on them.
+struct SeedStack {
+    stack: DevStack,
+    pool: sqlx::PgPool,
+    kafka: KafkaSettings,
+    app: uuid::Uuid,
+    token: String,
+}
+
+impl SeedStack {
+    async fn start(temp: &tempfile::TempDir, orders: std::ops::Range<u64>) -> Self {
+        let stack = DevStack::start(&temp.path().join("data"));
+        let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
+        let kafka = KafkaSettings::new(stack.file("broker"));
+        kafka.ensure_topic("orders", 1).await.unwrap();
+        support::produce_orders(&kafka, orders, 17).await;
+        let app = support::create_running_app(&pool, SEED).await;
+        let token = stack.file("admin-token");
+        Self { stack, pool, kafka, app, token }
+    }
+}
+
 fn snapshot(stack: &DevStack, grid: &str, token: &str) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
         .args(["snapshot", grid, "--url", &stack.url, "--token", token])
@@ -113,13 +135,7 @@ fn failure(output: &Output) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn snapshot_and_live_changes_match_the_orders() {
     let temp = tempfile::tempdir().unwrap();
-    let stack = DevStack::start(&temp.path().join("data"));
-    let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
-    let kafka = KafkaSettings::new(stack.file("broker"));
-    kafka.ensure_topic("orders", 1).await.unwrap();
-    support::produce_orders(&kafka, 0..3000, 17).await;
-    let app = support::create_running_app(&pool, SEED).await;
-    let token = stack.file("admin-token");
+    let SeedStack { stack, pool, kafka, app, token } = SeedStack::start(&temp, 0..3000).await;
 
     // The grid only grows towards the totals: wait until the snapshot shows them.
     let started = Instant::now();
@@ -168,21 +184,9 @@ async fn snapshot_and_live_changes_match_the_orders() {
     );
 
     // A native subscriber: the snapshot, then changes that keep it equal to the totals.
-    let channel = tonic::transport::Endpoint::from_shared(stack.url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = GridServiceClient::new(channel);
-    let mut request = tonic::Request::new(SubscribeRequest {
-        grid: Some(GridRef {
-            team: "acme".into(),
-            app: "orders".into(),
-            grid: "product_sum".into(),
-        }),
-        ..Default::default()
-    });
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut client = client(&stack.url).await;
+    let request =
+        authorized(SubscribeRequest { grid: product_sum(), ..Default::default() }, &token);
     let mut stream = client.subscribe(request).await.unwrap().into_inner();
     let Some(subscribe_response::Event::Snapshot(first)) =
         stream.message().await.unwrap().unwrap().event
@@ -384,13 +388,7 @@ fn apply(grid: &mut BTreeMap<String, i64>, event: subscribe_response::Event) -> 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subscriber_with_a_rate_gets_conflated_changes_and_the_listing_shows_its_grid() {
     let temp = tempfile::tempdir().unwrap();
-    let stack = DevStack::start(&temp.path().join("data"));
-    let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
-    let kafka = KafkaSettings::new(stack.file("broker"));
-    kafka.ensure_topic("orders", 1).await.unwrap();
-    support::produce_orders(&kafka, 0..100, 17).await;
-    support::create_running_app(&pool, SEED).await;
-    let token = stack.file("admin-token");
+    let SeedStack { stack, kafka, token, .. } = SeedStack::start(&temp, 0..100).await;
     let mut client = client(&stack.url).await;
 
     // Once the app has started, ListGrids shows its grid, live.
@@ -498,13 +496,7 @@ async fn wait_for_totals(
 #[tokio::test(flavor = "multi_thread")]
 async fn two_servers_on_one_database_and_broker_serve_the_same_grid() {
     let temp = tempfile::tempdir().unwrap();
-    let stack = DevStack::start(&temp.path().join("data"));
-    let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
-    let kafka = KafkaSettings::new(stack.file("broker"));
-    kafka.ensure_topic("orders", 1).await.unwrap();
-    support::produce_orders(&kafka, 0..1000, 17).await;
-    support::create_running_app(&pool, SEED).await;
-    let token = stack.file("admin-token");
+    let SeedStack { stack, kafka, token, .. } = SeedStack::start(&temp, 0..1000).await;
 
     // One server in cleartext that lets another origin's pages call it, one with TLS.
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
