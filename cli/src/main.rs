@@ -43,14 +43,26 @@ enum Command {
     Watch(watch::WatchCommand),
     /// A connector process (started by runtime nodes, speaking their pipe protocol).
     #[command(hide = true)]
-    Connector,
+    Connector {
+        /// Run user code without the sandbox: for debugging, and the benchmark's baseline.
+        #[arg(long)]
+        no_sandbox: bool,
+        /// Keep the kernel's layers but not the audit hook: tests check those layers alone.
+        #[arg(long, hide = true)]
+        no_audit_hook: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A connector process runs no async runtime and no tracing of ours: only the interpreter.
-    if let Command::Connector = cli.command {
-        return aerogrid_connector::main();
+    if let Command::Connector { no_sandbox, no_audit_hook } = cli.command {
+        let sandbox = match (no_sandbox, no_audit_hook) {
+            (true, _) => aerogrid_connector::Sandbox::Off,
+            (false, true) => aerogrid_connector::Sandbox::KernelOnly,
+            (false, false) => aerogrid_connector::Sandbox::On,
+        };
+        return aerogrid_connector::main(sandbox);
     }
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -69,7 +81,7 @@ fn main() -> ExitCode {
             Command::Runtime(command) => command.run().await.map(|()| ExitCode::SUCCESS),
             Command::Snapshot(command) => command.run().await.map(|()| ExitCode::SUCCESS),
             Command::Watch(command) => command.run().await.map(|()| ExitCode::SUCCESS),
-            Command::Connector => unreachable!("handled before the async runtime starts"),
+            Command::Connector { .. } => unreachable!("handled before the async runtime starts"),
         }
     });
     match result {

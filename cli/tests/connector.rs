@@ -1,93 +1,14 @@
 //! A real connector process (`aerogrid connector`) driven over its pipe protocol.
 
-use std::{
-    io::{Read, Write},
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
-};
+mod support;
 
 use aerogrid_proto::{
-    runtime::v1::{
-        Batch, BatchResult, ConnectorMessage, Load, LoadFailed, Loaded, NodeMessage, RawMessage,
-        RestoreGrid, Tick, connector_message::Kind, node_message,
-    },
+    runtime::v1::{LoadFailed, Loaded, RestoreGrid, Tick, connector_message::Kind, node_message},
     v1::{Value, value},
 };
-use prost::Message;
+use support::connector::ConnectorProcess;
 
 const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
-
-struct ConnectorProcess {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: ChildStdout,
-}
-
-impl ConnectorProcess {
-    fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_aerogrid"))
-            .arg("connector")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start aerogrid connector");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut process = Self { child, stdin, stdout };
-        assert!(matches!(process.receive(), Kind::Ready(_)), "a connector says it is ready");
-        process
-    }
-
-    fn send(&mut self, kind: node_message::Kind) -> Kind {
-        let bytes = NodeMessage { kind: Some(kind) }.encode_to_vec();
-        self.stdin.write_all(&u32::try_from(bytes.len()).unwrap().to_le_bytes()).unwrap();
-        self.stdin.write_all(&bytes).unwrap();
-        self.stdin.flush().unwrap();
-        self.receive()
-    }
-
-    fn receive(&mut self) -> Kind {
-        let mut length = [0u8; 4];
-        self.stdout.read_exact(&mut length).expect("a frame from the connector");
-        let mut bytes = vec![0u8; u32::from_le_bytes(length) as usize];
-        self.stdout.read_exact(&mut bytes).unwrap();
-        ConnectorMessage::decode(bytes.as_slice()).unwrap().kind.expect("a message kind")
-    }
-
-    fn load(&mut self, source: &str) -> Kind {
-        self.send(node_message::Kind::Load(Load {
-            team: "acme".into(),
-            app: "orders".into(),
-            source: source.into(),
-            filename: "main.py".into(),
-        }))
-    }
-
-    fn batch(&mut self, topic: &str, values: &[&[u8]]) -> BatchResult {
-        let messages = values
-            .iter()
-            .enumerate()
-            .map(|(offset, value)| RawMessage {
-                key: Some(format!("k{offset}").into_bytes()),
-                value: Some(value.to_vec()),
-                partition: 0,
-                offset: offset as i64,
-                timestamp: None,
-            })
-            .collect();
-        match self.send(node_message::Kind::Batch(Batch { topic: topic.into(), messages })) {
-            Kind::Result(result) => result,
-            other => panic!("expected a batch result, got {other:?}"),
-        }
-    }
-}
-
-impl Drop for ConnectorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn int(value: i64) -> Value {
     Value { kind: Some(value::Kind::Int(value)) }

@@ -17,23 +17,28 @@ mod frame;
 mod native;
 mod python;
 mod reader;
+mod sandbox;
 mod title;
 
 use std::{
     fs::File,
     io::{BufReader, BufWriter},
     process::ExitCode,
+    sync::{Arc, Mutex},
 };
 
-use aerogrid_proto::runtime::v1::{ConnectorMessage, Ready, connector_message, node_message};
+use aerogrid_proto::runtime::v1::{
+    ConnectorMessage, Ready, Refused, connector_message, node_message,
+};
 
-use crate::reader::Incoming;
+use crate::{reader::Incoming, sandbox::audit};
 
 pub use error::{Error, Result};
+pub use sandbox::Sandbox;
 
 /// Runs the connector until the node closes its stdin.
-pub fn main() -> ExitCode {
-    match run() {
+pub fn main(sandbox: Sandbox) -> ExitCode {
+    match run(sandbox) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("aerogrid-connector: {error}");
@@ -42,34 +47,70 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<()> {
+fn run(sandbox: Sandbox) -> Result<()> {
     let (input, output) = frame::take_protocol_descriptors()?;
-    let mut output = BufWriter::new(output);
+    let sandboxed = sandbox != Sandbox::Off;
+    let mut layers = if sandboxed { sandbox::before_interpreter()? } else { Vec::new() };
     let schemas = reader::Schemas::default();
     let mut session = python::Session::start(schemas.clone())?;
+    if sandboxed {
+        layers.extend(sandbox::after_interpreter(sandbox == Sandbox::On)?);
+    }
+    // Shared with the watchdog, which answers for a call that never returns.
+    let output = Arc::new(Mutex::new(BufWriter::new(output)));
     // Reading and decoding run on their own thread, a batch ahead of the interpreter.
-    let incoming = reader::start(BufReader::new(input), schemas);
-    frame::write(&mut output, &reply(connector_message::Kind::Ready(Ready {})))?;
+    let incoming = reader::start(BufReader::new(input), schemas)?;
+    sandbox::watchdog::start(output.clone())?;
+    if sandboxed {
+        layers.push(sandbox::seal()?);
+    }
+    write(&output, connector_message::Kind::Ready(Ready { sandbox: layers }))?;
+    let mut memory_limit = None;
     for message in incoming {
         let answer = match message? {
-            Incoming::Batch(batch) => session.process(batch)?,
+            Incoming::Batch(batch) => session.process(batch),
             Incoming::Other(node_message::Kind::Load(load)) => {
                 title::set(&format!("aerogrid-connector {}/{}", load.team, load.app));
-                session.load(load)?
+                memory_limit = load.memory_limit_bytes;
+                session.load(load)
             }
-            Incoming::Other(node_message::Kind::Restore(restore)) => session.restore(restore)?,
-            Incoming::Other(node_message::Kind::Tick(_)) => session.tick()?,
+            Incoming::Other(node_message::Kind::Restore(restore)) => session.restore(restore),
+            Incoming::Other(node_message::Kind::Tick(_)) => session.tick(),
             Incoming::Other(node_message::Kind::Batch(_)) => {
                 unreachable!("the reader decodes batches")
             }
         };
-        frame::write(&mut output, &reply(answer))?;
+        // A refusal stands whatever the user's code made of its exception.
+        let answer = match (audit::take_refusal(), answer) {
+            (Some(refusal), _) => refused(refusal.message, refusal.line),
+            (None, Err(Error::OutOfMemory { line })) => {
+                refused(out_of_memory_message(memory_limit, line), line)
+            }
+            (None, answer) => answer?,
+        };
+        write(&output, answer)?;
     }
     Ok(())
 }
 
-fn reply(kind: connector_message::Kind) -> ConnectorMessage {
-    ConnectorMessage { kind: Some(kind) }
+fn refused(message: String, line: Option<u32>) -> connector_message::Kind {
+    connector_message::Kind::Refused(Refused { message, line })
+}
+
+fn out_of_memory_message(limit: Option<u64>, line: Option<u32>) -> String {
+    let limit = match limit {
+        Some(bytes) => format!("its memory limit of {} MiB", bytes / (1024 * 1024)),
+        None => "the memory available".to_owned(),
+    };
+    match line {
+        Some(line) => format!("the app used more than {limit} (line {line})"),
+        None => format!("the app used more than {limit}"),
+    }
+}
+
+fn write(output: &Mutex<BufWriter<Pipe>>, kind: connector_message::Kind) -> Result<()> {
+    let mut output = output.lock().expect("no panic holds the output");
+    frame::write(&mut *output, &ConnectorMessage { kind: Some(kind) })
 }
 
 /// Keeps `File` in the public signature of `frame` simple.

@@ -369,6 +369,7 @@ impl StreamIterator {
         };
         let value = shape(py, batch.get(), position, self.shape)?;
         stream.position += 1;
+        crate::sandbox::watchdog::progress();
         Err(PyStopIteration::new_err((value,)))
     }
 }

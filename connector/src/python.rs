@@ -1,6 +1,6 @@
 //! The embedded interpreter and the calls into the driver (`aerogrid._driver`).
 
-use std::{collections::HashMap, ffi::CString};
+use std::{collections::HashMap, ffi::CString, time::Duration};
 
 use aerogrid_proto::{
     runtime::v1::{
@@ -10,6 +10,7 @@ use aerogrid_proto::{
     v1::{Value, value},
 };
 use pyo3::{
+    exceptions::PyMemoryError,
     prelude::*,
     types::{PyBool, PyDict, PyFloat, PyInt, PyString},
 };
@@ -18,6 +19,7 @@ use crate::{
     Error, Result,
     native::{self, Event, EventBatch, TopicDecoder},
     reader::{DecodedBatch, Schemas},
+    sandbox::{self, audit, watchdog},
 };
 
 /// The `aerogrid` package, compiled into the binary: the connector reads no file of ours.
@@ -62,7 +64,12 @@ impl Session {
             }
             let native = modules.get_item("aerogrid._native")?;
             modules.get_item("aerogrid")?.setattr("_native", native)?;
-            let driver = py.import("aerogrid._driver")?.unbind();
+            crate::sandbox::watchdog::install_handler(py)?;
+            let driver = py.import("aerogrid._driver")?;
+            for (_, file, source) in PACKAGE {
+                driver.call_method1("remember_source", (*file, *source))?;
+            }
+            let driver = driver.unbind();
             Ok(Self {
                 driver,
                 connector: None,
@@ -74,12 +81,20 @@ impl Session {
     }
 
     pub(crate) fn load(&mut self, load: Load) -> Result<Kind> {
+        let filename = if load.filename.is_empty() { "main.py".to_owned() } else { load.filename };
+        audit::set_user_file(&filename);
+        if let Some(bytes) = load.memory_limit_bytes {
+            sandbox::limit_memory(bytes)?;
+        }
+        watchdog::set_stall_limit(
+            load.stall_seconds.filter(|seconds| *seconds > 0.0).map(Duration::from_secs_f64),
+        );
+        let _call = watchdog::Call::start();
         Python::attach(|py| {
             let driver = self.driver.bind(py);
-            let filename =
-                if load.filename.is_empty() { "main.py".to_owned() } else { load.filename };
             let connector = match driver.getattr("Connector")?.call1((load.source, filename)) {
                 Ok(connector) => connector,
+                Err(error) if error.is_instance_of::<PyMemoryError>(py) => return Err(error.into()),
                 Err(error) => {
                     let load_error = driver.getattr("LoadError")?;
                     let (message, line) = if error.is_instance(py, &load_error) {
@@ -131,6 +146,7 @@ impl Session {
     /// Runs the streams of the batch's topic over its decoded records; records that did not
     /// decode become bad records.
     pub(crate) fn process(&mut self, batch: DecodedBatch) -> Result<Kind> {
+        let _call = watchdog::Call::start();
         Python::attach(|py| {
             let connector = self.connector(py)?;
             let Some(decoder) = self.decoders.get(&batch.topic) else {
@@ -191,6 +207,7 @@ impl Session {
     }
 
     pub(crate) fn restore(&mut self, restore: RestoreGrid) -> Result<Kind> {
+        let _call = watchdog::Call::start();
         Python::attach(|py| {
             let connector = self.connector(py)?;
             let columns = self.columns.get(&restore.grid).cloned().unwrap_or_default();
@@ -208,6 +225,7 @@ impl Session {
     }
 
     pub(crate) fn tick(&mut self) -> Result<Kind> {
+        let _call = watchdog::Call::start();
         Python::attach(|py| {
             let connector = self.connector(py)?;
             connector.call_method0("run_due_timers")?;
@@ -269,6 +287,26 @@ impl Session {
         result.next_timer_in = next_timer_in(py, connector)?;
         Ok(Kind::Result(result))
     }
+}
+
+/// The innermost line of the user's module in an exception's traceback.
+pub(crate) fn user_line(py: Python<'_>, error: &PyErr) -> Option<u32> {
+    let user_file = audit::user_file();
+    let mut line = None;
+    let mut traceback = error.traceback(py).map(Bound::into_any);
+    while let Some(current) = traceback.filter(|traceback| !traceback.is_none()) {
+        let filename = current
+            .getattr("tb_frame")
+            .and_then(|frame| frame.getattr("f_code"))
+            .and_then(|code| code.getattr("co_filename"))
+            .and_then(|name| name.extract::<String>())
+            .unwrap_or_default();
+        if filename == user_file {
+            line = current.getattr("tb_lineno").and_then(|line| line.extract::<u32>()).ok();
+        }
+        traceback = current.getattr("tb_next").ok();
+    }
+    line
 }
 
 fn bad_record(topic: &str, raw: &RawMessage, reason: String) -> BadRecord {

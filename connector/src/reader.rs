@@ -42,41 +42,34 @@ pub(crate) struct DecodedMessage {
 pub(crate) fn start(
     mut input: impl Read + Send + 'static,
     schemas: Schemas,
-) -> mpsc::IntoIter<Result<Incoming>> {
+) -> Result<mpsc::IntoIter<Result<Incoming>>> {
     // One decoded batch waits while the interpreter works: enough to overlap, bounded memory.
     let (sender, receiver) = mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name("aerogrid-reader".into())
-        .spawn(move || {
-            loop {
-                let incoming = match frame::read(&mut input) {
-                    Ok(None) => return,
-                    Ok(Some(message)) => match message.kind {
-                        Some(node_message::Kind::Batch(batch)) => {
-                            let schema = schemas
-                                .lock()
-                                .expect("no thread panics holding the schemas")
-                                .get(&batch.topic)
-                                .cloned();
-                            Ok(Incoming::Batch(decode(
-                                batch.topic,
-                                batch.messages,
-                                schema.as_deref(),
-                            )))
-                        }
-                        Some(kind) => Ok(Incoming::Other(kind)),
-                        None => Err(Error::Protocol("a node message without content".to_owned())),
-                    },
-                    Err(error) => Err(error),
-                };
-                let failed = incoming.is_err();
-                if sender.send(incoming).is_err() || failed {
-                    return;
-                }
+    std::thread::Builder::new().name("aerogrid-reader".into()).spawn(move || {
+        loop {
+            let incoming = match frame::read(&mut input) {
+                Ok(None) => return,
+                Ok(Some(message)) => match message.kind {
+                    Some(node_message::Kind::Batch(batch)) => {
+                        let schema = schemas
+                            .lock()
+                            .expect("no thread panics holding the schemas")
+                            .get(&batch.topic)
+                            .cloned();
+                        Ok(Incoming::Batch(decode(batch.topic, batch.messages, schema.as_deref())))
+                    }
+                    Some(kind) => Ok(Incoming::Other(kind)),
+                    None => Err(Error::Protocol("a node message without content".to_owned())),
+                },
+                Err(error) => Err(error),
+            };
+            let failed = incoming.is_err();
+            if sender.send(incoming).is_err() || failed {
+                return;
             }
-        })
-        .expect("spawn the reader thread");
-    receiver.into_iter()
+        }
+    })?;
+    Ok(receiver.into_iter())
 }
 
 fn decode(topic: String, messages: Vec<RawMessage>, schema: Option<&TopicSchema>) -> DecodedBatch {

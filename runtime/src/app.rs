@@ -23,6 +23,7 @@ use crate::{
     connector::{ConnectorProcess, WarmPool},
     db,
     input::Input,
+    limits::{ChangeRate, GridUsage, Limits},
 };
 
 /// Changelog records between snapshots: bounds what recovery replays.
@@ -62,6 +63,7 @@ pub(crate) struct NodeContext {
     pub(crate) node_id: String,
     /// Create missing input topics (the dev stack's own broker) instead of waiting for them.
     pub(crate) create_topics: bool,
+    pub(crate) limits: Limits,
 }
 
 enum Outcome {
@@ -95,8 +97,13 @@ async fn supervise(
         let outcome = run_once(context, app_id, epoch, &mut stop).await;
         let wait = match outcome {
             Ok(Outcome::Stop(reason)) => return reason,
-            Ok(Outcome::Failed { message, line }) => {
+            Ok(Outcome::Failed { message, line }) | Err(Error::Refused { message, line }) => {
                 tracing::info!(%app_id, %message, "App failed; it stays failed until started again.");
+                // In the app's log too, where the user follows it.
+                report(
+                    db::insert_logs(&context.db, app_id, &["error".to_owned()], &[message.clone()])
+                        .await,
+                );
                 let line = line.and_then(|line| i32::try_from(line).ok());
                 report(
                     db::set_state(&context.db, app_id, "failed", Some(&message), line, None).await,
@@ -176,12 +183,19 @@ async fn run_once(
     db::set_state(&context.db, app_id, "starting", None, None, Some(code.version)).await?;
     let started = Instant::now();
     let mut connector = context.pool.take().await?;
+    let limits = &context.limits;
+    let memory_limit_bytes = code
+        .memory_limit_mib
+        .and_then(|mib| u64::try_from(mib).ok())
+        .map_or(limits.memory_bytes, |mib| mib << 20);
     let loaded = match connector
         .request(node_message::Kind::Load(Load {
             team: code.team.clone(),
             app: code.app.clone(),
             source: code.code,
             filename: "main.py".into(),
+            memory_limit_bytes: Some(memory_limit_bytes),
+            stall_seconds: Some(limits.stall.as_secs_f64()),
         }))
         .await?
     {
@@ -235,6 +249,11 @@ async fn run_once(
     let ((writer, mut state, replayed), mut input, ()) =
         tokio::try_join!(recovery, input, db::set_grids(&context.db, app_id, &columns))?;
     state.reshape(&columns);
+    let mut usage = GridUsage::of(&state);
+    let mut change_rate = ChangeRate::new(limits.changes_per_second);
+    // Set while the app waits for its change rate to come back under the limit.
+    let mut paused_until: Option<tokio::time::Instant> = None;
+    let mut warned_rate = false;
     restore(&mut connector, &state).await?;
     input.assign(&state.offsets)?;
     let mut batches = input.start();
@@ -257,7 +276,8 @@ async fn run_once(
     let mut last_lag = Instant::now();
     loop {
         // Timers run between batches, never while the connector works on one.
-        let timer_due = next_timer.filter(|_| in_flight.is_empty());
+        let timer_due = next_timer.filter(|_| in_flight.is_empty() && paused_until.is_none());
+        let paused = paused_until.is_some();
         let timer = async move {
             match timer_due {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -265,7 +285,7 @@ async fn run_once(
             }
         };
         tokio::select! {
-            batch = batches.recv(), if in_flight.len() < MAX_IN_FLIGHT && writes.len() < MAX_UNCONFIRMED_WRITES => {
+            batch = batches.recv(), if !paused && in_flight.len() < MAX_IN_FLIGHT && writes.len() < MAX_UNCONFIRMED_WRITES => {
                 let Some(batch) = batch else { return Err(Error::Connector("the input consumer stopped".into())) };
                 let batch = batch?;
                 tracing::trace!(%app_id, records = batch.messages.len(), in_flight = in_flight.len(), "Input batch.");
@@ -274,6 +294,9 @@ async fn run_once(
                 }
                 in_flight.push_back(Request::Batch { records: batch.messages.len(), offsets: sent_offsets.clone() });
                 connector.send(node_message::Kind::Batch(Batch { topic: batch.topic, messages: batch.messages })).await?;
+            }
+            () = sleep_until(paused_until), if paused => {
+                paused_until = None;
             }
             () = timer => {
                 in_flight.push_back(Request::Tick);
@@ -295,6 +318,20 @@ async fn run_once(
                     }
                     Request::Tick => false,
                 };
+                usage.admit(&state, &columns, &result.changes, limits).map_err(|message| Error::Refused { message, line: None })?;
+                let changed: usize = result.changes.iter().map(|grid| grid.upserted.len() + grid.deleted.len()).sum();
+                if let Some(wait) = change_rate.spend(changed) {
+                    paused_until = Some(tokio::time::Instant::now() + wait);
+                    if !warned_rate {
+                        warned_rate = true;
+                        tracing::info!(%app_id, "App slowed down to its change rate limit.");
+                        pending.log_levels.push("warning".into());
+                        pending.log_messages.push(format!(
+                            "the app changes its grids faster than {} rows/s, the limit of an app: it is slowed down to that rate",
+                            limits.changes_per_second
+                        ));
+                    }
+                }
                 let delta = take_result(&mut state, &columns, result, &mut pending);
                 if is_batch || !delta.grids.is_empty() {
                     writes.push_back((writer.queue_delta(delta)?, state.offsets.clone()));
@@ -338,6 +375,13 @@ async fn run_once(
             db::set_snapshot_offset(&context.db, app_id, &changelog_topic, snapshot_offset).await?;
             records_since_snapshot = 0;
         }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

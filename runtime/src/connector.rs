@@ -17,7 +17,8 @@ use crate::{Error, Result};
 
 /// How long a new connector process may take to start its interpreter.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
-const MAX_FRAME: usize = 256 * 1024 * 1024;
+/// The largest answer a connector may send (a batch's changes, logs and bad records).
+const MAX_FRAME: usize = 64 * 1024 * 1024;
 
 /// A running connector process, idle (from the pool) or running an app.
 ///
@@ -31,7 +32,7 @@ pub(crate) struct ConnectorProcess {
 
 impl ConnectorProcess {
     /// Starts `aerogrid connector` and waits for its interpreter to be ready.
-    pub(crate) async fn spawn(binary: &PathBuf) -> Result<Self> {
+    pub(crate) async fn spawn(binary: &PathBuf, sandbox: bool) -> Result<Self> {
         let mut command = Command::new(binary);
         // Operators tell connectors apart in `ps`; the connector retitles itself on Load.
         command
@@ -40,6 +41,7 @@ impl ConnectorProcess {
                 "                                                                "
             ))
             .arg("connector")
+            .args((!sandbox).then_some("--no-sandbox"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -61,7 +63,10 @@ impl ConnectorProcess {
         tokio::spawn(read_frames(stdout, sender));
         let mut process = Self { child, stdin, answers };
         match tokio::time::timeout(READY_TIMEOUT, process.receive()).await {
-            Ok(Ok(Kind::Ready(_))) => Ok(process),
+            Ok(Ok(Kind::Ready(ready))) => {
+                log_sandbox_once(sandbox, &ready.sandbox);
+                Ok(process)
+            }
             Ok(Ok(other)) => {
                 Err(Error::Connector(format!("a new connector said {other:?} instead of Ready")))
             }
@@ -88,19 +93,29 @@ impl ConnectorProcess {
         self.stdin.flush().await.map_err(|error| self.gone(error))
     }
 
-    /// The next answer. Cancel-safe: usable in `select!`.
+    /// The next answer. Cancel-safe: usable in `select!`. `Refused` comes as an error: the
+    /// app must stop.
     pub(crate) async fn receive(&mut self) -> Result<Kind> {
         let bytes = match self.answers.recv().await {
             Some(Ok(bytes)) => bytes,
+            Some(Err(error)) if error.kind() == std::io::ErrorKind::FileTooLarge => {
+                return Err(Error::Refused { message: error.to_string(), line: None });
+            }
             Some(Err(error)) => return Err(self.gone(error)),
             None => return Err(self.gone(std::io::ErrorKind::UnexpectedEof.into())),
         };
-        ConnectorMessage::decode(bytes.as_slice())
+        let kind = ConnectorMessage::decode(bytes.as_slice())
             .map_err(|error| {
                 Error::Connector(format!("a connector sent a malformed message: {error}"))
             })?
             .kind
-            .ok_or_else(|| Error::Connector("a connector sent an empty message".into()))
+            .ok_or_else(|| Error::Connector("a connector sent an empty message".into()))?;
+        match kind {
+            Kind::Refused(refused) => {
+                Err(Error::Refused { message: refused.message, line: refused.line })
+            }
+            kind => Ok(kind),
+        }
     }
 
     /// The error for a pipe that broke: the process is gone, say how.
@@ -142,9 +157,14 @@ async fn read_frames(
             stdout.read_exact(&mut length).await?;
             let length = u32::from_le_bytes(length) as usize;
             if length > MAX_FRAME {
-                return Err(std::io::Error::other(format!(
-                    "a connector sent a frame of {length} bytes"
-                )));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::FileTooLarge,
+                    format!(
+                        "the app produced {} MiB of changes, logs and bad records in one batch, above the limit of {} MiB",
+                        length >> 20,
+                        MAX_FRAME >> 20
+                    ),
+                ));
             }
             let mut bytes = vec![0u8; length];
             stdout.read_exact(&mut bytes).await?;
@@ -167,6 +187,18 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
+/// The first connector of the node says which sandbox layers the kernel gave it.
+fn log_sandbox_once(sandbox: bool, layers: &[String]) {
+    static LOGGED: std::sync::Once = std::sync::Once::new();
+    LOGGED.call_once(|| {
+        if sandbox {
+            tracing::info!(layers = %layers.join(", "), "Connectors run sandboxed.");
+        } else {
+            tracing::warn!("Connectors run WITHOUT the sandbox (--no-sandbox): user code can reach the network, files and this node.");
+        }
+    });
+}
+
 /// Anything a connector writes to stderr (crashes of the interpreter itself) goes to the node's log.
 async fn forward_stderr(stderr: tokio::process::ChildStderr) {
     use tokio::io::AsyncBufReadExt;
@@ -181,18 +213,19 @@ async fn forward_stderr(stderr: tokio::process::ChildStderr) {
 pub(crate) struct WarmPool {
     ready: std::sync::Arc<std::sync::Mutex<mpsc::Receiver<ConnectorProcess>>>,
     binary: PathBuf,
+    sandbox: bool,
 }
 
 impl WarmPool {
     /// Keeps `size` idle connectors ready, replacing each one taken.
-    pub(crate) fn start(binary: PathBuf, size: usize) -> Self {
+    pub(crate) fn start(binary: PathBuf, size: usize, sandbox: bool) -> Self {
         let (sender, ready) = mpsc::channel(size.max(1));
         let spawn_binary = binary.clone();
         tokio::spawn(async move {
             loop {
                 // `reserve` waits until the pool has room: a taken process is replaced.
                 let Ok(permit) = sender.reserve().await else { return };
-                match ConnectorProcess::spawn(&spawn_binary).await {
+                match ConnectorProcess::spawn(&spawn_binary, sandbox).await {
                     Ok(process) => permit.send(process),
                     Err(error) => {
                         tracing::error!(%error, "Cannot start a warm connector process; retrying in 1 s.");
@@ -202,7 +235,7 @@ impl WarmPool {
                 }
             }
         });
-        Self { ready: std::sync::Arc::new(std::sync::Mutex::new(ready)), binary }
+        Self { ready: std::sync::Arc::new(std::sync::Mutex::new(ready)), binary, sandbox }
     }
 
     /// An idle connector: a warm one when there is one, else a new one.
@@ -210,7 +243,7 @@ impl WarmPool {
         let warm = self.ready.lock().expect("pool lock").try_recv().ok();
         match warm {
             Some(process) => Ok(process),
-            None => ConnectorProcess::spawn(&self.binary).await,
+            None => ConnectorProcess::spawn(&self.binary, self.sandbox).await,
         }
     }
 }

@@ -73,12 +73,15 @@ pub(crate) struct AppCode {
     pub(crate) app: String,
     pub(crate) version: i32,
     pub(crate) code: String,
+    /// The app's own memory limit, if it has one.
+    pub(crate) memory_limit_mib: Option<i32>,
 }
 
 pub(crate) async fn app_code(db: &sqlx::PgPool, app_id: Uuid) -> Result<Option<AppCode>> {
     let code = sqlx::query_as!(
         AppCode,
-        r#"SELECT teams.name AS team, apps.name AS app, app_versions.version, app_versions.code
+        r#"SELECT teams.name AS team, apps.name AS app, app_versions.version, app_versions.code,
+                  apps.memory_limit_mib
            FROM apps
            JOIN teams ON teams.id = apps.team_id
            JOIN app_versions ON app_versions.app_id = apps.id

@@ -13,6 +13,7 @@ mod changelog;
 mod connector;
 mod db;
 mod input;
+mod limits;
 mod node;
 
 pub use node::{NodeArgs, run};
@@ -29,6 +30,10 @@ pub enum Error {
     Connector(String),
     #[error("{0}")]
     ConnectorExited(String),
+    /// The app did something the sandbox refuses or broke a limit: it fails, and is not
+    /// restarted until started again.
+    #[error("{message}")]
+    Refused { message: String, line: Option<u32> },
     #[error("topic `{0}` does not exist")]
     TopicMissing(String),
     #[error("changelog: {0}")]

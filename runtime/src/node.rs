@@ -12,6 +12,7 @@ use crate::{
     app::{NodeContext, Stop, run_app},
     connector::WarmPool,
     db,
+    limits::Limits,
 };
 
 /// Leases are renewed and apps claimed this often, and at once when Postgres notifies a change.
@@ -36,6 +37,26 @@ pub struct NodeArgs {
     /// another node after this long.
     #[arg(long, env = "AEROGRID_LEASE_SECONDS", default_value_t = 10.0)]
     pub lease_seconds: f64,
+    /// Memory of an app's connector process, in MiB, unless the app sets its own.
+    #[arg(long, env = "AEROGRID_CONNECTOR_MEMORY_MIB", default_value_t = 512)]
+    pub connector_memory_mib: u64,
+    /// Seconds a stream step, timer or module import may run without yielding before its app
+    /// is stopped and fails.
+    #[arg(long, env = "AEROGRID_CONNECTOR_STALL_SECONDS", default_value_t = 5.0)]
+    pub connector_stall_seconds: f64,
+    /// Rows of one grid; an app whose grid grows beyond it fails.
+    #[arg(long, env = "AEROGRID_MAX_GRID_ROWS", default_value_t = 100_000)]
+    pub max_grid_rows: usize,
+    /// Size of all grids of one app, in MiB; an app whose grids grow beyond it fails.
+    #[arg(long, env = "AEROGRID_MAX_GRID_MIB", default_value_t = 256)]
+    pub max_grid_mib: u64,
+    /// Row changes per second of one app (all its grids); a faster app is slowed down.
+    #[arg(long, env = "AEROGRID_MAX_GRID_CHANGES_PER_SECOND", default_value_t = 500_000.0)]
+    pub max_grid_changes_per_second: f64,
+    /// Run user code without the sandbox (no namespaces, landlock, seccomp or audit hook).
+    /// Only for debugging and benchmarks: user code can then reach the network and this node.
+    #[arg(long, env = "AEROGRID_NO_SANDBOX", default_value_t = false)]
+    pub no_sandbox: bool,
 }
 
 impl NodeArgs {
@@ -67,13 +88,20 @@ pub async fn run(
             crate::Error::Connector(format!("cannot find the aerogrid binary: {error}"))
         })?,
     );
-    let pool = WarmPool::start(connector_binary, args.connector_pool);
+    let pool = WarmPool::start(connector_binary, args.connector_pool, !args.no_sandbox);
     let context = NodeContext {
         db: db.clone(),
         kafka: kafka.clone(),
         pool,
         node_id: node_id.clone(),
         create_topics: args.create_topics,
+        limits: Limits {
+            memory_bytes: args.connector_memory_mib << 20,
+            stall: Duration::from_secs_f64(args.connector_stall_seconds.max(0.1)),
+            grid_rows: args.max_grid_rows,
+            grid_bytes: args.max_grid_mib << 20,
+            changes_per_second: args.max_grid_changes_per_second.max(1.0),
+        },
     };
     tracing::info!(node = %node_id, brokers = %kafka.brokers, "Runtime node ready.");
 

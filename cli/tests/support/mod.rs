@@ -3,6 +3,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+pub(crate) mod connector;
+
 use std::{
     collections::{HashMap, HashSet},
     path::{Path, PathBuf},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import linecache
 import logging
 import sys
 import time
@@ -99,6 +100,8 @@ class Connector:
             code = compile(source, self.filename, "exec")
         except SyntaxError as error:
             raise LoadError(f"syntax error: {error.msg}", error.lineno) from None
+        # Tracebacks show the module's lines without reading a file (the sandbox allows none).
+        remember_source(self.filename, source)
         # A real module in sys.modules, so annotations of Records resolve against it.
         module = types.ModuleType(MODULE_NAME)
         module.__file__ = self.filename
@@ -106,6 +109,9 @@ class Connector:
         sys.modules[MODULE_NAME] = module
         try:
             exec(code, module.__dict__)
+        except MemoryError:
+            # The app's memory limit: the connector stops the app, it is no error of the module.
+            raise
         except Exception as error:  # noqa: BLE001 (any failure of user code is reported)
             message, line = self._describe(error)
             raise LoadError(message, line) from None
@@ -167,6 +173,8 @@ class Connector:
                     LogLine("warning", f"stream `{running.spec.function.__name__}` returned: it gets no more records")
                 )
                 return
+            except MemoryError:
+                raise
             except Exception as error:  # noqa: BLE001
                 self._record_failure(running, error)
                 # The stream goes on with the next record, in a fresh call of the function.
@@ -230,6 +238,8 @@ class Connector:
                 result = timer.function()
                 if hasattr(result, "send"):
                     _run_to_end(result)
+            except MemoryError:
+                raise
             except Exception as error:  # noqa: BLE001
                 message, _ = self._describe(error)
                 self.logs.append(LogLine("error", f"timer `{timer.function.__name__}` failed: {message}"))
@@ -273,6 +283,13 @@ class Connector:
         root = logging.getLogger()
         root.handlers[:] = [_LogHandler(self)]
         root.setLevel(logging.INFO)
+
+
+def remember_source(filename: str, source: str) -> None:
+    """Puts a module that is not a file into `linecache`, for tracebacks."""
+    lines = source.splitlines(keepends=True)
+    # No modification time: `linecache.checkcache` keeps the entry.
+    linecache.cache[filename] = (len(source), None, lines, filename)
 
 
 def _run_to_end(coroutine: Any) -> None:
