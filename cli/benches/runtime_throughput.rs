@@ -4,6 +4,10 @@
 //! already-decoded dicts. Between them, a connector process alone, fed the same orders as raw
 //! bytes over its pipe (decoding included, no broker): where the time goes.
 //!
+//! The sandbox's cost is measured in the same run: the connector alone with the sandbox on and
+//! off (alternating rounds), the whole pipeline on a second dev stack started with
+//! `--no-sandbox`, and a cold connector's start to Ready.
+//!
 //! `cargo bench -p aerogrid-cli --bench runtime_throughput` (ORDERS=... to change the count,
 //! BROKER_STORAGE=memory|sqlite for the dev broker's storage, memory by default).
 
@@ -26,19 +30,84 @@ fn main() {
         std::env::var("ORDERS").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
     // CONNECTOR_ONLY=1: just the connector fed over its pipe (for profiling it).
     if std::env::var_os("CONNECTOR_ONLY").is_some() {
-        println!("connector alone (pipe, no broker): {:.0} records/s", connector_alone(orders));
+        println!(
+            "connector alone (pipe, no broker): {:.0} records/s",
+            connector_alone(orders, Sandbox::On)
+        );
         return;
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(run(orders));
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sandbox {
+    On,
+    Off,
+}
+
+/// What one dev stack measured.
+struct EndToEnd {
+    broker_ceiling: f64,
+    records_per_second: f64,
+    seconds: f64,
+    start_ms: f64,
+}
+
 async fn run(orders: u64) {
+    let python_ceiling = plain_python(orders);
+    // Alternating rounds, so a noisy neighbour hits both sides alike.
+    let mut alone_on = Vec::new();
+    let mut alone_off = Vec::new();
+    for _ in 0..3 {
+        alone_on.push(connector_alone(orders, Sandbox::On));
+        alone_off.push(connector_alone(orders, Sandbox::Off));
+    }
+    let (ready_on, ready_off) = cold_start_to_ready(20);
+    let on = end_to_end(orders, Sandbox::On).await;
+    let off = end_to_end(orders, Sandbox::Off).await;
+    let alone_on = median(&mut alone_on);
+    let alone_off = median(&mut alone_off);
+
+    println!("plain CPython loop:           {python_ceiling:>12.0} records/s");
+    println!("connector alone (pipe, no broker), median of 3:");
+    println!("  sandbox on:                 {alone_on:>12.0} records/s");
+    println!("  sandbox off:                {alone_off:>12.0} records/s");
+    println!("  on / off:                   {:>12.3}", alone_on / alone_off);
+    println!("  on / plain CPython:         {:>12.3}", alone_on / python_ceiling);
+    for (name, figures) in [("sandbox on", &on), ("sandbox off", &off)] {
+        println!("dev stack, {name}:");
+        println!("  bare rdkafka consumer:      {:>12.0} records/s", figures.broker_ceiling);
+        println!(
+            "  seed program (Start to last): {:>10.0} records/s ({:.1} s)",
+            figures.records_per_second, figures.seconds
+        );
+        println!(
+            "  ratio to the broker:        {:>12.3}",
+            figures.records_per_second / figures.broker_ceiling
+        );
+        println!("  Start to first record in the changelog: {:.0} ms", figures.start_ms);
+    }
+    println!(
+        "seed program, sandbox on / off: {:.3}",
+        on.records_per_second / off.records_per_second
+    );
+    println!("Start to first record, sandbox on - off: {:+.0} ms", on.start_ms - off.start_ms);
+    println!(
+        "cold connector, start to Ready (p50 of 20): sandbox on {ready_on:.1} ms, off {ready_off:.1} ms ({:+.1} ms)",
+        ready_on - ready_off
+    );
+}
+
+async fn end_to_end(orders: u64, sandbox: Sandbox) -> EndToEnd {
     let temp = tempfile::tempdir().unwrap();
     let storage = std::env::var("BROKER_STORAGE").unwrap_or_else(|_| "memory".into());
-    let stack =
-        DevStack::start_with_args(&temp.path().join("data"), &["--broker-storage", &storage]);
-    println!("dev broker storage: {storage}");
+    let mut args = vec!["--broker-storage", storage.as_str()];
+    if sandbox == Sandbox::Off {
+        args.push("--no-sandbox");
+    }
+    let stack = DevStack::start_with_args(&temp.path().join("data"), &args);
+    println!("dev stack ({sandbox:?}), broker storage: {storage}");
     let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
     let kafka = KafkaSettings::new(stack.file("broker"));
     kafka.ensure_topic("orders", 1).await.unwrap();
@@ -46,31 +115,60 @@ async fn run(orders: u64) {
     let started = Instant::now();
     support::produce_orders(&kafka, 0..orders, 1000).await;
     println!("produced {orders} orders in {:.1} s", started.elapsed().as_secs_f64());
-
     let broker_ceiling = drain(&kafka, orders);
-    let python_ceiling = plain_python(orders);
-    let connector_alone = connector_alone(orders);
 
     let app = support::create_running_app(&pool, SEED).await;
     let started = Instant::now();
     let first = wait_for_offset(&kafka, app, 1, Duration::from_secs(60));
     let done = wait_for_offset(&kafka, app, orders as i64, Duration::from_secs(3600));
     let seconds = done.duration_since(started).as_secs_f64();
-    let connector = orders as f64 / seconds;
+    if sandbox == Sandbox::On {
+        idle_connector_memory(&stack);
+        recovery_after_sigkill(&stack, &pool, app).await;
+    }
+    EndToEnd {
+        broker_ceiling,
+        records_per_second: orders as f64 / seconds,
+        seconds,
+        start_ms: first.duration_since(started).as_secs_f64() * 1e3,
+    }
+}
 
-    println!("bare rdkafka consumer:        {broker_ceiling:>12.0} records/s");
-    println!("plain CPython loop:           {python_ceiling:>12.0} records/s");
-    println!("connector alone (pipe, no broker): {connector_alone:>7.0} records/s");
-    println!("  ratio to plain CPython:     {:>12.3}", connector_alone / python_ceiling);
-    println!("seed program (Start to last): {connector:>12.0} records/s ({seconds:.1} s)");
-    println!("  ratio to the broker:        {:>12.3}", connector / broker_ceiling);
-    println!("  ratio to plain CPython:     {:>12.3}", connector / python_ceiling);
-    println!(
-        "Start to first record in the changelog: {:.0} ms",
-        first.duration_since(started).as_secs_f64() * 1e3
-    );
-    idle_connector_memory(&stack);
-    recovery_after_sigkill(&stack, &pool, app).await;
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// A connector started without the warm pool: process start to its Ready answer, in ms (p50).
+fn cold_start_to_ready(rounds: usize) -> (f64, f64) {
+    use std::io::Read;
+    let mut times = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        for (index, sandbox) in [Sandbox::On, Sandbox::Off].into_iter().enumerate() {
+            let started = Instant::now();
+            let mut child = connector_command(sandbox)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut length = [0u8; 4];
+            child.stdout.as_mut().unwrap().read_exact(&mut length).unwrap();
+            times[index].push(started.elapsed().as_secs_f64() * 1e3);
+            drop(child.stdin.take());
+            child.wait().unwrap();
+        }
+    }
+    let [mut on, mut off] = times;
+    (median(&mut on), median(&mut off))
+}
+
+fn connector_command(sandbox: Sandbox) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"));
+    command.arg("connector");
+    if sandbox == Sandbox::Off {
+        command.arg("--no-sandbox");
+    }
+    command
 }
 
 /// Resident memory of the warm pool's idle connector processes.
@@ -169,7 +267,7 @@ print({orders} / (time.perf_counter() - started))
 
 /// A connector process fed the orders over its pipe, as the node does (two batches in flight),
 /// from bytes already in memory.
-fn connector_alone(orders: u64) -> f64 {
+fn connector_alone(orders: u64, sandbox: Sandbox) -> f64 {
     use std::io::{Read, Write};
 
     use aerogrid_proto::runtime::v1::{
@@ -177,8 +275,7 @@ fn connector_alone(orders: u64) -> f64 {
     };
     use prost::Message as _;
 
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
-        .arg("connector")
+    let mut child = connector_command(sandbox)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -205,6 +302,7 @@ fn connector_alone(orders: u64) -> f64 {
             app: "seed".into(),
             source: SEED.into(),
             filename: "main.py".into(),
+            ..Load::default()
         }),
     );
     receive(&mut stdout);

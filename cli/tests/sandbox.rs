@@ -9,6 +9,7 @@ use std::{path::Path, time::Duration};
 use aerogrid_proto::runtime::v1::{Load, Refused, Tick, connector_message::Kind, node_message};
 use support::connector::ConnectorProcess;
 
+const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
 const HEADER: &str = "import aerogrid\napp = aerogrid.App(\"hostile\")\n";
 
 /// Loads `body` after two header lines (so its first line is line 3) and runs a timer tick if
@@ -302,4 +303,225 @@ print(json.dumps(results))
     assert_eq!(results["read /etc/passwd"], "Permission denied");
     assert_eq!(results["shared memory"], "PermissionError");
     assert!(!Path::new(&witness).exists(), "the file was written");
+}
+
+/// Hostile apps on a real node beside the seed app: each fails with its reason and line in its
+/// status and log and is not restarted; the rate flooder is slowed, not failed; no secret
+/// reaches a connector; the seed app keeps its pace and the node stays up.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_apps_fail_alone_while_a_neighbour_keeps_its_pace() {
+    let temp = tempfile::tempdir().unwrap();
+    let stack = support::DevStack::start_with_env(
+        &temp.path().join("data"),
+        &[
+            ("AEROGRID_CONNECTOR_STALL_SECONDS", "1"),
+            ("AEROGRID_MAX_GRID_ROWS", "1000"),
+            ("AEROGRID_MAX_GRID_CHANGES_PER_SECOND", "2000"),
+            ("AEROGRID_CONNECTOR_POOL", "4"),
+        ],
+    );
+    let database_url = stack.file("database-url");
+    let admin_token = stack.file("admin-token");
+    let password = database_url.split(['/', ':', '@']).nth(4).unwrap().to_owned();
+    let database_port =
+        database_url.rsplit(':').next().unwrap().split('/').next().unwrap().to_owned();
+    let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
+    let kafka = aerogrid_kafka::KafkaSettings::new(stack.file("broker"));
+    kafka.ensure_topic("orders", 1).await.unwrap();
+
+    let neighbour = support::create_running_app(&pool, SEED).await;
+    let team: uuid::Uuid = sqlx::query_scalar("SELECT team_id FROM apps WHERE id = $1")
+        .bind(neighbour)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // The neighbour's pace alone.
+    let started = std::time::Instant::now();
+    support::produce_orders(&kafka, 0..3000, 50).await;
+    wait_for_records(&pool, neighbour, 3000).await;
+    let alone = started.elapsed();
+
+    let network = format!(
+        "import socket\nsocket.create_connection(('127.0.0.1', {database_port}), timeout=1)\n"
+    );
+    let secrets = "import json, os\n@app.timer(seconds=0.2)\ndef look():\n    look.calls = getattr(look, 'calls', 0) + 1\n    if look.calls == 1:\n        print(json.dumps(dict(os.environ)))\n    if look.calls == 3:\n        open(f'/proc/{os.getppid()}/environ').read()\n";
+    let busy = "class Order(aerogrid.Record):\n    product: str\n    quantity: int\norders = app.topic('orders', key_type=str, value_type=Order)\n@app.stream(orders)\nasync def spin(stream):\n    async for order in stream:\n        while True: pass\n";
+    let hog = "@app.timer(seconds=0.1)\ndef hog():\n    hog.keep = [bytearray(1 << 20) for _ in range(1024)]\n";
+    let rows = "flood = app.Grid('flood', columns=['n'])\n@app.timer(seconds=0.05)\ndef grow():\n    start = len(flood._rows)\n    for n in range(start, start + 300):\n        flood[f'row-{n}'] = {'n': n}\n";
+    let rate = "hot = app.Grid('hot', columns=['n'])\n@app.timer(seconds=0.01)\ndef churn():\n    churn.calls = getattr(churn, 'calls', 0) + 1\n    print(f'tick {churn.calls}')\n    for n in range(100):\n        hot[f'row-{n}'] = {'n': churn.calls}\n";
+    let processes = "import os\nos.system('id')\n";
+    let apps = [
+        ("network", network.as_str(), None),
+        ("secrets", secrets, None),
+        ("busy", busy, None),
+        ("hog", hog, Some(128)),
+        ("rows", rows, None),
+        ("rate", rate, None),
+        ("processes", processes, None),
+    ];
+    let mut ids = std::collections::BTreeMap::new();
+    for (name, body, memory) in apps {
+        ids.insert(name, create_app(&pool, team, name, &format!("{HEADER}{body}"), memory).await);
+    }
+    // The neighbour's pace while they run (the busy app gets orders too).
+    let started = std::time::Instant::now();
+    support::produce_orders(&kafka, 3000..6000, 50).await;
+    wait_for_records(&pool, neighbour, 6000).await;
+    let beside_hostile = started.elapsed();
+
+    let expectations = [
+        ("network", "network access is not available to connectors (line 4: socket.create_connection)".to_owned(), Some(4)),
+        (
+            "secrets",
+            "reading files is not available to connectors (only the standard library can be imported) (line 10: open('/proc/".to_owned(),
+            Some(10),
+        ),
+        ("busy", "the app ran for more than 1 s without yielding (a stream handles one record at a time, a timer must return) (line 10)".to_owned(), Some(10)),
+        ("hog", "the app used more than its memory limit of 128 MiB (line 5)".to_owned(), Some(5)),
+        ("rows", "grid `flood` grew beyond 1000 rows, the limit of a grid".to_owned(), None),
+        ("processes", "starting processes is not available to connectors (line 4: os.system)".to_owned(), Some(4)),
+    ];
+    for (name, message, line) in &expectations {
+        let app = ids[name];
+        let (error, error_line) = wait_for_failure(&pool, app, name).await;
+        assert!(error.starts_with(message.as_str()), "{name}: {error}");
+        assert_eq!(error_line, *line, "{name}");
+        let logs = app_logs(&pool, app).await;
+        assert!(
+            logs.iter().any(|(level, text)| level == "error" && text == &error),
+            "{name}: {logs:?}"
+        );
+    }
+    // What the secrets app saw of its environment.
+    let logs = app_logs(&pool, ids["secrets"]).await;
+    let environment =
+        logs.iter().find(|(_, text)| text.starts_with('{')).expect("the environment printed");
+    let environment: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&environment.1).unwrap();
+    for (key, value) in &environment {
+        assert!(key.starts_with("PYTHON") || key == "LC_CTYPE", "{key} reached a connector");
+        assert!(!value.contains(&password) && !value.contains(&admin_token), "{key}");
+    }
+
+    // The rate flooder runs on, slowed to 2,000 row changes/s: 20 ticks/s of 100 rows (one
+    // second's worth may go at once), where it would make 100/s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rate_logs = app_logs(&pool, ids["rate"]).await;
+    assert!(
+        rate_logs
+            .iter()
+            .any(|(level, text)| level == "warning" && text.contains("faster than 2000 rows/s")),
+        "{rate_logs:?}"
+    );
+    let (state, _, _, _) = status(&pool, ids["rate"]).await;
+    assert_eq!(state, "running");
+    let since: f64 = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM max(at) - min(at))::float8 FROM app_logs WHERE app_id = $1 AND message LIKE 'tick %'",
+    )
+    .bind(ids["rate"])
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let ticks = rate_logs.iter().filter(|(_, text)| text.starts_with("tick ")).count();
+    assert!(ticks as f64 <= 20.0 * since + 20.0 + 10.0, "{ticks} ticks in {since:.1} s");
+    assert!(ticks >= 20, "the flooder still runs: {ticks} ticks");
+
+    // None of the failed apps is restarted, the node is up, and the neighbour kept its pace.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (name, _, _) in &expectations {
+        let (state, _, _, restarts) = status(&pool, ids[name]).await;
+        assert_eq!((state.as_str(), restarts), ("failed", 0), "{name}");
+    }
+    let (state, _, _, restarts) = status(&pool, neighbour).await;
+    assert_eq!((state.as_str(), restarts), ("running", 0));
+    println!(
+        "neighbour: 3,000 orders in {alone:?} alone, {beside_hostile:?} beside the hostile apps"
+    );
+    assert!(
+        beside_hostile < alone * 4 + Duration::from_secs(5),
+        "the neighbour slowed from {alone:?} to {beside_hostile:?}"
+    );
+}
+
+async fn create_app(
+    pool: &sqlx::PgPool,
+    team: uuid::Uuid,
+    name: &str,
+    code: &str,
+    memory_limit_mib: Option<i32>,
+) -> uuid::Uuid {
+    let app: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO apps (id, team_id, name, memory_limit_mib) VALUES (gen_random_uuid(), $1, $2, $3) RETURNING id",
+    )
+    .bind(team)
+    .bind(name)
+    .bind(memory_limit_mib)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO app_versions (app_id, version, code) VALUES ($1, 1, $2)")
+        .bind(app)
+        .bind(code)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE apps SET desired_state = 'running' WHERE id = $1")
+        .bind(app)
+        .execute(pool)
+        .await
+        .unwrap();
+    app
+}
+
+async fn status(
+    pool: &sqlx::PgPool,
+    app: uuid::Uuid,
+) -> (String, Option<String>, Option<i32>, i32) {
+    sqlx::query_as("SELECT state, error, error_line, restarts FROM app_status WHERE app_id = $1")
+        .bind(app)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| ("none".into(), None, None, 0))
+}
+
+async fn wait_for_failure(
+    pool: &sqlx::PgPool,
+    app: uuid::Uuid,
+    name: &str,
+) -> (String, Option<u32>) {
+    let started = std::time::Instant::now();
+    loop {
+        let (state, error, line, _) = status(pool, app).await;
+        if state == "failed" {
+            return (error.unwrap_or_default(), line.and_then(|line| u32::try_from(line).ok()));
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{name}: state {state} ({error:?})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_for_records(pool: &sqlx::PgPool, app: uuid::Uuid, records: i64) {
+    let started = std::time::Instant::now();
+    loop {
+        let done: Option<i64> =
+            sqlx::query_scalar("SELECT records_in FROM app_status WHERE app_id = $1")
+                .bind(app)
+                .fetch_optional(pool)
+                .await
+                .unwrap();
+        if done.unwrap_or(0) >= records {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{done:?} of {records} records");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn app_logs(pool: &sqlx::PgPool, app: uuid::Uuid) -> Vec<(String, String)> {
+    sqlx::query_as("SELECT level, message FROM app_logs WHERE app_id = $1 ORDER BY id")
+        .bind(app)
+        .fetch_all(pool)
+        .await
+        .unwrap()
 }

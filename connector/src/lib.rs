@@ -49,6 +49,7 @@ pub fn main(sandbox: Sandbox) -> ExitCode {
 
 fn run(sandbox: Sandbox) -> Result<()> {
     let (input, output) = frame::take_protocol_descriptors()?;
+    title::prepare();
     let sandboxed = sandbox != Sandbox::Off;
     let mut layers = if sandboxed { sandbox::before_interpreter()? } else { Vec::new() };
     let schemas = reader::Schemas::default();

@@ -3,11 +3,21 @@
 //! A warm connector starts as `aerogrid-connector (idle)` with room to spare in its argv (the
 //! node pads it); on Load it writes its app's name over that memory, as setproctitle does.
 
+use std::sync::OnceLock;
+
+/// The argv area, read before the sandbox hides `/proc`.
+static ARGV_AREA: OnceLock<Option<(usize, usize)>> = OnceLock::new();
+
+/// Finds the argv area; at start, while `/proc/self` can still be read.
+pub(crate) fn prepare() {
+    ARGV_AREA.get_or_init(argv_area);
+}
+
 /// Rewrites the command line shown by `ps` (within the original argv's length) and the thread
 /// name shown by `top`.
 #[allow(unsafe_code, reason = "writing over our own argv memory and prctl")]
 pub(crate) fn set(title: &str) {
-    let Some((start, end)) = argv_area() else { return };
+    let Some((start, end)) = *ARGV_AREA.get_or_init(argv_area) else { return };
     let capacity = end.saturating_sub(start);
     if capacity < 2 {
         return;

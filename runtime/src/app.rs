@@ -304,7 +304,15 @@ async fn run_once(
             }
             // Always listened to: a connector that dies while idle is noticed at once.
             answer = connector.receive() => {
-                let result = expect_result(answer?)?;
+                let answer = match answer {
+                    Err(error @ Error::Refused { .. }) => {
+                        // What the app logged before it broke the rules stays visible.
+                        pending.flush(&context.db, app_id).await?;
+                        return Err(error);
+                    }
+                    answer => answer?,
+                };
+                let result = expect_result(answer)?;
                 tracing::trace!(%app_id, in_flight = in_flight.len(), "Connector answered.");
                 next_timer = result.next_timer_in.map(|seconds| tokio::time::Instant::now() + Duration::from_secs_f64(seconds));
                 let Some(request) = in_flight.pop_front() else {
@@ -318,7 +326,10 @@ async fn run_once(
                     }
                     Request::Tick => false,
                 };
-                usage.admit(&state, &columns, &result.changes, limits).map_err(|message| Error::Refused { message, line: None })?;
+                if let Err(message) = usage.admit(&state, &columns, &result.changes, limits) {
+                    pending.flush(&context.db, app_id).await?;
+                    return Err(Error::Refused { message, line: None });
+                }
                 let changed: usize = result.changes.iter().map(|grid| grid.upserted.len() + grid.deleted.len()).sum();
                 if let Some(wait) = change_rate.spend(changed) {
                     paused_until = Some(tokio::time::Instant::now() + wait);

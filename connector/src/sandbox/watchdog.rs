@@ -23,7 +23,15 @@ use std::{
 };
 
 use aerogrid_proto::runtime::v1::{ConnectorMessage, Refused, connector_message::Kind};
-use pyo3::{exceptions::PyTimeoutError, prelude::*};
+use pyo3::{create_exception, exceptions::PyBaseException, prelude::*};
+
+create_exception!(
+    aerogrid,
+    Stalled,
+    PyBaseException,
+    "Raised in user code that ran too long without yielding. A BaseException, like \
+     KeyboardInterrupt: `except Exception` does not stop it, and the app fails."
+);
 
 /// The signal whose Python handler the watchdog trips.
 const STALL_SIGNAL: c_int = libc::SIGUSR1;
@@ -95,7 +103,9 @@ fn watch<W: Write>(output: &Mutex<W>) {
     loop {
         std::thread::sleep(SAMPLE);
         let now = PROGRESS.load(Ordering::Relaxed);
-        if now != seen || !IN_CALL.load(Ordering::Acquire) {
+        // Once interrupted, only the call's end counts: more records (the driver going on with
+        // the batch after user code swallowed the exception) do not.
+        if !IN_CALL.load(Ordering::Acquire) || (now != seen && !interrupted) {
             seen = now;
             since = Instant::now();
             interrupted = false;
@@ -143,7 +153,7 @@ fn on_stall(py: Python<'_>, _signal: c_int, _frame: &Bound<'_, PyAny>) -> PyResu
     let (line, callee) = audit::user_position(py);
     let message = stall_message(limit, line, callee.as_deref());
     audit::record(Refusal { message: message.clone(), line });
-    Err(PyTimeoutError::new_err(message))
+    Err(Stalled::new_err(message))
 }
 
 fn stall_message(limit: Duration, line: Option<u32>, callee: Option<&str>) -> String {
