@@ -525,3 +525,33 @@ async fn app_logs(pool: &sqlx::PgPool, app: uuid::Uuid) -> Vec<(String, String)>
         .await
         .unwrap()
 }
+
+/// What connectors legitimately use keeps working inside the sandbox.
+#[test]
+fn the_standard_library_still_works() {
+    let mut connector = ConnectorProcess::start();
+    let program = format!(
+        "{HEADER}import collections, datetime, decimal, fractions, json, math, random, re, statistics, time, zoneinfo\n\
+         london = datetime.datetime(2026, 7, 1, 12, tzinfo=zoneinfo.ZoneInfo('Europe/London'))\n\
+         checks = {{\n\
+         'decimal': str(decimal.Decimal('1.10') + decimal.Decimal('2.205')),\n\
+         'statistics': statistics.mean([1, 2, 3, 4]),\n\
+         'zoneinfo': london.utcoffset().total_seconds(),\n\
+         'random': 0 <= random.random() < 1,\n\
+         're': re.sub(r'\\d+', '#', 'a1b22'),\n\
+         'fraction': str(fractions.Fraction(3, 6)),\n\
+         'localtime': time.localtime().tm_year > 2000,\n\
+         'counter': collections.Counter('aab').most_common(1)[0][0],\n\
+         }}\n\
+         print(json.dumps(checks, sort_keys=True))\n"
+    );
+    assert!(matches!(connector.load(&program), Kind::Loaded(_)), "the program loads");
+    let Kind::Result(result) = connector.send(node_message::Kind::Tick(Tick {})) else {
+        panic!("a tick answers with a result")
+    };
+    let printed = result.logs.iter().find(|log| log.message.starts_with('{')).expect("printed");
+    assert_eq!(
+        printed.message,
+        r#"{"counter": "a", "decimal": "3.305", "fraction": "1/2", "localtime": true, "random": true, "re": "a#b#", "statistics": 2.5, "zoneinfo": 3600.0}"#
+    );
+}

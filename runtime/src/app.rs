@@ -101,8 +101,13 @@ async fn supervise(
                 tracing::info!(%app_id, %message, "App failed; it stays failed until started again.");
                 // In the app's log too, where the user follows it.
                 report(
-                    db::insert_logs(&context.db, app_id, &["error".to_owned()], &[message.clone()])
-                        .await,
+                    db::insert_logs(
+                        &context.db,
+                        app_id,
+                        &["error".to_owned()],
+                        std::slice::from_ref(&message),
+                    )
+                    .await,
                 );
                 let line = line.and_then(|line| i32::try_from(line).ok());
                 report(

@@ -67,7 +67,7 @@ pub(crate) fn after_interpreter(audit_hook: bool) -> Result<Vec<String>> {
         Ok(stdlib)
     })?;
     let mut readable = read_roots.clone();
-    readable.extend(shared_library_paths());
+    readable.extend(system_read_paths());
     let mut layers = Vec::new();
     if audit_hook {
         audit::install(readable.clone())?;
@@ -104,9 +104,10 @@ fn standard_library(py: Python<'_>) -> Result<Vec<PathBuf>> {
     Ok(canonical)
 }
 
-/// Where the standard library's extension modules find their shared libraries (`_decimal`
-/// needs libmpdec, `_json` none): the dynamic loader's cache and the system library directories.
-fn shared_library_paths() -> Vec<PathBuf> {
+/// What the standard library reads besides its own files: the shared libraries of its extension
+/// modules (`_decimal` needs libmpdec) with the dynamic loader's cache, and the time zone
+/// database (`zoneinfo`, local time). Public files, no secrets.
+fn system_read_paths() -> Vec<PathBuf> {
     let arch = std::env::consts::ARCH;
     let candidates = [
         "/etc/ld.so.cache".to_owned(),
@@ -114,6 +115,8 @@ fn shared_library_paths() -> Vec<PathBuf> {
         format!("/lib/{arch}-linux-gnu"),
         "/usr/lib64".to_owned(),
         "/lib64".to_owned(),
+        "/usr/share/zoneinfo".to_owned(),
+        "/etc/localtime".to_owned(),
     ];
     let mut paths: Vec<PathBuf> = candidates
         .iter()
