@@ -32,9 +32,17 @@ impl ConnectorProcess {
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            // A pipe, as a node gives it (a regular file would meet the size limit of 0).
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start aerogrid connector");
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("connector stderr: {line}");
+            }
+        });
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut process = Self { child, stdin, stdout, layers: Vec::new() };

@@ -69,6 +69,10 @@ pub(crate) fn drop_root() -> Result<Option<&'static str>> {
 pub(crate) fn limit_resources() -> Result<&'static str> {
     set_limit(libc::RLIMIT_CORE, 0)?;
     set_limit(libc::RLIMIT_FSIZE, 0)?;
+    // A write beyond the size limit then fails with EFBIG instead of killing the process (as
+    // when stderr is a regular file, which the embedded interpreter does not arrange for).
+    // SAFETY: installs SIG_IGN, no handler code.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     set_limit(libc::RLIMIT_NOFILE, MAX_OPEN_FILES)?;
     // SAFETY: prctl with plain integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) } != 0 {
