@@ -18,14 +18,18 @@ use std::{
 
 use aerogrid_changelog::{Applied, Replay};
 use aerogrid_kafka::KafkaSettings;
-use aerogrid_proto::v1::{
-    CellUpdates, ChangelogDelta, ChangelogRecord, Changes, GridInfo, GridRef, Heartbeat,
-    ListGridsRequest, ListGridsResponse, Row, RowChange, Snapshot, SubscribeRequest,
-    SubscribeResponse,
-    grid_service_server::{GridService, GridServiceServer},
-    row_change, subscribe_response,
+use aerogrid_proto::{
+    server::v1::{
+        EncodedSubscribeResponse, encoded_subscribe_response,
+        grid_service_server::{GridService, GridServiceServer},
+    },
+    v1::{
+        CellUpdates, ChangelogDelta, ChangelogRecord, Changes, GridInfo, GridRef, Heartbeat,
+        ListGridsRequest, ListGridsResponse, Row, RowChange, Snapshot, SubscribeRequest,
+        changelog_record, row_change,
+    },
 };
-use prost::Message as _;
+use prost::{Message as _, bytes::Bytes};
 use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
@@ -173,7 +177,7 @@ pub(crate) struct GridGateway {
 
 #[tonic::async_trait]
 impl GridService for GridGateway {
-    type SubscribeStream = ReceiverStream<Result<SubscribeResponse, Status>>;
+    type SubscribeStream = ReceiverStream<Result<EncodedSubscribeResponse, Status>>;
 
     async fn subscribe(
         &self,
@@ -187,7 +191,7 @@ impl GridService for GridGateway {
             .ok_or_else(|| Status::invalid_argument("name the grid: team, app and grid"))?;
         let app = self.authorize(&caller, &grid_ref).await?;
         let feed = self.feed(app.app_id).await?;
-        let view = GridView::new(&request);
+        let view = GridView::new(&grid_ref.grid, &request);
         let (snapshot, changes) = feed.subscribe(&grid_ref.grid, &view).map_err(|known| {
             Status::not_found(format!(
                 "app `{}/{}` has no grid `{}`{}",
@@ -372,6 +376,8 @@ enum FeedEvent {
     Delta {
         sequence: u64,
         delta: ChangelogDelta,
+        /// What each kind of subscriber sees of it, computed by the first one that asks.
+        prepared: Mutex<Vec<Arc<Prepared>>>,
     },
     /// A snapshot replaced everything: subscribers start over.
     Reset,
@@ -531,12 +537,18 @@ fn consume(
         };
         let Some(feed) = feed.upgrade() else { break };
         let mut state = feed.state.lock().expect("feed lock");
+        // The runtime writes a snapshot of the state its deltas already built, every 1,000
+        // records: subscribers only start over when it differs.
+        let completes_snapshot = matches!(&record.kind,
+            Some(changelog_record::Kind::Snapshot(part)) if part.index + 1 == part.count);
+        let before = completes_snapshot.then(|| state.replay.state.grids.clone());
         let event = match state.replay.apply(record) {
             Applied::Nothing => continue,
             Applied::Delta(delta) => {
                 state.sequence += 1;
-                FeedEvent::Delta { sequence: state.sequence, delta }
+                FeedEvent::Delta { sequence: state.sequence, delta, prepared: Mutex::default() }
             }
+            Applied::Snapshot if before.as_ref() == Some(&state.replay.state.grids) => continue,
             Applied::Snapshot => {
                 state.sequence += 1;
                 FeedEvent::Reset
@@ -552,6 +564,16 @@ fn consume(
 struct GridView {
     columns: Vec<String>,
     row_keys: std::collections::HashSet<String>,
+    /// Equal for subscribers that asked the same: they share what a delta gives them.
+    key: Arc<ViewKey>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct ViewKey {
+    grid: String,
+    columns: Vec<String>,
+    /// Sorted.
+    row_keys: Vec<String>,
 }
 
 /// Columns picked from a grid's layout.
@@ -570,10 +592,18 @@ impl PickedColumns {
 }
 
 impl GridView {
-    fn new(request: &SubscribeRequest) -> Self {
+    fn new(grid: &str, request: &SubscribeRequest) -> Self {
+        let mut sorted_keys = request.row_keys.clone();
+        sorted_keys.sort();
+        sorted_keys.dedup();
         Self {
             columns: request.columns.clone(),
             row_keys: request.row_keys.iter().cloned().collect(),
+            key: Arc::new(ViewKey {
+                grid: grid.to_owned(),
+                columns: request.columns.clone(),
+                row_keys: sorted_keys,
+            }),
         }
     }
 
@@ -602,20 +632,22 @@ impl GridView {
 /// Changes are drained from the feed as they come and conflated per row (rows in the changelog
 /// are whole, so the latest row is the latest value of every cell). They are sent when the
 /// subscriber's connection takes more and its rate allows: a slow subscriber gets fewer, larger
-/// messages, and its pending changes never outgrow the grid.
+/// messages, and its pending changes never outgrow the grid. A subscriber that keeps up sends
+/// each delta as the first subscriber with the same view encoded it.
 async fn forward(
     feed: Arc<AppFeed>,
     grid: String,
     view: GridView,
     snapshot: Snapshot,
     mut changes: broadcast::Receiver<Arc<FeedEvent>>,
-    sender: mpsc::Sender<Result<SubscribeResponse, Status>>,
+    sender: mpsc::Sender<Result<EncodedSubscribeResponse, Status>>,
     min_interval: Option<Duration>,
 ) {
     let mut subscriber = Subscriber::new(&snapshot);
-    if sender.send(Ok(respond(subscribe_response::Event::Snapshot(snapshot)))).await.is_err() {
+    if sender.send(Ok(encoded_snapshot(&snapshot))).await.is_err() {
         return;
     }
+    drop(snapshot);
     let mut last_sent = tokio::time::Instant::now();
     let mut last_flush: Option<tokio::time::Instant> = None;
     loop {
@@ -623,7 +655,7 @@ async fn forward(
             (Some(interval), Some(at)) => at + interval,
             _ => tokio::time::Instant::now(),
         };
-        let may_flush = !subscriber.pending_rows.is_empty();
+        let may_flush = subscriber.has_pending();
         tokio::select! {
             // In this order: a subscriber that went away ends its task at once; pending changes
             // go as soon as the connection and the rate allow; meanwhile changes are drained
@@ -637,25 +669,26 @@ async fn forward(
                 sender.reserve().await
             }, if may_flush => {
                 let Ok(permit) = permit else { return };
-                permit.send(Ok(respond(subscribe_response::Event::Changes(subscriber.take()))));
+                permit.send(Ok(encoded(encoded_subscribe_response::Event::Changes(subscriber.take()))));
                 last_sent = tokio::time::Instant::now();
                 last_flush = Some(last_sent);
             }
             event = changes.recv() => {
                 let resync = match event {
                     Ok(event) => match &*event {
-                        FeedEvent::Delta { sequence, delta } => {
-                            match grid_changes(delta, &grid, &view, &subscriber.columns) {
-                                GridUpdate::Unchanged => {
+                        FeedEvent::Delta { sequence, delta, prepared } => {
+                            let prepared = prepare(prepared, *sequence, delta, &view);
+                            match &prepared.touched {
+                                // A new version of the app changed the grid's columns.
+                                Some(touched) if touched.columns != subscriber.columns => true,
+                                Some(Touched { changes: Some(_), .. }) => {
+                                    subscriber.merge(*sequence, prepared);
+                                    false
+                                }
+                                _ => {
                                     subscriber.sequence = *sequence;
                                     false
                                 }
-                                GridUpdate::Changes(rows) => {
-                                    subscriber.merge(*sequence, rows);
-                                    false
-                                }
-                                // A new version of the app changed the grid's columns.
-                                GridUpdate::Relayout => true,
                             }
                         }
                         FeedEvent::Reset => true,
@@ -673,8 +706,7 @@ async fn forward(
                 };
                 if resync && let Some(snapshot) = feed.snapshot(&grid, &view) {
                     subscriber = Subscriber::new(&snapshot);
-                    let event = subscribe_response::Event::Snapshot(snapshot);
-                    if sender.send(Ok(respond(event))).await.is_err() {
+                    if sender.send(Ok(encoded_snapshot(&snapshot))).await.is_err() {
                         return;
                     }
                     last_sent = tokio::time::Instant::now();
@@ -682,7 +714,8 @@ async fn forward(
             }
             () = tokio::time::sleep_until(last_sent + HEARTBEAT_EVERY), if !may_flush => {
                 let heartbeat = Heartbeat { sequence: subscriber.sequence };
-                if sender.send(Ok(respond(subscribe_response::Event::Heartbeat(heartbeat)))).await.is_err() {
+                let event = encoded_subscribe_response::Event::Heartbeat(heartbeat.encode_to_vec().into());
+                if sender.send(Ok(encoded(event))).await.is_err() {
                     return;
                 }
                 last_sent = tokio::time::Instant::now();
@@ -695,8 +728,59 @@ async fn wait_true(mut flag: watch::Receiver<bool>) {
     let _ = flag.wait_for(|set| *set).await;
 }
 
-fn respond(event: subscribe_response::Event) -> SubscribeResponse {
-    SubscribeResponse { event: Some(event) }
+fn encoded(event: encoded_subscribe_response::Event) -> EncodedSubscribeResponse {
+    EncodedSubscribeResponse { event: Some(event) }
+}
+
+fn encoded_snapshot(snapshot: &Snapshot) -> EncodedSubscribeResponse {
+    encoded(encoded_subscribe_response::Event::Snapshot(snapshot.encode_to_vec().into()))
+}
+
+/// One delta as the subscribers of one view see it.
+struct Prepared {
+    view: Arc<ViewKey>,
+    /// `None` when the delta leaves the grid alone.
+    touched: Option<Touched>,
+}
+
+struct Touched {
+    /// The columns the view gets from the grid's layout in this delta.
+    columns: Vec<String>,
+    /// `None` when no row of the view changed.
+    changes: Option<PreparedChanges>,
+}
+
+struct PreparedChanges {
+    rows: Vec<RowChange>,
+    /// `Changes { sequence, rows }`, encoded once for every subscriber that sends it as it is.
+    encoded: Bytes,
+}
+
+/// What `delta` gives subscribers of `view`: computed by the first of them, then shared.
+fn prepare(
+    prepared: &Mutex<Vec<Arc<Prepared>>>,
+    sequence: u64,
+    delta: &ChangelogDelta,
+    view: &GridView,
+) -> Arc<Prepared> {
+    let mut prepared = prepared.lock().expect("prepared lock");
+    if let Some(found) = prepared
+        .iter()
+        .find(|candidate| Arc::ptr_eq(&candidate.view, &view.key) || candidate.view == view.key)
+    {
+        return found.clone();
+    }
+    let touched = grid_changes(delta, &view.key.grid, view).map(|(columns, rows)| Touched {
+        columns,
+        changes: (!rows.is_empty()).then(|| {
+            let changes = Changes { sequence, rows };
+            let encoded = changes.encode_to_vec().into();
+            PreparedChanges { rows: changes.rows, encoded }
+        }),
+    });
+    let new = Arc::new(Prepared { view: view.key.clone(), touched });
+    prepared.push(new.clone());
+    new
 }
 
 /// What one subscriber has been sent, and the changes it has yet to get.
@@ -704,10 +788,19 @@ struct Subscriber {
     /// The feed's sequence the subscriber's view reflects once `pending` is sent.
     sequence: u64,
     columns: Vec<String>,
-    /// The changes not sent yet: the latest per row key, in the order rows first changed, and
-    /// their index by key (built only when two deltas are merged).
-    pending: HashMap<String, usize>,
-    pending_rows: Vec<RowChange>,
+    pending: Pending,
+}
+
+enum Pending {
+    Nothing,
+    /// One delta, sent as it was prepared.
+    Shared(Arc<Prepared>),
+    /// Several deltas merged: the latest per row key, in the order rows first changed, and
+    /// their index by key.
+    Merged {
+        rows: Vec<RowChange>,
+        index: HashMap<String, usize>,
+    },
 }
 
 impl Subscriber {
@@ -715,67 +808,87 @@ impl Subscriber {
         Self {
             sequence: snapshot.sequence,
             columns: snapshot.columns.clone(),
-            pending: HashMap::new(),
-            pending_rows: Vec::new(),
+            pending: Pending::Nothing,
         }
     }
 
-    fn merge(&mut self, sequence: u64, rows: Vec<RowChange>) {
+    fn has_pending(&self) -> bool {
+        !matches!(self.pending, Pending::Nothing)
+    }
+
+    /// Adds a delta that changed rows of this subscriber's view.
+    fn merge(&mut self, sequence: u64, prepared: Arc<Prepared>) {
         self.sequence = sequence;
-        // A subscriber that keeps up sends each delta as it is (a delta names a row once):
-        // the index is only built once a second delta has to be merged into a first.
-        if self.pending_rows.is_empty() {
-            self.pending_rows = rows;
-            return;
+        let new_rows = || {
+            prepared
+                .touched
+                .as_ref()
+                .and_then(|touched| touched.changes.as_ref())
+                .map_or(&[][..], |changes| changes.rows.as_slice())
+        };
+        match &mut self.pending {
+            Pending::Nothing => self.pending = Pending::Shared(prepared),
+            Pending::Shared(first) => {
+                let first_rows = first
+                    .touched
+                    .as_ref()
+                    .and_then(|touched| touched.changes.as_ref())
+                    .map_or(&[][..], |changes| changes.rows.as_slice());
+                let mut rows = first_rows.to_vec();
+                let mut index: HashMap<String, usize> = rows
+                    .iter()
+                    .enumerate()
+                    .map(|(position, row)| (row.key.clone(), position))
+                    .collect();
+                merge_rows(&mut rows, &mut index, new_rows());
+                self.pending = Pending::Merged { rows, index };
+            }
+            Pending::Merged { rows, index } => merge_rows(rows, index, new_rows()),
         }
-        if self.pending.is_empty() {
-            self.pending = self
-                .pending_rows
-                .iter()
-                .enumerate()
-                .map(|(index, row)| (row.key.clone(), index))
-                .collect();
-        }
-        for row in rows {
-            match self.pending.get(&row.key) {
-                Some(&index) => self.pending_rows[index] = row,
-                None => {
-                    self.pending.insert(row.key.clone(), self.pending_rows.len());
-                    self.pending_rows.push(row);
-                }
+    }
+
+    /// The pending changes, encoded, and nothing pending.
+    fn take(&mut self) -> Bytes {
+        match std::mem::replace(&mut self.pending, Pending::Nothing) {
+            Pending::Nothing => {
+                Changes { sequence: self.sequence, rows: vec![] }.encode_to_vec().into()
+            }
+            Pending::Shared(prepared) => prepared
+                .touched
+                .as_ref()
+                .and_then(|touched| touched.changes.as_ref())
+                .map(|changes| changes.encoded.clone())
+                .unwrap_or_default(),
+            Pending::Merged { rows, .. } => {
+                Changes { sequence: self.sequence, rows }.encode_to_vec().into()
             }
         }
     }
+}
 
-    fn take(&mut self) -> Changes {
-        self.pending.clear();
-        Changes { sequence: self.sequence, rows: std::mem::take(&mut self.pending_rows) }
+fn merge_rows(rows: &mut Vec<RowChange>, index: &mut HashMap<String, usize>, new: &[RowChange]) {
+    for row in new {
+        match index.get(&row.key) {
+            Some(&position) => rows[position] = row.clone(),
+            None => {
+                index.insert(row.key.clone(), rows.len());
+                rows.push(row.clone());
+            }
+        }
     }
 }
 
-enum GridUpdate {
-    Unchanged,
-    Changes(Vec<RowChange>),
-    /// The columns differ from those the subscriber knows.
-    Relayout,
-}
-
-/// The part of a changelog delta one subscriber sees.
+/// The part of a changelog delta one view sees: the view's columns of the grid's layout and the
+/// rows that changed; `None` when the delta leaves the grid alone.
 fn grid_changes(
     delta: &ChangelogDelta,
     grid: &str,
     view: &GridView,
-    columns: &[String],
-) -> GridUpdate {
-    let Some(grid_delta) = delta.grids.iter().find(|candidate| candidate.grid == grid) else {
-        return GridUpdate::Unchanged;
-    };
+) -> Option<(Vec<String>, Vec<RowChange>)> {
+    let grid_delta = delta.grids.iter().find(|candidate| candidate.grid == grid)?;
     let picked = view.columns(&grid_delta.columns);
-    if picked.names != columns {
-        return GridUpdate::Relayout;
-    }
     // Every column the subscriber sees: rows in the changelog are whole.
-    let indexes: Vec<u32> = (0..columns.len()).map(|index| index as u32).collect();
+    let indexes: Vec<u32> = (0..picked.names.len()).map(|index| index as u32).collect();
     let mut rows: Vec<RowChange> = grid_delta
         .upserted
         .iter()
@@ -792,7 +905,7 @@ fn grid_changes(
         key: key.clone(),
         change: Some(row_change::Change::Deleted(true)),
     }));
-    if rows.is_empty() { GridUpdate::Unchanged } else { GridUpdate::Changes(rows) }
+    Some((picked.names, rows))
 }
 
 #[cfg(test)]
@@ -815,24 +928,81 @@ mod tests {
         RowChange { key: key.into(), change: Some(row_change::Change::Deleted(true)) }
     }
 
+    /// A delta prepared for the view of a subscriber that asked for everything.
+    fn prepared(sequence: u64, rows: Vec<RowChange>) -> Arc<Prepared> {
+        let encoded = Changes { sequence, rows: rows.clone() }.encode_to_vec().into();
+        let view = GridView::new("g", &SubscribeRequest::default());
+        Arc::new(Prepared {
+            view: view.key,
+            touched: Some(Touched {
+                columns: vec!["units".into()],
+                changes: Some(PreparedChanges { rows, encoded }),
+            }),
+        })
+    }
+
+    fn take(subscriber: &mut Subscriber) -> Changes {
+        Changes::decode(subscriber.take()).unwrap()
+    }
+
     #[test]
     fn pending_changes_keep_the_latest_per_row_in_first_change_order() {
         let snapshot = Snapshot { sequence: 7, columns: vec!["units".into()], rows: vec![] };
         let mut subscriber = Subscriber::new(&snapshot);
-        subscriber.merge(8, vec![update("a", 1), update("b", 1)]);
-        subscriber.merge(9, vec![update("a", 2), deleted("b"), update("c", 5)]);
-        subscriber.merge(10, vec![update("b", 3)]);
-        let changes = subscriber.take();
+        subscriber.merge(8, prepared(8, vec![update("a", 1), update("b", 1)]));
+        subscriber.merge(9, prepared(9, vec![update("a", 2), deleted("b"), update("c", 5)]));
+        subscriber.merge(10, prepared(10, vec![update("b", 3)]));
+        let changes = take(&mut subscriber);
         assert_eq!(changes.sequence, 10);
         assert_eq!(changes.rows, vec![update("a", 2), update("b", 3), update("c", 5)]);
-        assert!(subscriber.pending.is_empty() && subscriber.pending_rows.is_empty());
+        assert!(!subscriber.has_pending());
 
-        // One delta is sent as it is, in order (as the changelog applies it).
-        subscriber.merge(11, vec![update("a", 4), update("b", 4)]);
-        assert_eq!(subscriber.take().rows, vec![update("a", 4), update("b", 4)]);
-        subscriber.merge(12, vec![update("a", 5)]);
-        subscriber.merge(13, vec![deleted("a")]);
-        assert_eq!(subscriber.take().rows, vec![deleted("a")]);
+        // One delta is sent as it was prepared: the same bytes.
+        let alone = prepared(11, vec![update("a", 4), update("b", 4)]);
+        subscriber.merge(11, alone.clone());
+        let sent = subscriber.take();
+        assert_eq!(sent, alone.touched.as_ref().unwrap().changes.as_ref().unwrap().encoded);
+        assert_eq!(Changes::decode(sent).unwrap().rows, vec![update("a", 4), update("b", 4)]);
+        subscriber.merge(12, prepared(12, vec![update("a", 5)]));
+        subscriber.merge(13, prepared(13, vec![deleted("a")]));
+        assert_eq!(take(&mut subscriber).rows, vec![deleted("a")]);
+    }
+
+    #[test]
+    fn subscribers_with_the_same_view_share_one_prepared_delta() {
+        use aerogrid_proto::v1::{GridDelta, Row};
+        let delta = ChangelogDelta {
+            grids: vec![GridDelta {
+                grid: "g".into(),
+                columns: vec!["units".into(), "price".into()],
+                upserted: vec![Row {
+                    key: "a".into(),
+                    values: vec![
+                        Value { kind: Some(value::Kind::Int(1)) },
+                        Value { kind: Some(value::Kind::Int(2)) },
+                    ],
+                }],
+                deleted: vec!["b".into()],
+            }],
+            offsets: vec![],
+        };
+        let shared = Mutex::default();
+        let everything = || GridView::new("g", &SubscribeRequest::default());
+        let first = prepare(&shared, 5, &delta, &everything());
+        let second = prepare(&shared, 5, &delta, &everything());
+        assert!(Arc::ptr_eq(&first, &second));
+        let price_only = SubscribeRequest { columns: vec!["price".into()], ..Default::default() };
+        let narrow = prepare(&shared, 5, &delta, &GridView::new("g", &price_only));
+        assert!(!Arc::ptr_eq(&first, &narrow));
+        let touched = narrow.touched.as_ref().unwrap();
+        assert_eq!(touched.columns, ["price"]);
+        let changes = Changes::decode(touched.changes.as_ref().unwrap().encoded.clone()).unwrap();
+        assert_eq!(changes.sequence, 5);
+        assert_eq!(changes.rows.len(), 2);
+        assert_eq!(changes.rows, touched.changes.as_ref().unwrap().rows);
+        // A grid the delta leaves alone.
+        let other = prepare(&shared, 5, &delta, &GridView::new("h", &SubscribeRequest::default()));
+        assert!(other.touched.is_none());
     }
 
     #[test]
@@ -842,7 +1012,7 @@ mod tests {
             row_keys: vec!["a".into()],
             ..Default::default()
         };
-        let view = GridView::new(&request);
+        let view = GridView::new("g", &request);
         let picked = view.columns(&["units".into(), "name".into(), "price".into()]);
         assert_eq!(picked.names, ["price", "units"]);
         assert_eq!(picked.positions, [2, 0]);

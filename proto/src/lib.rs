@@ -11,6 +11,16 @@ pub mod v1 {
         include_bytes!(concat!(env!("OUT_DIR"), "/aerogrid_v1_descriptor.bin"));
 }
 
+/// The grid service as the backend implements it: `Subscribe` sends events encoded once and
+/// shared by every subscriber (`server/aerogrid/v1/grid_service.proto`), the same bytes on the
+/// wire as `v1`.
+#[cfg(feature = "server")]
+pub mod server {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/server/aerogrid.v1.rs"));
+    }
+}
+
 /// Internal protocols between the platform's own processes.
 pub mod runtime {
     pub mod v1 {
