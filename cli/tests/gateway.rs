@@ -77,6 +77,66 @@ fn int_of(value: &aerogrid_proto::v1::Value) -> i64 {
     }
 }
 
+/// A native subscription to `acme/orders/product_sum` and its first message, a snapshot.
+async fn subscribe(
+    client: &mut GridServiceClient<tonic::transport::Channel>,
+    token: &str,
+) -> (tonic::Streaming<aerogrid_proto::v1::SubscribeResponse>, aerogrid_proto::v1::Snapshot) {
+    let request = authorized(SubscribeRequest { grid: product_sum(), ..Default::default() }, token);
+    let mut stream = client.subscribe(request).await.unwrap().into_inner();
+    let Some(subscribe_response::Event::Snapshot(first)) =
+        stream.message().await.unwrap().unwrap().event
+    else {
+        panic!("a subscription starts with a snapshot")
+    };
+    (stream, first)
+}
+
+fn grid_of(snapshot: &aerogrid_proto::v1::Snapshot) -> BTreeMap<String, i64> {
+    snapshot.rows.iter().map(|row| (row.key.clone(), int_of(&row.values[0]))).collect()
+}
+
+/// Applies a subscription's messages to `snapshot` until the grid equals `expected`.
+async fn follow_until(
+    stream: &mut tonic::Streaming<aerogrid_proto::v1::SubscribeResponse>,
+    snapshot: aerogrid_proto::v1::Snapshot,
+    expected: &BTreeMap<String, i64>,
+) {
+    let mut grid = grid_of(&snapshot);
+    let mut sequence = snapshot.sequence;
+    let started = Instant::now();
+    while &grid != expected {
+        assert!(started.elapsed() < Duration::from_secs(60), "live changes stopped at {grid:?}");
+        let message = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("a change or heartbeat")
+            .unwrap()
+            .unwrap();
+        match message.event.unwrap() {
+            subscribe_response::Event::Changes(changes) => {
+                assert!(changes.sequence > sequence, "sequence numbers increase");
+                sequence = changes.sequence;
+                for row in changes.rows {
+                    match row.change.unwrap() {
+                        row_change::Change::Updated(cells) => {
+                            assert_eq!(cells.columns, [0]);
+                            grid.insert(row.key, int_of(&cells.values[0]));
+                        }
+                        row_change::Change::Deleted(_) => {
+                            grid.remove(&row.key);
+                        }
+                    }
+                }
+            }
+            subscribe_response::Event::Snapshot(snapshot) => {
+                grid = grid_of(&snapshot);
+                sequence = snapshot.sequence;
+            }
+            subscribe_response::Event::Heartbeat(_) => {}
+        }
+    }
+}
+
 /// Subscribes over gRPC-web (HTTP/1.1) and returns the first message, which must be a snapshot.
 async fn grpc_web_snapshot(url: &str, token: &str) -> aerogrid_proto::v1::Snapshot {
     use prost::Message as _;
@@ -185,54 +245,25 @@ async fn snapshot_and_live_changes_match_the_orders() {
 
     // A native subscriber: the snapshot, then changes that keep it equal to the totals.
     let mut client = client(&stack.url).await;
-    let request =
-        authorized(SubscribeRequest { grid: product_sum(), ..Default::default() }, &token);
-    let mut stream = client.subscribe(request).await.unwrap().into_inner();
-    let Some(subscribe_response::Event::Snapshot(first)) =
-        stream.message().await.unwrap().unwrap().event
-    else {
-        panic!("a subscription starts with a snapshot")
-    };
-    let mut grid: BTreeMap<String, i64> =
-        first.rows.iter().map(|row| (row.key.clone(), int_of(&row.values[0]))).collect();
-    assert_eq!(grid, expected_totals(0..3000));
+    let (mut stream, first) = subscribe(&mut client, &token).await;
+    assert_eq!(grid_of(&first), expected_totals(0..3000));
     support::produce_orders(&kafka, 3000..3500, 17).await;
-    let mut sequence = first.sequence;
-    let started = Instant::now();
-    while grid != expected_totals(0..3500) {
-        assert!(started.elapsed() < Duration::from_secs(60), "live changes stopped at {grid:?}");
-        let message = tokio::time::timeout(Duration::from_secs(30), stream.message())
-            .await
-            .expect("a change or heartbeat")
-            .unwrap()
-            .unwrap();
-        match message.event.unwrap() {
-            subscribe_response::Event::Changes(changes) => {
-                assert!(changes.sequence > sequence, "sequence numbers increase");
-                sequence = changes.sequence;
-                for row in changes.rows {
-                    match row.change.unwrap() {
-                        row_change::Change::Updated(cells) => {
-                            assert_eq!(cells.columns, [0]);
-                            grid.insert(row.key, int_of(&cells.values[0]));
-                        }
-                        row_change::Change::Deleted(_) => {
-                            grid.remove(&row.key);
-                        }
-                    }
-                }
-            }
-            subscribe_response::Event::Snapshot(snapshot) => {
-                grid = snapshot
-                    .rows
-                    .iter()
-                    .map(|row| (row.key.clone(), int_of(&row.values[0])))
-                    .collect();
-                sequence = snapshot.sequence;
-            }
-            subscribe_response::Event::Heartbeat(_) => {}
-        }
+    follow_until(&mut stream, first, &expected_totals(0..3500)).await;
+
+    // Many subscribers come and go; with the last of them the feed ends. A new subscriber gets
+    // a new feed (from the latest snapshot in the changelog), then live changes again.
+    // (One connection takes at most 200 streams at once: hyper's default.)
+    let mut many = Vec::new();
+    for _ in 0..150 {
+        many.push(subscribe(&mut client, &token).await.0);
     }
+    drop(many);
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut stream, first) = subscribe(&mut client, &token).await;
+    assert_eq!(grid_of(&first), expected_totals(0..3500));
+    support::produce_orders(&kafka, 3500..4000, 17).await;
+    follow_until(&mut stream, first, &expected_totals(0..4000)).await;
 
     // Stopping the app ends the stream, saying why.
     sqlx::query("UPDATE apps SET desired_state = 'stopped' WHERE id = $1")
