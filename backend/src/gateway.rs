@@ -36,8 +36,8 @@ use rdkafka::{
     error::KafkaError,
     types::RDKafkaErrorCode,
 };
-use tokio::sync::{broadcast, mpsc, watch};
-use tonic::{Request, Response, Status, codegen::tokio_stream::wrappers::ReceiverStream};
+use tokio::sync::{broadcast, watch};
+use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
@@ -56,6 +56,8 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// up to `MAX_REREADS` times before the skip is taken as a real gap).
 const REREAD_BACK: i64 = 16;
 const MAX_REREADS: u32 = 6;
+/// Changelog records applied and broadcast as one event at most.
+const MAX_BURST: usize = 64;
 
 /// The gRPC services on the HTTP port: the grid API (native gRPC and gRPC-web, for browsers and
 /// the Excel add-in), gRPC health checking, and server reflection (native only: it streams both
@@ -177,7 +179,9 @@ pub(crate) struct GridGateway {
 
 #[tonic::async_trait]
 impl GridService for GridGateway {
-    type SubscribeStream = ReceiverStream<Result<EncodedSubscribeResponse, Status>>;
+    type SubscribeStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<EncodedSubscribeResponse, Status>> + Send>,
+    >;
 
     async fn subscribe(
         &self,
@@ -206,20 +210,27 @@ impl GridService for GridGateway {
             ))
         })?;
         tracing::debug!(team = %grid_ref.team, app = %grid_ref.app, grid = %grid_ref.grid, user = %caller.user.name, "Grid subscription.");
-        let (sender, receiver) = mpsc::channel(16);
         let min_interval = (request.max_updates_per_second > 0)
             .then(|| Duration::from_secs(1) / request.max_updates_per_second);
-        let shutting_down = self.state.inner.shutting_down.subscribe();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = forward(feed, grid_ref.grid, view, snapshot, changes, sender.clone(), min_interval) => {}
-                _ = wait_true(shutting_down) => {
-                    let status = Status::unavailable("the server is shutting down: subscribe again");
-                    let _ = sender.send(Err(status)).await;
-                }
-            }
+        let subscription = Subscription {
+            subscriber: Subscriber::new(&snapshot),
+            first: Some(encoded_snapshot(&snapshot)),
+            feed,
+            grid: grid_ref.grid,
+            view,
+            changes,
+            min_interval,
+            last_sent: tokio::time::Instant::now(),
+            last_flush: None,
+            shutting_down: self.state.inner.shutting_down.subscribe(),
+            ended: false,
+        };
+        // No task of its own: the response body polls it, when the connection takes more.
+        let stream = futures::stream::unfold(subscription, |mut subscription| async move {
+            let item = subscription.next().await?;
+            Some((item, subscription))
         });
-        Ok(Response::new(ReceiverStream::new(receiver)))
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_grids(
@@ -482,8 +493,17 @@ fn consume(
     consumer.assign(&assignment).map_err(|error| error.to_string())?;
     let mut next_offset = from;
     let mut rereads = 0u32;
+    // Records fetched together are applied and broadcast together: one event (one message per
+    // subscriber) for what arrived at once.
+    let mut burst: Vec<ChangelogRecord> = Vec::new();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let Some(polled) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let wait = if burst.is_empty() { Duration::from_millis(100) } else { Duration::ZERO };
+        let polled = consumer.poll(wait);
+        if burst.len() >= MAX_BURST || (!burst.is_empty() && !matches!(polled, Some(Ok(_)))) {
+            let Some(feed) = feed.upgrade() else { break };
+            apply_burst(&feed, std::mem::take(&mut burst));
+        }
+        let Some(polled) = polled else { continue };
         let message = match polled {
             Ok(message) => message,
             Err(KafkaError::PartitionEOF(_)) => {
@@ -535,29 +555,100 @@ fn consume(
             tracing::warn!(%app_id, offset = message.offset(), "A changelog record does not decode; skipped.");
             continue;
         };
-        let Some(feed) = feed.upgrade() else { break };
-        let mut state = feed.state.lock().expect("feed lock");
+        burst.push(record);
+    }
+    Ok(())
+}
+
+/// Applies records in order and broadcasts what they changed: consecutive deltas as one.
+fn apply_burst(feed: &AppFeed, records: Vec<ChangelogRecord>) {
+    let mut state = feed.state.lock().expect("feed lock");
+    let mut merged: Option<ChangelogDelta> = None;
+    // Sent under the lock, so subscribers see events in sequence order after their snapshot.
+    let send = |state: &mut FeedState, event: FeedEvent| {
+        state.sequence += 1;
+        let _ = feed.changes.send(Arc::new(event));
+    };
+    let send_delta = |state: &mut FeedState, delta: ChangelogDelta| {
+        let sequence = state.sequence + 1;
+        send(state, FeedEvent::Delta { sequence, delta, prepared: Mutex::default() });
+    };
+    for record in records {
         // The runtime writes a snapshot of the state its deltas already built, every 1,000
         // records: subscribers only start over when it differs.
         let completes_snapshot = matches!(&record.kind,
             Some(changelog_record::Kind::Snapshot(part)) if part.index + 1 == part.count);
         let before = completes_snapshot.then(|| state.replay.state.grids.clone());
-        let event = match state.replay.apply(record) {
-            Applied::Nothing => continue,
-            Applied::Delta(delta) => {
-                state.sequence += 1;
-                FeedEvent::Delta { sequence: state.sequence, delta, prepared: Mutex::default() }
-            }
-            Applied::Snapshot if before.as_ref() == Some(&state.replay.state.grids) => continue,
+        match state.replay.apply(record) {
+            Applied::Nothing => {}
+            Applied::Delta(delta) => match merged.as_mut() {
+                Some(into) if same_layouts(into, &delta) => merge_delta(into, delta),
+                _ => {
+                    if let Some(previous) = merged.replace(delta) {
+                        send_delta(&mut state, previous);
+                    }
+                }
+            },
+            Applied::Snapshot if before.as_ref() == Some(&state.replay.state.grids) => {}
             Applied::Snapshot => {
-                state.sequence += 1;
-                FeedEvent::Reset
+                if let Some(previous) = merged.take() {
+                    send_delta(&mut state, previous);
+                }
+                send(&mut state, FeedEvent::Reset);
             }
-        };
-        // Sent under the lock, so subscribers see events in sequence order after their snapshot.
-        let _ = feed.changes.send(Arc::new(event));
+        }
     }
-    Ok(())
+    if let Some(last) = merged {
+        send_delta(&mut state, last);
+    }
+}
+
+/// Whether every grid both deltas touch has the same columns in both (else they stay apart, so
+/// subscribers see the new layout at its place).
+fn same_layouts(first: &ChangelogDelta, second: &ChangelogDelta) -> bool {
+    second.grids.iter().all(|grid| {
+        first
+            .grids
+            .iter()
+            .find(|candidate| candidate.grid == grid.grid)
+            .is_none_or(|candidate| candidate.columns == grid.columns)
+    })
+}
+
+/// `into` followed by `next`, as one delta: the latest row per key (or its deletion).
+fn merge_delta(into: &mut ChangelogDelta, next: ChangelogDelta) {
+    for grid in next.grids {
+        let Some(existing) = into.grids.iter_mut().find(|candidate| candidate.grid == grid.grid)
+        else {
+            into.grids.push(grid);
+            continue;
+        };
+        let mut index: HashMap<String, usize> = existing
+            .upserted
+            .iter()
+            .enumerate()
+            .map(|(position, row)| (row.key.clone(), position))
+            .collect();
+        for row in grid.upserted {
+            existing.deleted.retain(|key| *key != row.key);
+            match index.get(&row.key) {
+                Some(&position) => existing.upserted[position] = row,
+                None => {
+                    index.insert(row.key.clone(), existing.upserted.len());
+                    existing.upserted.push(row);
+                }
+            }
+        }
+        if !grid.deleted.is_empty() {
+            existing.upserted.retain(|row| !grid.deleted.contains(&row.key));
+            for key in grid.deleted {
+                if !existing.deleted.contains(&key) {
+                    existing.deleted.push(key);
+                }
+            }
+        }
+    }
+    into.offsets = next.offsets;
 }
 
 /// What one subscriber asked to see.
@@ -627,105 +718,143 @@ impl GridView {
     }
 }
 
-/// Streams one subscriber's snapshot and changes until it goes away.
+/// One subscriber's stream: its snapshot, then changes, until it goes away (the response body
+/// is dropped, and this with it).
 ///
-/// Changes are drained from the feed as they come and conflated per row (rows in the changelog
-/// are whole, so the latest row is the latest value of every cell). They are sent when the
-/// subscriber's connection takes more and its rate allows: a slow subscriber gets fewer, larger
-/// messages, and its pending changes never outgrow the grid. A subscriber that keeps up sends
-/// each delta as the first subscriber with the same view encoded it.
-async fn forward(
+/// When polled, it takes every change the feed has broadcast since, conflated per row (rows in
+/// the changelog are whole, so the latest row is the latest value of every cell), and sends them
+/// as one message once its rate allows. A subscriber whose connection keeps up is polled at each
+/// delta and sends it as the first subscriber with the same view encoded it; a slow one gets
+/// fewer, larger messages, and one that falls behind the feed's buffer gets a new snapshot.
+struct Subscription {
     feed: Arc<AppFeed>,
     grid: String,
     view: GridView,
-    snapshot: Snapshot,
-    mut changes: broadcast::Receiver<Arc<FeedEvent>>,
-    sender: mpsc::Sender<Result<EncodedSubscribeResponse, Status>>,
+    changes: broadcast::Receiver<Arc<FeedEvent>>,
+    subscriber: Subscriber,
+    /// The snapshot, sent first.
+    first: Option<EncodedSubscribeResponse>,
     min_interval: Option<Duration>,
-) {
-    let mut subscriber = Subscriber::new(&snapshot);
-    if sender.send(Ok(encoded_snapshot(&snapshot))).await.is_err() {
-        return;
-    }
-    drop(snapshot);
-    let mut last_sent = tokio::time::Instant::now();
-    let mut last_flush: Option<tokio::time::Instant> = None;
-    loop {
-        let flush_at = match (min_interval, last_flush) {
-            (Some(interval), Some(at)) => at + interval,
-            _ => tokio::time::Instant::now(),
-        };
-        let may_flush = subscriber.has_pending();
-        tokio::select! {
-            // In this order: a subscriber that went away ends its task at once; pending changes
-            // go as soon as the connection and the rate allow; meanwhile changes are drained
-            // from the feed and conflated, so this subscriber neither lags nor holds anyone up.
-            biased;
-            () = sender.closed() => return,
-            permit = async {
-                if flush_at > tokio::time::Instant::now() {
-                    tokio::time::sleep_until(flush_at).await;
-                }
-                sender.reserve().await
-            }, if may_flush => {
-                let Ok(permit) = permit else { return };
-                permit.send(Ok(encoded(encoded_subscribe_response::Event::Changes(subscriber.take()))));
-                last_sent = tokio::time::Instant::now();
-                last_flush = Some(last_sent);
+    last_sent: tokio::time::Instant,
+    last_flush: Option<tokio::time::Instant>,
+    shutting_down: watch::Receiver<bool>,
+    ended: bool,
+}
+
+impl Subscription {
+    async fn next(&mut self) -> Option<Result<EncodedSubscribeResponse, Status>> {
+        if let Some(first) = self.first.take() {
+            return Some(Ok(first));
+        }
+        if self.ended {
+            return None;
+        }
+        loop {
+            if *self.shutting_down.borrow() {
+                return self
+                    .end(Status::unavailable("the server is shutting down: subscribe again"));
             }
-            event = changes.recv() => {
-                let resync = match event {
-                    Ok(event) => match &*event {
-                        FeedEvent::Delta { sequence, delta, prepared } => {
-                            let prepared = prepare(prepared, *sequence, delta, &view);
-                            match &prepared.touched {
-                                // A new version of the app changed the grid's columns.
-                                Some(touched) if touched.columns != subscriber.columns => true,
-                                Some(Touched { changes: Some(_), .. }) => {
-                                    subscriber.merge(*sequence, prepared);
-                                    false
-                                }
-                                _ => {
-                                    subscriber.sequence = *sequence;
-                                    false
-                                }
-                            }
+            // Everything broadcast since the last message, without waiting.
+            loop {
+                match self.changes.try_recv() {
+                    Ok(event) => {
+                        if let Some(message) = self.take_event(&event) {
+                            return Some(message);
                         }
-                        FeedEvent::Reset => true,
-                        FeedEvent::Ended(status) => {
-                            let _ = sender.send(Err(status.clone())).await;
-                            return;
-                        }
-                    },
+                    }
+                    Err(broadcast::error::TryRecvError::Empty) => break,
                     // Fell behind the feed itself: start over from the current state.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        changes = changes.resubscribe();
-                        true
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                        self.changes = self.changes.resubscribe();
+                        if let Some(snapshot) = self.resync() {
+                            return Some(Ok(snapshot));
+                        }
                     }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                };
-                if resync && let Some(snapshot) = feed.snapshot(&grid, &view) {
-                    subscriber = Subscriber::new(&snapshot);
-                    if sender.send(Ok(encoded_snapshot(&snapshot))).await.is_err() {
-                        return;
-                    }
-                    last_sent = tokio::time::Instant::now();
+                    Err(broadcast::error::TryRecvError::Closed) => return None,
                 }
             }
-            () = tokio::time::sleep_until(last_sent + HEARTBEAT_EVERY), if !may_flush => {
-                let heartbeat = Heartbeat { sequence: subscriber.sequence };
-                let event = encoded_subscribe_response::Event::Heartbeat(heartbeat.encode_to_vec().into());
-                if sender.send(Ok(encoded(event))).await.is_err() {
-                    return;
+            if self.subscriber.has_pending() {
+                let now = tokio::time::Instant::now();
+                if let Some(at) =
+                    self.min_interval.zip(self.last_flush).map(|(every, last)| last + every)
+                    && at > now
+                {
+                    // Changes broadcast meanwhile are taken (and conflated) after the wait.
+                    tokio::time::sleep_until(at).await;
+                    continue;
                 }
-                last_sent = tokio::time::Instant::now();
+                self.last_sent = now;
+                self.last_flush = Some(now);
+                let changes = encoded_subscribe_response::Event::Changes(self.subscriber.take());
+                return Some(Ok(encoded(changes)));
+            }
+            tokio::select! {
+                biased;
+                _ = self.shutting_down.changed() => {}
+                event = self.changes.recv() => match event {
+                    Ok(event) => {
+                        if let Some(message) = self.take_event(&event) {
+                            return Some(message);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.changes = self.changes.resubscribe();
+                        if let Some(snapshot) = self.resync() {
+                            return Some(Ok(snapshot));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                () = tokio::time::sleep_until(self.last_sent + HEARTBEAT_EVERY) => {
+                    self.last_sent = tokio::time::Instant::now();
+                    let heartbeat = Heartbeat { sequence: self.subscriber.sequence };
+                    let event = encoded_subscribe_response::Event::Heartbeat(heartbeat.encode_to_vec().into());
+                    return Some(Ok(encoded(event)));
+                }
             }
         }
     }
-}
 
-async fn wait_true(mut flag: watch::Receiver<bool>) {
-    let _ = flag.wait_for(|set| *set).await;
+    /// Adds one feed event to what is pending; returns a message that must go at once (a new
+    /// snapshot, or the status the stream ends with).
+    fn take_event(
+        &mut self,
+        event: &FeedEvent,
+    ) -> Option<Result<EncodedSubscribeResponse, Status>> {
+        let resync = match event {
+            FeedEvent::Delta { sequence, delta, prepared } => {
+                let prepared = prepare(prepared, *sequence, delta, &self.view);
+                match &prepared.touched {
+                    // A new version of the app changed the grid's columns.
+                    Some(touched) if touched.columns != self.subscriber.columns => true,
+                    Some(Touched { changes: Some(_), .. }) => {
+                        self.subscriber.merge(*sequence, prepared);
+                        false
+                    }
+                    _ => {
+                        self.subscriber.sequence = *sequence;
+                        false
+                    }
+                }
+            }
+            FeedEvent::Reset => true,
+            FeedEvent::Ended(status) => return self.end(status.clone()),
+        };
+        if resync { self.resync().map(Ok) } else { None }
+    }
+
+    /// A new snapshot replaces everything pending.
+    fn resync(&mut self) -> Option<EncodedSubscribeResponse> {
+        let snapshot = self.feed.snapshot(&self.grid, &self.view)?;
+        self.subscriber = Subscriber::new(&snapshot);
+        self.last_sent = tokio::time::Instant::now();
+        Some(encoded_snapshot(&snapshot))
+    }
+
+    fn end(&mut self, status: Status) -> Option<Result<EncodedSubscribeResponse, Status>> {
+        self.ended = true;
+        Some(Err(status))
+    }
 }
 
 fn encoded(event: encoded_subscribe_response::Event) -> EncodedSubscribeResponse {
@@ -1003,6 +1132,36 @@ mod tests {
         // A grid the delta leaves alone.
         let other = prepare(&shared, 5, &delta, &GridView::new("h", &SubscribeRequest::default()));
         assert!(other.touched.is_none());
+    }
+
+    #[test]
+    fn deltas_fetched_together_merge_to_the_latest_row_per_key() {
+        use aerogrid_proto::v1::{GridDelta, InputOffset, Row};
+        let row = |key: &str, n: i64| Row {
+            key: key.into(),
+            values: vec![Value { kind: Some(value::Kind::Int(n)) }],
+        };
+        let delta = |upserted: Vec<Row>, deleted: Vec<&str>, offset: i64| ChangelogDelta {
+            grids: vec![GridDelta {
+                grid: "g".into(),
+                columns: vec!["n".into()],
+                upserted,
+                deleted: deleted.into_iter().map(Into::into).collect(),
+            }],
+            offsets: vec![InputOffset { topic: "t".into(), partition: 0, offset }],
+        };
+        let mut merged = delta(vec![row("a", 1), row("b", 1)], vec!["c"], 1);
+        merge_delta(&mut merged, delta(vec![row("a", 2), row("c", 3)], vec!["b"], 2));
+        merge_delta(&mut merged, delta(vec![row("d", 4)], vec![], 3));
+        let grid = &merged.grids[0];
+        assert_eq!(grid.upserted, vec![row("a", 2), row("c", 3), row("d", 4)]);
+        assert_eq!(grid.deleted, vec!["b".to_owned()]);
+        assert_eq!(merged.offsets[0].offset, 3);
+        // Another layout of the grid does not merge.
+        let mut relayout = delta(vec![], vec![], 4);
+        relayout.grids[0].columns.push("m".into());
+        assert!(!same_layouts(&merged, &relayout));
+        assert!(same_layouts(&merged, &delta(vec![], vec![], 4)));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - 10,000 idle subscribers: server memory per subscriber;
 //! - one gRPC-web subscriber while orders come at 5,000/s: cell updates/s, latency.
 //!
+//! FETCH_WAIT_MS=n sets the broker's fetch wait of every consumer (default: `aerogrid dev`'s).
 //! `cargo bench -p aerogrid-cli --bench gateway_fanout` (RATE=orders/s, PHASE_SECONDS,
 //! SUBSCRIBERS, IDLE_SUBSCRIBERS, WEB_RATE to change the defaults 1000, 10, 1000, 10000, 5000).
 
@@ -130,11 +131,23 @@ async fn run() {
     let idle_subscribers = setting("IDLE_SUBSCRIBERS", 10_000) as usize;
 
     let temp = tempfile::tempdir().unwrap();
-    let stack =
-        DevStack::start_with_args(&temp.path().join("data"), &["--broker-storage", "memory"]);
+    // FETCH_WAIT_MS: the broker's fetch wait for every consumer (dev's own setting by default).
+    let fetch_wait_option =
+        std::env::var("FETCH_WAIT_MS").ok().map(|millis| format!("fetch.wait.max.ms={millis}"));
+    let mut dev_args = vec!["--broker-storage", "memory"];
+    if let Some(option) = &fetch_wait_option {
+        dev_args.extend(["--kafka-option", option.as_str()]);
+    }
+    let stack = DevStack::start_with_args(&temp.path().join("data"), &dev_args);
     let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
     // The settings `aerogrid dev` gives its own broker, for the bare consumer and the server.
-    let kafka = KafkaSettings::new(stack.file("broker")).tuned_for_tansu();
+    let mut kafka = KafkaSettings::new(stack.file("broker"));
+    if let Some((key, value)) =
+        fetch_wait_option.as_deref().and_then(|option| option.split_once('='))
+    {
+        kafka.options.push((key.to_owned(), value.to_owned()));
+    }
+    let kafka = kafka.tuned_for_tansu();
     let fetch_wait = kafka.consumer_config().get("fetch.wait.max.ms").unwrap().to_owned();
     kafka.ensure_topic("orders", 1).await.unwrap();
     support::create_running_app(&pool, SEED).await;
@@ -163,8 +176,8 @@ async fn run() {
         let (kafka, sent, stop, from) = (kafka.clone(), sent.clone(), bare_stop.clone(), feed.next);
         std::thread::spawn(move || bare_consumer(&kafka, from, &sent, &stop))
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let alone = subscribe_all(&channels, 1, &token, &sent, &stop).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let alone = subscribe_all(&channels, 1, &token, &sent, &stopped).await;
     // Two seconds untimed first: every client connected and fetching.
     feed = tokio::task::spawn_blocking(move || {
         feed.produce_timed(rate, 2, false);
@@ -174,15 +187,15 @@ async fn run() {
     .unwrap();
     feed = produce(feed, rate, seconds).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
+    stop.send_replace(true);
     let alone = summarize(collect(alone).await);
     println!("one native subscriber, produce to update:   {alone}");
 
     let many_began = Instant::now();
     // Many subscribers at once.
     let channels = connect(&url, subscribers.div_ceil(STREAMS_PER_CONNECTION)).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let many = subscribe_all(&channels, subscribers, &token, &sent, &stop).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let many = subscribe_all(&channels, subscribers, &token, &sent, &stopped).await;
     let cpu_before = cpu_seconds(server.pid());
     let own_cpu_before = cpu_seconds(std::process::id());
     let wall = Instant::now();
@@ -191,7 +204,7 @@ async fn run() {
     let own_cpu = (cpu_seconds(std::process::id()) - own_cpu_before) / wall.elapsed().as_secs_f64();
     let rss = rss_kib(server.pid());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
+    stop.send_replace(true);
     let many = summarize(collect(many).await);
     bare_stop.store(true, Ordering::Relaxed);
     let bare: Vec<(Instant, Duration)> = bare.join().unwrap();
@@ -278,13 +291,13 @@ async fn subscribe_all(
     count: usize,
     token: &str,
     sent: &Arc<RwLock<Sent>>,
-    stop: &Arc<AtomicBool>,
+    stopped: &tokio::sync::watch::Receiver<bool>,
 ) -> Subscribers {
     let mut tasks = Vec::new();
     let mut ready = Vec::new();
     for index in 0..count {
         let mut client = channels[index % channels.len()].clone();
-        let (sent, stop, token) = (sent.clone(), stop.clone(), token.to_owned());
+        let (sent, mut stopped, token) = (sent.clone(), stopped.clone(), token.to_owned());
         let (ready_sender, ready_receiver) = tokio::sync::oneshot::channel();
         ready.push(ready_receiver);
         tasks.push(tokio::spawn(async move {
@@ -293,11 +306,12 @@ async fn subscribe_all(
             let _ = ready_sender.send(());
             let mut latencies = Vec::new();
             let mut snapshots = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let Ok(message) =
-                    tokio::time::timeout(Duration::from_millis(200), stream.message()).await
-                else {
-                    continue;
+            loop {
+                // (No timer per message: at 1,000 subscribers, timers alone would load the box.)
+                let message = tokio::select! {
+                    biased;
+                    _ = stopped.wait_for(|stop| *stop) => break,
+                    message = stream.message() => message,
                 };
                 let Some(message) = message.unwrap() else { break };
                 let received = Instant::now();
@@ -391,8 +405,8 @@ async fn idle_memory(server: &ServerProcess, url: &str, token: &str, count: usiz
     let before = rss_kib(server.pid());
     let channels = connect(url, count.div_ceil(STREAMS_PER_CONNECTION)).await;
     let sent = Arc::new(RwLock::new(Sent::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let idle = subscribe_all(&channels, count, token, &sent, &stop).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let idle = subscribe_all(&channels, count, token, &sent, &stopped).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(server.pid());
     let per_subscriber = (after.saturating_sub(before)) as f64 * 1024.0 / count as f64;
@@ -403,7 +417,7 @@ async fn idle_memory(server: &ServerProcess, url: &str, token: &str, count: usiz
         per_subscriber / 1024.0,
         STREAMS_PER_CONNECTION
     );
-    stop.store(true, Ordering::Relaxed);
+    stop.send_replace(true);
     collect(idle).await;
 }
 
