@@ -274,8 +274,10 @@ async fn run_once(
     // leaves the grids at: while it runs user code on one batch, the next is decoded.
     let mut in_flight: VecDeque<Request> = VecDeque::new();
     let mut sent_offsets = state.offsets.clone();
-    // Changelog writes the broker has not confirmed, oldest first, with the offsets to commit.
-    let mut writes: VecDeque<(Delivery, Offsets)> = VecDeque::new();
+    // Changelog writes the broker has not confirmed, oldest first, with what to do once they are.
+    let mut writes: VecDeque<(Delivery, Written)> = VecDeque::new();
+    // The offset of the first part of the snapshot being written.
+    let mut snapshot_start: Option<i64> = None;
     let mut confirmed: Option<Offsets> = None;
     let mut last_commit = Instant::now() - COMMIT_EVERY;
     let mut last_lag = Instant::now();
@@ -350,23 +352,32 @@ async fn run_once(
                 }
                 let delta = take_result(&mut state, &columns, result, &mut pending);
                 if is_batch || !delta.grids.is_empty() {
-                    writes.push_back((writer.queue_delta(delta)?, state.offsets.clone()));
+                    writes.push_back((writer.queue_delta(delta)?, Written::Delta(state.offsets.clone())));
                     records_since_snapshot += 1;
                 }
             }
             written = oldest_write(&mut writes), if !writes.is_empty() => {
                 let offset = written?;
                 tracing::trace!(%app_id, offset, unconfirmed = writes.len() - 1, "Changelog write confirmed.");
-                let (_, offsets) = writes.pop_front().expect("polled the oldest write");
-                // At most every COMMIT_EVERY (the flush tick commits the rest): only the newest
-                // position matters, and a commit per write would load the broker as much as
-                // the writes do.
-                if last_commit.elapsed() >= COMMIT_EVERY {
-                    input.commit(&offsets);
-                    last_commit = Instant::now();
-                    confirmed = None;
-                } else {
-                    confirmed = Some(offsets);
+                match writes.pop_front().expect("polled the oldest write").1 {
+                    // At most every COMMIT_EVERY (the flush tick commits the rest): only the
+                    // newest position matters, and a commit per write would load the broker as
+                    // much as the writes do.
+                    Written::Delta(offsets) if last_commit.elapsed() >= COMMIT_EVERY => {
+                        input.commit(&offsets);
+                        last_commit = Instant::now();
+                        confirmed = None;
+                    }
+                    Written::Delta(offsets) => confirmed = Some(offsets),
+                    Written::SnapshotPart { first, last } => {
+                        if first {
+                            snapshot_start = Some(offset);
+                        }
+                        if last && let Some(start) = snapshot_start.take() {
+                            // Recovery starts here from now on.
+                            db::set_snapshot_offset(&context.db, app_id, &changelog_topic, start).await?;
+                        }
+                    }
                 }
             }
             _ = flush.tick() => {
@@ -386,9 +397,14 @@ async fn run_once(
             }
         }
         if records_since_snapshot >= RECORDS_PER_SNAPSHOT {
-            // Queued after every delta before it: when it is written, so are they.
-            let snapshot_offset = writer.write_snapshot(&state, records_since_snapshot).await?;
-            db::set_snapshot_offset(&context.db, app_id, &changelog_topic, snapshot_offset).await?;
+            // Queued, not awaited (input goes on meanwhile), after every delta before it: when
+            // it is written, so are they.
+            let parts = writer.queue_snapshot(&state, records_since_snapshot)?;
+            let count = parts.len();
+            for (index, delivery) in parts.into_iter().enumerate() {
+                let part = Written::SnapshotPart { first: index == 0, last: index + 1 == count };
+                writes.push_back((delivery, part));
+            }
             records_since_snapshot = 0;
         }
     }
@@ -401,7 +417,15 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-async fn oldest_write(writes: &mut VecDeque<(Delivery, Offsets)>) -> Result<i64> {
+/// What a queued changelog write means once the broker confirms it.
+enum Written {
+    /// A delta: these input offsets may be committed.
+    Delta(Offsets),
+    /// A part of a snapshot: once the last is written, recovery may start at the first.
+    SnapshotPart { first: bool, last: bool },
+}
+
+async fn oldest_write(writes: &mut VecDeque<(Delivery, Written)>) -> Result<i64> {
     match writes.front_mut() {
         Some((delivery, _)) => delivery.await,
         None => std::future::pending().await,

@@ -83,10 +83,28 @@ impl ChangelogWriter {
         }
     }
 
+    /// Queues a full copy of `state`, in parts, behind every write queued before it (so when it
+    /// is written, so are they); each future resolves with its part's offset.
+    pub(crate) fn queue_snapshot(
+        &self,
+        state: &GridState,
+        snapshot_id: u64,
+    ) -> Result<Vec<Delivery>> {
+        state
+            .snapshot_parts(snapshot_id, SNAPSHOT_ROWS_PER_PART)
+            .into_iter()
+            .map(|part| self.queue(changelog_record::Kind::Snapshot(part)))
+            .collect()
+    }
+
     /// Queues a delta without waiting; the future resolves once the broker has it. Records go
     /// to the broker in the order they are queued.
     pub(crate) fn queue_delta(&self, delta: ChangelogDelta) -> Result<Delivery> {
-        let bytes = self.encode(changelog_record::Kind::Delta(delta));
+        self.queue(changelog_record::Kind::Delta(delta))
+    }
+
+    fn queue(&self, kind: changelog_record::Kind) -> Result<Delivery> {
+        let bytes = self.encode(kind);
         let record: FutureRecord<'_, (), [u8]> =
             FutureRecord::to(&self.topic).partition(0).payload(&bytes);
         let topic = self.topic.clone();
@@ -108,16 +126,6 @@ impl ChangelogWriter {
 
     pub(crate) async fn write_fence(&self, node_id: &str) -> Result<i64> {
         self.write(changelog_record::Kind::Fence(Fence { node_id: node_id.to_owned() })).await
-    }
-
-    /// Writes a full copy of `state`; returns the offset of its first part.
-    pub(crate) async fn write_snapshot(&self, state: &GridState, snapshot_id: u64) -> Result<i64> {
-        let mut first = None;
-        for part in state.snapshot_parts(snapshot_id, SNAPSHOT_ROWS_PER_PART) {
-            let offset = self.write(changelog_record::Kind::Snapshot(part)).await?;
-            first.get_or_insert(offset);
-        }
-        Ok(first.expect("a snapshot has at least one part"))
     }
 }
 
