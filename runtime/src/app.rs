@@ -270,6 +270,8 @@ async fn run_once(
         next_timer_in.map(|seconds| tokio::time::Instant::now() + Duration::from_secs_f64(seconds));
     let mut pending = Pending::default();
     let mut flush = tokio::time::interval(STATUS_FLUSH);
+    // Status goes to Postgres from a task of its own: the loop never waits for the database.
+    let mut status = StatusWriter::start(context.db.clone(), app_id);
     // Requests the connector is working on, oldest first, and the input offsets that each
     // leaves the grids at: while it runs user code on one batch, the next is decoded.
     let mut in_flight: VecDeque<Request> = VecDeque::new();
@@ -314,7 +316,7 @@ async fn run_once(
                 let answer = match answer {
                     Err(error @ Error::Refused { .. }) => {
                         // What the app logged before it broke the rules stays visible.
-                        pending.flush(&context.db, app_id).await?;
+                        status.finish(pending).await?;
                         return Err(error);
                     }
                     answer => answer?,
@@ -334,7 +336,7 @@ async fn run_once(
                     Request::Tick => false,
                 };
                 if let Err(message) = usage.admit(&state, &columns, &result.changes, limits) {
-                    pending.flush(&context.db, app_id).await?;
+                    status.finish(pending).await?;
                     return Err(Error::Refused { message, line: None });
                 }
                 let changed: usize = result.changes.iter().map(|grid| grid.upserted.len() + grid.deleted.len()).sum();
@@ -389,10 +391,10 @@ async fn run_once(
                     last_lag = Instant::now();
                     pending.lag = input.lag(&state.offsets);
                 }
-                pending.flush(&context.db, app_id).await?;
+                status.offer(&mut pending)?;
             }
             reason = stopped(stop) => {
-                pending.flush(&context.db, app_id).await?;
+                status.finish(pending).await?;
                 return Ok(Outcome::Stop(reason));
             }
         }
@@ -469,6 +471,56 @@ fn take_result(
     ChangelogDelta { grids, offsets: offsets_to_wire(&state.offsets) }
 }
 
+/// Writes an app's status batches to Postgres in order, on a task of its own.
+struct StatusWriter {
+    batches: tokio::sync::mpsc::Sender<Pending>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl StatusWriter {
+    fn start(db: sqlx::PgPool, app_id: Uuid) -> Self {
+        // One batch waits while one is written; beyond that, the next batch grows instead.
+        let (batches, mut receiver) = tokio::sync::mpsc::channel::<Pending>(1);
+        let task = tokio::spawn(async move {
+            while let Some(mut batch) = receiver.recv().await {
+                if let Err(error) = batch.flush(&db, app_id).await {
+                    tracing::warn!(%app_id, %error, "Cannot write the app's status.");
+                    return Err(error);
+                }
+            }
+            Ok(())
+        });
+        Self { batches, task }
+    }
+
+    /// Hands `pending` over unless the writer is still busy (then it keeps growing); fails
+    /// when the writer failed.
+    fn offer(&mut self, pending: &mut Pending) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        match self.batches.try_reserve() {
+            Ok(permit) => {
+                permit.send(std::mem::take(pending));
+                Ok(())
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Full(())) => Ok(()),
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => {
+                Err(Error::Connector("the status writer stopped".into()))
+            }
+        }
+    }
+
+    /// Writes `last` after everything handed over, and waits until all is written.
+    async fn finish(self, last: Pending) -> Result<()> {
+        if !last.is_empty() {
+            let _ = self.batches.send(last).await;
+        }
+        drop(self.batches);
+        self.task.await?
+    }
+}
+
 /// Status to write to Postgres at the next flush.
 #[derive(Default)]
 struct Pending {
@@ -481,6 +533,13 @@ struct Pending {
 }
 
 impl Pending {
+    fn is_empty(&self) -> bool {
+        self.records_in == 0
+            && self.lag.is_none()
+            && self.log_levels.is_empty()
+            && self.bad.topics.is_empty()
+    }
+
     async fn flush(&mut self, pool: &sqlx::PgPool, app_id: Uuid) -> Result<()> {
         let bad_count = self.bad.topics.len() as i64;
         if self.records_in > 0 || bad_count > 0 {
