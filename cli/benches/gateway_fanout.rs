@@ -198,10 +198,14 @@ async fn run() {
     let many = subscribe_all(&channels, subscribers, &token, &sent, &stopped).await;
     let cpu_before = cpu_seconds(server.pid());
     let own_cpu_before = cpu_seconds(std::process::id());
+    let machine_before = machine_ticks();
     let wall = Instant::now();
     feed = produce(feed, rate, seconds).await;
     let cpu = (cpu_seconds(server.pid()) - cpu_before) / wall.elapsed().as_secs_f64();
     let own_cpu = (cpu_seconds(std::process::id()) - own_cpu_before) / wall.elapsed().as_secs_f64();
+    let machine_after = machine_ticks();
+    let machine_busy = 1.0
+        - (machine_after.1 - machine_before.1) as f64 / (machine_after.0 - machine_before.0) as f64;
     let rss = rss_kib(server.pid());
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.send_replace(true);
@@ -218,10 +222,11 @@ async fn run() {
     println!("  while {subscribers} subscribers ran: {}", summarize(latencies(during_many)));
     println!("{subscribers} native subscribers, produce to update: {many}");
     println!(
-        "  server CPU {:.0}% of one core, RSS {:.1} MiB; this benchmark's clients: {:.0}% of one core",
+        "  server CPU {:.0}% of one core, RSS {:.1} MiB; this benchmark's clients: {:.0}% of one core; all cores busy {:.0}% of the time",
         cpu * 100.0,
         rss as f64 / 1024.0,
-        own_cpu * 100.0
+        own_cpu * 100.0,
+        machine_busy * 100.0
     );
     drop(channels);
 
@@ -486,6 +491,20 @@ fn cpu_seconds(pid: u32) -> f64 {
     // SAFETY: sysconf only reads a configuration value.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     ticks as f64 / per_second
+}
+
+/// The machine's (all, idle) CPU ticks so far, from `/proc/stat` (idle includes I/O wait).
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|field| field.parse().unwrap())
+        .collect();
+    (ticks.iter().sum(), ticks[3] + ticks[4])
 }
 
 fn rss_kib(pid: u32) -> u64 {
