@@ -64,8 +64,15 @@ async fn run(orders: u64) {
         alone_off.push(connector_alone(orders, Sandbox::Off));
     }
     let (ready_on, ready_off) = cold_start_to_ready(20);
-    let on = end_to_end(orders, Sandbox::On).await;
-    let off = end_to_end(orders, Sandbox::Off).await;
+    let (load_on, load_off) = (load_latency(Sandbox::On, 20), load_latency(Sandbox::Off, 20));
+    // SANDBOX_OFF_FIRST=1 runs the baseline stack first (to see the order's own effect).
+    let (on, off) = if std::env::var_os("SANDBOX_OFF_FIRST").is_some() {
+        let off = end_to_end(orders, Sandbox::Off).await;
+        (end_to_end(orders, Sandbox::On).await, off)
+    } else {
+        let on = end_to_end(orders, Sandbox::On).await;
+        (on, end_to_end(orders, Sandbox::Off).await)
+    };
     let alone_on = median(&mut alone_on);
     let alone_off = median(&mut alone_off);
 
@@ -86,7 +93,11 @@ async fn run(orders: u64) {
             "  ratio to the broker:        {:>12.3}",
             figures.records_per_second / figures.broker_ceiling
         );
-        println!("  Start to first record in the changelog: {:.0} ms", figures.start_ms);
+        println!(
+            "  Start to first record in the changelog (median of {}): {:.0} ms",
+            START_SAMPLES + 1,
+            figures.start_ms
+        );
     }
     println!(
         "seed program, sandbox on / off: {:.3}",
@@ -96,6 +107,10 @@ async fn run(orders: u64) {
     println!(
         "cold connector, start to Ready (p50 of 20): sandbox on {ready_on:.1} ms, off {ready_off:.1} ms ({:+.1} ms)",
         ready_on - ready_off
+    );
+    println!(
+        "warm connector, Load of the seed program to Loaded (p50 of 20): sandbox on {load_on:.2} ms, off {load_off:.2} ms ({:+.2} ms)",
+        load_on - load_off
     );
 }
 
@@ -126,12 +141,68 @@ async fn end_to_end(orders: u64, sandbox: Sandbox) -> EndToEnd {
         idle_connector_memory(&stack);
         recovery_after_sigkill(&stack, &pool, app).await;
     }
+    // One start is a noisy sample: the median of the first and of more starts, each stopped
+    // once its first record is in.
+    let mut starts = vec![first.duration_since(started).as_secs_f64() * 1e3];
+    let team: uuid::Uuid = sqlx::query_scalar("SELECT team_id FROM apps WHERE id = $1")
+        .bind(app)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    for index in 0..START_SAMPLES {
+        starts.push(start_once(&pool, &kafka, team, index).await);
+    }
+    println!(
+        "  starts ({sandbox:?}), ms: {:?}",
+        starts.iter().map(|ms| ms.round()).collect::<Vec<_>>()
+    );
     EndToEnd {
         broker_ceiling,
         records_per_second: orders as f64 / seconds,
         seconds,
-        start_ms: first.duration_since(started).as_secs_f64() * 1e3,
+        start_ms: median(&mut starts),
     }
+}
+
+/// Extra starts measured per dev stack.
+const START_SAMPLES: usize = 10;
+
+/// Starts one more seed app and returns the milliseconds to its first record; then stops it.
+async fn start_once(
+    pool: &sqlx::PgPool,
+    kafka: &KafkaSettings,
+    team: uuid::Uuid,
+    index: usize,
+) -> f64 {
+    let app: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO apps (id, team_id, name) VALUES (gen_random_uuid(), $1, $2) RETURNING id",
+    )
+    .bind(team)
+    .bind(format!("start-{index}"))
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO app_versions (app_id, version, code) VALUES ($1, 1, $2)")
+        .bind(app)
+        .bind(SEED)
+        .execute(pool)
+        .await
+        .unwrap();
+    // Let the warm pool refill after the previous start.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    sqlx::query("UPDATE apps SET desired_state = 'running' WHERE id = $1")
+        .bind(app)
+        .execute(pool)
+        .await
+        .unwrap();
+    let first = wait_for_offset(kafka, app, 1, Duration::from_secs(60));
+    sqlx::query("UPDATE apps SET desired_state = 'stopped' WHERE id = $1")
+        .bind(app)
+        .execute(pool)
+        .await
+        .unwrap();
+    first.duration_since(started).as_secs_f64() * 1e3
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -160,6 +231,53 @@ fn cold_start_to_ready(rounds: usize) -> (f64, f64) {
     }
     let [mut on, mut off] = times;
     (median(&mut on), median(&mut off))
+}
+
+/// A warm connector's answer time to `Load` (what Start waits for of the connector), in ms (p50
+/// over `rounds` processes, each with the node's default limits).
+fn load_latency(sandbox: Sandbox, rounds: usize) -> f64 {
+    use std::io::{Read, Write};
+
+    use aerogrid_proto::runtime::v1::{Load, NodeMessage, node_message};
+    use prost::Message as _;
+
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let mut child = connector_command(sandbox)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut receive = || {
+            let mut length = [0u8; 4];
+            stdout.read_exact(&mut length).unwrap();
+            let mut bytes = vec![0u8; u32::from_le_bytes(length) as usize];
+            stdout.read_exact(&mut bytes).unwrap();
+        };
+        receive();
+        let load = NodeMessage {
+            kind: Some(node_message::Kind::Load(Load {
+                team: "bench".into(),
+                app: "seed".into(),
+                source: SEED.into(),
+                filename: "main.py".into(),
+                memory_limit_bytes: Some(512 << 20),
+                stall_seconds: Some(5.0),
+            })),
+        }
+        .encode_to_vec();
+        let started = Instant::now();
+        stdin.write_all(&u32::try_from(load.len()).unwrap().to_le_bytes()).unwrap();
+        stdin.write_all(&load).unwrap();
+        stdin.flush().unwrap();
+        receive();
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+        drop(stdin);
+        child.wait().unwrap();
+    }
+    median(&mut times)
 }
 
 fn connector_command(sandbox: Sandbox) -> std::process::Command {
