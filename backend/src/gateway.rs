@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use aerogrid_changelog::{Applied, Replay};
+use aerogrid_changelog::{Applied, Cursor, Replay, Step};
 use aerogrid_kafka::KafkaSettings;
 use aerogrid_proto::{
     server::v1::{
@@ -52,10 +52,6 @@ const FEED_BUFFER: usize = 1024;
 /// How long a new feed may take to read its changelog up to the end.
 const FEED_LOAD_TIMEOUT: Duration = Duration::from_secs(20);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-/// After the broker skips changelog records, how far back to read again (doubling each time,
-/// up to `MAX_REREADS` times before the skip is taken as a real gap).
-const REREAD_BACK: i64 = 16;
-const MAX_REREADS: u32 = 6;
 /// Changelog records applied and broadcast as one event at most.
 const MAX_BURST: usize = 64;
 
@@ -491,8 +487,7 @@ fn consume(
         .add_partition_offset(&topic, 0, Offset::Offset(from))
         .map_err(|error| error.to_string())?;
     consumer.assign(&assignment).map_err(|error| error.to_string())?;
-    let mut next_offset = from;
-    let mut rereads = 0u32;
+    let mut cursor = Cursor::new(from);
     // Records fetched together are applied and broadcast together: one event (one message per
     // subscriber) for what arrived at once.
     let mut burst: Vec<ChangelogRecord> = Vec::new();
@@ -531,26 +526,24 @@ fn consume(
         // the rest of a record batch when a fetch starts inside it, so a skip is answered by
         // reading again from a little earlier; records already applied are passed over.
         let offset = message.offset();
-        if offset < next_offset {
-            continue;
-        }
-        if offset > next_offset && rereads < MAX_REREADS {
-            rereads += 1;
-            let back = (next_offset - (REREAD_BACK << rereads)).max(0);
-            tracing::debug!(%app_id, expected = next_offset, got = offset, from = back, "The broker skipped changelog records; reading again.");
-            if let Err(error) =
-                consumer.seek(&topic, 0, Offset::Offset(back), Duration::from_secs(5))
-            {
-                tracing::warn!(%app_id, %error, "Cannot seek in the changelog.");
+        let expected = cursor.next();
+        match cursor.step(offset) {
+            Step::Skip => continue,
+            Step::SeekBack(back) => {
+                tracing::debug!(%app_id, expected, got = offset, from = back, "The broker skipped changelog records; reading again.");
+                if let Err(error) =
+                    consumer.seek(&topic, 0, Offset::Offset(back), Duration::from_secs(5))
+                {
+                    tracing::warn!(%app_id, %error, "Cannot seek in the changelog.");
+                }
+                continue;
             }
-            continue;
+            Step::Apply if offset > expected => {
+                // A real gap (compaction, or records the broker lost): Replay decides what follows.
+                tracing::warn!(%app_id, expected, got = offset, "Changelog offsets skipped.");
+            }
+            Step::Apply => {}
         }
-        if offset > next_offset {
-            // A real gap (compaction, or records the broker lost): Replay decides what follows.
-            tracing::warn!(%app_id, expected = next_offset, got = offset, "Changelog offsets skipped.");
-        }
-        rereads = 0;
-        next_offset = offset + 1;
         let Ok(record) = ChangelogRecord::decode(message.payload().unwrap_or_default()) else {
             tracing::warn!(%app_id, offset = message.offset(), "A changelog record does not decode; skipped.");
             continue;

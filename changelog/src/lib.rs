@@ -12,10 +12,12 @@
 //! - A writer's records are numbered from its fence; after a gap (a write that failed while
 //!   later ones landed) the rest of that writer's records are ignored.
 
+mod cursor;
 mod state;
 
 use aerogrid_proto::v1::{ChangelogDelta, ChangelogRecord, SnapshotPart, changelog_record};
 
+pub use cursor::{Cursor, Step};
 pub use state::{Grid, GridState, Offsets, offsets_to_wire};
 
 /// The changelog topic of an app.

@@ -174,28 +174,11 @@ async fn start_once(
     team: uuid::Uuid,
     index: usize,
 ) -> f64 {
-    let app: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO apps (id, team_id, name) VALUES (gen_random_uuid(), $1, $2) RETURNING id",
-    )
-    .bind(team)
-    .bind(format!("start-{index}"))
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    sqlx::query("INSERT INTO app_versions (app_id, version, code) VALUES ($1, 1, $2)")
-        .bind(app)
-        .bind(SEED)
-        .execute(pool)
-        .await
-        .unwrap();
+    let app = support::create_app(pool, team, &format!("start-{index}"), SEED, None).await;
     // Let the warm pool refill after the previous start.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
-    sqlx::query("UPDATE apps SET desired_state = 'running' WHERE id = $1")
-        .bind(app)
-        .execute(pool)
-        .await
-        .unwrap();
+    support::start_app(pool, app).await;
     let first = wait_for_offset(kafka, app, 1, Duration::from_secs(60));
     sqlx::query("UPDATE apps SET desired_state = 'stopped' WHERE id = $1")
         .bind(app)

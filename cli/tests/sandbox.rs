@@ -361,7 +361,9 @@ async fn hostile_apps_fail_alone_while_a_neighbour_keeps_its_pace() {
     ];
     let mut ids = std::collections::BTreeMap::new();
     for (name, body, memory) in apps {
-        ids.insert(name, create_app(&pool, team, name, &format!("{HEADER}{body}"), memory).await);
+        let app = support::create_app(&pool, team, name, &format!("{HEADER}{body}"), memory).await;
+        support::start_app(&pool, app).await;
+        ids.insert(name, app);
     }
     // The neighbour's pace while they run (the busy app gets orders too).
     let started = std::time::Instant::now();
@@ -441,36 +443,6 @@ async fn hostile_apps_fail_alone_while_a_neighbour_keeps_its_pace() {
         beside_hostile < alone * 4 + Duration::from_secs(5),
         "the neighbour slowed from {alone:?} to {beside_hostile:?}"
     );
-}
-
-async fn create_app(
-    pool: &sqlx::PgPool,
-    team: uuid::Uuid,
-    name: &str,
-    code: &str,
-    memory_limit_mib: Option<i32>,
-) -> uuid::Uuid {
-    let app: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO apps (id, team_id, name, memory_limit_mib) VALUES (gen_random_uuid(), $1, $2, $3) RETURNING id",
-    )
-    .bind(team)
-    .bind(name)
-    .bind(memory_limit_mib)
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    sqlx::query("INSERT INTO app_versions (app_id, version, code) VALUES ($1, 1, $2)")
-        .bind(app)
-        .bind(code)
-        .execute(pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE apps SET desired_state = 'running' WHERE id = $1")
-        .bind(app)
-        .execute(pool)
-        .await
-        .unwrap();
-    app
 }
 
 async fn status(

@@ -19,7 +19,7 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
 };
 
-use aerogrid_changelog::{Applied, Replay};
+use aerogrid_changelog::{Applied, Cursor, Replay, Step};
 
 use crate::{Error, Result};
 
@@ -156,18 +156,37 @@ pub(crate) async fn recover(
         let mut replay = Replay::default();
         let mut records = 0u64;
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        let mut next = from_offset;
-        while next < fence_offset {
+        // Without gaps: a record the broker skipped is read again (see `Cursor`).
+        let mut cursor = Cursor::new(from_offset);
+        while cursor.next() < fence_offset {
             if std::time::Instant::now() > deadline {
                 return Err(Error::Changelog(format!(
-                    "reading `{topic}` up to offset {fence_offset} timed out at {next}"
+                    "reading `{topic}` up to offset {fence_offset} timed out at {}",
+                    cursor.next()
                 )));
             }
             let Some(polled) = consumer.poll(Duration::from_millis(100)) else { continue };
             let message =
                 polled.map_err(|error| Error::Changelog(format!("reading `{topic}`: {error}")))?;
-            next = message.offset() + 1;
-            if message.offset() >= fence_offset {
+            let offset = message.offset();
+            let expected = cursor.next();
+            match cursor.step(offset) {
+                Step::Skip => continue,
+                Step::SeekBack(back) => {
+                    tracing::debug!(%topic, expected, got = offset, from = back, "The broker skipped changelog records; reading again.");
+                    if let Err(error) =
+                        consumer.seek(&topic, 0, Offset::Offset(back), Duration::from_secs(5))
+                    {
+                        tracing::warn!(%topic, %error, "Cannot seek in the changelog.");
+                    }
+                    continue;
+                }
+                Step::Apply if offset > expected => {
+                    tracing::warn!(%topic, expected, got = offset, "Changelog offsets skipped.");
+                }
+                Step::Apply => {}
+            }
+            if offset >= fence_offset {
                 break;
             }
             let record = ChangelogRecord::decode(message.payload().unwrap_or_default()).map_err(

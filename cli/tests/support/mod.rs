@@ -266,10 +266,25 @@ pub(crate) async fn create_running_app(pool: &sqlx::PgPool, code: &str) -> uuid:
     .fetch_one(pool)
     .await
     .unwrap();
+    let app = create_app(pool, team, "orders", code, None).await;
+    start_app(pool, app).await;
+    app
+}
+
+/// Creates a stopped app of `team` with `code` as version 1 (and its own memory limit).
+pub(crate) async fn create_app(
+    pool: &sqlx::PgPool,
+    team: uuid::Uuid,
+    name: &str,
+    code: &str,
+    memory_limit_mib: Option<i32>,
+) -> uuid::Uuid {
     let app: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO apps (id, team_id, name) VALUES (gen_random_uuid(), $1, 'orders') RETURNING id",
+        "INSERT INTO apps (id, team_id, name, memory_limit_mib) VALUES (gen_random_uuid(), $1, $2, $3) RETURNING id",
     )
     .bind(team)
+    .bind(name)
+    .bind(memory_limit_mib)
     .fetch_one(pool)
     .await
     .unwrap();
@@ -279,13 +294,16 @@ pub(crate) async fn create_running_app(pool: &sqlx::PgPool, code: &str) -> uuid:
         .execute(pool)
         .await
         .unwrap();
-    // Start, as the control plane does: nodes hear of it at once.
+    app
+}
+
+/// Starts an app, as the control plane does: nodes hear of it at once.
+pub(crate) async fn start_app(pool: &sqlx::PgPool, app: uuid::Uuid) {
     sqlx::query("UPDATE apps SET desired_state = 'running' WHERE id = $1")
         .bind(app)
         .execute(pool)
         .await
         .unwrap();
-    app
 }
 
 /// Produces orders `range` to topic `orders`: product `p{n % products}`, quantity `n % 5 + 1`.
