@@ -139,10 +139,19 @@ async fn follow_until(
 
 /// Subscribes over gRPC-web (HTTP/1.1) and returns the first message, which must be a snapshot.
 async fn grpc_web_snapshot(url: &str, token: &str) -> aerogrid_proto::v1::Snapshot {
+    grpc_web_snapshot_with(&support::http(), url, token).await
+}
+
+/// The same, with `client` (e.g. one that trusts a test CA, for HTTPS).
+async fn grpc_web_snapshot_with(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> aerogrid_proto::v1::Snapshot {
     use prost::Message as _;
     let body = support::grpc_web_subscribe_body();
     let call = |token: Option<&str>| {
-        let mut builder = support::http()
+        let mut builder = client
             .post(format!("{url}/aerogrid.v1.GridService/Subscribe"))
             .header("content-type", "application/grpc-web+proto")
             .header("x-grpc-web", "1")
@@ -570,6 +579,23 @@ async fn two_servers_on_one_database_and_broker_serve_the_same_grid() {
         .output()
         .unwrap();
     assert_eq!(units_sold(&over_tls), expected_totals(0..1000));
+    // gRPC-web over HTTPS (HTTP/1.1 by ALPN), as a browser calls it.
+    let https = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap(),
+        )
+        .http1_only()
+        .build()
+        .unwrap();
+    let snapshot = grpc_web_snapshot_with(&https, &tls_url, &token).await;
+    assert_eq!(
+        snapshot
+            .rows
+            .iter()
+            .map(|row| (row.key.clone(), int_of(&row.values[0])))
+            .collect::<BTreeMap<_, _>>(),
+        expected_totals(0..1000)
+    );
 
     // `aerogrid watch`, piped: a JSON line for the snapshot, then one per update.
     let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
