@@ -213,7 +213,8 @@ unsafe extern "C" fn audit_hook(
 ) -> c_int {
     // SAFETY: CPython passes a valid NUL-terminated event name.
     let event = unsafe { CStr::from_ptr(event) }.to_str().unwrap_or("");
-    if !may_refuse(event) || IN_HOOK.get() {
+    let Some(check) = classify(event) else { return 0 };
+    if IN_HOOK.get() {
         return 0;
     }
     IN_HOOK.set(true);
@@ -221,7 +222,7 @@ unsafe extern "C" fn audit_hook(
     let py = unsafe { Python::assume_attached() };
     // SAFETY: `args` is a borrowed, valid tuple for the duration of the call.
     let args = unsafe { Bound::from_borrowed_ptr(py, args) };
-    let verdict = judge(event, &args);
+    let verdict = judge(check, event, &args);
     IN_HOOK.set(false);
     match verdict {
         None => 0,
@@ -232,26 +233,48 @@ unsafe extern "C" fn audit_hook(
     }
 }
 
-/// A cheap first look: most events (attribute reads, `exec`, `sys._getframe`, ...) pass here.
-fn may_refuse(event: &str) -> bool {
-    matches!(
-        event,
-        "open" | "os.listdir" | "os.scandir" | "import" | "code.__new__" | "marshal.loads"
-    ) || event.starts_with("ctypes.")
-        || event.starts_with("cpython.PyInterpreterState_New")
-        || NETWORK_EVENTS.iter().any(|prefix| event.starts_with(prefix))
-        || PROCESS_EVENTS.iter().any(|name| event.starts_with(name))
-        || SIGNAL_EVENTS.contains(&event)
-        || WRITE_EVENTS.iter().any(|name| event.starts_with(name))
-        || matches!(event, "os.getxattr" | "os.listxattr")
+/// What an event needs before it is judged.
+enum Check {
+    /// Refused whatever its arguments.
+    Always(Cause),
+    /// Refused for some paths or modes.
+    Open,
+    ListDirectory,
+    Import,
+    /// Refused when the user's module calls it itself.
+    Unmarshal,
+}
+
+/// The one list of events that may be refused; most events (attribute reads, `exec`,
+/// `sys._getframe`, ...) stop here, cheaply.
+fn classify(event: &str) -> Option<Check> {
+    let starts = |prefixes: &[&str]| prefixes.iter().any(|prefix| event.starts_with(prefix));
+    Some(match event {
+        "open" => Check::Open,
+        "os.listdir" | "os.scandir" => Check::ListDirectory,
+        "import" => Check::Import,
+        "marshal.loads" => Check::Unmarshal,
+        "code.__new__" => Check::Always(Cause::CodeObjects),
+        "os.getxattr" | "os.listxattr" => Check::Always(Cause::ReadFiles),
+        _ if starts(&["ctypes.", "cpython.PyInterpreterState_New"]) => {
+            Check::Always(Cause::NativeCode)
+        }
+        _ if starts(NETWORK_EVENTS) => Check::Always(Cause::Network),
+        _ if starts(PROCESS_EVENTS) => Check::Always(Cause::Processes),
+        _ if SIGNAL_EVENTS.contains(&event) => Check::Always(Cause::Signals),
+        _ if starts(WRITE_EVENTS) => Check::Always(Cause::WriteFiles),
+        _ => return None,
+    })
 }
 
 /// `Some((cause, what))` when the event is refused.
-fn judge(event: &str, args: &Bound<'_, PyAny>) -> Option<(Cause, String)> {
+fn judge(check: Check, event: &str, args: &Bound<'_, PyAny>) -> Option<(Cause, String)> {
     let args = args.cast::<PyTuple>().ok()?;
     let arg = |index: usize| args.get_item(index).ok();
-    match event {
-        "open" => {
+    match check {
+        Check::Always(Cause::CodeObjects) => Some((Cause::CodeObjects, "types.CodeType".into())),
+        Check::Always(cause) => Some((cause, event.into())),
+        Check::Open => {
             let path = arg(0)?;
             let writes = is_write_mode(arg(1).as_ref(), arg(2).as_ref());
             let shown = format!("open({})", short_repr(&path));
@@ -260,7 +283,7 @@ fn judge(event: &str, args: &Bound<'_, PyAny>) -> Option<(Cause, String)> {
             }
             (!may_read(&path)).then_some((Cause::ReadFiles, shown))
         }
-        "os.listdir" | "os.scandir" => {
+        Check::ListDirectory => {
             let path = arg(0).filter(|path| !path.is_none());
             let readable = path.as_ref().is_some_and(may_read);
             let shown = match &path {
@@ -269,7 +292,7 @@ fn judge(event: &str, args: &Bound<'_, PyAny>) -> Option<(Cause, String)> {
             };
             (!readable).then_some((Cause::ReadFiles, shown))
         }
-        "import" => {
+        Check::Import => {
             let module = arg(0)?.extract::<String>().ok()?;
             let top = module.split('.').next().unwrap_or_default();
             let (_, cause) = REFUSED_IMPORTS.iter().find(|(name, _)| *name == top)?;
@@ -277,28 +300,10 @@ fn judge(event: &str, args: &Bound<'_, PyAny>) -> Option<(Cause, String)> {
             // what they then do is judged by its own events, and the kernel.
             importer_is_user(args.py()).then(|| (*cause, format!("import {module}")))
         }
-        "code.__new__" => Some((Cause::CodeObjects, "types.CodeType".into())),
         // Imports unmarshal the standard library's bytecode; user code has no need to.
-        "marshal.loads" => {
+        Check::Unmarshal => {
             innermost_is_user(args.py()).then(|| (Cause::CodeObjects, "marshal.loads".into()))
         }
-        _ if event.starts_with("ctypes.")
-            || event.starts_with("cpython.PyInterpreterState_New") =>
-        {
-            Some((Cause::NativeCode, event.into()))
-        }
-        _ if NETWORK_EVENTS.iter().any(|prefix| event.starts_with(prefix)) => {
-            Some((Cause::Network, event.into()))
-        }
-        _ if PROCESS_EVENTS.iter().any(|name| event.starts_with(name)) => {
-            Some((Cause::Processes, event.into()))
-        }
-        _ if SIGNAL_EVENTS.contains(&event) => Some((Cause::Signals, event.into())),
-        _ if WRITE_EVENTS.iter().any(|name| event.starts_with(name)) => {
-            Some((Cause::WriteFiles, event.into()))
-        }
-        "os.getxattr" | "os.listxattr" => Some((Cause::ReadFiles, event.into())),
-        _ => None,
     }
 }
 
