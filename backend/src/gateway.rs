@@ -865,6 +865,17 @@ struct Prepared {
     touched: Option<Touched>,
 }
 
+impl Prepared {
+    /// The view's changed rows, if any.
+    fn changes(&self) -> Option<&PreparedChanges> {
+        self.touched.as_ref().and_then(|touched| touched.changes.as_ref())
+    }
+
+    fn rows(&self) -> &[RowChange] {
+        self.changes().map_or(&[], |changes| changes.rows.as_slice())
+    }
+}
+
 struct Touched {
     /// The columns the view gets from the grid's layout in this delta.
     columns: Vec<String>,
@@ -941,31 +952,19 @@ impl Subscriber {
     /// Adds a delta that changed rows of this subscriber's view.
     fn merge(&mut self, sequence: u64, prepared: Arc<Prepared>) {
         self.sequence = sequence;
-        let new_rows = || {
-            prepared
-                .touched
-                .as_ref()
-                .and_then(|touched| touched.changes.as_ref())
-                .map_or(&[][..], |changes| changes.rows.as_slice())
-        };
         match &mut self.pending {
             Pending::Nothing => self.pending = Pending::Shared(prepared),
             Pending::Shared(first) => {
-                let first_rows = first
-                    .touched
-                    .as_ref()
-                    .and_then(|touched| touched.changes.as_ref())
-                    .map_or(&[][..], |changes| changes.rows.as_slice());
-                let mut rows = first_rows.to_vec();
+                let mut rows = first.rows().to_vec();
                 let mut index: HashMap<String, usize> = rows
                     .iter()
                     .enumerate()
                     .map(|(position, row)| (row.key.clone(), position))
                     .collect();
-                merge_rows(&mut rows, &mut index, new_rows());
+                merge_rows(&mut rows, &mut index, prepared.rows());
                 self.pending = Pending::Merged { rows, index };
             }
-            Pending::Merged { rows, index } => merge_rows(rows, index, new_rows()),
+            Pending::Merged { rows, index } => merge_rows(rows, index, prepared.rows()),
         }
     }
 
@@ -975,12 +974,9 @@ impl Subscriber {
             Pending::Nothing => {
                 Changes { sequence: self.sequence, rows: vec![] }.encode_to_vec().into()
             }
-            Pending::Shared(prepared) => prepared
-                .touched
-                .as_ref()
-                .and_then(|touched| touched.changes.as_ref())
-                .map(|changes| changes.encoded.clone())
-                .unwrap_or_default(),
+            Pending::Shared(prepared) => {
+                prepared.changes().map(|changes| changes.encoded.clone()).unwrap_or_default()
+            }
             Pending::Merged { rows, .. } => {
                 Changes { sequence: self.sequence, rows }.encode_to_vec().into()
             }
@@ -1083,7 +1079,7 @@ mod tests {
         let alone = prepared(11, vec![update("a", 4), update("b", 4)]);
         subscriber.merge(11, alone.clone());
         let sent = subscriber.take();
-        assert_eq!(sent, alone.touched.as_ref().unwrap().changes.as_ref().unwrap().encoded);
+        assert_eq!(sent, alone.changes().unwrap().encoded);
         assert_eq!(Changes::decode(sent).unwrap().rows, vec![update("a", 4), update("b", 4)]);
         subscriber.merge(12, prepared(12, vec![update("a", 5)]));
         subscriber.merge(13, prepared(13, vec![deleted("a")]));

@@ -21,7 +21,7 @@ use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
 };
-use support::DevStack;
+use support::{DevStack, connector::ConnectorProcess};
 
 const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
 
@@ -195,21 +195,14 @@ fn median(values: &mut [f64]) -> f64 {
 
 /// A connector started without the warm pool: process start to its Ready answer, in ms (p50).
 fn cold_start_to_ready(rounds: usize) -> (f64, f64) {
-    use std::io::Read;
     let mut times = [Vec::new(), Vec::new()];
     for _ in 0..rounds {
         for (index, sandbox) in [Sandbox::On, Sandbox::Off].into_iter().enumerate() {
             let started = Instant::now();
-            let mut child = connector_command(sandbox)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut length = [0u8; 4];
-            child.stdout.as_mut().unwrap().read_exact(&mut length).unwrap();
+            // Returns once the connector said Ready.
+            let connector = ConnectorProcess::start_with(sandbox.connector_args());
             times[index].push(started.elapsed().as_secs_f64() * 1e3);
-            drop(child.stdin.take());
-            child.wait().unwrap();
+            drop(connector);
         }
     }
     let [mut on, mut off] = times;
@@ -219,56 +212,39 @@ fn cold_start_to_ready(rounds: usize) -> (f64, f64) {
 /// A warm connector's answer time to `Load` (what Start waits for of the connector), in ms (p50
 /// over `rounds` processes, each with the node's default limits).
 fn load_latency(sandbox: Sandbox, rounds: usize) -> f64 {
-    use std::io::{Read, Write};
-
-    use aerogrid_proto::runtime::v1::{Load, NodeMessage, node_message};
-    use prost::Message as _;
+    use aerogrid_proto::runtime::v1::Load;
 
     let mut times = Vec::new();
     for _ in 0..rounds {
-        let mut child = connector_command(sandbox)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let mut stdout = child.stdout.take().unwrap();
-        let mut receive = || {
-            let mut length = [0u8; 4];
-            stdout.read_exact(&mut length).unwrap();
-            let mut bytes = vec![0u8; u32::from_le_bytes(length) as usize];
-            stdout.read_exact(&mut bytes).unwrap();
+        let mut connector = ConnectorProcess::start_with(sandbox.connector_args());
+        let limits = Load {
+            memory_limit_bytes: Some(512 << 20),
+            stall_seconds: Some(5.0),
+            ..Load::default()
         };
-        receive();
-        let load = NodeMessage {
-            kind: Some(node_message::Kind::Load(Load {
-                team: "bench".into(),
-                app: "seed".into(),
-                source: SEED.into(),
-                filename: "main.py".into(),
-                memory_limit_bytes: Some(512 << 20),
-                stall_seconds: Some(5.0),
-            })),
-        }
-        .encode_to_vec();
         let started = Instant::now();
-        stdin.write_all(&u32::try_from(load.len()).unwrap().to_le_bytes()).unwrap();
-        stdin.write_all(&load).unwrap();
-        stdin.flush().unwrap();
-        receive();
+        let answer = connector.load_with(SEED, limits);
         times.push(started.elapsed().as_secs_f64() * 1e3);
-        drop(stdin);
-        child.wait().unwrap();
+        assert!(
+            matches!(answer, aerogrid_proto::runtime::v1::connector_message::Kind::Loaded(_)),
+            "the seed loads: {answer:?}"
+        );
     }
     median(&mut times)
 }
 
+impl Sandbox {
+    fn connector_args(self) -> &'static [&'static str] {
+        match self {
+            Sandbox::On => &[],
+            Sandbox::Off => &["--no-sandbox"],
+        }
+    }
+}
+
 fn connector_command(sandbox: Sandbox) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"));
-    command.arg("connector");
-    if sandbox == Sandbox::Off {
-        command.arg("--no-sandbox");
-    }
+    command.arg("connector").args(sandbox.connector_args());
     command
 }
 

@@ -243,14 +243,7 @@ async fn snapshot_and_live_changes_match_the_orders() {
 
     // gRPC-web over HTTP/1.1, as browsers and the Excel add-in call it.
     let snapshot = grpc_web_snapshot(&stack.url, &token).await;
-    assert_eq!(
-        snapshot
-            .rows
-            .iter()
-            .map(|row| (row.key.clone(), int_of(&row.values[0])))
-            .collect::<BTreeMap<_, _>>(),
-        expected_totals(0..3000)
-    );
+    assert_eq!(grid_of(&snapshot), expected_totals(0..3000));
 
     // A native subscriber: the snapshot, then changes that keep it equal to the totals.
     let mut client = client(&stack.url).await;
@@ -588,14 +581,7 @@ async fn two_servers_on_one_database_and_broker_serve_the_same_grid() {
         .build()
         .unwrap();
     let snapshot = grpc_web_snapshot_with(&https, &tls_url, &token).await;
-    assert_eq!(
-        snapshot
-            .rows
-            .iter()
-            .map(|row| (row.key.clone(), int_of(&row.values[0])))
-            .collect::<BTreeMap<_, _>>(),
-        expected_totals(0..1000)
-    );
+    assert_eq!(grid_of(&snapshot), expected_totals(0..1000));
 
     // `aerogrid watch`, piped: a JSON line for the snapshot, then one per update.
     let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
