@@ -14,6 +14,19 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// The caller is known but may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request conflicts with the current state (a name taken, a stale version).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// Code that cannot run, with what is wrong in it.
+    #[error("{message}")]
+    Invalid { message: String, diagnostics: Vec<crate::validate::Diagnostic> },
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_seconds: u64 },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -29,6 +42,11 @@ impl Error {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Database(_) | Self::Migration(_) | Self::Config(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -45,17 +63,50 @@ impl IntoResponse for Error {
         } else {
             self.to_string()
         };
-        problem(status, &detail)
+        match self {
+            Self::Invalid { diagnostics, .. } => {
+                problem_with(status, &detail, serde_json::json!({ "diagnostics": diagnostics }))
+            }
+            Self::TooManyRequests { retry_after_seconds, .. } => {
+                let mut response = problem(status, &detail);
+                response.headers_mut().insert(header::RETRY_AFTER, retry_after_seconds.into());
+                response
+            }
+            _ => problem(status, &detail),
+        }
     }
+}
+
+/// An RFC 9457 problem document as the OpenAPI document describes it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Problem {
+    /// Always `about:blank`: the status says what kind of problem it is.
+    #[serde(rename = "type")]
+    kind: String,
+    title: String,
+    status: u16,
+    /// What went wrong, in words for the user.
+    detail: String,
+    /// With 422: what is wrong in the code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diagnostics: Option<Vec<crate::validate::Diagnostic>>,
 }
 
 /// An RFC 9457 problem document.
 pub(crate) fn problem(status: StatusCode, detail: &str) -> Response {
-    let body = serde_json::json!({
+    problem_with(status, detail, serde_json::json!({}))
+}
+
+/// A problem document with extension members (`extra` is a JSON object).
+pub(crate) fn problem_with(status: StatusCode, detail: &str, extra: serde_json::Value) -> Response {
+    let mut body = serde_json::json!({
         "type": "about:blank",
         "title": status.canonical_reason().unwrap_or("Error"),
         "status": status.as_u16(),
         "detail": detail,
     });
+    if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
     (status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
 }

@@ -43,8 +43,6 @@ use uuid::Uuid;
 use crate::{
     AppState,
     db::{accounts, grids},
-    http::{bearer_token, session_cookie},
-    secret,
 };
 
 /// Changes a subscriber may fall behind by before it is resynchronised with a snapshot.
@@ -209,6 +207,7 @@ impl GridService for GridGateway {
         let min_interval = (request.max_updates_per_second > 0)
             .then(|| Duration::from_secs(1) / request.max_updates_per_second);
         let subscription = Subscription {
+            _counted: Counted::new(),
             subscriber: Subscriber::new(&snapshot),
             first: Some(encoded_snapshot(&snapshot)),
             feed,
@@ -260,30 +259,13 @@ impl GridGateway {
         &self,
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Caller, Status> {
-        let db = self.state.db();
-        if let Some(value) = metadata.get("authorization") {
-            let token = value.to_str().ok().and_then(bearer_token).ok_or_else(|| {
-                Status::unauthenticated(
-                    "malformed authorization metadata: expected `Bearer <token>`",
-                )
+        let identity = crate::http::authenticate(self.state.db(), &metadata.clone().into_headers())
+            .await
+            .map_err(|error| match error {
+                crate::Error::Unauthenticated(message) => Status::unauthenticated(message),
+                other => internal(other),
             })?;
-            let (user, token_team) = grids::caller_for_api_token(db, &secret::digest(token))
-                .await
-                .map_err(internal)?
-                .ok_or_else(|| Status::unauthenticated("the API token is unknown or revoked"))?;
-            return Ok(Caller { user, token_team });
-        }
-        let headers = metadata.clone().into_headers();
-        if let Some(session) = session_cookie(&headers) {
-            let user = accounts::user_for_session(db, &secret::digest(session))
-                .await
-                .map_err(internal)?
-                .ok_or_else(|| Status::unauthenticated("the session has expired: sign in again"))?;
-            return Ok(Caller { user, token_team: None });
-        }
-        Err(Status::unauthenticated(
-            "missing credentials: send `authorization: Bearer <token>` metadata or sign in",
-        ))
+        Ok(Caller { token_team: identity.token_team(), user: identity.user })
     }
 
     async fn authorize(
@@ -719,7 +701,31 @@ impl GridView {
 /// as one message once its rate allows. A subscriber whose connection keeps up is polled at each
 /// delta and sends it as the first subscriber with the same view encoded it; a slow one gets
 /// fewer, larger messages, and one that falls behind the feed's buffer gets a new snapshot.
+/// Open subscriptions of this process (for `/metrics`).
+static SUBSCRIBERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+pub(crate) fn subscriber_count() -> usize {
+    SUBSCRIBERS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts a subscription while it lives.
+struct Counted;
+
+impl Counted {
+    fn new() -> Self {
+        SUBSCRIBERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        SUBSCRIBERS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 struct Subscription {
+    _counted: Counted,
     feed: Arc<AppFeed>,
     grid: String,
     view: GridView,

@@ -14,6 +14,7 @@ mod gateway;
 mod http;
 mod secret;
 mod tls;
+pub mod validate;
 
 use std::{future::Future, path::PathBuf, sync::Arc};
 
@@ -22,6 +23,7 @@ use axum::http::HeaderValue;
 
 pub use config::ServerArgs;
 pub use error::{Error, Result};
+pub use http::openapi;
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -39,6 +41,8 @@ struct StateInner {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// Set when shutdown begins: open grid streams end, so connections can drain.
     shutting_down: tokio::sync::watch::Sender<bool>,
+    http_metrics: http::HttpMetrics,
+    sign_in_limiter: http::SignInLimiter,
 }
 
 impl AppState {
@@ -65,6 +69,8 @@ impl AppState {
                 cors_origins,
                 tls,
                 shutting_down: tokio::sync::watch::Sender::new(false),
+                http_metrics: http::HttpMetrics::default(),
+                sign_in_limiter: http::SignInLimiter::default(),
             }),
         })
     }
@@ -100,7 +106,10 @@ pub async fn serve(
     };
     let router = http::router(state);
     match tls {
-        None => axum::serve(listener, router).with_graceful_shutdown(shutdown).await,
+        None => {
+            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, service).with_graceful_shutdown(shutdown).await
+        }
         Some(tls) => tls::serve(listener, tls, router, shutdown).await,
     }
 }

@@ -40,7 +40,12 @@ pub(crate) async fn serve(
         };
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone().map_request(
-            |request: axum::http::Request<hyper::body::Incoming>| request.map(Body::new),
+            move |request: axum::http::Request<hyper::body::Incoming>| {
+                let mut request = request.map(Body::new);
+                // What `into_make_service_with_connect_info` gives the cleartext server.
+                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                request
+            },
         ));
         let watcher = graceful.watcher();
         tokio::spawn(async move {

@@ -30,6 +30,8 @@ pub enum Error {
     },
     #[error("cannot create topic `{topic}`: {reason}")]
     CreateTopic { topic: String, reason: String },
+    #[error("cannot delete topic `{topic}`: {reason}")]
+    DeleteTopic { topic: String, reason: String },
     #[error("Kafka task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -161,6 +163,25 @@ impl KafkaSettings {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
                     return Err(Error::CreateTopic { topic: name, reason: code.to_string() });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a topic; one that does not exist is fine. Some brokers cannot delete topics
+    /// (tansu 0.6): the error says so, and nothing may depend on the deletion.
+    pub async fn delete_topic(&self, topic: &str) -> Result<()> {
+        let admin = self.admin()?;
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = admin.delete_topics(&[topic], &options).await.map_err(|error| {
+            Error::DeleteTopic { topic: topic.to_owned(), reason: error.to_string() }
+        })?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((name, code)) => {
+                    return Err(Error::DeleteTopic { topic: name, reason: code.to_string() });
                 }
             }
         }

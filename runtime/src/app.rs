@@ -52,6 +52,8 @@ pub(crate) enum Stop {
     Stopped,
     /// This node is shutting down or lost the lease: another run takes over.
     Leave,
+    /// The user started it again or restarted it: a fresh run takes over.
+    Restart,
 }
 
 /// What every app task of a node shares.
@@ -64,6 +66,8 @@ pub(crate) struct NodeContext {
     /// Create missing input topics (the dev stack's own broker) instead of waiting for them.
     pub(crate) create_topics: bool,
     pub(crate) limits: Limits,
+    /// Wakes the node's loop (a released app is claimed again at once).
+    pub(crate) wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 enum Outcome {
@@ -78,10 +82,17 @@ pub(crate) async fn run_app(
     epoch: i64,
     stop: watch::Receiver<Stop>,
 ) {
-    if supervise(&context, app_id, epoch, stop).await == Stop::Stopped {
-        report(db::set_state(&context.db, app_id, "stopped", None, None, None).await);
-        // Free at once, so a new Start is picked up without waiting for the lease to expire.
-        report(db::release_lease(&context.db, &context.node_id, app_id).await);
+    match supervise(&context, app_id, epoch, stop).await {
+        Stop::Stopped => {
+            report(db::set_state(&context.db, app_id, "stopped", None, None, None).await);
+            // Free at once, so a new Start is picked up without waiting for the lease to expire.
+            report(db::release_lease(&context.db, &context.node_id, app_id).await);
+        }
+        Stop::Restart => {
+            report(db::release_lease(&context.db, &context.node_id, app_id).await);
+            context.wake.notify_one();
+        }
+        Stop::Run | Stop::Leave => {}
     }
 }
 

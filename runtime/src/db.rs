@@ -10,6 +10,15 @@ use crate::Result;
 pub(crate) struct Claim {
     pub(crate) app_id: Uuid,
     pub(crate) epoch: i64,
+    /// The app's Start/Restart count when claimed (see [`Held`]).
+    pub(crate) start_generation: i64,
+}
+
+/// An app whose lease this node renewed, with its Start/Restart count: a newer count than the
+/// run was started with means the user asked for a fresh run.
+pub(crate) struct Held {
+    pub(crate) app_id: Uuid,
+    pub(crate) start_generation: i64,
 }
 
 /// Takes the leases of apps that should run and that no live node holds.
@@ -28,7 +37,8 @@ pub(crate) async fn claim_apps(
            ON CONFLICT (app_id) DO UPDATE
              SET node_id = EXCLUDED.node_id, epoch = app_leases.epoch + 1, expires_at = EXCLUDED.expires_at
              WHERE app_leases.expires_at < now()
-           RETURNING app_id, epoch"#,
+           RETURNING app_id, epoch,
+             (SELECT start_generation FROM apps WHERE apps.id = app_leases.app_id) AS "start_generation!""#,
         node_id,
         lease_seconds,
     )
@@ -37,20 +47,22 @@ pub(crate) async fn claim_apps(
     Ok(claims)
 }
 
-/// Extends this node's leases of `app_ids`; returns the apps that should keep running here
+/// Extends this node's live leases of `app_ids`; returns the apps that should keep running here
 /// (still leased to us, and still wanted running).
 pub(crate) async fn renew_leases(
     db: &sqlx::PgPool,
     node_id: &str,
     app_ids: &[Uuid],
     lease_seconds: f64,
-) -> Result<Vec<Uuid>> {
-    let kept = sqlx::query_scalar!(
+) -> Result<Vec<Held>> {
+    let kept = sqlx::query_as!(
+        Held,
         r#"UPDATE app_leases SET expires_at = now() + make_interval(secs => $3)
            FROM apps
            WHERE app_leases.node_id = $1 AND app_leases.app_id = ANY($2)
+             AND app_leases.expires_at > now()
              AND apps.id = app_leases.app_id AND apps.desired_state = 'running'
-           RETURNING app_leases.app_id"#,
+           RETURNING app_leases.app_id, apps.start_generation"#,
         node_id,
         app_ids,
         lease_seconds,
@@ -60,10 +72,16 @@ pub(crate) async fn renew_leases(
     Ok(kept)
 }
 
+/// Lets the next claim take the app at once. The row stays (expired), so the next claim's epoch
+/// is still higher than every epoch before it: the changelog ignores older epochs.
 pub(crate) async fn release_lease(db: &sqlx::PgPool, node_id: &str, app_id: Uuid) -> Result<()> {
-    sqlx::query!("DELETE FROM app_leases WHERE app_id = $1 AND node_id = $2", app_id, node_id)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "UPDATE app_leases SET expires_at = '-infinity' WHERE app_id = $1 AND node_id = $2",
+        app_id,
+        node_id
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 

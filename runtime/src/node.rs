@@ -71,6 +71,8 @@ impl NodeArgs {
 struct RunningApp {
     stop: watch::Sender<Stop>,
     task: JoinHandle<()>,
+    /// The app's Start/Restart count this run began with.
+    start_generation: i64,
 }
 
 /// Runs the node until `shutdown` completes.
@@ -89,7 +91,9 @@ pub async fn run(
         })?,
     );
     let pool = WarmPool::start(connector_binary, args.connector_pool, !args.no_sandbox);
+    let changed = std::sync::Arc::new(tokio::sync::Notify::new());
     let context = NodeContext {
+        wake: changed.clone(),
         db: db.clone(),
         kafka: kafka.clone(),
         pool,
@@ -107,7 +111,6 @@ pub async fn run(
 
     let mut running: HashMap<Uuid, RunningApp> = HashMap::new();
     let mut poll = tokio::time::interval(POLL);
-    let changed = std::sync::Arc::new(tokio::sync::Notify::new());
     let listener = tokio::spawn(listen_for_app_changes(db.clone(), changed.clone()));
     tokio::pin!(shutdown);
     loop {
@@ -120,11 +123,17 @@ pub async fn run(
         let ids: Vec<Uuid> = running.keys().copied().collect();
         match db::renew_leases(&db, &node_id, &ids, args.lease_seconds).await {
             Ok(kept) => {
-                for id in ids.iter().filter(|id| !kept.contains(id)) {
-                    if let Some(app) = running.get(id) {
+                for (id, app) in &running {
+                    match kept.iter().find(|held| held.app_id == *id) {
                         // Stopped or deleted by the user, or taken by another node.
-                        let _ = app.stop.send(Stop::Stopped);
-                    }
+                        None => app.stop.send_replace(Stop::Stopped),
+                        // Started again or restarted: the task ends, and the claim below (once
+                        // it has) starts a fresh run.
+                        Some(held) if held.start_generation != app.start_generation => {
+                            app.stop.send_replace(Stop::Restart)
+                        }
+                        Some(_) => continue,
+                    };
                 }
             }
             Err(error) => tracing::warn!(%error, "Cannot renew app leases."),
@@ -142,7 +151,10 @@ pub async fn run(
                         claim.epoch,
                         stop_receiver,
                     ));
-                    running.insert(claim.app_id, RunningApp { stop, task });
+                    running.insert(
+                        claim.app_id,
+                        RunningApp { stop, task, start_generation: claim.start_generation },
+                    );
                 }
             }
             Err(error) => tracing::warn!(%error, "Cannot claim apps."),

@@ -49,6 +49,45 @@ pub async fn insert_api_token(
     Ok(id)
 }
 
+/// A live API token and the user it acts for.
+pub struct TokenHolder {
+    pub user: User,
+    pub token_id: Uuid,
+    /// The team it is limited to (None: all its user's teams).
+    pub team: Option<Uuid>,
+    pub scope: String,
+    /// False when the token's user has left its team since (the token then no longer works).
+    pub still_member: bool,
+}
+
+/// The holder of a live API token; notes its use (at most once a minute, in the same statement).
+pub async fn token_holder(db: &sqlx::PgPool, secret_sha256: &[u8]) -> Result<Option<TokenHolder>> {
+    let row = sqlx::query!(
+        r#"WITH touched AS (
+               UPDATE api_tokens SET last_used_at = now()
+               WHERE secret_sha256 = $1 AND revoked_at IS NULL
+                 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute'))
+           SELECT users.id, users.name, users.is_admin, api_tokens.id AS token_id,
+                  api_tokens.team_id, api_tokens.scope,
+                  (api_tokens.team_id IS NULL OR users.is_admin OR EXISTS (
+                      SELECT 1 FROM team_members
+                      WHERE team_members.team_id = api_tokens.team_id
+                        AND team_members.user_id = users.id)) AS "still_member!"
+           FROM api_tokens JOIN users ON users.id = api_tokens.user_id
+           WHERE api_tokens.secret_sha256 = $1 AND api_tokens.revoked_at IS NULL"#,
+        secret_sha256,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|row| TokenHolder {
+        user: User { id: row.id, name: row.name, is_admin: row.is_admin },
+        token_id: row.token_id,
+        team: row.team_id,
+        scope: row.scope,
+        still_member: row.still_member,
+    }))
+}
+
 /// The user a live (not revoked) API token acts for.
 pub async fn user_for_api_token(db: &sqlx::PgPool, secret_sha256: &[u8]) -> Result<Option<User>> {
     let user = sqlx::query_as!(
@@ -97,12 +136,14 @@ pub async fn insert_session(
     db: &sqlx::PgPool,
     user_id: Uuid,
     secret_sha256: &[u8],
+    csrf_token: &str,
     expires_at: DateTime<Utc>,
 ) -> Result<()> {
     sqlx::query!(
-        "INSERT INTO sessions (secret_sha256, user_id, expires_at) VALUES ($1, $2, $3)",
+        "INSERT INTO sessions (secret_sha256, user_id, csrf_token, expires_at) VALUES ($1, $2, $3, $4)",
         secret_sha256,
         user_id,
+        csrf_token,
         expires_at,
     )
     .execute(db)
@@ -110,16 +151,62 @@ pub async fn insert_session(
     Ok(())
 }
 
-/// The user of a live browser session.
-pub async fn user_for_session(db: &sqlx::PgPool, secret_sha256: &[u8]) -> Result<Option<User>> {
-    let user = sqlx::query_as!(
-        User,
-        "SELECT users.id, users.name, users.is_admin
+/// The user of a live browser session, and the session's CSRF token.
+pub async fn session_holder(
+    db: &sqlx::PgPool,
+    secret_sha256: &[u8],
+) -> Result<Option<(User, String)>> {
+    let row = sqlx::query!(
+        "SELECT users.id, users.name, users.is_admin, sessions.csrf_token
          FROM sessions JOIN users ON users.id = sessions.user_id
          WHERE sessions.secret_sha256 = $1 AND sessions.expires_at > now()",
         secret_sha256,
     )
     .fetch_optional(db)
     .await?;
+    Ok(row.map(|row| (User { id: row.id, name: row.name, is_admin: row.is_admin }, row.csrf_token)))
+}
+
+pub async fn delete_session(db: &sqlx::PgPool, secret_sha256: &[u8]) -> Result<()> {
+    sqlx::query!("DELETE FROM sessions WHERE secret_sha256 = $1", secret_sha256)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Creates a user who signs in with a password (an argon2id PHC string).
+pub async fn create_user(db: &sqlx::PgPool, name: &str, password_hash: &str) -> Result<User> {
+    let user = sqlx::query_as!(
+        User,
+        "INSERT INTO users (id, name, password_hash) VALUES ($1, $2, $3)
+         RETURNING id, name, is_admin",
+        Uuid::new_v4(),
+        name,
+        password_hash,
+    )
+    .fetch_one(db)
+    .await
+    .map_err(|error| {
+        crate::db::teams::conflict(error, format!("a user named `{name}` exists already"))
+    })?;
     Ok(user)
+}
+
+/// A user and their password hash (None: they cannot sign in with a password).
+pub async fn password_of(db: &sqlx::PgPool, name: &str) -> Result<Option<(User, Option<String>)>> {
+    let row = sqlx::query!(
+        "SELECT id, name, is_admin, password_hash FROM users WHERE name = $1",
+        name
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|row| (User { id: row.id, name: row.name, is_admin: row.is_admin }, row.password_hash)))
+}
+
+pub async fn set_password(db: &sqlx::PgPool, user: Uuid, password_hash: &str) -> Result<()> {
+    sqlx::query!("UPDATE users SET password_hash = $2 WHERE id = $1", user, password_hash)
+        .execute(db)
+        .await?;
+    // Other sessions end: a changed password is often a stolen one.
+    Ok(())
 }

@@ -12,22 +12,6 @@ pub struct AppRef {
     pub team_id: Uuid,
 }
 
-/// The user an API token acts for, and the team it is limited to (None: all the user's teams).
-pub async fn caller_for_api_token(
-    db: &sqlx::PgPool,
-    secret_sha256: &[u8],
-) -> Result<Option<(User, Option<Uuid>)>> {
-    let row = sqlx::query!(
-        "SELECT users.id, users.name, users.is_admin, api_tokens.team_id
-         FROM api_tokens JOIN users ON users.id = api_tokens.user_id
-         WHERE api_tokens.secret_sha256 = $1 AND api_tokens.revoked_at IS NULL",
-        secret_sha256,
-    )
-    .fetch_optional(db)
-    .await?;
-    Ok(row.map(|row| (User { id: row.id, name: row.name, is_admin: row.is_admin }, row.team_id)))
-}
-
 pub async fn find_app(db: &sqlx::PgPool, team: &str, app: &str) -> Result<Option<AppRef>> {
     let row = sqlx::query!(
         "SELECT apps.id AS app_id, teams.id AS team_id

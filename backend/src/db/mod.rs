@@ -1,7 +1,9 @@
 //! All SQL of the backend: one function per query, returning domain types.
 
 pub mod accounts;
+pub mod apps;
 pub mod grids;
+pub mod teams;
 
 use std::time::Duration;
 

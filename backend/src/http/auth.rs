@@ -1,51 +1,213 @@
-//! Who is calling: an API token (`Authorization: Bearer`) or a browser session cookie.
+//! Who is calling (an API token or a browser session) and what they may do in a team.
+//!
+//! Every route that touches a team goes through [`Caller::in_team`]: a team the caller cannot
+//! see is NOT FOUND (its existence is not revealed), a role or token scope too small for the
+//! action is FORBIDDEN with what it would take.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use axum::{
-    Json,
-    extract::{FromRequestParts, Query, State},
-    http::{HeaderMap, HeaderValue, header, request::Parts},
+    extract::{ConnectInfo, FromRequestParts, Query, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
     response::{IntoResponse, Redirect, Response},
 };
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::{AppState, Error, Result, db::accounts, secret};
+use super::extract::ApiJson;
+use crate::{
+    AppState, Error, Result,
+    db::{
+        accounts::{self, User},
+        teams::{self, Role, Scope},
+    },
+    secret,
+};
 
 const SESSION_COOKIE: &str = "aerogrid_session";
-const SESSION_LIFETIME: Duration = Duration::days(30);
+const SESSION_LIFETIME: chrono::Duration = chrono::Duration::days(30);
+/// Cookie-authenticated writes carry the session's CSRF token in this header.
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
+const MIN_PASSWORD_CHARS: usize = 10;
+/// Failed sign-ins allowed per user name and per client address in one window.
+const SIGN_IN_FAILURES: u32 = 5;
+const SIGN_IN_WINDOW: Duration = Duration::from_secs(60);
 
-/// The authenticated user behind a request.
-pub(crate) struct Caller(accounts::User);
+/// How the caller proved who they are.
+#[derive(Clone, Debug)]
+pub(crate) enum Credential {
+    Token { team: Option<Uuid>, scope: Scope },
+    Session { csrf_token: String },
+}
+
+/// The authenticated user behind a request (HTTP or gRPC).
+#[derive(Clone, Debug)]
+pub(crate) struct Identity {
+    pub(crate) user: User,
+    pub(crate) credential: Credential,
+}
+
+impl Identity {
+    /// The team a token is limited to.
+    pub(crate) fn token_team(&self) -> Option<Uuid> {
+        match self.credential {
+            Credential::Token { team, .. } => team,
+            Credential::Session { .. } => None,
+        }
+    }
+
+    /// An admin acting with all their powers (not through a team-limited token).
+    pub(crate) fn is_admin(&self) -> bool {
+        self.user.is_admin && self.token_team().is_none()
+    }
+}
+
+/// Finds who sent `headers`: a bearer token first, then the session cookie.
+pub(crate) async fn authenticate(db: &sqlx::PgPool, headers: &HeaderMap) -> Result<Identity> {
+    if let Some(authorization) = headers.get(header::AUTHORIZATION) {
+        let token = authorization.to_str().ok().and_then(bearer_token).ok_or_else(|| {
+            Error::Unauthenticated(
+                "malformed Authorization header: expected `Bearer <token>`".to_owned(),
+            )
+        })?;
+        let holder = accounts::token_holder(db, &secret::digest(token)).await?.ok_or_else(|| {
+            Error::Unauthenticated("the API token is unknown or revoked".to_owned())
+        })?;
+        if !holder.still_member {
+            return Err(Error::Unauthenticated(
+                "the API token's user has left its team: the token no longer works".to_owned(),
+            ));
+        }
+        let scope = Scope::parse(&holder.scope);
+        return Ok(Identity {
+            user: holder.user,
+            credential: Credential::Token { team: holder.team, scope },
+        });
+    }
+    if let Some(session) = session_cookie(headers) {
+        let (user, csrf_token) = accounts::session_holder(db, &secret::digest(session))
+            .await?
+            .ok_or_else(|| {
+                Error::Unauthenticated("the session has expired: sign in again".to_owned())
+            })?;
+        return Ok(Identity { user, credential: Credential::Session { csrf_token } });
+    }
+    Err(Error::Unauthenticated(
+        "missing credentials: send `Authorization: Bearer <token>` or sign in".to_owned(),
+    ))
+}
+
+/// The caller of a REST route. Cookie-authenticated requests that change something must carry
+/// the session's CSRF token: a page of another origin can send the cookie but cannot read the
+/// token.
+pub(crate) struct Caller(pub(crate) Identity);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        if let Some(authorization) = parts.headers.get(header::AUTHORIZATION) {
-            let token = authorization.to_str().ok().and_then(bearer_token).ok_or_else(|| {
-                Error::Unauthenticated(
-                    "malformed Authorization header: expected `Bearer <token>`".to_owned(),
-                )
-            })?;
-            return accounts::user_for_api_token(state.db(), &secret::digest(token))
-                .await?
-                .map(Caller)
-                .ok_or_else(|| {
-                    Error::Unauthenticated("the API token is unknown or revoked".to_owned())
-                });
+        let identity = authenticate(state.db(), &parts.headers).await?;
+        if let Credential::Session { csrf_token } = &identity.credential {
+            let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+            let sent = parts.headers.get(CSRF_HEADER).and_then(|value| value.to_str().ok());
+            if !safe && (csrf_token.is_empty() || sent != Some(csrf_token.as_str())) {
+                return Err(Error::Forbidden(format!(
+                    "missing or wrong `{CSRF_HEADER}` header: a signed-in page sends the token `GET /api/v1/me` gives"
+                )));
+            }
         }
-        if let Some(session) = session_cookie(&parts.headers) {
-            return accounts::user_for_session(state.db(), &secret::digest(session))
-                .await?
-                .map(Caller)
-                .ok_or_else(|| {
-                    Error::Unauthenticated("the session has expired: sign in again".to_owned())
-                });
+        Ok(Self(identity))
+    }
+}
+
+/// What an action needs of the caller's role in the team.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// Reading: any member, any token scope.
+    Read,
+    /// Changing apps: editors and owners, with a `manage` token or a session.
+    Edit,
+    /// Members and sharing: owners.
+    Own,
+}
+
+/// A team the caller may act in, and their role there.
+#[derive(Clone, Debug)]
+pub(crate) struct TeamAccess {
+    pub(crate) id: Uuid,
+    pub(crate) name: String,
+    pub(crate) role: Role,
+}
+
+impl Caller {
+    pub(crate) fn user(&self) -> &User {
+        &self.0.user
+    }
+
+    /// For the audit log.
+    pub(crate) fn actor(&self) -> (Uuid, &str) {
+        (self.0.user.id, &self.0.user.name)
+    }
+
+    /// The team named `team`, if the caller may do what `need` says there.
+    pub(crate) async fn in_team(&self, state: &AppState, team: &str, need: Need) -> Result<TeamAccess> {
+        let hidden = || Error::NotFound(format!("there is no team `{team}` (or you are not in it)"));
+        let (id, role) = teams::find(state.db(), team, self.0.user.id).await?.ok_or_else(hidden)?;
+        if self.0.token_team().is_some_and(|token_team| token_team != id) {
+            return Err(hidden());
         }
-        Err(Error::Unauthenticated(
-            "missing credentials: send `Authorization: Bearer <token>` or sign in".to_owned(),
-        ))
+        let role = match role {
+            Some(role) => role,
+            None if self.0.user.is_admin => Role::Owner,
+            None => return Err(hidden()),
+        };
+        if need != Need::Read
+            && matches!(self.0.credential, Credential::Token { scope: Scope::Read, .. })
+        {
+            return Err(Error::Forbidden(
+                "this API token may only read (scope `read`): use a `manage` token to change things"
+                    .to_owned(),
+            ));
+        }
+        let needed = match need {
+            Need::Read => Role::Viewer,
+            Need::Edit => Role::Editor,
+            Need::Own => Role::Owner,
+        };
+        if role < needed {
+            let who = match needed {
+                Role::Owner => "an owner",
+                _ => "an editor or owner",
+            };
+            return Err(Error::Forbidden(format!(
+                "`{}` is {} of team `{team}`: this takes {who}",
+                self.0.user.name,
+                match role {
+                    Role::Viewer => "a viewer",
+                    Role::Editor => "an editor",
+                    Role::Owner => "an owner",
+                }
+            )));
+        }
+        Ok(TeamAccess { id, name: team.to_owned(), role })
+    }
+
+    /// Admin-only actions (creating users).
+    pub(crate) fn require_admin(&self) -> Result<()> {
+        if self.0.is_admin()
+            && !matches!(self.0.credential, Credential::Token { scope: Scope::Read, .. })
+        {
+            Ok(())
+        } else {
+            Err(Error::Forbidden("only an administrator may do this".to_owned()))
+        }
     }
 }
 
@@ -65,16 +227,158 @@ pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, value)| value)
 }
 
-#[derive(Serialize)]
+/// The signed-in user.
+#[derive(Serialize, ToSchema)]
 pub(crate) struct Me {
     id: Uuid,
     name: String,
     is_admin: bool,
+    /// With a browser session: the value to send in `X-CSRF-Token` on writes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    csrf_token: Option<String>,
 }
 
-/// `GET /api/v1/me`: the caller.
-pub(crate) async fn me(Caller(user): Caller) -> Json<Me> {
-    Json(Me { id: user.id, name: user.name, is_admin: user.is_admin })
+impl Me {
+    fn of(user: User, csrf_token: Option<String>) -> Self {
+        Self { id: user.id, name: user.name, is_admin: user.is_admin, csrf_token }
+    }
+}
+
+/// Who the caller is.
+#[utoipa::path(get, path = "/me", tag = "auth",
+    responses((status = 200, body = Me)),
+    security(("bearer" = []), ("session" = [])))]
+pub(crate) async fn me(Caller(identity): Caller) -> axum::Json<Me> {
+    let csrf = match identity.credential {
+        Credential::Session { csrf_token } => Some(csrf_token),
+        Credential::Token { .. } => None,
+    };
+    axum::Json(Me::of(identity.user, csrf))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct SignIn {
+    name: String,
+    password: String,
+}
+
+/// Signs in with a password: sets the session cookie and gives the CSRF token.
+///
+/// Five failed attempts per user name or client address in a minute lock further attempts for
+/// the rest of that minute (429 with `Retry-After`).
+#[utoipa::path(post, path = "/auth/sign-in", tag = "auth", request_body = SignIn,
+    responses((status = 200, body = Me, description = "Signed in; the session cookie is set"),
+              (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 429, body = crate::error::Problem, content_type = "application/problem+json")),
+    security())]
+pub(crate) async fn sign_in(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(body): ApiJson<SignIn>,
+) -> Result<Response> {
+    let limiter = &state.inner.sign_in_limiter;
+    limiter.check(&body.name, peer.ip())?;
+    let found = accounts::password_of(state.db(), &body.name).await?;
+    let hash = found.as_ref().and_then(|(_, hash)| hash.clone());
+    let password = body.password;
+    // Verified even for unknown users (against a fixed hash), so timing does not tell which
+    // names exist.
+    let verified = tokio::task::spawn_blocking(move || {
+        verify_password(&password, hash.as_deref().unwrap_or(DUMMY_HASH.as_str()))
+    })
+    .await
+    .unwrap_or(false);
+    match found {
+        Some((user, Some(_))) if verified => {
+            limiter.forget(&body.name);
+            let (cookie, csrf_token) = start_session(&state, user.id).await?;
+            let mut response = axum::Json(Me::of(user, Some(csrf_token))).into_response();
+            response.headers_mut().insert(header::SET_COOKIE, cookie);
+            Ok(response)
+        }
+        _ => {
+            limiter.failed(&body.name, peer.ip());
+            Err(Error::Unauthenticated("wrong user name or password".to_owned()))
+        }
+    }
+}
+
+/// Ends the browser session.
+#[utoipa::path(post, path = "/auth/sign-out", tag = "auth",
+    responses((status = 204, description = "Signed out; the cookie is cleared")),
+    security(("session" = [])))]
+pub(crate) async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+    if let Some(session) = session_cookie(&headers) {
+        accounts::delete_session(state.db(), &secret::digest(session)).await?;
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
+    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&clear).expect("ASCII"));
+    Ok(response)
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct NewUser {
+    name: String,
+    password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct UserCreated {
+    id: Uuid,
+    name: String,
+}
+
+/// Creates a user who signs in with a password (administrators only).
+#[utoipa::path(post, path = "/users", tag = "auth", request_body = NewUser,
+    responses((status = 201, body = UserCreated)),
+    security(("bearer" = []), ("session" = [])))]
+pub(crate) async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewUser>,
+) -> Result<(StatusCode, axum::Json<UserCreated>)> {
+    caller.require_admin()?;
+    super::check_name("user", &body.name)?;
+    let hash = hash_password(body.password).await?;
+    let user = accounts::create_user(state.db(), &body.name, &hash).await?;
+    Ok((StatusCode::CREATED, axum::Json(UserCreated { id: user.id, name: user.name })))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct NewPassword {
+    /// Required when the user has a password already.
+    current_password: Option<String>,
+    new_password: String,
+}
+
+/// Sets the caller's password.
+#[utoipa::path(put, path = "/me/password", tag = "auth", request_body = NewPassword,
+    responses((status = 204, description = "Changed")),
+    security(("bearer" = []), ("session" = [])))]
+pub(crate) async fn set_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewPassword>,
+) -> Result<StatusCode> {
+    if matches!(caller.0.credential, Credential::Token { scope: Scope::Read, .. }) {
+        return Err(Error::Forbidden("a read-only token cannot change a password".to_owned()));
+    }
+    let (_, current) = accounts::password_of(state.db(), &caller.user().name)
+        .await?
+        .ok_or_else(|| Error::NotFound("the user is gone".to_owned()))?;
+    if let Some(current) = current {
+        let given = body.current_password.unwrap_or_default();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&given, &current))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            return Err(Error::Forbidden("the current password is wrong".to_owned()));
+        }
+    }
+    let hash = hash_password(body.new_password).await?;
+    accounts::set_password(state.db(), caller.user().id, &hash).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]
@@ -84,7 +388,7 @@ pub(crate) struct LinkQuery {
 }
 
 /// `GET /api/v1/auth/link?secret=...`: redeems a one-time sign-in link for a session cookie and
-/// goes to the app.
+/// goes to the app. (A link opened from a terminal, not an API: left out of the OpenAPI document.)
 pub(crate) async fn redeem_login_link(
     State(state): State<AppState>,
     Query(query): Query<LinkQuery>,
@@ -99,11 +403,21 @@ pub(crate) async fn redeem_login_link(
                 "this sign-in link is unknown, expired or already used; restarting `aerogrid dev` writes a new one to `<data-dir>/login-url`".to_owned(),
             )
         })?;
+    let (cookie, _) = start_session(&state, user_id).await?;
+    let mut response = Redirect::to("/").into_response();
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(response)
+}
+
+/// A new session for `user`: its `Set-Cookie` value and its CSRF token.
+async fn start_session(state: &AppState, user: Uuid) -> Result<(HeaderValue, String)> {
     let session = secret::generate(secret::SESSION_PREFIX);
+    let csrf_token = secret::generate("agc_");
     accounts::insert_session(
         state.db(),
-        user_id,
+        user,
         &secret::digest(&session),
+        &csrf_token,
         Utc::now() + SESSION_LIFETIME,
     )
     .await?;
@@ -112,8 +426,86 @@ pub(crate) async fn redeem_login_link(
         "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
         SESSION_LIFETIME.num_seconds()
     );
-    let mut response = Redirect::to("/").into_response();
-    let cookie = HeaderValue::from_str(&cookie).expect("cookie is ASCII");
-    response.headers_mut().insert(header::SET_COOKIE, cookie);
-    Ok(response)
+    Ok((HeaderValue::from_str(&cookie).expect("cookie is ASCII"), csrf_token))
+}
+
+async fn hash_password(password: String) -> Result<String> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(Error::BadRequest(format!(
+            "a password has at least {MIN_PASSWORD_CHARS} characters"
+        )));
+    }
+    if password.len() > 1024 {
+        return Err(Error::BadRequest("a password has at most 1024 bytes".to_owned()));
+    }
+    tokio::task::spawn_blocking(move || {
+        use argon2::{PasswordHasher, password_hash::SaltString};
+        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+        argon2::Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .map_err(|error| Error::Config(format!("cannot hash a password: {error}")))
+    })
+    .await
+    .map_err(|error| Error::Config(format!("password hashing stopped: {error}")))?
+}
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    use argon2::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(hash)
+        .is_ok_and(|hash| argon2::Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+}
+
+/// An argon2id hash of nothing anyone types, verified for unknown users.
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use argon2::{PasswordHasher, password_hash::SaltString};
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    argon2::Argon2::default()
+        .hash_password(secret::generate("").as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .unwrap_or_default()
+});
+
+/// Counts failed sign-ins per user name and per client address (per server process).
+#[derive(Default)]
+pub(crate) struct SignInLimiter {
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl SignInLimiter {
+    fn keys(name: &str, ip: IpAddr) -> [String; 2] {
+        [format!("user:{name}"), format!("ip:{ip}")]
+    }
+
+    fn check(&self, name: &str, ip: IpAddr) -> Result<()> {
+        let mut failures = self.failures.lock().expect("sign-in limiter");
+        let now = Instant::now();
+        failures.retain(|_, (_, since)| now.duration_since(*since) < SIGN_IN_WINDOW);
+        for key in Self::keys(name, ip) {
+            if let Some((count, since)) = failures.get(&key)
+                && *count >= SIGN_IN_FAILURES
+            {
+                let wait = SIGN_IN_WINDOW.saturating_sub(now.duration_since(*since));
+                return Err(Error::TooManyRequests {
+                    message: format!(
+                        "too many failed sign-ins: try again in {} s",
+                        wait.as_secs().max(1)
+                    ),
+                    retry_after_seconds: wait.as_secs().max(1),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn failed(&self, name: &str, ip: IpAddr) {
+        let mut failures = self.failures.lock().expect("sign-in limiter");
+        for key in Self::keys(name, ip) {
+            failures.entry(key).or_insert((0, Instant::now())).0 += 1;
+        }
+    }
+
+    fn forget(&self, name: &str) {
+        self.failures.lock().expect("sign-in limiter").remove(&format!("user:{name}"));
+    }
 }

@@ -23,6 +23,8 @@ use pyo3::{
     types::{PyString, PyTuple},
 };
 
+pub(crate) use aerogrid_policy::Cause;
+
 use crate::{Error, Result};
 
 type AuditHook = unsafe extern "C" fn(*const c_char, *mut ffi::PyObject, *mut c_void) -> c_int;
@@ -30,40 +32,6 @@ type AuditHook = unsafe extern "C" fn(*const c_char, *mut ffi::PyObject, *mut c_
 unsafe extern "C" {
     // Part of the stable C API since 3.8; pyo3-ffi does not declare it.
     fn PySys_AddAuditHook(hook: AuditHook, user_data: *mut c_void) -> c_int;
-}
-
-/// Why an action is refused, in the user's words.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Cause {
-    Network,
-    Processes,
-    Threads,
-    Signals,
-    ReadFiles,
-    WriteFiles,
-    NativeCode,
-    CodeObjects,
-}
-
-impl Cause {
-    fn describe(self) -> &'static str {
-        match self {
-            Self::Network => "network access is not available to connectors",
-            Self::Processes => "starting processes is not available to connectors",
-            Self::Threads => {
-                "threads are not available to connectors (streams and timers run one at a time)"
-            }
-            Self::Signals => "sending signals is not available to connectors",
-            Self::ReadFiles => {
-                "reading files is not available to connectors (only the standard library can be imported)"
-            }
-            Self::WriteFiles => "writing files is not available to connectors",
-            Self::NativeCode => {
-                "native code (ctypes and similar modules) is not available to connectors"
-            }
-            Self::CodeObjects => "building code objects is not available to connectors",
-        }
-    }
 }
 
 /// A refusal or broken limit, as the user reads it in the app's status and log.
@@ -88,26 +56,6 @@ thread_local! {
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Modules whose import alone is refused: they exist to reach native code or start processes.
-const REFUSED_IMPORTS: &[(&str, Cause)] = &[
-    ("ctypes", Cause::NativeCode),
-    ("_ctypes", Cause::NativeCode),
-    ("_ctypes_test", Cause::NativeCode),
-    ("cffi", Cause::NativeCode),
-    ("_cffi_backend", Cause::NativeCode),
-    ("_testcapi", Cause::NativeCode),
-    ("_testinternalcapi", Cause::NativeCode),
-    ("_testbuffer", Cause::NativeCode),
-    ("_testclinic", Cause::NativeCode),
-    ("_testimportmultiple", Cause::NativeCode),
-    ("_testmultiphase", Cause::NativeCode),
-    ("_xxtestfuzz", Cause::NativeCode),
-    ("_xxsubinterpreters", Cause::NativeCode),
-    ("_xxinterpchannels", Cause::NativeCode),
-    ("_posixsubprocess", Cause::Processes),
-    ("_posixshmem", Cause::WriteFiles),
-    ("_multiprocessing", Cause::Processes),
-];
 
 /// Audit events of network modules (`socket.connect`, `socket.getaddrinfo`, ...).
 const NETWORK_EVENTS: &[&str] = &[
@@ -294,11 +242,10 @@ fn judge(check: Check, event: &str, args: &Bound<'_, PyAny>) -> Option<(Cause, S
         }
         Check::Import => {
             let module = arg(0)?.extract::<String>().ok()?;
-            let top = module.split('.').next().unwrap_or_default();
-            let (_, cause) = REFUSED_IMPORTS.iter().find(|(name, _)| *name == top)?;
+            let cause = aerogrid_policy::refused_import(&module)?;
             // The standard library may import them (`subprocess` imports `_posixsubprocess`):
             // what they then do is judged by its own events, and the kernel.
-            importer_is_user(args.py()).then(|| (*cause, format!("import {module}")))
+            importer_is_user(args.py()).then(|| (cause, format!("import {module}")))
         }
         // Imports unmarshal the standard library's bytecode; user code has no need to.
         Check::Unmarshal => {
@@ -456,21 +403,5 @@ mod tests {
             lexically_absolute(Path::new("/usr/lib/x.py")),
             Some(PathBuf::from("/usr/lib/x.py"))
         );
-    }
-
-    #[test]
-    fn every_cause_says_connectors() {
-        for cause in [
-            Cause::Network,
-            Cause::Processes,
-            Cause::Threads,
-            Cause::Signals,
-            Cause::ReadFiles,
-            Cause::WriteFiles,
-            Cause::NativeCode,
-            Cause::CodeObjects,
-        ] {
-            assert!(cause.describe().contains("not available to connectors"), "{cause:?}");
-        }
     }
 }

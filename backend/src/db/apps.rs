@@ -1,0 +1,404 @@
+//! Apps, their versions, what the user asks of them (desired state) and what runtime nodes
+//! report (status, logs, bad records).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{Error, Result, db::teams::conflict};
+
+/// An app's row, as handlers need it.
+#[derive(Clone, Debug)]
+pub struct App {
+    pub id: Uuid,
+    pub name: String,
+    pub desired_state: String,
+    /// The version Start runs; None: the latest.
+    pub run_version: Option<i32>,
+    pub latest_version: i32,
+    pub memory_limit_mib: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub async fn find(db: &sqlx::PgPool, team: Uuid, name: &str) -> Result<Option<App>> {
+    let app = sqlx::query_as!(
+        App,
+        r#"SELECT id, name, desired_state, run_version, memory_limit_mib, created_at, updated_at,
+                  COALESCE((SELECT max(version) FROM app_versions WHERE app_id = apps.id), 0) AS "latest_version!"
+           FROM apps WHERE team_id = $1 AND name = $2"#,
+        team,
+        name
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(app)
+}
+
+/// Whether the app still exists (a followed log ends when it is deleted).
+pub async fn exists(db: &sqlx::PgPool, app: Uuid) -> Result<bool> {
+    let found = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM apps WHERE id = $1) AS "found!""#, app)
+        .fetch_one(db)
+        .await?;
+    Ok(found)
+}
+
+/// An app in a team's list, with its status.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct AppSummary {
+    pub name: String,
+    pub latest_version: i32,
+    /// `running` or `stopped`: what the user asked for.
+    pub desired_state: String,
+    /// What the runtime reports: `stopped`, `starting`, `waiting`, `running` or `failed`.
+    pub state: String,
+    pub error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub async fn list(db: &sqlx::PgPool, team: Uuid) -> Result<Vec<AppSummary>> {
+    let apps = sqlx::query_as!(
+        AppSummary,
+        r#"SELECT apps.name, apps.desired_state, apps.updated_at,
+                  COALESCE((SELECT max(version) FROM app_versions WHERE app_id = apps.id), 0) AS "latest_version!",
+                  COALESCE(app_status.state, 'stopped') AS "state!", app_status.error
+           FROM apps LEFT JOIN app_status ON app_status.app_id = apps.id
+           WHERE apps.team_id = $1 ORDER BY apps.name"#,
+        team
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(apps)
+}
+
+/// Creates an app with its first version.
+pub async fn create(
+    db: &sqlx::PgPool,
+    team: Uuid,
+    name: &str,
+    code: &str,
+    user: Uuid,
+) -> Result<Uuid> {
+    let mut tx = db.begin().await?;
+    let id = Uuid::new_v4();
+    sqlx::query!("INSERT INTO apps (id, team_id, name) VALUES ($1, $2, $3)", id, team, name)
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| conflict(error, format!("the team has an app named `{name}` already")))?;
+    sqlx::query!(
+        "INSERT INTO app_versions (app_id, version, code, created_by, note) VALUES ($1, 1, $2, $3, 'created')",
+        id,
+        code,
+        user
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Saves `code` as the next version. With `base`, only if the latest version is still `base`:
+/// otherwise 409 (someone saved in between), never an overwrite.
+pub async fn save(
+    db: &sqlx::PgPool,
+    app: Uuid,
+    base: Option<i32>,
+    code: &str,
+    user: Uuid,
+    note: &str,
+) -> Result<i32> {
+    let inserted = sqlx::query_scalar!(
+        r#"INSERT INTO app_versions (app_id, version, code, created_by, note)
+           SELECT $1, COALESCE(max(version), 0) + 1, $2, $3, $5 FROM app_versions WHERE app_id = $1
+           HAVING $4::int IS NULL OR COALESCE(max(version), 0) = $4
+           RETURNING version"#,
+        app,
+        code,
+        user,
+        base,
+        note
+    )
+    .fetch_optional(db)
+    .await;
+    let stale = || {
+        Error::Conflict(
+            "the app was saved by someone else since the version you edited: reload it, merge, and save again"
+                .to_owned(),
+        )
+    };
+    match inserted {
+        Ok(Some(version)) => {
+            sqlx::query!("UPDATE apps SET updated_at = now() WHERE id = $1", app).execute(db).await?;
+            Ok(version)
+        }
+        Ok(None) => Err(stale()),
+        // Two saves of the same base at once: the second one's version number is taken.
+        Err(sqlx::Error::Database(error)) if error.is_unique_violation() => Err(stale()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct VersionInfo {
+    pub version: i32,
+    /// Who saved it (None once the user is deleted).
+    pub created_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// `created`, `saved`, or `rollback to N`.
+    pub note: Option<String>,
+    /// Size of the code in bytes.
+    pub bytes: i32,
+}
+
+pub async fn versions(db: &sqlx::PgPool, app: Uuid) -> Result<Vec<VersionInfo>> {
+    let versions = sqlx::query_as!(
+        VersionInfo,
+        r#"SELECT app_versions.version, users.name AS "created_by?", app_versions.created_at,
+                  app_versions.note, octet_length(app_versions.code) AS "bytes!"
+           FROM app_versions LEFT JOIN users ON users.id = app_versions.created_by
+           WHERE app_versions.app_id = $1 ORDER BY app_versions.version DESC"#,
+        app
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(versions)
+}
+
+pub async fn code(db: &sqlx::PgPool, app: Uuid, version: i32) -> Result<Option<String>> {
+    let code = sqlx::query_scalar!(
+        "SELECT code FROM app_versions WHERE app_id = $1 AND version = $2",
+        app,
+        version
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(code)
+}
+
+pub async fn rename(db: &sqlx::PgPool, app: Uuid, team: Uuid, name: &str) -> Result<()> {
+    sqlx::query!(
+        "UPDATE apps SET name = $3, updated_at = now() WHERE id = $1 AND team_id = $2",
+        app,
+        team,
+        name
+    )
+    .execute(db)
+    .await
+    .map_err(|error| conflict(error, format!("the team has an app named `{name}` already")))?;
+    Ok(())
+}
+
+pub async fn set_memory_limit(db: &sqlx::PgPool, app: Uuid, mib: Option<i32>) -> Result<()> {
+    sqlx::query!("UPDATE apps SET memory_limit_mib = $2, updated_at = now() WHERE id = $1", app, mib)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Deletes the app and everything of it in Postgres (nodes hear of it and stop it); returns the
+/// changelog topic it had.
+pub async fn delete(db: &sqlx::PgPool, app: Uuid) -> Result<Option<String>> {
+    let mut tx = db.begin().await?;
+    let topic = sqlx::query_scalar!(
+        "SELECT changelog_topic FROM app_checkpoints WHERE app_id = $1",
+        app
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    sqlx::query!("DELETE FROM apps WHERE id = $1", app).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(topic)
+}
+
+/// Asks nodes to run `version` (None: the latest) afresh: a running app restarts, a failed one
+/// starts again.
+pub async fn start(db: &sqlx::PgPool, app: Uuid, version: Option<i32>) -> Result<()> {
+    sqlx::query!(
+        "UPDATE apps SET desired_state = 'running', run_version = $2,
+                         start_generation = start_generation + 1, updated_at = now()
+         WHERE id = $1",
+        app,
+        version
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn stop(db: &sqlx::PgPool, app: Uuid) -> Result<()> {
+    sqlx::query!(
+        "UPDATE apps SET desired_state = 'stopped', updated_at = now() WHERE id = $1",
+        app
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// What the runtime reports about an app.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Status {
+    /// `stopped`, `starting`, `waiting` (for an input topic), `running` or `failed`.
+    pub state: String,
+    /// Why it failed or waits, in words for the user.
+    pub error: Option<String>,
+    /// The line of the user's code the error points at.
+    pub error_line: Option<i32>,
+    /// Crash restarts of the current run.
+    pub restarts: i32,
+    pub records_in: i64,
+    pub bad_records: i64,
+    /// Input records not yet processed (approximate on brokers that report high watermarks
+    /// per batch).
+    pub lag: Option<i64>,
+    /// The version running (or last run).
+    pub version: Option<i32>,
+    /// Since when it is in this state.
+    pub since: Option<DateTime<Utc>>,
+}
+
+pub async fn status(db: &sqlx::PgPool, app: Uuid) -> Result<Status> {
+    let status = sqlx::query_as!(
+        Status,
+        r#"SELECT state, error, error_line, restarts, records_in, bad_records, lag, version,
+                  since AS "since?"
+           FROM app_status WHERE app_id = $1"#,
+        app
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(status.unwrap_or(Status {
+        state: "stopped".to_owned(),
+        error: None,
+        error_line: None,
+        restarts: 0,
+        records_in: 0,
+        bad_records: 0,
+        lag: None,
+        version: None,
+        since: None,
+    }))
+}
+
+/// One line of an app's log.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct LogLine {
+    /// Increasing: `?after=` the last one seen gives the lines after it.
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// `info`, `warning` or `error` (and what Python's logging names).
+    pub level: String,
+    pub message: String,
+}
+
+/// The `limit` lines after `after`, oldest first; without `after`, the newest `limit` lines.
+pub async fn logs(
+    db: &sqlx::PgPool,
+    app: Uuid,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Vec<LogLine>> {
+    let mut lines = match after {
+        Some(after) => {
+            sqlx::query_as!(
+                LogLine,
+                "SELECT id, at, level, message FROM app_logs
+                 WHERE app_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                app,
+                after,
+                limit
+            )
+            .fetch_all(db)
+            .await?
+        }
+        None => {
+            let mut newest = sqlx::query_as!(
+                LogLine,
+                "SELECT id, at, level, message FROM app_logs
+                 WHERE app_id = $1 ORDER BY id DESC LIMIT $2",
+                app,
+                limit
+            )
+            .fetch_all(db)
+            .await?;
+            newest.reverse();
+            newest
+        }
+    };
+    lines.shrink_to_fit();
+    Ok(lines)
+}
+
+/// A record the app could not process.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct BadRecord {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: String,
+    /// The line of the user's code that raised, when it was user code.
+    pub line: Option<i32>,
+    /// The message's key and value as text (invalid UTF-8 replaced).
+    pub key: Option<String>,
+    pub value: Option<String>,
+}
+
+pub async fn bad_records(db: &sqlx::PgPool, app: Uuid, limit: i64) -> Result<Vec<BadRecord>> {
+    let rows = sqlx::query!(
+        r#"SELECT id, at, topic, partition, "offset", reason, line, key, value
+           FROM bad_records WHERE app_id = $1 ORDER BY id DESC LIMIT $2"#,
+        app,
+        limit
+    )
+    .fetch_all(db)
+    .await?;
+    let text = |bytes: Option<Vec<u8>>| bytes.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+    Ok(rows
+        .into_iter()
+        .map(|row| BadRecord {
+            id: row.id,
+            at: row.at,
+            topic: row.topic,
+            partition: row.partition,
+            offset: row.offset,
+            reason: row.reason,
+            line: row.line,
+            key: text(row.key),
+            value: text(row.value),
+        })
+        .collect())
+}
+
+/// Figures for `/metrics`, over all apps.
+pub struct Totals {
+    pub states: Vec<(String, i64)>,
+    pub records_in: i64,
+    pub bad_records: i64,
+    pub lag: i64,
+}
+
+pub async fn totals(db: &sqlx::PgPool) -> Result<Totals> {
+    let states = sqlx::query!(
+        r#"SELECT COALESCE(app_status.state, 'stopped') AS "state!", count(*) AS "count!"
+           FROM apps LEFT JOIN app_status ON app_status.app_id = apps.id GROUP BY 1 ORDER BY 1"#
+    )
+    .fetch_all(db)
+    .await?;
+    let sums = sqlx::query!(
+        r#"SELECT COALESCE(sum(records_in), 0)::bigint AS "records_in!",
+                  COALESCE(sum(bad_records), 0)::bigint AS "bad_records!",
+                  COALESCE(sum(lag), 0)::bigint AS "lag!"
+           FROM app_status"#
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(Totals {
+        states: states.into_iter().map(|row| (row.state, row.count)).collect(),
+        records_in: sums.records_in,
+        bad_records: sums.bad_records,
+        lag: sums.lag,
+    })
+}

@@ -1,0 +1,234 @@
+//! Teams, members, API tokens, grids shared with a team, and the audit log.
+
+use axum::{Json, extract::State, http::StatusCode};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{
+    auth::{Caller, Credential, Need},
+    extract::{ApiJson, ApiPath, ApiQuery},
+};
+use crate::{
+    AppState, Error, Result,
+    db::teams::{self, AuditEvent, Member, Role, Scope, SharedGrid, Team, Token},
+    secret,
+};
+
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct NewTeam {
+    name: String,
+}
+
+/// Creates a team; the caller becomes its owner.
+#[utoipa::path(post, path = "/teams", tag = "teams", request_body = NewTeam,
+    responses((status = 201, body = Team), (status = 409, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn create_team(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewTeam>,
+) -> Result<(StatusCode, Json<Team>)> {
+    if matches!(caller.0.credential, Credential::Token { team: Some(_), .. }) {
+        return Err(Error::Forbidden(
+            "a token of one team cannot create teams: use a session or a personal token".into(),
+        ));
+    }
+    if matches!(caller.0.credential, Credential::Token { scope: Scope::Read, .. }) {
+        return Err(Error::Forbidden("a read-only token cannot create teams".into()));
+    }
+    super::check_name("team", &body.name)?;
+    let team = teams::create(state.db(), &body.name, caller.user().id).await?;
+    teams::audit(state.db(), team.id, caller.actor(), "team.create", &team.name, json!({})).await?;
+    Ok((StatusCode::CREATED, Json(team)))
+}
+
+/// The caller's teams and their role in each (an administrator sees every team).
+#[utoipa::path(get, path = "/teams", tag = "teams", responses((status = 200, body = Vec<Team>)))]
+pub(crate) async fn list_teams(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<Team>>> {
+    let mut teams = teams::list(state.db(), caller.user().id, caller.0.is_admin()).await?;
+    if let Some(only) = caller.0.token_team() {
+        teams.retain(|team| team.id == only);
+    }
+    Ok(Json(teams))
+}
+
+/// The team's members and their roles.
+#[utoipa::path(get, path = "/teams/{team}/members", tag = "teams",
+    params(("team" = String, Path)), responses((status = 200, body = Vec<Member>)))]
+pub(crate) async fn list_members(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(team): ApiPath<String>,
+) -> Result<Json<Vec<Member>>> {
+    let team = caller.in_team(&state, &team, Need::Read).await?;
+    Ok(Json(teams::members(state.db(), team.id).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct MemberRole {
+    role: Role,
+}
+
+/// Adds a user to the team, or changes their role (owners only; a team keeps an owner).
+#[utoipa::path(put, path = "/teams/{team}/members/{user}", tag = "teams",
+    params(("team" = String, Path), ("user" = String, Path)), request_body = MemberRole,
+    responses((status = 200, body = Member), (status = 409, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn set_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((team, user)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<MemberRole>,
+) -> Result<Json<Member>> {
+    let team = caller.in_team(&state, &team, Need::Own).await?;
+    let member = teams::set_member(state.db(), team.id, &user, body.role).await?;
+    let detail = json!({ "role": body.role });
+    teams::audit(state.db(), team.id, caller.actor(), "member.set", &user, detail).await?;
+    Ok(Json(member))
+}
+
+/// Removes a user from the team (owners only; a team keeps an owner).
+#[utoipa::path(delete, path = "/teams/{team}/members/{user}", tag = "teams",
+    params(("team" = String, Path), ("user" = String, Path)),
+    responses((status = 204, description = "Removed"), (status = 409, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn remove_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((team, user)): ApiPath<(String, String)>,
+) -> Result<StatusCode> {
+    let team = caller.in_team(&state, &team, Need::Own).await?;
+    if !teams::remove_member(state.db(), team.id, &user).await? {
+        return Err(Error::NotFound(format!("`{user}` is not a member of team `{}`", team.name)));
+    }
+    teams::audit(state.db(), team.id, caller.actor(), "member.remove", &user, json!({})).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct NewToken {
+    /// What it is for, e.g. "Excel on my laptop".
+    name: String,
+    /// `read` (grids and apps, read only) or `manage` (the default: acts with your role).
+    #[serde(default)]
+    scope: Scope,
+}
+
+/// A new token: its secret is shown this once.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TokenCreated {
+    id: Uuid,
+    name: String,
+    scope: Scope,
+    /// Send as `Authorization: Bearer <token>`.
+    token: String,
+    created_at: DateTime<Utc>,
+}
+
+/// Mints an API token for the team, acting for the caller (its secret is shown once).
+#[utoipa::path(post, path = "/teams/{team}/tokens", tag = "teams",
+    params(("team" = String, Path)), request_body = NewToken,
+    responses((status = 201, body = TokenCreated)))]
+pub(crate) async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(team): ApiPath<String>,
+    ApiJson(body): ApiJson<NewToken>,
+) -> Result<(StatusCode, Json<TokenCreated>)> {
+    // Any member may mint a token for themselves; it can never do more than they can, and a
+    // read-only token mints only read-only ones.
+    let team = caller.in_team(&state, &team, Need::Read).await?;
+    let scope = match caller.0.credential {
+        Credential::Token { scope: Scope::Read, .. } if body.scope == Scope::Manage => {
+            return Err(Error::Forbidden("a read-only token can only mint read-only tokens".into()));
+        }
+        _ => body.scope,
+    };
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(Error::BadRequest("a token's name is 1 to 200 bytes".into()));
+    }
+    let token = secret::generate(secret::API_TOKEN_PREFIX);
+    let (id, created_at) = teams::insert_token(
+        state.db(),
+        caller.user().id,
+        team.id,
+        name,
+        scope,
+        &secret::digest(&token),
+    )
+    .await?;
+    let detail = json!({ "id": id, "scope": scope });
+    teams::audit(state.db(), team.id, caller.actor(), "token.create", name, detail).await?;
+    let created = TokenCreated { id, name: name.to_owned(), scope, token, created_at };
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// The team's live tokens: the caller's own, or every member's for owners.
+#[utoipa::path(get, path = "/teams/{team}/tokens", tag = "teams",
+    params(("team" = String, Path)), responses((status = 200, body = Vec<Token>)))]
+pub(crate) async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(team): ApiPath<String>,
+) -> Result<Json<Vec<Token>>> {
+    let team = caller.in_team(&state, &team, Need::Read).await?;
+    let only = (team.role < Role::Owner).then_some(caller.user().id);
+    Ok(Json(teams::tokens(state.db(), team.id, only).await?))
+}
+
+/// Revokes a token: the caller's own, or any of the team's for owners.
+#[utoipa::path(delete, path = "/teams/{team}/tokens/{id}", tag = "teams",
+    params(("team" = String, Path), ("id" = Uuid, Path)),
+    responses((status = 204, description = "Revoked")))]
+pub(crate) async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((team, id)): ApiPath<(String, Uuid)>,
+) -> Result<StatusCode> {
+    let team = caller.in_team(&state, &team, Need::Read).await?;
+    if matches!(caller.0.credential, Credential::Token { scope: Scope::Read, .. }) {
+        return Err(Error::Forbidden("a read-only token cannot revoke tokens".into()));
+    }
+    let only = (team.role < Role::Owner).then_some(caller.user().id);
+    let name = teams::revoke_token(state.db(), team.id, id, only)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no live token {id} of yours in this team")))?;
+    teams::audit(state.db(), team.id, caller.actor(), "token.revoke", &name, json!({ "id": id }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Grids other teams share with this team (read-only).
+#[utoipa::path(get, path = "/teams/{team}/shared-grids", tag = "teams",
+    params(("team" = String, Path)), responses((status = 200, body = Vec<SharedGrid>)))]
+pub(crate) async fn shared_grids(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(team): ApiPath<String>,
+) -> Result<Json<Vec<SharedGrid>>> {
+    let team = caller.in_team(&state, &team, Need::Read).await?;
+    Ok(Json(teams::shared_with(state.db(), team.id).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub(crate) struct AuditQuery {
+    /// Events before this id (the `id` of the last event of the previous page).
+    before: Option<i64>,
+    /// At most this many (default 100, at most 1000).
+    limit: Option<i64>,
+}
+
+/// Who did what in the team, newest first.
+#[utoipa::path(get, path = "/teams/{team}/audit", tag = "teams",
+    params(("team" = String, Path), AuditQuery), responses((status = 200, body = Vec<AuditEvent>)))]
+pub(crate) async fn audit_log(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(team): ApiPath<String>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> Result<Json<Vec<AuditEvent>>> {
+    let team = caller.in_team(&state, &team, Need::Read).await?;
+    let limit = super::limit(query.limit, 100, 1000)?;
+    Ok(Json(teams::audit_log(state.db(), team.id, query.before, limit).await?))
+}

@@ -1,0 +1,590 @@
+//! Checks a connector's code without running it: Python syntax, then the platform's own rules
+//! (exactly one App, streams over declared topics, names aerogrid has, imports the sandbox
+//! allows). Each finding is a diagnostic an editor can show at its line and column.
+//!
+//! The parse runs on a thread of its own with a large stack: the syntax tree of hostile code can
+//! be deep (a 100,000-term sum), and both walking and dropping it recurse.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::LazyLock,
+};
+
+use rustpython_ast::{self as ast, Ranged, Visitor, text_size::TextRange};
+use rustpython_parser::{Mode, parse};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Code above this size is refused before parsing (a connector is a few hundred lines).
+pub const MAX_CODE_BYTES: usize = 256 * 1024;
+const PARSER_STACK_BYTES: usize = 256 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The code cannot run as it is: Start refuses it.
+    Error,
+    /// The code runs, but something in it will be refused or fail when reached.
+    Warning,
+}
+
+/// One finding, at 1-based lines and columns (columns count UTF-16 units, as editors do).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Diagnostic {
+    pub line: u32,
+    pub column: u32,
+    pub end_line: u32,
+    pub end_column: u32,
+    pub severity: Severity,
+    pub message: String,
+}
+
+/// Whether diagnostics let the code start.
+pub fn has_errors(diagnostics: &[Diagnostic]) -> bool {
+    diagnostics.iter().any(|diagnostic| diagnostic.severity == Severity::Error)
+}
+
+/// The diagnostics of `code`, sorted by position.
+pub async fn validate(code: String) -> Vec<Diagnostic> {
+    if code.len() > MAX_CODE_BYTES {
+        return vec![Diagnostic {
+            line: 1,
+            column: 1,
+            end_line: 1,
+            end_column: 1,
+            severity: Severity::Error,
+            message: format!(
+                "the code is {} KiB; a connector may have at most {} KiB",
+                code.len() / 1024,
+                MAX_CODE_BYTES / 1024
+            ),
+        }];
+    }
+    let (done, result) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("validate".into())
+        .stack_size(PARSER_STACK_BYTES)
+        .spawn(move || {
+            let _ = done.send(validate_now(&code));
+        });
+    match spawned {
+        Ok(_) => result.await.unwrap_or_else(|_| vec![internal("the checker stopped")]),
+        Err(error) => vec![internal(&format!("cannot start the checker: {error}"))],
+    }
+}
+
+fn internal(why: &str) -> Diagnostic {
+    Diagnostic {
+        line: 1,
+        column: 1,
+        end_line: 1,
+        end_column: 1,
+        severity: Severity::Warning,
+        message: format!("the code could not be checked ({why}); it was saved unchecked"),
+    }
+}
+
+/// The checks, on the calling thread (which needs a large stack for hostile code).
+pub fn validate_now(code: &str) -> Vec<Diagnostic> {
+    let lines = LineIndex::new(code);
+    let module = match parse(code, Mode::Module, "<app>") {
+        Ok(ast::Mod::Module(module)) => module,
+        Ok(_) => return Vec::new(),
+        Err(error) => {
+            let at = u32::from(error.offset) as usize;
+            let (line, column) = lines.position(at);
+            return vec![Diagnostic {
+                line,
+                column,
+                end_line: line,
+                end_column: column + 1,
+                severity: Severity::Error,
+                message: format!("SyntaxError: {}", error.error),
+            }];
+        }
+    };
+    let mut checker = Checker::new(&lines);
+    checker.check_module(module.body);
+    let mut diagnostics = checker.diagnostics;
+    diagnostics.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
+    diagnostics
+}
+
+/// The public names of the `aerogrid` module and of `App`, read from the stubs editors use, so
+/// the two cannot disagree.
+struct Api {
+    module: HashSet<String>,
+    app: HashSet<String>,
+}
+
+static API: LazyLock<Api> = LazyLock::new(|| {
+    let stubs = include_str!("../../runtime/python/aerogrid/__init__.pyi");
+    let Ok(ast::Mod::Module(module)) = parse(stubs, Mode::Module, "aerogrid.pyi") else {
+        panic!("the aerogrid stubs do not parse");
+    };
+    let mut api = Api { module: HashSet::new(), app: HashSet::new() };
+    for statement in &module.body {
+        for name in defined_names(statement) {
+            if !name.starts_with('_') {
+                api.module.insert(name);
+            }
+        }
+        if let ast::Stmt::ClassDef(class) = statement
+            && class.name.as_str() == "App"
+        {
+            api.app.extend(class.body.iter().flat_map(defined_names));
+        }
+    }
+    api
+});
+
+/// The names a statement of a stub defines.
+fn defined_names(statement: &ast::Stmt) -> Vec<String> {
+    match statement {
+        ast::Stmt::ClassDef(class) => vec![class.name.to_string()],
+        ast::Stmt::FunctionDef(function) => vec![function.name.to_string()],
+        ast::Stmt::AnnAssign(assign) => name_of(&assign.target).into_iter().collect(),
+        ast::Stmt::Assign(assign) => assign.targets.iter().filter_map(name_of).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn name_of(expression: &ast::Expr) -> Option<String> {
+    match expression {
+        ast::Expr::Name(name) => Some(name.id.to_string()),
+        _ => None,
+    }
+}
+
+struct Checker<'a> {
+    lines: &'a LineIndex<'a>,
+    diagnostics: Vec<Diagnostic>,
+    /// Names bound to the `aerogrid` module.
+    module_aliases: HashSet<String>,
+    /// Names bound by `from aerogrid import X as Y`: Y → X.
+    imported: HashMap<String, String>,
+    /// Module-level names bound to the App, and the first App's range.
+    apps: HashSet<String>,
+    first_app: Option<TextRange>,
+    /// Module-level names bound to `app.topic(...)`.
+    topics: HashSet<String>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(lines: &'a LineIndex<'a>) -> Self {
+        Self {
+            lines,
+            diagnostics: Vec::new(),
+            module_aliases: HashSet::new(),
+            imported: HashMap::new(),
+            apps: HashSet::new(),
+            first_app: None,
+            topics: HashSet::new(),
+        }
+    }
+
+    fn report(&mut self, range: TextRange, severity: Severity, message: String) {
+        let (line, column) = self.lines.position(u32::from(range.start()) as usize);
+        let (end_line, end_column) = self.lines.position(u32::from(range.end()) as usize);
+        self.diagnostics.push(Diagnostic { line, column, end_line, end_column, severity, message });
+    }
+
+    fn check_module(&mut self, body: Vec<ast::Stmt>) {
+        // Imports and module-level bindings first: a name may be used (in a function) above
+        // the line that binds it.
+        for statement in &body {
+            self.bind(statement);
+        }
+        for statement in &body {
+            self.check_streams(statement);
+        }
+        if self.first_app.is_none() {
+            self.diagnostics.push(Diagnostic {
+                line: 1,
+                column: 1,
+                end_line: 1,
+                end_column: 1,
+                severity: Severity::Error,
+                message: "the module creates no app: add `app = aerogrid.App('name', broker=BROKER_URI)`"
+                    .to_owned(),
+            });
+        }
+        for statement in body {
+            self.visit_stmt(statement);
+        }
+    }
+
+    fn bind(&mut self, statement: &ast::Stmt) {
+        match statement {
+            ast::Stmt::Import(import) => {
+                for alias in &import.names {
+                    if alias.name.as_str() == "aerogrid" {
+                        let bound = alias.asname.as_ref().unwrap_or(&alias.name);
+                        self.module_aliases.insert(bound.to_string());
+                    }
+                }
+            }
+            ast::Stmt::ImportFrom(import)
+                if import.module.as_ref().is_some_and(|module| module.as_str() == "aerogrid") =>
+            {
+                for alias in &import.names {
+                    let bound = alias.asname.as_ref().unwrap_or(&alias.name);
+                    self.imported.insert(bound.to_string(), alias.name.to_string());
+                }
+            }
+            ast::Stmt::Assign(assign) => {
+                if self.is_app_call(&assign.value) {
+                    self.apps.extend(assign.targets.iter().filter_map(name_of));
+                } else if self.is_topic_call(&assign.value) {
+                    self.topics.extend(assign.targets.iter().filter_map(name_of));
+                }
+            }
+            ast::Stmt::AnnAssign(assign) => {
+                if let Some(value) = &assign.value {
+                    if self.is_app_call(value) {
+                        self.apps.extend(name_of(&assign.target));
+                    } else if self.is_topic_call(value) {
+                        self.topics.extend(name_of(&assign.target));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `aerogrid.App(...)`, or `App(...)` imported from aerogrid.
+    fn is_app_call(&self, expression: &ast::Expr) -> bool {
+        let ast::Expr::Call(call) = expression else { return false };
+        self.is_app_class(&call.func)
+    }
+
+    fn is_app_class(&self, expression: &ast::Expr) -> bool {
+        match expression {
+            ast::Expr::Attribute(attribute) => {
+                attribute.attr.as_str() == "App" && self.is_module(&attribute.value)
+            }
+            ast::Expr::Name(name) => {
+                self.imported.get(name.id.as_str()).is_some_and(|original| original == "App")
+            }
+            _ => false,
+        }
+    }
+
+    fn is_module(&self, expression: &ast::Expr) -> bool {
+        matches!(expression, ast::Expr::Name(name) if self.module_aliases.contains(name.id.as_str()))
+    }
+
+    fn is_app(&self, expression: &ast::Expr) -> bool {
+        matches!(expression, ast::Expr::Name(name) if self.apps.contains(name.id.as_str()))
+    }
+
+    /// `app.topic(...)` on a module-level app.
+    fn is_topic_call(&self, expression: &ast::Expr) -> bool {
+        let ast::Expr::Call(call) = expression else { return false };
+        matches!(&*call.func, ast::Expr::Attribute(attribute)
+            if attribute.attr.as_str() == "topic" && self.is_app(&attribute.value))
+    }
+
+    /// `@app.stream(...)` takes topics declared with `app.topic(...)`.
+    fn check_streams(&mut self, statement: &ast::Stmt) {
+        let decorators = match statement {
+            ast::Stmt::FunctionDef(function) => &function.decorator_list,
+            ast::Stmt::AsyncFunctionDef(function) => &function.decorator_list,
+            _ => return,
+        };
+        for decorator in decorators {
+            match decorator {
+                ast::Expr::Attribute(attribute)
+                    if attribute.attr.as_str() == "stream" && self.is_app(&attribute.value) =>
+                {
+                    self.report(
+                        decorator.range(),
+                        Severity::Error,
+                        "@app.stream needs the topics it reads: @app.stream(orders_topic)".into(),
+                    );
+                }
+                ast::Expr::Call(call) => {
+                    let ast::Expr::Attribute(attribute) = &*call.func else { continue };
+                    if attribute.attr.as_str() != "stream" || !self.is_app(&attribute.value) {
+                        continue;
+                    }
+                    if call.args.is_empty() {
+                        self.report(
+                            decorator.range(),
+                            Severity::Error,
+                            "@app.stream needs at least one topic: @app.stream(orders_topic)".into(),
+                        );
+                    }
+                    for argument in &call.args {
+                        self.check_stream_topic(argument);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn check_stream_topic(&mut self, argument: &ast::Expr) {
+        let message = match argument {
+            ast::Expr::Name(name) if self.topics.contains(name.id.as_str()) => return,
+            _ if self.is_topic_call(argument) => return,
+            ast::Expr::Constant(ast::ExprConstant { value: ast::Constant::Str(topic), .. }) => {
+                format!(
+                    "@app.stream takes topics declared with app.topic(...), not a name: \
+                     declare `{}_topic = app.topic('{topic}', value_type=...)` and stream that",
+                    identifier_like(topic)
+                )
+            }
+            ast::Expr::Name(name) => format!(
+                "`{}` is not a topic declared with app.topic(...) at the module's top level",
+                name.id
+            ),
+            _ => "@app.stream takes topics declared with app.topic(...)".to_owned(),
+        };
+        self.report(argument.range(), Severity::Error, message);
+    }
+
+    fn check_import(&mut self, module: &str, range: TextRange) {
+        if let Some(cause) = aerogrid_policy::refused_import(module) {
+            self.report(range, Severity::Error, format!("import {module}: {}", cause.describe()));
+        } else if !aerogrid_policy::importable(module) {
+            self.report(
+                range,
+                Severity::Error,
+                format!(
+                    "module `{module}` is not available: connectors can import the Python \
+                     standard library and aerogrid"
+                ),
+            );
+        } else if let Some(cause) = aerogrid_policy::refused_use(module) {
+            self.report(
+                range,
+                Severity::Warning,
+                format!("`{module}` imports, but {}: its use will fail the app", cause.describe()),
+            );
+        }
+    }
+
+    fn unknown_name(&mut self, range: TextRange, name: &str) {
+        let mut message = format!("aerogrid has no `{name}`");
+        if let Some(close) = API.module.iter().find(|known| known.eq_ignore_ascii_case(name)) {
+            message.push_str(&format!(" (did you mean `{close}`?)"));
+        } else if API.app.contains(name) {
+            message.push_str(&format!(" (`{name}` belongs to the app: `app.{name}`)"));
+        }
+        self.report(range, Severity::Error, message);
+    }
+}
+
+impl Visitor for Checker<'_> {
+    fn visit_stmt(&mut self, statement: ast::Stmt) {
+        match &statement {
+            ast::Stmt::Import(import) => {
+                for alias in &import.names {
+                    self.check_import(alias.name.as_str(), import.range);
+                }
+            }
+            ast::Stmt::ImportFrom(import) if import.level.is_none_or(|level| level.to_u32() == 0) => {
+                let Some(module) = &import.module else { return };
+                if module.as_str() == "aerogrid" {
+                    for alias in &import.names {
+                        if alias.name.as_str() != "*" && !API.module.contains(alias.name.as_str()) {
+                            self.unknown_name(import.range, alias.name.as_str());
+                        }
+                    }
+                } else {
+                    self.check_import(module.as_str(), import.range);
+                    // `from urllib import request` reaches `urllib.request`.
+                    for alias in &import.names {
+                        let submodule = format!("{module}.{}", alias.name);
+                        if aerogrid_policy::refused_use(&submodule).is_some()
+                            || aerogrid_policy::refused_import(&submodule).is_some()
+                        {
+                            self.check_import(&submodule, import.range);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.generic_visit_stmt(statement);
+    }
+
+    fn visit_expr(&mut self, expression: ast::Expr) {
+        match &expression {
+            ast::Expr::Call(call) if self.is_app_class(&call.func) => match self.first_app {
+                None => self.first_app = Some(call.range),
+                Some(first) => {
+                    let (line, _) = self.lines.position(u32::from(first.start()) as usize);
+                    self.report(
+                        call.range,
+                        Severity::Error,
+                        format!(
+                            "a module creates exactly one app; this is a second one (the first is on line {line})"
+                        ),
+                    );
+                }
+            },
+            ast::Expr::Attribute(attribute) => {
+                let name = attribute.attr.as_str();
+                if self.is_module(&attribute.value) && !API.module.contains(name) {
+                    self.unknown_name(attribute.range, name);
+                } else if self.is_app(&attribute.value) && !API.app.contains(name) {
+                    let mut known: Vec<&str> =
+                        API.app.iter().map(String::as_str).filter(|n| !n.starts_with('_')).collect();
+                    known.sort_unstable();
+                    self.report(
+                        attribute.range,
+                        Severity::Error,
+                        format!("the app has no `{name}`; it has {}", known.join(", ")),
+                    );
+                }
+            }
+            _ => {}
+        }
+        self.generic_visit_expr(expression);
+    }
+}
+
+fn identifier_like(text: &str) -> String {
+    let cleaned: String =
+        text.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    if cleaned.is_empty() { "my".to_owned() } else { cleaned }
+}
+
+/// Byte offsets to 1-based lines and UTF-16 columns.
+struct LineIndex<'a> {
+    source: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    fn new(source: &'a str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(source.match_indices('\n').map(|(at, _)| at + 1))
+            .collect();
+        Self { source, starts }
+    }
+
+    fn position(&self, offset: usize) -> (u32, u32) {
+        let offset = offset.min(self.source.len());
+        let line = self.starts.partition_point(|start| *start <= offset).max(1);
+        let start = self.starts[line - 1];
+        let text = self.source.get(start..offset).unwrap_or_default();
+        let column = text.encode_utf16().count() + 1;
+        (u32::try_from(line).unwrap_or(u32::MAX), u32::try_from(column).unwrap_or(u32::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
+
+    fn messages(code: &str) -> Vec<(u32, u32, Severity, String)> {
+        validate_now(code)
+            .into_iter()
+            .map(|d| (d.line, d.column, d.severity, d.message))
+            .collect()
+    }
+
+    #[test]
+    fn the_seed_program_is_clean() {
+        assert_eq!(messages(SEED), vec![]);
+    }
+
+    #[test]
+    fn a_syntax_error_has_its_line_and_column() {
+        let code = "import aerogrid\napp = aerogrid.App('a')\nx = (1 +\ndef f(:\n    pass\n";
+        let found = messages(code);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (line, column, severity, message) = &found[0];
+        assert_eq!((*line, *severity), (4, Severity::Error), "{message}");
+        assert!(*column >= 1 && message.starts_with("SyntaxError: "), "{message}");
+    }
+
+    #[test]
+    fn exactly_one_app() {
+        let none = messages("import aerogrid\n");
+        assert_eq!(none.len(), 1);
+        assert!(none[0].3.contains("creates no app"), "{none:?}");
+        let two = messages("import aerogrid\na = aerogrid.App('a')\nb = aerogrid.App('b')\n");
+        assert_eq!(two.len(), 1, "{two:?}");
+        assert_eq!((two[0].0, two[0].1), (3, 5));
+        assert!(two[0].3.contains("first is on line 2"), "{two:?}");
+        let imported = messages("from aerogrid import App as A\napp = A('a')\n");
+        assert_eq!(imported, vec![]);
+    }
+
+    #[test]
+    fn streams_read_declared_topics() {
+        let code = "import aerogrid\napp = aerogrid.App('a')\nt = app.topic('orders')\n\
+                    @app.stream('orders')\nasync def f(s): pass\n\
+                    @app.stream(nothing)\nasync def g(s): pass\n\
+                    @app.stream(t, app.topic('more'))\nasync def h(s): pass\n\
+                    @app.stream\nasync def i(s): pass\n";
+        let found = messages(code);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!((found[0].0, found[0].1), (4, 13));
+        assert!(found[0].3.contains("orders_topic = app.topic('orders'"), "{found:?}");
+        assert_eq!(found[1].0, 6);
+        assert!(found[1].3.contains("`nothing` is not a topic"), "{found:?}");
+        assert_eq!(found[2].0, 10);
+    }
+
+    #[test]
+    fn unknown_aerogrid_names() {
+        let code = "import aerogrid as ag\nfrom aerogrid import Recrod\napp = ag.App('a')\n\
+                    g = ag.grid('x')\napp.table('t')\nx = app.Grid('g', columns=['a'])\n";
+        let found = messages(code);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].3.contains("no `Recrod`"), "{found:?}");
+        assert!(found[1].3.contains("no `grid` (did you mean `Grid`?)"), "{found:?}");
+        assert_eq!((found[2].0, found[2].1), (5, 1));
+        assert!(found[2].3.contains("the app has no `table`; it has Grid, "), "{found:?}");
+    }
+
+    #[test]
+    fn imports_the_sandbox_refuses() {
+        let code = "import aerogrid\napp = aerogrid.App('a')\nimport ctypes.util\n\
+                    import requests\nimport socket, json\nfrom urllib import request\n\
+                    from collections import deque\n";
+        let found = messages(code);
+        let summary: Vec<(u32, Severity)> = found.iter().map(|d| (d.0, d.2)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (3, Severity::Error),
+                (4, Severity::Error),
+                (5, Severity::Warning),
+                (6, Severity::Warning)
+            ],
+            "{found:?}"
+        );
+        assert!(found[0].3.contains("native code"), "{found:?}");
+        assert!(found[1].3.contains("`requests` is not available"), "{found:?}");
+        assert!(found[2].3.contains("network access"), "{found:?}");
+        assert!(found[3].3.contains("`urllib.request`"), "{found:?}");
+    }
+
+    #[test]
+    fn columns_count_utf16_units() {
+        let code = "import aerogrid\napp = aerogrid.App('é😀')\napp.nope\n";
+        assert_eq!(messages(code)[0].0, 3);
+        let index = LineIndex::new("a😀b\n");
+        assert_eq!(index.position(5), (1, 4));
+    }
+
+    #[tokio::test]
+    async fn hostile_depth_is_handled() {
+        let deep = format!("x = {}1\n", "1 + ".repeat(60_000));
+        let found = validate(deep).await;
+        assert!(found.iter().any(|d| d.message.contains("creates no app")), "{found:?}");
+        let nested = format!("x = {}1{}\n", "(".repeat(5_000), ")".repeat(5_000));
+        let found = validate(nested).await;
+        assert!(!found.is_empty());
+        let huge = "#".repeat(MAX_CODE_BYTES + 1);
+        assert!(validate(huge).await[0].message.contains("at most 256 KiB"));
+    }
+}
