@@ -198,6 +198,9 @@ impl<'a> Checker<'a> {
         for statement in &body {
             self.check_streams(statement);
         }
+        for statement in body {
+            self.visit_stmt(statement);
+        }
         if self.first_app.is_none() {
             self.diagnostics.push(Diagnostic {
                 line: 1,
@@ -208,9 +211,6 @@ impl<'a> Checker<'a> {
                 message: "the module creates no app: add `app = aerogrid.App('name', broker=BROKER_URI)`"
                     .to_owned(),
             });
-        }
-        for statement in body {
-            self.visit_stmt(statement);
         }
     }
 

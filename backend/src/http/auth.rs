@@ -36,8 +36,10 @@ const SESSION_LIFETIME: chrono::Duration = chrono::Duration::days(30);
 /// Cookie-authenticated writes carry the session's CSRF token in this header.
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 const MIN_PASSWORD_CHARS: usize = 10;
-/// Failed sign-ins allowed per user name and per client address in one window.
-const SIGN_IN_FAILURES: u32 = 5;
+/// Failed sign-ins allowed in one window per user name, and per client address (higher: many
+/// people may share an address).
+const SIGN_IN_FAILURES_PER_NAME: u32 = 5;
+const SIGN_IN_FAILURES_PER_ADDRESS: u32 = 20;
 const SIGN_IN_WINDOW: Duration = Duration::from_secs(60);
 
 /// How the caller proved who they are.
@@ -264,8 +266,8 @@ pub(crate) struct SignIn {
 
 /// Signs in with a password: sets the session cookie and gives the CSRF token.
 ///
-/// Five failed attempts per user name or client address in a minute lock further attempts for
-/// the rest of that minute (429 with `Retry-After`).
+/// Five failed attempts for a user name (twenty from one client address) in a minute lock
+/// further attempts for the rest of that minute (429 with `Retry-After`).
 #[utoipa::path(post, path = "/auth/sign-in", tag = "auth", request_body = SignIn,
     responses((status = 200, body = Me, description = "Signed in; the session cookie is set"),
               (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -473,17 +475,20 @@ pub(crate) struct SignInLimiter {
 }
 
 impl SignInLimiter {
-    fn keys(name: &str, ip: IpAddr) -> [String; 2] {
-        [format!("user:{name}"), format!("ip:{ip}")]
+    fn keys(name: &str, ip: IpAddr) -> [(String, u32); 2] {
+        [
+            (format!("user:{name}"), SIGN_IN_FAILURES_PER_NAME),
+            (format!("ip:{ip}"), SIGN_IN_FAILURES_PER_ADDRESS),
+        ]
     }
 
     fn check(&self, name: &str, ip: IpAddr) -> Result<()> {
         let mut failures = self.failures.lock().expect("sign-in limiter");
         let now = Instant::now();
         failures.retain(|_, (_, since)| now.duration_since(*since) < SIGN_IN_WINDOW);
-        for key in Self::keys(name, ip) {
+        for (key, allowed) in Self::keys(name, ip) {
             if let Some((count, since)) = failures.get(&key)
-                && *count >= SIGN_IN_FAILURES
+                && *count >= allowed
             {
                 let wait = SIGN_IN_WINDOW.saturating_sub(now.duration_since(*since));
                 return Err(Error::TooManyRequests {
@@ -500,7 +505,7 @@ impl SignInLimiter {
 
     fn failed(&self, name: &str, ip: IpAddr) {
         let mut failures = self.failures.lock().expect("sign-in limiter");
-        for key in Self::keys(name, ip) {
+        for (key, _) in Self::keys(name, ip) {
             failures.entry(key).or_insert((0, Instant::now())).0 += 1;
         }
     }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+pub(crate) mod api;
 pub(crate) mod connector;
 
 use std::{
