@@ -208,8 +208,9 @@ impl<'a> Checker<'a> {
                 end_line: 1,
                 end_column: 1,
                 severity: Severity::Error,
-                message: "the module creates no app: add `app = aerogrid.App('name', broker=BROKER_URI)`"
-                    .to_owned(),
+                message:
+                    "the module creates no app: add `app = aerogrid.App('name', broker=BROKER_URI)`"
+                        .to_owned(),
             });
         }
     }
@@ -312,7 +313,8 @@ impl<'a> Checker<'a> {
                         self.report(
                             decorator.range(),
                             Severity::Error,
-                            "@app.stream needs at least one topic: @app.stream(orders_topic)".into(),
+                            "@app.stream needs at least one topic: @app.stream(orders_topic)"
+                                .into(),
                         );
                     }
                     for argument in &call.args {
@@ -384,7 +386,9 @@ impl Visitor for Checker<'_> {
                     self.check_import(alias.name.as_str(), import.range);
                 }
             }
-            ast::Stmt::ImportFrom(import) if import.level.is_none_or(|level| level.to_u32() == 0) => {
+            ast::Stmt::ImportFrom(import)
+                if import.level.is_none_or(|level| level.to_u32() == 0) =>
+            {
                 let Some(module) = &import.module else { return };
                 if module.as_str() == "aerogrid" {
                     for alias in &import.names {
@@ -430,8 +434,12 @@ impl Visitor for Checker<'_> {
                 if self.is_module(&attribute.value) && !API.module.contains(name) {
                     self.unknown_name(attribute.range, name);
                 } else if self.is_app(&attribute.value) && !API.app.contains(name) {
-                    let mut known: Vec<&str> =
-                        API.app.iter().map(String::as_str).filter(|n| !n.starts_with('_')).collect();
+                    let mut known: Vec<&str> = API
+                        .app
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|n| !n.starts_with('_'))
+                        .collect();
                     known.sort_unstable();
                     self.report(
                         attribute.range,
@@ -460,9 +468,8 @@ struct LineIndex<'a> {
 
 impl<'a> LineIndex<'a> {
     fn new(source: &'a str) -> Self {
-        let starts = std::iter::once(0)
-            .chain(source.match_indices('\n').map(|(at, _)| at + 1))
-            .collect();
+        let starts =
+            std::iter::once(0).chain(source.match_indices('\n').map(|(at, _)| at + 1)).collect();
         Self { source, starts }
     }
 
@@ -483,10 +490,7 @@ mod tests {
     const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
 
     fn messages(code: &str) -> Vec<(u32, u32, Severity, String)> {
-        validate_now(code)
-            .into_iter()
-            .map(|d| (d.line, d.column, d.severity, d.message))
-            .collect()
+        validate_now(code).into_iter().map(|d| (d.line, d.column, d.severity, d.message)).collect()
     }
 
     #[test]

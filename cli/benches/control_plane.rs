@@ -84,8 +84,11 @@ async fn run() {
     .await;
     report("mixed (40% list, 30% get, 20% status, 10% save)", &mixed);
     for kind in [Kind::List, Kind::Get, Kind::Status, Kind::Save] {
-        let only: Vec<&Outcome> =
-            mixed.outcomes.iter().filter(|o| std::mem::discriminant(&o.kind) == std::mem::discriminant(&kind)).collect();
+        let only: Vec<&Outcome> = mixed
+            .outcomes
+            .iter()
+            .filter(|o| std::mem::discriminant(&o.kind) == std::mem::discriminant(&kind))
+            .collect();
         let mut latencies: Vec<Duration> = only.iter().map(|o| o.latency).collect();
         latencies.sort();
         println!(
@@ -217,7 +220,8 @@ fn process_cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    let ticks: f64 =
+        fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
     // Clock ticks are USER_HZ, 100 on Linux.
     ticks / 100.0
 }

@@ -139,7 +139,8 @@ async fn every_route_refuses_or_allows_each_kind_of_caller() {
     let api = Api::new(&stack);
 
     // The document lists exactly the routes of the table.
-    let (status, document) = api.call(Method::GET, "/api/v1/openapi.json", &Credentials::None, None).await;
+    let (status, document) =
+        api.call(Method::GET, "/api/v1/openapi.json", &Credentials::None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(document["openapi"], "3.1.0");
     let mut served = Vec::new();
@@ -177,8 +178,12 @@ async fn every_route_refuses_or_allows_each_kind_of_caller() {
     }
     let app = json!({ "name": "orders", "code": SEED });
     api.admin(Method::POST, "/api/v1/teams/acme/apps", Some(app)).await;
-    api.admin(Method::PUT, "/api/v1/teams/acme/apps/orders/grids/product_sum/shares/customer", None)
-        .await;
+    api.admin(
+        Method::PUT,
+        "/api/v1/teams/acme/apps/orders/grids/product_sum/shares/customer",
+        None,
+    )
+    .await;
 
     let mut callers = Vec::new();
     for who in EVERYONE {
@@ -230,7 +235,8 @@ async fn every_route_refuses_or_allows_each_kind_of_caller() {
                 }
                 "DELETE /api/v1/teams/{team}/tokens/{id}" => {
                     let body = json!({ "name": "admin's", "scope": "read" });
-                    let token = api.admin(Method::POST, "/api/v1/teams/acme/tokens", Some(body)).await;
+                    let token =
+                        api.admin(Method::POST, "/api/v1/teams/acme/tokens", Some(body)).await;
                     params.insert("id", token["id"].as_str().unwrap().to_owned());
                 }
                 "DELETE /api/v1/teams/{team}/apps/{app}/grids/{grid}/shares/{with}" => {
@@ -243,7 +249,9 @@ async fn every_route_refuses_or_allows_each_kind_of_caller() {
                 "PUT /api/v1/me/password" => {
                     Some(json!({ "current_password": PASSWORD, "new_password": PASSWORD }))
                 }
-                "POST /api/v1/auth/sign-in" => Some(json!({ "name": "signin", "password": PASSWORD })),
+                "POST /api/v1/auth/sign-in" => {
+                    Some(json!({ "name": "signin", "password": PASSWORD }))
+                }
                 "POST /api/v1/users" => {
                     Some(json!({ "name": format!("user-{unique}"), "password": PASSWORD }))
                 }
@@ -358,7 +366,10 @@ async fn saves_conflict_instead_of_overwriting_and_versions_compare_and_roll_bac
     let text = diff["diff"].as_str().unwrap();
     assert!(text.contains("--- version 2") && text.contains("+++ version 3"), "{text}");
     assert!(text.contains("-product_sum = app.Grid('product_sum', columns=['units_"), "{text}");
-    assert!(text.contains("+product_sum = app.Grid('product_sum', columns=['units_sold']"), "{text}");
+    assert!(
+        text.contains("+product_sum = app.Grid('product_sum', columns=['units_sold']"),
+        "{text}"
+    );
     let same = api.admin(Method::GET, &format!("{path}/versions/1/diff?to=3"), None).await;
     assert_eq!(same["diff"], "", "versions 1 and 3 hold the same code");
 
@@ -368,7 +379,8 @@ async fn saves_conflict_instead_of_overwriting_and_versions_compare_and_roll_bac
     let v2 = api.admin(Method::GET, &format!("{path}/versions/2"), None).await;
     let v4 = api.admin(Method::GET, &format!("{path}/versions/4"), None).await;
     assert_eq!(v2["code"], v4["code"]);
-    let (status, missing) = api.call(Method::GET, &format!("{path}/versions/99"), &api.admin, None).await;
+    let (status, missing) =
+        api.call(Method::GET, &format!("{path}/versions/99"), &api.admin, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
 
     // The audit log tells who did it.
@@ -476,7 +488,8 @@ async fn validation_gives_diagnostics_and_start_refuses_an_invalid_draft() {
     assert!(diagnostics[0]["column"].as_u64().unwrap() >= 1);
 
     let refused = "import aerogrid\nimport socket\napp = aerogrid.App('a')\n";
-    let answer = api.admin(Method::POST, "/api/v1/validate", Some(json!({ "code": refused }))).await;
+    let answer =
+        api.admin(Method::POST, "/api/v1/validate", Some(json!({ "code": refused }))).await;
     assert_eq!(answer["diagnostics"][0]["line"], 2, "{answer}");
     assert_eq!(answer["diagnostics"][0]["severity"], "warning", "{answer}");
 
@@ -484,7 +497,8 @@ async fn validation_gives_diagnostics_and_start_refuses_an_invalid_draft() {
     let path = "/api/v1/teams/acme/apps/orders";
     let saved = api.admin(Method::PUT, path, Some(json!({ "code": broken }))).await;
     assert_eq!(saved["diagnostics"][0]["line"], 15, "{saved}");
-    let (status, problem) = api.call(Method::POST, &format!("{path}/start"), &api.admin, None).await;
+    let (status, problem) =
+        api.call(Method::POST, &format!("{path}/start"), &api.admin, None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     assert_eq!(problem["diagnostics"][0]["line"], 15, "{problem}");
     let status = api.admin(Method::GET, &format!("{path}/status"), None).await;
@@ -563,7 +577,10 @@ async fn an_app_runs_logs_live_restarts_and_deleting_it_leaves_nothing_running()
     api.admin(Method::POST, "/api/v1/teams", Some(json!({ "name": "acme" }))).await;
     let body = json!({ "name": "logging", "code": LOGGING_APP });
     let created = api.admin(Method::POST, "/api/v1/teams/acme/apps", Some(body)).await;
-    assert_eq!((created["version"].as_i64(), created["diagnostics"].as_array().map(Vec::len)), (Some(1), Some(0)));
+    assert_eq!(
+        (created["version"].as_i64(), created["diagnostics"].as_array().map(Vec::len)),
+        (Some(1), Some(0))
+    );
     let path = "/api/v1/teams/acme/apps/logging";
 
     api.admin(Method::POST, &format!("{path}/start"), None).await;
@@ -571,11 +588,8 @@ async fn an_app_runs_logs_live_restarts_and_deleting_it_leaves_nothing_running()
     assert_eq!(running["version"], 1);
 
     // The log, followed live: lines printed after the follow began arrive as events.
-    let follow = api
-        .request(Method::GET, &format!("{path}/logs/follow"), &api.admin)
-        .send()
-        .await
-        .unwrap();
+    let follow =
+        api.request(Method::GET, &format!("{path}/logs/follow"), &api.admin).send().await.unwrap();
     assert_eq!(follow.headers()[header::CONTENT_TYPE], "text/event-stream");
     support::produce_orders(&kafka, 0..3, 1).await;
     let mut events = follow.bytes_stream();
@@ -617,7 +631,10 @@ async fn an_app_runs_logs_live_restarts_and_deleting_it_leaves_nothing_running()
         if status["records_in"].as_i64() >= Some(2) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the restarted app takes no orders: {status}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted app takes no orders: {status}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -631,7 +648,9 @@ async fn an_app_runs_logs_live_restarts_and_deleting_it_leaves_nothing_running()
         stack
             .descendants()
             .into_iter()
-            .filter(|(_, title)| title.starts_with("aerogrid-connector") && title.contains("acme/logging"))
+            .filter(|(_, title)| {
+                title.starts_with("aerogrid-connector") && title.contains("acme/logging")
+            })
             .count()
     };
     assert_eq!(titled(&stack), 1);
@@ -646,15 +665,22 @@ async fn an_app_runs_logs_live_restarts_and_deleting_it_leaves_nothing_running()
     assert_eq!(status, StatusCode::NO_CONTENT);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while titled(&stack) > 0 {
-        assert!(std::time::Instant::now() < deadline, "the connector still runs: {:?}", stack.descendants());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connector still runs: {:?}",
+            stack.descendants()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for table in ["app_versions", "app_status", "app_logs", "app_leases", "app_grids", "app_checkpoints"] {
-        let left: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE app_id = $1"))
-            .bind(app_id)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    for table in
+        ["app_versions", "app_status", "app_logs", "app_leases", "app_grids", "app_checkpoints"]
+    {
+        let left: i64 =
+            sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE app_id = $1"))
+                .bind(app_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
         assert_eq!(left, 0, "{table} keeps rows of the deleted app");
     }
     let (status, gone) = api.call(Method::GET, &format!("{path}/status"), &api.admin, None).await;
@@ -673,7 +699,8 @@ async fn the_document_the_docs_page_and_metrics_are_served() {
     let api = Api::new(&stack);
     acme_with_orders(&api).await;
 
-    let (status, document) = api.call(Method::GET, "/api/v1/openapi.json", &Credentials::None, None).await;
+    let (status, document) =
+        api.call(Method::GET, "/api/v1/openapi.json", &Credentials::None, None).await;
     assert_eq!(status, StatusCode::OK);
     let start = &document["paths"]["/api/v1/teams/{team}/apps/{app}/start"]["post"];
     assert!(start["responses"]["422"].is_object(), "{start}");

@@ -194,13 +194,13 @@ pub async fn create_user(db: &sqlx::PgPool, name: &str, password_hash: &str) -> 
 
 /// A user and their password hash (None: they cannot sign in with a password).
 pub async fn password_of(db: &sqlx::PgPool, name: &str) -> Result<Option<(User, Option<String>)>> {
-    let row = sqlx::query!(
-        "SELECT id, name, is_admin, password_hash FROM users WHERE name = $1",
-        name
-    )
-    .fetch_optional(db)
-    .await?;
-    Ok(row.map(|row| (User { id: row.id, name: row.name, is_admin: row.is_admin }, row.password_hash)))
+    let row =
+        sqlx::query!("SELECT id, name, is_admin, password_hash FROM users WHERE name = $1", name)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(|row| {
+        (User { id: row.id, name: row.name, is_admin: row.is_admin }, row.password_hash)
+    }))
 }
 
 pub async fn set_password(db: &sqlx::PgPool, user: Uuid, password_hash: &str) -> Result<()> {

@@ -38,9 +38,10 @@ pub async fn find(db: &sqlx::PgPool, team: Uuid, name: &str) -> Result<Option<Ap
 
 /// Whether the app still exists (a followed log ends when it is deleted).
 pub async fn exists(db: &sqlx::PgPool, app: Uuid) -> Result<bool> {
-    let found = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM apps WHERE id = $1) AS "found!""#, app)
-        .fetch_one(db)
-        .await?;
+    let found =
+        sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM apps WHERE id = $1) AS "found!""#, app)
+            .fetch_one(db)
+            .await?;
     Ok(found)
 }
 
@@ -129,7 +130,9 @@ pub async fn save(
     };
     match inserted {
         Ok(Some(version)) => {
-            sqlx::query!("UPDATE apps SET updated_at = now() WHERE id = $1", app).execute(db).await?;
+            sqlx::query!("UPDATE apps SET updated_at = now() WHERE id = $1", app)
+                .execute(db)
+                .await?;
             Ok(version)
         }
         Ok(None) => Err(stale()),
@@ -190,9 +193,13 @@ pub async fn rename(db: &sqlx::PgPool, app: Uuid, team: Uuid, name: &str) -> Res
 }
 
 pub async fn set_memory_limit(db: &sqlx::PgPool, app: Uuid, mib: Option<i32>) -> Result<()> {
-    sqlx::query!("UPDATE apps SET memory_limit_mib = $2, updated_at = now() WHERE id = $1", app, mib)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "UPDATE apps SET memory_limit_mib = $2, updated_at = now() WHERE id = $1",
+        app,
+        mib
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -200,12 +207,10 @@ pub async fn set_memory_limit(db: &sqlx::PgPool, app: Uuid, mib: Option<i32>) ->
 /// changelog topic it had.
 pub async fn delete(db: &sqlx::PgPool, app: Uuid) -> Result<Option<String>> {
     let mut tx = db.begin().await?;
-    let topic = sqlx::query_scalar!(
-        "SELECT changelog_topic FROM app_checkpoints WHERE app_id = $1",
-        app
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
+    let topic =
+        sqlx::query_scalar!("SELECT changelog_topic FROM app_checkpoints WHERE app_id = $1", app)
+            .fetch_optional(&mut *tx)
+            .await?;
     sqlx::query!("DELETE FROM apps WHERE id = $1", app).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(topic)
@@ -355,7 +360,8 @@ pub async fn bad_records(db: &sqlx::PgPool, app: Uuid, limit: i64) -> Result<Vec
     )
     .fetch_all(db)
     .await?;
-    let text = |bytes: Option<Vec<u8>>| bytes.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+    let text =
+        |bytes: Option<Vec<u8>>| bytes.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
     Ok(rows
         .into_iter()
         .map(|row| BadRecord {

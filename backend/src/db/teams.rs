@@ -53,11 +53,14 @@ pub struct Team {
 pub async fn create(db: &sqlx::PgPool, name: &str, owner: Uuid) -> Result<Team> {
     let mut tx = db.begin().await?;
     let id = Uuid::new_v4();
-    let created_at =
-        sqlx::query_scalar!("INSERT INTO teams (id, name) VALUES ($1, $2) RETURNING created_at", id, name)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|error| conflict(error, format!("a team named `{name}` exists already")))?;
+    let created_at = sqlx::query_scalar!(
+        "INSERT INTO teams (id, name) VALUES ($1, $2) RETURNING created_at",
+        id,
+        name
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|error| conflict(error, format!("a team named `{name}` exists already")))?;
     sqlx::query!(
         "INSERT INTO team_members (team_id, user_id, role) VALUES ($1, $2, 'owner')",
         id,
@@ -94,7 +97,11 @@ pub async fn list(db: &sqlx::PgPool, user: Uuid, is_admin: bool) -> Result<Vec<T
 }
 
 /// The team named `name` and the user's role in it (None: not a member).
-pub async fn find(db: &sqlx::PgPool, name: &str, user: Uuid) -> Result<Option<(Uuid, Option<Role>)>> {
+pub async fn find(
+    db: &sqlx::PgPool,
+    name: &str,
+    user: Uuid,
+) -> Result<Option<(Uuid, Option<Role>)>> {
     let row = sqlx::query!(
         r#"SELECT teams.id, team_members.role AS "role?"
            FROM teams
@@ -444,7 +451,9 @@ pub async fn audit_log(
 /// A unique-key violation as 409 with `message`; other errors as they are.
 pub(crate) fn conflict(error: sqlx::Error, message: String) -> Error {
     match &error {
-        sqlx::Error::Database(database) if database.is_unique_violation() => Error::Conflict(message),
+        sqlx::Error::Database(database) if database.is_unique_violation() => {
+            Error::Conflict(message)
+        }
         _ => Error::Database(error),
     }
 }

@@ -45,9 +45,9 @@ async fn find_app(
     need: Need,
 ) -> Result<(TeamAccess, apps::App)> {
     let team = caller.in_team(state, team, need).await?;
-    let found = apps::find(state.db(), team.id, app).await?.ok_or_else(|| {
-        Error::NotFound(format!("team `{}` has no app `{app}`", team.name))
-    })?;
+    let found = apps::find(state.db(), team.id, app)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("team `{}` has no app `{app}`", team.name)))?;
     Ok((team, found))
 }
 
@@ -114,7 +114,12 @@ pub(crate) async fn create_app(
     Ok((StatusCode::CREATED, with_etag(detail)).into_response())
 }
 
-async fn detail(state: &AppState, team: &TeamAccess, app: apps::App, code: String) -> Result<AppDetail> {
+async fn detail(
+    state: &AppState,
+    team: &TeamAccess,
+    app: apps::App,
+    code: String,
+) -> Result<AppDetail> {
     let status = apps::status(state.db(), app.id).await?;
     let diagnostics = validate::validate(code.clone()).await;
     Ok(AppDetail {
@@ -241,7 +246,9 @@ pub(crate) async fn change_app(
     }
     if let Some(mib) = body.memory_limit_mib {
         if !(0..=65_536).contains(&mib) {
-            return Err(Error::BadRequest("memory_limit_mib is 1 to 65536, or 0 for the default".into()));
+            return Err(Error::BadRequest(
+                "memory_limit_mib is 1 to 65536, or 0 for the default".into(),
+            ));
         }
         let limit = (mib > 0).then_some(mib);
         apps::set_memory_limit(state.db(), app.id, limit).await?;
@@ -325,9 +332,9 @@ async fn start(
     action: &str,
 ) -> Result<Json<Lifecycle>> {
     let runs = version.unwrap_or(app.latest_version);
-    let code = apps::code(state.db(), app.id, runs).await?.ok_or_else(|| {
-        Error::NotFound(format!("app `{}` has no version {runs}", app.name))
-    })?;
+    let code = apps::code(state.db(), app.id, runs)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("app `{}` has no version {runs}", app.name)))?;
     let diagnostics = validate::validate(code).await;
     if validate::has_errors(&diagnostics) {
         return Err(Error::Invalid {
@@ -439,9 +446,8 @@ pub(crate) async fn follow_logs(
     let db = state.db().clone();
     let app_id = app.id;
     let shutting_down = state.inner.shutting_down.subscribe();
-    let events = futures::stream::unfold(
-        (first, cursor, false),
-        move |(mut pending, cursor, ended)| {
+    let events =
+        futures::stream::unfold((first, cursor, false), move |(mut pending, cursor, ended)| {
             let db = db.clone();
             let mut shutting_down = shutting_down.clone();
             async move {
@@ -485,8 +491,7 @@ pub(crate) async fn follow_logs(
                     }
                 }
             }
-        },
-    );
+        });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }
 
@@ -650,8 +655,15 @@ pub(crate) async fn share_grid(
     super::check_name("grid", &grid)?;
     let share = teams::share(state.db(), app.id, &grid, &with).await?;
     let target = format!("{}/{grid}", app.name);
-    teams::audit(state.db(), team.id, caller.actor(), "grid.share", &target, json!({ "with": with }))
-        .await?;
+    teams::audit(
+        state.db(),
+        team.id,
+        caller.actor(),
+        "grid.share",
+        &target,
+        json!({ "with": with }),
+    )
+    .await?;
     Ok(Json(share))
 }
 
@@ -669,8 +681,15 @@ pub(crate) async fn unshare_grid(
         return Err(Error::NotFound(format!("grid `{grid}` is not shared with `{with}`")));
     }
     let target = format!("{}/{grid}", app.name);
-    teams::audit(state.db(), team.id, caller.actor(), "grid.unshare", &target, json!({ "with": with }))
-        .await?;
+    teams::audit(
+        state.db(),
+        team.id,
+        caller.actor(),
+        "grid.unshare",
+        &target,
+        json!({ "with": with }),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -79,9 +79,10 @@ pub(crate) async fn authenticate(db: &sqlx::PgPool, headers: &HeaderMap) -> Resu
                 "malformed Authorization header: expected `Bearer <token>`".to_owned(),
             )
         })?;
-        let holder = accounts::token_holder(db, &secret::digest(token)).await?.ok_or_else(|| {
-            Error::Unauthenticated("the API token is unknown or revoked".to_owned())
-        })?;
+        let holder =
+            accounts::token_holder(db, &secret::digest(token)).await?.ok_or_else(|| {
+                Error::Unauthenticated("the API token is unknown or revoked".to_owned())
+            })?;
         if !holder.still_member {
             return Err(Error::Unauthenticated(
                 "the API token's user has left its team: the token no longer works".to_owned(),
@@ -94,9 +95,8 @@ pub(crate) async fn authenticate(db: &sqlx::PgPool, headers: &HeaderMap) -> Resu
         });
     }
     if let Some(session) = session_cookie(headers) {
-        let (user, csrf_token) = accounts::session_holder(db, &secret::digest(session))
-            .await?
-            .ok_or_else(|| {
+        let (user, csrf_token) =
+            accounts::session_holder(db, &secret::digest(session)).await?.ok_or_else(|| {
                 Error::Unauthenticated("the session has expired: sign in again".to_owned())
             })?;
         return Ok(Identity { user, credential: Credential::Session { csrf_token } });
@@ -159,8 +159,14 @@ impl Caller {
     }
 
     /// The team named `team`, if the caller may do what `need` says there.
-    pub(crate) async fn in_team(&self, state: &AppState, team: &str, need: Need) -> Result<TeamAccess> {
-        let hidden = || Error::NotFound(format!("there is no team `{team}` (or you are not in it)"));
+    pub(crate) async fn in_team(
+        &self,
+        state: &AppState,
+        team: &str,
+        need: Need,
+    ) -> Result<TeamAccess> {
+        let hidden =
+            || Error::NotFound(format!("there is no team `{team}` (or you are not in it)"));
         let (id, role) = teams::find(state.db(), team, self.0.user.id).await?.ok_or_else(hidden)?;
         if self.0.token_team().is_some_and(|token_team| token_team != id) {
             return Err(hidden());
@@ -309,13 +315,18 @@ pub(crate) async fn sign_in(
 #[utoipa::path(post, path = "/auth/sign-out", tag = "auth",
     responses((status = 204, description = "Signed out; the cookie is cleared")),
     security(("session" = [])))]
-pub(crate) async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+pub(crate) async fn sign_out(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response> {
     if let Some(session) = session_cookie(&headers) {
         accounts::delete_session(state.db(), &secret::digest(session)).await?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
-    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&clear).expect("ASCII"));
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, HeaderValue::from_str(&clear).expect("ASCII"));
     Ok(response)
 }
 
@@ -454,8 +465,9 @@ async fn hash_password(password: String) -> Result<String> {
 
 fn verify_password(password: &str, hash: &str) -> bool {
     use argon2::{PasswordHash, PasswordVerifier};
-    PasswordHash::new(hash)
-        .is_ok_and(|hash| argon2::Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+    PasswordHash::new(hash).is_ok_and(|hash| {
+        argon2::Argon2::default().verify_password(password.as_bytes(), &hash).is_ok()
+    })
 }
 
 /// An argon2id hash of nothing anyone types, verified for unknown users.

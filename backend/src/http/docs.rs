@@ -83,14 +83,13 @@ fn render_operation(out: &mut String, method: &str, path: &str, operation: &Oper
     }
     if let Some(parameters) = &operation.parameters {
         out.push_str("<p>Parameters: ");
-        let names: Vec<String> =
-            parameters
-                .iter()
-                .filter_map(|parameter| match parameter {
-                    RefOr::T(parameter) => Some(format!("<code>{}</code>", escape(&parameter.name))),
-                    RefOr::Ref(_) => None,
-                })
-                .collect();
+        let names: Vec<String> = parameters
+            .iter()
+            .filter_map(|parameter| match parameter {
+                RefOr::T(parameter) => Some(format!("<code>{}</code>", escape(&parameter.name))),
+                RefOr::Ref(_) => None,
+            })
+            .collect();
         out.push_str(&names.join(", "));
         out.push_str("</p>");
     }
@@ -117,10 +116,9 @@ fn render_operation(out: &mut String, method: &str, path: &str, operation: &Oper
                     .values()
                     .next()
                     .and_then(|content| match content {
-                        RefOr::T(content) => Some(format!(
-                            " <code>{}</code>",
-                            schema_name(content.schema.as_ref())
-                        )),
+                        RefOr::T(content) => {
+                            Some(format!(" <code>{}</code>", schema_name(content.schema.as_ref())))
+                        }
                         RefOr::Ref(_) => None,
                     })
                     .unwrap_or_default();

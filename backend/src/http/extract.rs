@@ -29,8 +29,12 @@ impl From<JsonRejection> for Error {
                 "the request body is larger than {} KiB",
                 super::MAX_BODY_BYTES / 1024
             )),
-            415 => Self::BadRequest("send the body as JSON with `Content-Type: application/json`".into()),
-            _ => Self::BadRequest(format!("the request body is not what this route takes: {detail}")),
+            415 => Self::BadRequest(
+                "send the body as JSON with `Content-Type: application/json`".into(),
+            ),
+            _ => {
+                Self::BadRequest(format!("the request body is not what this route takes: {detail}"))
+            }
         }
     }
 }

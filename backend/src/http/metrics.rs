@@ -4,12 +4,7 @@
 //! Figures are totals over all teams: per-app series would name every team's apps to anyone who
 //! can reach the endpoint (the app's own figures are in its status).
 
-use std::{
-    collections::BTreeMap,
-    fmt::Write,
-    sync::Mutex,
-    time::Instant,
-};
+use std::{collections::BTreeMap, fmt::Write, sync::Mutex, time::Instant};
 
 use axum::{
     extract::{MatchedPath, Request, State},
@@ -21,7 +16,8 @@ use axum::{
 use crate::{AppState, Result, db::apps};
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
-const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+const BUCKETS: [f64; 12] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 #[derive(Default)]
 struct Histogram {
@@ -64,7 +60,8 @@ impl HttpMetrics {
         out.push_str("# HELP aerogrid_http_request_duration_seconds Time to answer HTTP requests (to the response head).\n");
         out.push_str("# TYPE aerogrid_http_request_duration_seconds histogram\n");
         for ((method, route, status), histogram) in requests.iter() {
-            let labels = format!("method=\"{method}\",route=\"{}\",status=\"{status}\"", escape(route));
+            let labels =
+                format!("method=\"{method}\",route=\"{}\",status=\"{status}\"", escape(route));
             for (bound, count) in BUCKETS.iter().zip(histogram.counts.iter()) {
                 let _ = writeln!(
                     out,
@@ -76,9 +73,16 @@ impl HttpMetrics {
                 "aerogrid_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
                 histogram.count
             );
-            let _ = writeln!(out, "aerogrid_http_request_duration_seconds_sum{{{labels}}} {}", histogram.sum);
-            let _ =
-                writeln!(out, "aerogrid_http_request_duration_seconds_count{{{labels}}} {}", histogram.count);
+            let _ = writeln!(
+                out,
+                "aerogrid_http_request_duration_seconds_sum{{{labels}}} {}",
+                histogram.sum
+            );
+            let _ = writeln!(
+                out,
+                "aerogrid_http_request_duration_seconds_count{{{labels}}} {}",
+                histogram.count
+            );
         }
     }
 }
@@ -88,7 +92,11 @@ fn escape(label: &str) -> String {
 }
 
 /// Times every request, labelled with its route's template (not its path: bounded labels).
-pub(crate) async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn record(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
     let route = request
@@ -112,9 +120,24 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response> {
         let _ = writeln!(out, "aerogrid_apps{{state=\"{state}\"}} {count}");
     }
     let gauges = [
-        ("aerogrid_records_in", "gauge", "Input records processed, summed over existing apps.", totals.records_in),
-        ("aerogrid_bad_records", "gauge", "Input records apps could not process, summed over existing apps.", totals.bad_records),
-        ("aerogrid_consumer_lag", "gauge", "Input records not yet processed, over all apps.", totals.lag),
+        (
+            "aerogrid_records_in",
+            "gauge",
+            "Input records processed, summed over existing apps.",
+            totals.records_in,
+        ),
+        (
+            "aerogrid_bad_records",
+            "gauge",
+            "Input records apps could not process, summed over existing apps.",
+            totals.bad_records,
+        ),
+        (
+            "aerogrid_consumer_lag",
+            "gauge",
+            "Input records not yet processed, over all apps.",
+            totals.lag,
+        ),
         (
             "aerogrid_grid_subscribers",
             "gauge",

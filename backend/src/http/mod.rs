@@ -13,12 +13,7 @@ mod metrics;
 mod teams;
 mod web;
 
-use axum::{
-    Router,
-    extract::DefaultBodyLimit,
-    http::StatusCode,
-    routing::get,
-};
+use axum::{Router, extract::DefaultBodyLimit, http::StatusCode, routing::get};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -87,7 +82,8 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut api) = api_routes().split_for_parts();
     let paths = std::mem::take(&mut api.paths.paths);
-    api.paths.paths = paths.into_iter().map(|(path, item)| (format!("/api/v1{path}"), item)).collect();
+    api.paths.paths =
+        paths.into_iter().map(|(path, item)| (format!("/api/v1{path}"), item)).collect();
     utoipa::Modify::modify(&Conventions, &mut api);
     api
 }
@@ -142,7 +138,10 @@ impl utoipa::Modify for Conventions {
     fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::{
             ContentBuilder, Ref, ResponseBuilder,
-            security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
+            security::{
+                ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement,
+                SecurityScheme,
+            },
         };
         let components = api.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
@@ -175,15 +174,10 @@ impl utoipa::Modify for Conventions {
             ("500", "Internal error"),
         ];
         for item in api.paths.paths.values_mut() {
-            for operation in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
+            for operation in
+                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch]
+                    .into_iter()
+                    .flatten()
             {
                 for (status, description) in standard {
                     operation
@@ -195,9 +189,8 @@ impl utoipa::Modify for Conventions {
             }
         }
         use utoipa::{PartialSchema, ToSchema};
-        components.schemas.insert(
-            crate::error::Problem::name().into_owned(),
-            crate::error::Problem::schema(),
-        );
+        components
+            .schemas
+            .insert(crate::error::Problem::name().into_owned(), crate::error::Problem::schema());
     }
 }

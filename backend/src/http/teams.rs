@@ -46,7 +46,10 @@ pub(crate) async fn create_team(
 
 /// The caller's teams and their role in each (an administrator sees every team).
 #[utoipa::path(get, path = "/teams", tag = "teams", responses((status = 200, body = Vec<Team>)))]
-pub(crate) async fn list_teams(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<Team>>> {
+pub(crate) async fn list_teams(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<Team>>> {
     let mut teams = teams::list(state.db(), caller.user().id, caller.0.is_admin()).await?;
     if let Some(only) = caller.0.token_team() {
         teams.retain(|team| team.id == only);
@@ -140,7 +143,9 @@ pub(crate) async fn create_token(
     let team = caller.in_team(&state, &team, Need::Read).await?;
     let scope = match caller.0.credential {
         Credential::Token { scope: Scope::Read, .. } if body.scope == Scope::Manage => {
-            return Err(Error::Forbidden("a read-only token can only mint read-only tokens".into()));
+            return Err(Error::Forbidden(
+                "a read-only token can only mint read-only tokens".into(),
+            ));
         }
         _ => body.scope,
     };

@@ -9,7 +9,10 @@ pub(crate) enum Credentials {
     None,
     Token(String),
     /// A session cookie and its CSRF token.
-    Session { cookie: String, csrf: String },
+    Session {
+        cookie: String,
+        csrf: String,
+    },
 }
 
 #[derive(Clone)]
@@ -64,7 +67,8 @@ impl Api {
         let value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
         };
         (status, value)
     }
@@ -78,8 +82,12 @@ impl Api {
 
     /// Creates a user with `password` (as the admin).
     pub(crate) async fn create_user(&self, name: &str, password: &str) {
-        self.admin(Method::POST, "/api/v1/users", Some(json!({ "name": name, "password": password })))
-            .await;
+        self.admin(
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({ "name": name, "password": password })),
+        )
+        .await;
     }
 
     /// Signs in with a password: the session's cookie and CSRF token.
@@ -101,7 +109,12 @@ impl Api {
     }
 
     /// Mints a token of `team` as `credentials`.
-    pub(crate) async fn token(&self, credentials: &Credentials, team: &str, scope: &str) -> Credentials {
+    pub(crate) async fn token(
+        &self,
+        credentials: &Credentials,
+        team: &str,
+        scope: &str,
+    ) -> Credentials {
         let (status, value) = self
             .call(
                 Method::POST,

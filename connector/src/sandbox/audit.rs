@@ -56,7 +56,6 @@ thread_local! {
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
 }
 
-
 /// Audit events of network modules (`socket.connect`, `socket.getaddrinfo`, ...).
 const NETWORK_EVENTS: &[&str] = &[
     "socket.",
