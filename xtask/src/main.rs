@@ -145,7 +145,8 @@ fn test(root: &Path) -> anyhow::Result<()> {
     timed("Rust tests", || {
         run(cargo()
             .args(["test", "--locked", "--", "--nocapture"])
-            .env("AEROGRID_WEB_DIR", web_dir(root)))
+            .env("AEROGRID_WEB_DIR", web_dir(root))
+            .env("AEROGRID_SCHEMATHESIS", setup::schemathesis_bin(root)))
     })?;
     timed("browser tests (e2e, Chromium)", || {
         run(Command::new("node")

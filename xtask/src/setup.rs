@@ -1,5 +1,5 @@
 //! `cargo xtask setup`: every tool the build and tests need, pinned, installed only when missing.
-//! Nothing comes from anywhere but cargo, npm and apt.
+//! Nothing comes from anywhere but cargo, npm, pip and apt.
 
 use std::{
     path::{Path, PathBuf},
@@ -69,6 +69,14 @@ const APT_PACKAGES: &[&str] = &[
     "python3-dev",
 ];
 
+/// The API fuzzer (schema-driven, from the OpenAPI document), in a virtualenv of its own.
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// Where the API fuzzer's virtualenv lives (tests find it there, or at `AEROGRID_SCHEMATHESIS`).
+pub(crate) fn schemathesis_bin(root: &Path) -> PathBuf {
+    crate::target_dir(root).join("tools").join("schemathesis").join("bin").join("schemathesis")
+}
+
 /// npm projects whose `node_modules` the build and tests use.
 const NPM_PROJECTS: &[&str] = &["frontend", "e2e"];
 
@@ -89,7 +97,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
         for project in NPM_PROJECTS {
             install_npm_project(&root.join(project))?;
         }
-        Ok(())
+        install_schemathesis(root)
     })
 }
 
@@ -182,6 +190,25 @@ fn install_npm_project(dir: &Path) -> anyhow::Result<()> {
             return Ok(());
         }
         crate::run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(dir))
+    })
+}
+
+fn install_schemathesis(root: &Path) -> anyhow::Result<()> {
+    timed(SCHEMATHESIS, || {
+        let binary = schemathesis_bin(root);
+        let wanted = SCHEMATHESIS.split("==").nth(1).unwrap_or_default();
+        if output(Command::new(&binary).arg("--version")).is_ok_and(|out| out.contains(wanted)) {
+            eprintln!("    already installed");
+            return Ok(());
+        }
+        let venv = binary.parent().and_then(Path::parent).context("the venv's folder")?;
+        crate::run(Command::new("python3").args(["-m", "venv", "--clear"]).arg(venv))?;
+        crate::run(Command::new(venv.join("bin").join("pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            SCHEMATHESIS,
+        ]))
     })
 }
 

@@ -45,6 +45,7 @@ async fn find_app(
     need: Need,
 ) -> Result<(TeamAccess, apps::App)> {
     let team = caller.in_team(state, team, need).await?;
+    tracing::Span::current().record("app", app);
     let found = apps::find(state.db(), team.id, app)
         .await?
         .ok_or_else(|| Error::NotFound(format!("team `{}` has no app `{app}`", team.name)))?;

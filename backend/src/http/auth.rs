@@ -165,6 +165,9 @@ impl Caller {
         team: &str,
         need: Need,
     ) -> Result<TeamAccess> {
+        let span = tracing::Span::current();
+        span.record("user", self.0.user.name.as_str());
+        span.record("team", team);
         let hidden =
             || Error::NotFound(format!("there is no team `{team}` (or you are not in it)"));
         let (id, role) = teams::find(state.db(), team, self.0.user.id).await?.ok_or_else(hidden)?;

@@ -103,8 +103,21 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(crate::gateway::router(&state))
         .fallback_service(web::service(&state))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
+}
+
+/// The span of one request. `team`, `app` and `user` are filled in once known
+/// ([`auth::Caller::in_team`]), so every log line of the request carries them.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        user = tracing::field::Empty,
+        team = tracing::field::Empty,
+        app = tracing::field::Empty,
+    )
 }
 
 /// Names of users, teams, apps and grids: they appear in URLs and in `team/app/grid`.
