@@ -52,6 +52,8 @@ struct Outcome {
     kind: Kind,
     latency: Duration,
     ok: bool,
+    /// The HTTP status, or the transport error.
+    answer: String,
 }
 
 async fn run() {
@@ -162,15 +164,22 @@ async fn phase(
                     .request(Method::PUT, &app, &token)
                     .json(&json!({ "code": SEED.replace("units_sold", &format!("units_{n}")) })),
             };
-            let ok = match request.timeout(Duration::from_secs(10)).send().await {
+            let (ok, answer) = match request.timeout(Duration::from_secs(10)).send().await {
                 Ok(response) => {
-                    let ok = response.status().is_success();
-                    ok && response.bytes().await.is_ok()
+                    let status = response.status();
+                    let body = response.bytes().await;
+                    let ok = status.is_success() && body.is_ok();
+                    let detail = if ok {
+                        String::new()
+                    } else {
+                        String::from_utf8_lossy(&body.unwrap_or_default()).into_owned()
+                    };
+                    (ok, format!("{status} {detail}"))
                 }
-                Err(_) => false,
+                Err(error) => (false, error.to_string()),
             };
             let latency = scheduled.elapsed();
-            outcomes.lock().unwrap().push(Outcome { kind, latency, ok });
+            outcomes.lock().unwrap().push(Outcome { kind, latency, ok, answer });
         }));
     }
     for task in tasks {
@@ -185,6 +194,9 @@ async fn phase(
 }
 
 fn report(name: &str, phase: &Phase) {
+    for outcome in phase.outcomes.iter().filter(|o| !o.ok).take(5) {
+        println!("  error: {:?} answered {}", outcome.kind, outcome.answer);
+    }
     let mut latencies: Vec<Duration> = phase.outcomes.iter().map(|o| o.latency).collect();
     latencies.sort();
     println!(

@@ -422,6 +422,20 @@ async fn sessions_need_the_csrf_token_and_sign_in_is_rate_limited() {
     let me: Value = me.send().await.unwrap().json().await.unwrap();
     assert_eq!(me["csrf_token"], csrf.as_str());
 
+    // A changed password ends the user's other sessions, not the one that changed it.
+    let elsewhere = api.sign_in("alice", PASSWORD).await;
+    let change = json!({ "current_password": PASSWORD, "new_password": "a new long password" });
+    let wrong = json!({ "current_password": "not the password", "new_password": "whatever it is" });
+    let (status, _) = api.call(Method::PUT, "/api/v1/me/password", &session, Some(wrong)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = api.call(Method::PUT, "/api/v1/me/password", &session, Some(change)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = api.call(Method::GET, "/api/v1/me", &elsewhere, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the other session ended");
+    let (status, _) = api.call(Method::GET, "/api/v1/me", &session, None).await;
+    assert_eq!(status, StatusCode::OK, "this one stays");
+    api.sign_in("alice", "a new long password").await;
+
     // Signing out ends the session.
     let (status, _) = api.call(Method::POST, "/api/v1/auth/sign-out", &session, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
@@ -438,7 +452,7 @@ async fn sessions_need_the_csrf_token_and_sign_in_is_rate_limited() {
     for _ in 0..5 {
         assert_eq!(attempt("wrong password!").await.unwrap().status(), StatusCode::UNAUTHORIZED);
     }
-    let locked = attempt(PASSWORD).await.unwrap();
+    let locked = attempt("a new long password").await.unwrap();
     assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = locked.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");

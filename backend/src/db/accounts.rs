@@ -203,10 +203,25 @@ pub async fn password_of(db: &sqlx::PgPool, name: &str) -> Result<Option<(User, 
     }))
 }
 
-pub async fn set_password(db: &sqlx::PgPool, user: Uuid, password_hash: &str) -> Result<()> {
+/// Sets a user's password and ends their other sessions (a changed password is often a stolen
+/// one): only `keep`, the session that changed it, stays.
+pub async fn set_password(
+    db: &sqlx::PgPool,
+    user: Uuid,
+    password_hash: &str,
+    keep: Option<&[u8]>,
+) -> Result<()> {
+    let mut tx = db.begin().await?;
     sqlx::query!("UPDATE users SET password_hash = $2 WHERE id = $1", user, password_hash)
-        .execute(db)
+        .execute(&mut *tx)
         .await?;
-    // Other sessions end: a changed password is often a stolen one.
+    sqlx::query!(
+        "DELETE FROM sessions WHERE user_id = $1 AND ($2::bytea IS NULL OR secret_sha256 <> $2)",
+        user,
+        keep
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
     Ok(())
 }

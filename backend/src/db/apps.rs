@@ -109,37 +109,45 @@ pub async fn save(
     user: Uuid,
     note: &str,
 ) -> Result<i32> {
-    let inserted = sqlx::query_scalar!(
-        r#"INSERT INTO app_versions (app_id, version, code, created_by, note)
-           SELECT $1, COALESCE(max(version), 0) + 1, $2, $3, $5 FROM app_versions WHERE app_id = $1
-           HAVING $4::int IS NULL OR COALESCE(max(version), 0) = $4
-           RETURNING version"#,
-        app,
-        code,
-        user,
-        base,
-        note
-    )
-    .fetch_optional(db)
-    .await;
     let stale = || {
         Error::Conflict(
             "the app was saved by someone else since the version you edited: reload it, merge, and save again"
                 .to_owned(),
         )
     };
-    match inserted {
-        Ok(Some(version)) => {
-            sqlx::query!("UPDATE apps SET updated_at = now() WHERE id = $1", app)
-                .execute(db)
-                .await?;
-            Ok(version)
+    // Without a base, a save that loses the race for a version number simply takes the next.
+    for _ in 0..8 {
+        let inserted = sqlx::query_scalar!(
+            r#"INSERT INTO app_versions (app_id, version, code, created_by, note)
+               SELECT $1, COALESCE(max(version), 0) + 1, $2, $3, $5 FROM app_versions WHERE app_id = $1
+               HAVING $4::int IS NULL OR COALESCE(max(version), 0) = $4
+               RETURNING version"#,
+            app,
+            code,
+            user,
+            base,
+            note
+        )
+        .fetch_optional(db)
+        .await;
+        match inserted {
+            Ok(Some(version)) => {
+                sqlx::query!("UPDATE apps SET updated_at = now() WHERE id = $1", app)
+                    .execute(db)
+                    .await?;
+                return Ok(version);
+            }
+            Ok(None) => return Err(stale()),
+            // Two saves at once: the second one's version number is taken.
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                if base.is_some() {
+                    return Err(stale());
+                }
+            }
+            Err(error) => return Err(error.into()),
         }
-        Ok(None) => Err(stale()),
-        // Two saves of the same base at once: the second one's version number is taken.
-        Err(sqlx::Error::Database(error)) if error.is_unique_violation() => Err(stale()),
-        Err(error) => Err(error.into()),
     }
+    Err(Error::Conflict("the app is being saved by many at once: try again".to_owned()))
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]

@@ -456,6 +456,7 @@ pub(crate) async fn follow_logs(
                     return None;
                 }
                 let mut cursor = cursor;
+                let mut idle_polls = 0u32;
                 loop {
                     if !pending.is_empty() {
                         let line = pending.remove(0);
@@ -470,17 +471,6 @@ pub(crate) async fn follow_logs(
                         () = tokio::time::sleep(FOLLOW_EVERY) => {}
                         _ = shutting_down.wait_for(|down| *down) => return None,
                     }
-                    match apps::exists(&db, app_id).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            let end = Event::default().event("end").data("the app was deleted");
-                            return Some((Ok(end), (Vec::new(), cursor, true)));
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "Cannot follow a log.");
-                            continue;
-                        }
-                    }
                     match apps::logs(&db, app_id, Some(cursor), 500).await {
                         Ok(lines) => {
                             if let Some(last) = lines.last() {
@@ -489,6 +479,12 @@ pub(crate) async fn follow_logs(
                             pending = lines;
                         }
                         Err(error) => tracing::warn!(%error, "Cannot follow a log."),
+                    }
+                    // A quiet log may belong to a deleted app: look every 2 s.
+                    idle_polls = if pending.is_empty() { idle_polls + 1 } else { 0 };
+                    if idle_polls % 8 == 7 && matches!(apps::exists(&db, app_id).await, Ok(false)) {
+                        let end = Event::default().event("end").data("the app was deleted");
+                        return Some((Ok(end), (Vec::new(), cursor, true)));
                     }
                 }
             }

@@ -368,13 +368,14 @@ pub(crate) struct NewPassword {
     new_password: String,
 }
 
-/// Sets the caller's password.
+/// Sets the caller's password; their other browser sessions end.
 #[utoipa::path(put, path = "/me/password", tag = "auth", request_body = NewPassword,
     responses((status = 204, description = "Changed")),
     security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn set_password(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<NewPassword>,
 ) -> Result<StatusCode> {
     if matches!(caller.0.credential, Credential::Token { scope: Scope::Read, .. }) {
@@ -393,7 +394,8 @@ pub(crate) async fn set_password(
         }
     }
     let hash = hash_password(body.new_password).await?;
-    accounts::set_password(state.db(), caller.user().id, &hash).await?;
+    let current_session = session_cookie(&headers).map(secret::digest);
+    accounts::set_password(state.db(), caller.user().id, &hash, current_session.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
