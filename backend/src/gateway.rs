@@ -234,6 +234,9 @@ impl GridService for GridGateway {
     ) -> Result<Response<ListGridsResponse>, Status> {
         let caller = self.authenticate(request.metadata()).await?;
         let team = request.into_inner().team;
+        if team.contains('\0') {
+            return Err(Status::invalid_argument("names may not contain NUL characters"));
+        }
         let grids = grids::readable_grids(self.state.db(), &caller.user, caller.token_team, &team)
             .await
             .map_err(internal)?
@@ -275,6 +278,9 @@ impl GridGateway {
     ) -> Result<grids::AppRef, Status> {
         let db = self.state.db();
         let (team, app) = (&grid.team, &grid.app);
+        if [team, app, &grid.grid].iter().any(|name| name.contains('\0')) {
+            return Err(Status::invalid_argument("names may not contain NUL characters"));
+        }
         let found = grids::find_app(db, team, app)
             .await
             .map_err(internal)?

@@ -544,6 +544,18 @@ async fn validation_gives_diagnostics_and_start_refuses_an_invalid_draft() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{bad_name}");
+    // NUL characters (which PostgreSQL cannot store) are refused, not a server error.
+    let (status, nul) = api
+        .call(
+            Method::POST,
+            "/api/v1/teams/acme/tokens",
+            &api.admin,
+            Some(json!({ "name": "bad\u{0}name" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{nul}");
+    let (status, nul) = api.call(Method::GET, "/api/v1/teams/ac%00me/apps", &api.admin, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{nul}");
     let (status, taken) = api
         .call(
             Method::POST,
