@@ -4,11 +4,13 @@
 //! - `aerogrid server` runs the backend (control plane, gateway, web frontend);
 //! - `aerogrid runtime` runs a runtime node;
 //! - `aerogrid snapshot` prints a grid, read through the gateway;
-//! - `aerogrid watch` shows a grid live.
+//! - `aerogrid watch` shows a grid live;
+//! - `aerogrid produce` sends lines of standard input to a topic (for trying apps out).
 
 mod data_files;
 mod dev;
 mod grids;
+mod produce;
 mod services;
 mod watch;
 
@@ -41,6 +43,9 @@ enum Command {
     /// Show a grid live: a table in the terminal (changed cells highlighted), or one JSON line
     /// per update when the output is not a terminal.
     Watch(watch::WatchCommand),
+    /// Send lines of standard input (`KEY<TAB>VALUE` or `VALUE`) to a topic, creating it if
+    /// missing.
+    Produce(produce::ProduceCommand),
     /// A connector process (started by runtime nodes, speaking their pipe protocol).
     #[command(hide = true)]
     Connector {
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
             Command::Runtime(command) => command.run().await.map(|()| ExitCode::SUCCESS),
             Command::Snapshot(command) => command.run().await.map(|()| ExitCode::SUCCESS),
             Command::Watch(command) => command.run().await.map(|()| ExitCode::SUCCESS),
+            Command::Produce(command) => command.run().await.map(|()| ExitCode::SUCCESS),
             Command::Connector { .. } => unreachable!("handled before the async runtime starts"),
         }
     });

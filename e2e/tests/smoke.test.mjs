@@ -80,6 +80,10 @@ describe('smoke', { timeout: 240_000 }, () => {
     assert.equal(response?.status(), 200, 'the server answers SPA paths with index.html');
     await expectMounted();
     assert.equal(await settledText('health'), 'Database: ok / Broker: ok');
+    // There is no team x: the app page says so.
+    const alert = page.getByRole('alert');
+    await alert.waitFor();
+    assert.match((await alert.textContent()) ?? '', /no team `x`/);
     await screenshot('03-deep-path');
     assertNoProblems();
   });
@@ -110,9 +114,11 @@ describe('smoke', { timeout: 240_000 }, () => {
 
 /**
  * Chromium logs every non-2xx fetch as a console error. The 401 from /api/v1/me while
- * signed out is the expected answer, not a fault.
+ * signed out, and the 404 for the app of a team that does not exist, are the expected answers,
+ * not faults.
  */
 function isExpected(msg) {
   const where = msg.location().url ?? '';
-  return /status of 401\b/.test(msg.text()) && where.endsWith('/api/v1/me');
+  return (/status of 401\b/.test(msg.text()) && where.endsWith('/api/v1/me'))
+    || (/status of 404\b/.test(msg.text()) && where.includes('/api/v1/teams/x/'));
 }

@@ -1,0 +1,168 @@
+// The IDE journey in a real browser against a real `aerogrid dev`: sign in with a password,
+// create an app from the seed template, start it, produce orders to the broker and see the
+// values tick in the live preview, make a syntax error and see its marker on the right line,
+// fix it and save, stop; then tenancy: a viewer can look but not edit or start.
+//
+// Run from the repo root: AEROGRID_BIN=target/debug/aerogrid node --test e2e/tests/
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { chromium } from 'playwright-core';
+
+import { ensureArtifactsDir, startDevstack } from '../lib/devstack.mjs';
+
+const CHROMIUM = process.env.AEROGRID_CHROMIUM || '/usr/bin/chromium';
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const UI_TIMEOUT_MS = 30_000;
+const PASSWORD = 'correct horse battery';
+
+describe('IDE', { timeout: 300_000 }, () => {
+  let stack;
+  let browser;
+  let page;
+  let artifacts;
+  let admin;
+  const problems = [];
+
+  /** A REST call as the dev admin. */
+  async function api(method, route, body) {
+    const response = await fetch(`${stack.baseUrl}/api/v1${route}`, {
+      method,
+      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (!response.ok) assert.fail(`${method} ${route}: ${response.status} ${await response.text()}`);
+    return response.status === 204 ? null : response.json();
+  }
+
+  /** Sends `KEY<TAB>VALUE` lines to a topic with `aerogrid produce`. */
+  async function produce(topic, lines) {
+    const broker = (await readFile(path.join(stack.dataDir, 'broker'), 'utf8')).trim();
+    const child = spawn(process.env.AEROGRID_BIN, ['produce', topic, '--brokers', broker],
+      { stdio: ['pipe', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk) => { stderr += chunk; });
+    child.stdin.end(lines.map((line) => `${line}\n`).join(''));
+    const code = await new Promise((resolve) => child.once('exit', resolve));
+    assert.equal(code, 0, `aerogrid produce failed: ${stderr}`);
+  }
+
+  async function signIn(name) {
+    await page.goto(`${stack.baseUrl}/`);
+    await page.getByTestId('sign-in-name').fill(name);
+    await page.getByTestId('sign-in-password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByTestId('teams').waitFor();
+  }
+
+  async function screenshot(name) {
+    await page.screenshot({ path: path.join(artifacts, `ide-${name}.png`) });
+  }
+
+  /** The text of the live grid's cell in row `key`, column index `column` (0 is the key). */
+  async function cell(key, column) {
+    return (await page.locator(`[role="row"][data-key="${key}"] > *`).nth(column).textContent())?.trim();
+  }
+
+  before(async () => {
+    artifacts = await ensureArtifactsDir();
+    stack = await startDevstack({ name: 'ide-aerogrid-dev' });
+    admin = (await readFile(path.join(stack.dataDir, 'admin-token'), 'utf8')).trim();
+    await api('POST', '/users', { name: 'ada', password: PASSWORD });
+    await api('POST', '/users', { name: 'vic', password: PASSWORD });
+    await api('POST', '/teams', { name: 'acme' });
+    await api('PUT', '/teams/acme/members/ada', { role: 'editor' });
+    await api('PUT', '/teams/acme/members/vic', { role: 'viewer' });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    page = await context.newPage();
+    page.setDefaultTimeout(UI_TIMEOUT_MS);
+    page.on('pageerror', (error) => problems.push(`page error: ${error.stack || error.message}`));
+  });
+
+  after(async () => {
+    await browser?.close().catch(() => {});
+    await stack?.stop();
+  });
+
+  it('creates, starts and watches an app, shows a syntax error on its line, saves and stops', async () => {
+    await signIn('ada');
+    await page.getByRole('link', { name: 'acme' }).click();
+    await page.getByTestId('no-apps').waitFor();
+    await page.getByTestId('new-app-name').fill('orders');
+    await page.getByTestId('new-app-template').selectOption('seed');
+    await page.getByRole('button', { name: 'Create' }).click();
+    await page.waitForURL(`${stack.baseUrl}/teams/acme/apps/orders`);
+    await page.locator('.monaco-editor .view-lines').waitFor();
+    assert.match(await page.locator('.monaco-editor .view-lines').innerText(), /product_sum/);
+    assert.equal(await page.getByTestId('problems').locator('li').count(), 0);
+    await screenshot('01-created');
+
+    await page.getByTestId('start').click();
+    await page.locator('[data-testid="state"][data-state="running"]').waitFor({ timeout: 60_000 });
+    await produce('orders', [
+      'order-1\t{"product": "apple", "quantity": 3}',
+      'order-2\t{"product": "pear", "quantity": 1}',
+    ]);
+    await page.getByTestId('grid-tab-product_sum').waitFor({ timeout: 60_000 });
+    await page.locator('[data-testid="connection"][data-state="live"]').waitFor();
+    await page.locator('[role="row"][data-key="apple"]').waitFor();
+    assert.equal(await cell('apple', 1), '3');
+    await produce('orders', ['order-3\t{"product": "apple", "quantity": 2}']);
+    await page.waitForFunction(() => {
+      const row = document.querySelector('[role="row"][data-key="apple"]');
+      return row && row.children[1].textContent.trim() === '5';
+    });
+    assert.equal(await page.locator('[role="row"][data-key="apple"] .flash').count(), 1, 'the changed cell flashes');
+    assert.equal((await page.getByTestId('row-count').textContent()).trim(), '2 rows');
+    await screenshot('02-running-with-values');
+
+    // A syntax error on a new last line: its marker and its problem are on that line.
+    const lines = (await page.locator('.monaco-editor .view-line').count());
+    await page.locator('.monaco-editor .view-lines').click();
+    await page.keyboard.press('Control+End');
+    await page.keyboard.press('Enter');
+    await page.keyboard.type('total = 1 +');
+    const problem = page.getByTestId('problems').locator('li.error');
+    await problem.waitFor();
+    const errorLine = Number(await problem.getAttribute('data-line'));
+    assert.ok(errorLine >= lines, `the error is on the new last line (${errorLine} of ${lines}+)`);
+    await page.locator('.monaco-editor .squiggly-error').first().waitFor();
+    assert.match(await page.getByTestId('dirty').textContent(), /unsaved/);
+    await screenshot('03-syntax-error');
+
+    // Fixed: the problem goes; Ctrl+S saves version 2.
+    await page.keyboard.press('Backspace');
+    await page.keyboard.press('Backspace');
+    await problem.waitFor({ state: 'detached' });
+    await page.keyboard.press('Control+S');
+    await page.locator('[data-testid="message"]', { hasText: 'Saved version 2' }).waitFor();
+    assert.equal((await page.getByTestId('version').textContent()).trim(), 'v2');
+
+    await page.getByTestId('stop').click();
+    await page.locator('[data-testid="state"][data-state="stopped"]').waitFor({ timeout: 60_000 });
+    await screenshot('04-saved-and-stopped');
+    assert.deepEqual(problems.splice(0), []);
+  });
+
+  it('lets a viewer look but not edit or start', async () => {
+    await page.getByTestId('sign-out').click();
+    await signIn('vic');
+    await page.goto(`${stack.baseUrl}/teams/acme/apps/orders`);
+    await page.getByTestId('read-only').waitFor();
+    assert.equal(await page.getByTestId('start').count(), 0);
+    assert.equal(await page.getByTestId('save').count(), 0);
+    await page.locator('.monaco-editor .view-lines').click();
+    await page.keyboard.type('hello');
+    assert.equal((await page.getByTestId('dirty').textContent()).trim(), '', 'the code cannot change');
+    await page.getByTestId('tab-versions').click();
+    await page.locator('[data-version="2"]').waitFor();
+    assert.equal(await page.getByTestId('rollback-1').count(), 0, 'no rollback for viewers');
+    await screenshot('05-viewer');
+    assert.deepEqual(problems.splice(0), []);
+  });
+});

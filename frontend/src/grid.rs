@@ -1,0 +1,352 @@
+//! The live preview of one grid, over gRPC-web: a snapshot then changes, kept in a model the
+//! view reads. Only the rows in view are in the page (10,000 rows stay smooth); sorting and
+//! filtering work on the model; changed cells flash; the stream reconnects by itself.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use aerogrid_proto::v1::{
+    GridRef, ListGridsRequest, SubscribeRequest, Value, grid_service_client::GridServiceClient,
+    row_change, subscribe_response, value,
+};
+use leptos::prelude::*;
+use tonic_web_wasm_client::Client;
+
+/// Height of one row in pixels (the CSS must agree: `.grid-row`).
+const ROW_HEIGHT: f64 = 28.0;
+/// Height of the scrolled area.
+const VIEW_HEIGHT: f64 = 420.0;
+/// A changed cell flashes this long.
+const FLASH_MS: f64 = 1000.0;
+/// The server conflates changes to at most this many messages a second: the page redraws no
+/// more often than that, however fast the grid changes.
+const UPDATES_PER_SECOND: u32 = 20;
+
+fn client() -> GridServiceClient<Client> {
+    let origin = web_sys::window().and_then(|w| w.location().origin().ok()).unwrap_or_default();
+    GridServiceClient::new(Client::new(origin))
+}
+
+/// The grids of `team/app` and their columns (none before the app first ran).
+pub(crate) async fn grids_of(team: &str, app: &str) -> Result<Vec<String>, String> {
+    let answer = client()
+        .list_grids(ListGridsRequest { team: team.to_owned() })
+        .await
+        .map_err(|status| status.message().to_owned())?;
+    Ok(answer
+        .into_inner()
+        .grids
+        .into_iter()
+        .filter_map(|info| info.grid)
+        .filter(|grid| grid.app == app)
+        .map(|grid| grid.grid)
+        .collect())
+}
+
+struct Row {
+    values: Vec<Value>,
+    /// When each cell last changed (ms since the page loaded; 0: never).
+    changed: Vec<f64>,
+}
+
+#[derive(Default)]
+struct Model {
+    columns: Vec<String>,
+    rows: HashMap<Arc<str>, Row>,
+}
+
+impl Model {
+    fn apply(&mut self, event: subscribe_response::Event, now: f64) {
+        match event {
+            subscribe_response::Event::Snapshot(snapshot) => {
+                self.columns = snapshot.columns;
+                let width = self.columns.len();
+                self.rows = snapshot
+                    .rows
+                    .into_iter()
+                    .map(|row| {
+                        let mut values = row.values;
+                        values.resize(width, Value::default());
+                        (Arc::from(row.key), Row { values, changed: vec![0.0; width] })
+                    })
+                    .collect();
+            }
+            subscribe_response::Event::Changes(changes) => {
+                let width = self.columns.len();
+                for change in changes.rows {
+                    match change.change {
+                        Some(row_change::Change::Deleted(_)) => {
+                            self.rows.remove(change.key.as_str());
+                        }
+                        Some(row_change::Change::Updated(cells)) => {
+                            let row =
+                                self.rows.entry(Arc::from(change.key)).or_insert_with(|| Row {
+                                    values: vec![Value::default(); width],
+                                    changed: vec![0.0; width],
+                                });
+                            for (column, value) in cells.columns.into_iter().zip(cells.values) {
+                                if let Some(slot) = row.values.get_mut(column as usize) {
+                                    *slot = value;
+                                    row.changed[column as usize] = now;
+                                }
+                            }
+                        }
+                        None => {}
+                    }
+                }
+            }
+            subscribe_response::Event::Heartbeat(_) => {}
+        }
+    }
+}
+
+fn text(value: &Value) -> String {
+    match &value.kind {
+        None | Some(value::Kind::Null(_)) => String::new(),
+        Some(value::Kind::Bool(b)) => b.to_string(),
+        Some(value::Kind::Int(i)) => i.to_string(),
+        Some(value::Kind::Float(f)) => f.to_string(),
+        Some(value::Kind::String(s)) => s.clone(),
+    }
+}
+
+/// Orders values the way a person expects: numbers by value, then text.
+fn compare(a: &Value, b: &Value) -> std::cmp::Ordering {
+    fn number(value: &Value) -> Option<f64> {
+        match value.kind {
+            Some(value::Kind::Int(i)) => Some(i as f64),
+            Some(value::Kind::Float(f)) => Some(f),
+            _ => None,
+        }
+    }
+    match (number(a), number(b)) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => text(a).cmp(&text(b)),
+    }
+}
+
+fn now_ms() -> f64 {
+    web_sys::window().and_then(|w| w.performance()).map_or(0.0, |p| p.now())
+}
+
+/// Sorting: by the key (None) or a column, ascending or not.
+#[derive(Clone, Copy, PartialEq)]
+struct Sort {
+    column: Option<usize>,
+    ascending: bool,
+}
+
+// `#[component]` turns the function `pub`; it is only used in this crate.
+#[allow(unreachable_pub)]
+#[component]
+pub(crate) fn LiveGrid(team: String, app: String, grid: String) -> impl IntoView {
+    let model = StoredValue::new_local(Model::default());
+    // Bumped whenever the model changes: what the view depends on.
+    let version = RwSignal::new(0u64);
+    let connection = RwSignal::new("connecting".to_owned());
+    let scroll_top = RwSignal::new(0.0f64);
+    let sort = RwSignal::new(Sort { column: None, ascending: true });
+    let filter = RwSignal::new(String::new());
+    let alive = Arc::new(AtomicBool::new(true));
+
+    {
+        let alive = alive.clone();
+        let request = SubscribeRequest {
+            grid: Some(GridRef { team, app, grid }),
+            columns: vec![],
+            row_keys: vec![],
+            max_updates_per_second: UPDATES_PER_SECOND,
+        };
+        leptos::task::spawn_local(async move {
+            let mut backoff = Duration::from_millis(500);
+            while alive.load(Ordering::Relaxed) {
+                connection.set("connecting".into());
+                match client().subscribe(request.clone()).await {
+                    Ok(response) => {
+                        let mut stream = response.into_inner();
+                        loop {
+                            match stream.message().await {
+                                Ok(Some(message)) => {
+                                    if !alive.load(Ordering::Relaxed) {
+                                        return;
+                                    }
+                                    if let Some(event) = message.event {
+                                        model.update_value(|model| model.apply(event, now_ms()));
+                                        version.update(|v| *v += 1);
+                                    }
+                                    connection.set("live".into());
+                                    backoff = Duration::from_millis(500);
+                                }
+                                Ok(None) => {
+                                    connection.set("reconnecting: the stream ended".into());
+                                    break;
+                                }
+                                Err(status) => {
+                                    connection.set(format!("reconnecting: {}", status.message()));
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(status) => connection.set(format!("reconnecting: {}", status.message())),
+                }
+                gloo_timers::future::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+    // Flashes fade without a change: redraw a few times a second while any cell is fresh.
+    let clock = RwSignal::new(0u64);
+    let ticker =
+        set_interval_with_handle(move || clock.update(|c| *c += 1), Duration::from_millis(250))
+            .ok();
+    on_cleanup({
+        let alive = alive.clone();
+        move || {
+            alive.store(false, Ordering::Relaxed);
+            if let Some(ticker) = ticker {
+                ticker.clear();
+            }
+        }
+    });
+
+    let columns = Memo::new(move |_| {
+        version.track();
+        model.with_value(|model| model.columns.clone())
+    });
+    // The keys in display order, after filtering and sorting.
+    let keys = Memo::new(move |_| {
+        version.track();
+        model.with_value(|model| {
+            let needle = filter.get().to_lowercase();
+            let mut keys: Vec<Arc<str>> = model
+                .rows
+                .iter()
+                .filter(|(key, row)| {
+                    needle.is_empty()
+                        || key.to_lowercase().contains(&needle)
+                        || row
+                            .values
+                            .iter()
+                            .any(|value| text(value).to_lowercase().contains(&needle))
+                })
+                .map(|(key, _)| key.clone())
+                .collect();
+            let Sort { column, ascending } = sort.get();
+            keys.sort_by(|a, b| {
+                let order = match column {
+                    None => a.cmp(b),
+                    Some(column) => {
+                        let (x, y) = (&model.rows[a].values[column], &model.rows[b].values[column]);
+                        compare(x, y).then_with(|| a.cmp(b))
+                    }
+                };
+                if ascending { order } else { order.reverse() }
+            });
+            keys
+        })
+    });
+    let total_rows = move || {
+        version.track();
+        model.with_value(|model| model.rows.len())
+    };
+    let visible = move || {
+        clock.track();
+        let keys = keys.get();
+        let first = (scroll_top.get() / ROW_HEIGHT).floor() as usize;
+        let count = (VIEW_HEIGHT / ROW_HEIGHT).ceil() as usize + 2;
+        let now = now_ms();
+        model.with_value(|model| {
+            keys.iter()
+                .enumerate()
+                .skip(first)
+                .take(count)
+                .map(|(index, key)| {
+                    let row = &model.rows[key];
+                    let cells: Vec<(String, bool)> = row
+                        .values
+                        .iter()
+                        .zip(&row.changed)
+                        .map(|(value, changed)| {
+                            (text(value), *changed > 0.0 && now - changed < FLASH_MS)
+                        })
+                        .collect();
+                    (index, key.to_string(), cells)
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let header = move || {
+        let current = sort.get();
+        let mut headers = vec![(None, "key".to_owned())];
+        headers.extend(columns.get().into_iter().enumerate().map(|(i, c)| (Some(i), c)));
+        headers
+            .into_iter()
+            .map(|(column, name)| {
+                let sorted = current.column == column;
+                let aria = if !sorted { "none" } else if current.ascending { "ascending" } else { "descending" };
+                let toggle = move |_| {
+                    sort.update(|sort| {
+                        if sort.column == column {
+                            sort.ascending = !sort.ascending;
+                        } else {
+                            *sort = Sort { column, ascending: true };
+                        }
+                    })
+                };
+                view! {
+                    <div role="columnheader" class="grid-cell grid-head" aria-sort=aria>
+                        <button class="sort" on:click=toggle title="Sort by this column">
+                            {name}{if sorted { if current.ascending { " ▲" } else { " ▼" } } else { "" }}
+                        </button>
+                    </div>
+                }
+            })
+            .collect_view()
+    };
+    let column_count = move || columns.get().len() + 1;
+    view! {
+        <div class="grid-toolbar">
+            <label>
+                <span class="visually-hidden">"Filter rows"</span>
+                <input type="search" placeholder="Filter rows" data-testid="grid-filter" bind:value=filter />
+            </label>
+            <span class="muted" data-testid="row-count">
+                {move || { let shown = keys.get().len(); let total = total_rows(); if shown == total { format!("{total} rows") } else { format!("{shown} of {total} rows") } }}
+            </span>
+            <span class=move || format!("connection {}", if connection.get() == "live" { "live" } else { "waiting" })
+                data-testid="connection" data-state=move || connection.get()>
+                {move || connection.get()}
+            </span>
+        </div>
+        <div class="grid" role="grid" aria-rowcount=move || keys.get().len() + 1 aria-colcount=column_count
+            style=move || format!("--columns: {}", column_count())>
+            <div role="row" class="grid-row grid-header" aria-rowindex="1">{header}</div>
+            <div class="grid-body" style=format!("height: {VIEW_HEIGHT}px")
+                on:scroll=move |event| {
+                    let target = event_target::<web_sys::Element>(&event);
+                    scroll_top.set(f64::from(target.scroll_top()));
+                }>
+                <div class="grid-spacer" style=move || format!("height: {}px", keys.get().len() as f64 * ROW_HEIGHT)>
+                    {move || visible().into_iter().map(|(index, key, cells)| { let label = key.clone(); view! {
+                        <div role="row" class="grid-row" aria-rowindex=index + 2 data-key=key
+                            style=format!("transform: translateY({}px)", index as f64 * ROW_HEIGHT)>
+                            <div role="rowheader" class="grid-cell key">{label}</div>
+                            {cells.into_iter().map(|(value, fresh)| view! {
+                                <div role="gridcell" class=if fresh { "grid-cell flash" } else { "grid-cell" }>{value}</div>
+                            }).collect_view()}
+                        </div>
+                    }}).collect_view()}
+                </div>
+            </div>
+        </div>
+    }
+}
