@@ -129,7 +129,10 @@ fn compare(a: &Value, b: &Value) -> std::cmp::Ordering {
         (Some(x), Some(y)) => x.total_cmp(&y),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => text(a).cmp(&text(b)),
+        (None, None) => match (&a.kind, &b.kind) {
+            (Some(value::Kind::String(x)), Some(value::Kind::String(y))) => x.cmp(y),
+            _ => text(a).cmp(&text(b)),
+        },
     }
 }
 
@@ -223,65 +226,69 @@ pub(crate) fn LiveGrid(team: String, app: String, grid: String) -> impl IntoView
         model.with_value(|model| model.columns.clone())
     });
     // The keys in display order, after filtering and sorting.
-    let keys = Memo::new(move |_| {
-        version.track();
-        model.with_value(|model| {
-            let needle = filter.get().to_lowercase();
-            let mut keys: Vec<Arc<str>> = model
-                .rows
-                .iter()
-                .filter(|(key, row)| {
-                    needle.is_empty()
-                        || key.to_lowercase().contains(&needle)
-                        || row
-                            .values
-                            .iter()
-                            .any(|value| text(value).to_lowercase().contains(&needle))
-                })
-                .map(|(key, _)| key.clone())
-                .collect();
-            let Sort { column, ascending } = sort.get();
-            keys.sort_by(|a, b| {
-                let order = match column {
-                    None => a.cmp(b),
-                    Some(column) => {
-                        let (x, y) = (&model.rows[a].values[column], &model.rows[b].values[column]);
-                        compare(x, y).then_with(|| a.cmp(b))
-                    }
-                };
-                if ascending { order } else { order.reverse() }
-            });
-            keys
-        })
-    });
+    // Recomputed whenever the model changes; never compared (10,000 keys would cost more than
+    // they save).
+    let keys = Memo::new_with_compare(
+        move |_| {
+            version.track();
+            model.with_value(|model| {
+                let needle = filter.get().to_lowercase();
+                let mut rows: Vec<(&Arc<str>, &Row)> = model
+                    .rows
+                    .iter()
+                    .filter(|(key, row)| {
+                        needle.is_empty()
+                            || key.to_lowercase().contains(&needle)
+                            || row
+                                .values
+                                .iter()
+                                .any(|value| text(value).to_lowercase().contains(&needle))
+                    })
+                    .collect();
+                let Sort { column, ascending } = sort.get();
+                match column {
+                    None => rows.sort_unstable_by(|a, b| a.0.cmp(b.0)),
+                    Some(column) => rows.sort_unstable_by(|a, b| {
+                        compare(&a.1.values[column], &b.1.values[column]).then_with(|| a.0.cmp(b.0))
+                    }),
+                }
+                if !ascending {
+                    rows.reverse();
+                }
+                rows.into_iter().map(|(key, _)| key.clone()).collect::<Vec<Arc<str>>>()
+            })
+        },
+        |_, _| true,
+    );
     let total_rows = move || {
         version.track();
         model.with_value(|model| model.rows.len())
     };
     let visible = move || {
         clock.track();
-        let keys = keys.get();
         let first = (scroll_top.get() / ROW_HEIGHT).floor() as usize;
         let count = (VIEW_HEIGHT / ROW_HEIGHT).ceil() as usize + 2;
         let now = now_ms();
-        model.with_value(|model| {
-            keys.iter()
-                .enumerate()
-                .skip(first)
-                .take(count)
-                .map(|(index, key)| {
-                    let row = &model.rows[key];
-                    let cells: Vec<(String, bool)> = row
-                        .values
-                        .iter()
-                        .zip(&row.changed)
-                        .map(|(value, changed)| {
-                            (text(value), *changed > 0.0 && now - changed < FLASH_MS)
-                        })
-                        .collect();
-                    (index, key.to_string(), cells)
-                })
-                .collect::<Vec<_>>()
+        keys.with(|keys| {
+            model.with_value(|model| {
+                keys.iter()
+                    .enumerate()
+                    .skip(first)
+                    .take(count)
+                    .map(|(index, key)| {
+                        let row = &model.rows[key];
+                        let cells: Vec<(String, bool)> = row
+                            .values
+                            .iter()
+                            .zip(&row.changed)
+                            .map(|(value, changed)| {
+                                (text(value), *changed > 0.0 && now - changed < FLASH_MS)
+                            })
+                            .collect();
+                        (index, key.to_string(), cells)
+                    })
+                    .collect::<Vec<_>>()
+            })
         })
     };
     let header = move || {
@@ -320,22 +327,39 @@ pub(crate) fn LiveGrid(team: String, app: String, grid: String) -> impl IntoView
                 <input type="search" placeholder="Filter rows" data-testid="grid-filter" bind:value=filter />
             </label>
             <span class="muted" data-testid="row-count">
-                {move || { let shown = keys.get().len(); let total = total_rows(); if shown == total { format!("{total} rows") } else { format!("{shown} of {total} rows") } }}
+                {move || { let shown = keys.with(Vec::len); let total = total_rows(); if shown == total { format!("{total} rows") } else { format!("{shown} of {total} rows") } }}
             </span>
             <span class=move || format!("connection {}", if connection.get() == "live" { "live" } else { "waiting" })
                 data-testid="connection" data-state=move || connection.get()>
                 {move || connection.get()}
             </span>
         </div>
-        <div class="grid" role="grid" aria-rowcount=move || keys.get().len() + 1 aria-colcount=column_count
+        <div class="grid" role="grid" aria-rowcount=move || keys.with(Vec::len) + 1 aria-colcount=column_count
             style=move || format!("--columns: {}", column_count())>
             <div role="row" class="grid-row grid-header" aria-rowindex="1">{header}</div>
-            <div class="grid-body" style=format!("height: {VIEW_HEIGHT}px")
+            <div class="grid-body" style=format!("height: {VIEW_HEIGHT}px") tabindex="0"
+                aria-label="Rows: arrow keys, Page Up/Down, Home and End scroll"
+                on:keydown=move |event: leptos::ev::KeyboardEvent| {
+                    let body = event_target::<web_sys::Element>(&event);
+                    let page = VIEW_HEIGHT - ROW_HEIGHT;
+                    let top = f64::from(body.scroll_top());
+                    let to = match event.key().as_str() {
+                        "ArrowDown" => top + ROW_HEIGHT,
+                        "ArrowUp" => top - ROW_HEIGHT,
+                        "PageDown" => top + page,
+                        "PageUp" => top - page,
+                        "Home" => 0.0,
+                        "End" => f64::from(body.scroll_height()),
+                        _ => return,
+                    };
+                    event.prevent_default();
+                    body.set_scroll_top(to.max(0.0) as i32);
+                }
                 on:scroll=move |event| {
                     let target = event_target::<web_sys::Element>(&event);
                     scroll_top.set(f64::from(target.scroll_top()));
                 }>
-                <div class="grid-spacer" style=move || format!("height: {}px", keys.get().len() as f64 * ROW_HEIGHT)>
+                <div class="grid-spacer" style=move || format!("height: {}px", keys.with(Vec::len) as f64 * ROW_HEIGHT)>
                     {move || visible().into_iter().map(|(index, key, cells)| { let label = key.clone(); view! {
                         <div role="row" class="grid-row" aria-rowindex=index + 2 data-key=key
                             style=format!("transform: translateY({}px)", index as f64 * ROW_HEIGHT)>
