@@ -143,9 +143,31 @@ describe('IDE', { timeout: 300_000 }, () => {
     await page.locator('[data-testid="message"]', { hasText: 'Saved version 2' }).waitFor();
     assert.equal((await page.getByTestId('version').textContent()).trim(), 'v2');
 
+    // A message that is not an order: a bad record with its reason and raw value.
+    await produce('orders', ['order-4\tnot json at all']);
+    await page.getByTestId('tab-bad-records').click();
+    await page.getByTestId('bad-records').waitFor({ timeout: 30_000 });
+    assert.match(await page.getByTestId('bad-records').textContent(), /not json at all/);
+
+    // Versions: compare version 1 with the editor, then roll back to it (version 3).
+    await page.getByTestId('tab-versions').click();
+    await page.getByTestId('compare-1').click();
+    await page.locator('[data-testid="diff"] .monaco-diff-editor').waitFor();
+    await screenshot('04-diff');
+    await page.getByTestId('rollback-1').click();
+    await page.getByTestId('confirm-rollback').click();
+    await page.locator('[data-testid="version"]', { hasText: 'v3' }).waitFor();
+    assert.doesNotMatch(await page.locator('.monaco-editor .view-lines').first().innerText(), /total = 1/);
+
+    // Use in Excel: a read-only token, shown once, and the formulas of the app's grid.
+    await page.getByTestId('tab-use-in-excel').click();
+    await page.locator('[data-testid="formulas"]', { hasText: '=AEROGRID.GRID("acme/orders", "product_sum")' }).waitFor();
+    await page.getByTestId('mint-token').click();
+    assert.match((await page.getByTestId('token').textContent()).trim(), /^agt_/);
+
     await page.getByTestId('stop').click();
     await page.locator('[data-testid="state"][data-state="stopped"]').waitFor({ timeout: 60_000 });
-    await screenshot('04-saved-and-stopped');
+    await screenshot('05-saved-and-stopped');
     assert.deepEqual(problems.splice(0), []);
   });
 
@@ -162,7 +184,7 @@ describe('IDE', { timeout: 300_000 }, () => {
     await page.getByTestId('tab-versions').click();
     await page.locator('[data-version="2"]').waitFor();
     assert.equal(await page.getByTestId('rollback-1').count(), 0, 'no rollback for viewers');
-    await screenshot('05-viewer');
+    await screenshot('06-viewer');
     assert.deepEqual(problems.splice(0), []);
   });
 });

@@ -561,6 +561,21 @@ fn Excel(team: String, app: String) -> impl IntoView {
             async move { grids_of(&team, &app).await.unwrap_or_default() }
         }
     });
+    // Grids are listed once the app has loaded (and briefly not while it restarts): ask again.
+    let interval = set_interval_with_handle(
+        move || {
+            if grids.get_untracked().is_some_and(|names| names.is_empty()) {
+                grids.refetch();
+            }
+        },
+        Duration::from_secs(2),
+    )
+    .ok();
+    on_cleanup(move || {
+        if let Some(interval) = interval {
+            interval.clear();
+        }
+    });
     let mint = {
         let team = team.clone();
         move |_| {
