@@ -181,6 +181,11 @@ describe('IDE', { timeout: 300_000 }, () => {
     await page.locator('.monaco-editor .view-lines').click();
     await page.keyboard.type('hello');
     assert.equal((await page.getByTestId('dirty').textContent()).trim(), '', 'the code cannot change');
+    // Tabs by keyboard: arrows move the selection and the focus.
+    await page.getByTestId('tab-preview').click();
+    await page.keyboard.press('ArrowRight');
+    await page.locator('[data-testid="tab-log"][aria-selected="true"]').waitFor();
+    assert.equal(await page.evaluate(() => document.activeElement?.dataset.testid), 'tab-log');
     await page.getByTestId('tab-versions').click();
     await page.locator('[data-version="2"]').waitFor();
     assert.equal(await page.getByTestId('rollback-1').count(), 0, 'no rollback for viewers');

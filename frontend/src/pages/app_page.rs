@@ -265,12 +265,32 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
                     </ul>
                 </div>
                 <div class="side-pane">
-                    <div role="tablist" class="tabs" aria-label="App panels">
-                        {[(Tab::Preview, "Preview"), (Tab::Log, "Log"), (Tab::BadRecords, "Bad records"), (Tab::Versions, "Versions"), (Tab::Excel, "Use in Excel")]
-                            .into_iter()
-                            .map(|(which, label)| view! {
+                    <div role="tablist" class="tabs" aria-label="App panels"
+                        on:keydown=move |event: leptos::ev::KeyboardEvent| {
+                            // The ARIA tabs pattern: arrows move between tabs, one tab stop.
+                            let at = TABS.iter().position(|(which, _)| *which == tab.get_untracked()).unwrap_or(0);
+                            let next = match event.key().as_str() {
+                                "ArrowRight" => (at + 1) % TABS.len(),
+                                "ArrowLeft" => (at + TABS.len() - 1) % TABS.len(),
+                                "Home" => 0,
+                                "End" => TABS.len() - 1,
+                                _ => return,
+                            };
+                            event.prevent_default();
+                            tab.set(TABS[next].0);
+                            let list = event_target::<web_sys::Element>(&event);
+                            if let Some(Ok(Some(button))) = list.parent_element().map(|parent| parent.query_selector(&format!("[data-testid=\"{}\"]", tab_id(TABS[next].1))))
+                                && let Ok(button) = button.dyn_into::<web_sys::HtmlElement>()
+                            {
+                                let _ = button.focus();
+                            }
+                        }>
+                        {TABS
+                            .iter()
+                            .map(|&(which, label)| view! {
                                 <button role="tab" aria-selected=move || (tab.get() == which).to_string()
-                                    data-testid=format!("tab-{}", label.to_lowercase().replace(' ', "-"))
+                                    tabindex=move || if tab.get() == which { "0" } else { "-1" }
+                                    data-testid=tab_id(label)
                                     on:click=move |_| tab.set(which)>{label}</button>
                             })
                             .collect_view()}
@@ -296,6 +316,18 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
             </div>
         </section>
     }
+}
+
+const TABS: [(Tab, &str); 5] = [
+    (Tab::Preview, "Preview"),
+    (Tab::Log, "Log"),
+    (Tab::BadRecords, "Bad records"),
+    (Tab::Versions, "Versions"),
+    (Tab::Excel, "Use in Excel"),
+];
+
+fn tab_id(label: &str) -> String {
+    format!("tab-{}", label.to_lowercase().replace(' ', "-"))
 }
 
 fn capitalise(word: &str) -> String {
