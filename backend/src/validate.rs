@@ -499,6 +499,21 @@ mod tests {
     }
 
     #[test]
+    fn the_ide_templates_are_clean() {
+        // The IDE's templates (besides the seed) are raw strings in its source.
+        let source = include_str!("../../frontend/src/templates.rs");
+        let templates: Vec<&str> = source
+            .split("code: r#\"")
+            .skip(1)
+            .map(|rest| rest.split("\"#,").next().unwrap())
+            .collect();
+        assert_eq!(templates.len(), 3);
+        for template in templates {
+            assert_eq!(messages(template), vec![], "{template}");
+        }
+    }
+
+    #[test]
     fn a_syntax_error_has_its_line_and_column() {
         let code = "import aerogrid\napp = aerogrid.App('a')\nx = (1 +\ndef f(:\n    pass\n";
         let found = messages(code);
