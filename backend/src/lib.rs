@@ -35,6 +35,8 @@ struct StateInner {
     db: sqlx::PgPool,
     kafka: KafkaSettings,
     web_dir: PathBuf,
+    /// `--public-url`: where clients reach this server (the Excel manifest's addresses).
+    public_url: Option<url::Url>,
     secure_cookies: bool,
     /// Origins other than the server's own that may call the grid API from a page.
     cors_origins: Vec<HeaderValue>,
@@ -65,6 +67,7 @@ impl AppState {
                 db,
                 kafka,
                 web_dir: server.web_dir(),
+                public_url: server.public_url.clone(),
                 secure_cookies,
                 cors_origins,
                 tls,

@@ -2,14 +2,7 @@
 //! view reads. Only the rows in view are in the page (10,000 rows stay smooth); sorting and
 //! filtering work on the model; changed cells flash; the stream reconnects by itself.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use aerogrid_proto::v1::{
     GridRef, ListGridsRequest, SubscribeRequest, Value, grid_service_client::GridServiceClient,
@@ -158,19 +151,20 @@ pub(crate) fn LiveGrid(team: String, app: String, grid: String) -> impl IntoView
     let scroll_top = RwSignal::new(0.0f64);
     let sort = RwSignal::new(Sort { column: None, ascending: true });
     let filter = RwSignal::new(String::new());
-    let alive = Arc::new(AtomicBool::new(true));
+    // Leaving the page ends the subscription at once (its fetch is dropped), not at the next
+    // message.
+    let (stop, stopped) = futures::channel::oneshot::channel::<()>();
 
     {
-        let alive = alive.clone();
         let request = SubscribeRequest {
             grid: Some(GridRef { team, app, grid }),
             columns: vec![],
             row_keys: vec![],
             max_updates_per_second: UPDATES_PER_SECOND,
         };
-        leptos::task::spawn_local(async move {
+        let subscribe = async move {
             let mut backoff = Duration::from_millis(500);
-            while alive.load(Ordering::Relaxed) {
+            loop {
                 connection.set("connecting".into());
                 match client().subscribe(request.clone()).await {
                     Ok(response) => {
@@ -178,9 +172,6 @@ pub(crate) fn LiveGrid(team: String, app: String, grid: String) -> impl IntoView
                         loop {
                             match stream.message().await {
                                 Ok(Some(message)) => {
-                                    if !alive.load(Ordering::Relaxed) {
-                                        return;
-                                    }
                                     if let Some(event) = message.event {
                                         model.update_value(|model| model.apply(event, now_ms()));
                                         version.update(|v| *v += 1);
@@ -204,6 +195,10 @@ pub(crate) fn LiveGrid(team: String, app: String, grid: String) -> impl IntoView
                 gloo_timers::future::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+        };
+        leptos::task::spawn_local(async move {
+            // `stopped` first: once the page is gone, no message is applied to its model.
+            futures::future::select(stopped, Box::pin(subscribe)).await;
         });
     }
     // Flashes fade without a change: redraw a few times a second while any cell is fresh.
@@ -211,13 +206,10 @@ pub(crate) fn LiveGrid(team: String, app: String, grid: String) -> impl IntoView
     let ticker =
         set_interval_with_handle(move || clock.update(|c| *c += 1), Duration::from_millis(250))
             .ok();
-    on_cleanup({
-        let alive = alive.clone();
-        move || {
-            alive.store(false, Ordering::Relaxed);
-            if let Some(ticker) = ticker {
-                ticker.clear();
-            }
+    on_cleanup(move || {
+        let _ = stop.send(());
+        if let Some(ticker) = ticker {
+            ticker.clear();
         }
     });
 

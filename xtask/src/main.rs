@@ -109,7 +109,30 @@ fn build_web(root: &Path) -> anyhow::Result<()> {
             .env("PATH", setup::tool_path(root)?)
             .env("TRUNK_OFFLINE", "true");
         run(&mut command)
+    })?;
+    timed("build the Excel add-in", || {
+        // Served by the backend under /excel/ (`excel/dist` after its build).
+        run(Command::new("node").arg(root.join("excel").join("build.mjs")))?;
+        let target = web_dir(root).join("excel");
+        if target.exists() {
+            std::fs::remove_dir_all(&target)?;
+        }
+        copy_dir(&root.join("excel").join("dist"), &target)
     })
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            copy_dir(&path, &to.join(entry.file_name()))?;
+        } else {
+            std::fs::copy(&path, to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
 }
 
 fn test(root: &Path) -> anyhow::Result<()> {
@@ -147,6 +170,12 @@ fn test(root: &Path) -> anyhow::Result<()> {
             .args(["test", "--locked", "--", "--nocapture"])
             .env("AEROGRID_WEB_DIR", web_dir(root))
             .env("AEROGRID_SCHEMATHESIS", setup::schemathesis_bin(root)))
+    })?;
+    timed("Excel add-in tests (its functions against a real server)", || {
+        run(Command::new("node")
+            .args(["--test", "--test-concurrency=1", "excel/test/"])
+            .env("AEROGRID_BIN", target_dir(root).join("debug").join("aerogrid"))
+            .env("AEROGRID_NATIVE_PYTHON", setup::native_sample_python(root)))
     })?;
     timed("browser tests (e2e, Chromium)", || {
         run(Command::new("node")

@@ -77,6 +77,12 @@ pub(crate) fn schemathesis_bin(root: &Path) -> PathBuf {
     crate::target_dir(root).join("tools").join("schemathesis").join("bin").join("schemathesis")
 }
 
+/// The Python that runs the Excel add-in's native-client sample (grpcio, pinned in its
+/// requirements file), in a virtualenv of its own.
+pub(crate) fn native_sample_python(root: &Path) -> PathBuf {
+    crate::target_dir(root).join("tools").join("excel-native").join("bin").join("python")
+}
+
 /// npm projects whose `node_modules` the build and tests use.
 const NPM_PROJECTS: &[&str] = &["frontend", "e2e"];
 
@@ -97,7 +103,8 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
         for project in NPM_PROJECTS {
             install_npm_project(&root.join(project))?;
         }
-        install_schemathesis(root)
+        install_schemathesis(root)?;
+        install_native_sample_python(root)
     })
 }
 
@@ -209,6 +216,29 @@ fn install_schemathesis(root: &Path) -> anyhow::Result<()> {
             "--disable-pip-version-check",
             SCHEMATHESIS,
         ]))
+    })
+}
+
+fn install_native_sample_python(root: &Path) -> anyhow::Result<()> {
+    let requirements = root.join("excel").join("native-sample").join("requirements.txt");
+    timed("Python packages of the Excel native-client sample", || {
+        let python = native_sample_python(root);
+        let venv = python.parent().and_then(Path::parent).context("the venv's folder")?;
+        // Installed for exactly this requirements file: a copy of it marks the install.
+        let marker = venv.join("requirements.txt");
+        let wanted = std::fs::read_to_string(&requirements)?;
+        if python.exists() && std::fs::read_to_string(&marker).is_ok_and(|had| had == wanted) {
+            eprintln!("    already installed");
+            return Ok(());
+        }
+        crate::run(Command::new("python3").args(["-m", "venv", "--clear"]).arg(venv))?;
+        crate::run(
+            Command::new(venv.join("bin").join("pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+                .arg(&requirements),
+        )?;
+        std::fs::write(&marker, wanted)?;
+        Ok(())
     })
 }
 

@@ -7,6 +7,7 @@
 mod apps;
 mod auth;
 mod docs;
+mod excel;
 mod extract;
 mod health;
 mod metrics;
@@ -101,6 +102,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .nest("/api/v1", api)
         .merge(crate::gateway::router(&state))
+        .merge(excel::router(&state))
         .fallback_service(web::service(&state))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))

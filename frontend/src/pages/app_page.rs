@@ -78,7 +78,8 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
                 if let Ok(found) = api::validate(&text).await
                     && edits.get() == edit
                 {
-                    editor.with_value(|editor| {
+                    // The page may be gone by now.
+                    let _ = editor.try_with_value(|editor| {
                         if let Some(editor) = editor {
                             editor.set_markers(&found);
                         }
@@ -153,7 +154,8 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
                     code.set(text.clone());
                     revalidate(text);
                 };
-                let read_only = !can_edit.get_untracked();
+                let Some(editable) = can_edit.try_get_untracked() else { return };
+                let read_only = !editable;
                 match Editor::create(&element, &detail.code, read_only, on_change, save).await {
                     Ok(created) => {
                         created.set_markers(&detail.diagnostics);
@@ -306,7 +308,7 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
                                     version.set(v);
                                     saved_code.set(text.clone());
                                     code.set(text.clone());
-                                    editor.with_value(|editor| if let Some(editor) = editor { editor.set_value(&text); });
+                                    let _ = editor.try_with_value(|editor| if let Some(editor) = editor { editor.set_value(&text); });
                                 } /> }.into_any(),
                                 Tab::Excel => view! { <Excel team=team.clone() app=app.clone() /> }.into_any(),
                             }
@@ -347,7 +349,7 @@ fn Preview(team: String, app: String, status: RwSignal<Option<Status>>) -> impl 
             leptos::task::spawn_local(async move {
                 let found = grids_of(&team, &app).await;
                 if let Ok(list) = &found
-                    && chosen.get_untracked().is_none()
+                    && chosen.try_get_untracked().is_some_and(|chosen| chosen.is_none())
                 {
                     chosen.set(list.first().cloned());
                 }
@@ -510,15 +512,19 @@ fn Versions(
         move |version: i32| {
             compared.set(Some(version));
             let (team, app) = (team.clone(), app.clone());
+            let modified = current.get_untracked();
             leptos::task::spawn_local(async move {
                 let old = match api::version_code(&team, &app, version).await {
                     Ok(old) => old,
                     Err(failure) => return error.set(Some(failure.message)),
                 };
-                let Some(element) = diff_element.get_untracked() else { return };
-                diff.set_value(None);
+                // The panel may be gone by now.
+                let Some(Some(element)) = diff_element.try_get_untracked() else { return };
+                if diff.try_set_value(None).is_some() {
+                    return;
+                }
                 let element: web_sys::HtmlElement = element.unchecked_into();
-                match Editor::diff(&element, &old, &current.get_untracked()).await {
+                match Editor::diff(&element, &old, &modified).await {
                     Ok(view) => drop(diff.try_set_value(Some(view))),
                     Err(failure) => error.set(Some(failure)),
                 }
@@ -535,7 +541,9 @@ fn Versions(
                         Ok(code) => {
                             on_rollback(rolled.version, code);
                             confirming.set(None);
-                            list.refetch();
+                            if !error.is_disposed() {
+                                list.refetch();
+                            }
                         }
                         Err(failure) => error.set(Some(failure.message)),
                     },

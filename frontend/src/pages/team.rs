@@ -27,7 +27,8 @@ pub(crate) fn TeamApps() -> impl IntoView {
     let session = use_session();
     let apps = RwSignal::new(None::<Result<Vec<AppSummary>, String>>);
     let load = move || {
-        let team = team.get_untracked();
+        // Also called when a row's action ends, perhaps after the page was left.
+        let Some(team) = team.try_get_untracked() else { return };
         leptos::task::spawn_local(async move {
             let answer = api::apps(&team).await.map_err(|error| error.message);
             apps.set(Some(answer));
