@@ -401,41 +401,39 @@ fn LogPane(team: String, app: String) -> impl IntoView {
     let state = RwSignal::new("connecting");
     let pane = NodeRef::<html::Div>::new();
     let source = web_sys::EventSource::new(&api::follow_logs_url(&team, &app)).ok();
-    if let Some(source) = &source {
-        let on_log = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
-            move |event: web_sys::MessageEvent| {
-                let Some(data) = event.data().as_string() else { return };
-                let Ok(line) = serde_json::from_str::<api::LogLine>(&data) else { return };
-                state.set("live");
-                let pinned = pane.get_untracked().is_none_or(|pane| {
-                    pane.scroll_top() + pane.client_height() >= pane.scroll_height() - 8
-                });
-                lines.update(|lines| {
-                    lines.push(line);
-                    if lines.len() > LOG_LINES {
-                        lines.drain(..lines.len() - LOG_LINES);
-                    }
-                });
-                if pinned && let Some(pane) = pane.get_untracked() {
-                    request_animation_frame(move || pane.set_scroll_top(pane.scroll_height()));
+    let on_log =
+        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
+            let Some(data) = event.data().as_string() else { return };
+            let Ok(line) = serde_json::from_str::<api::LogLine>(&data) else { return };
+            state.set("live");
+            let pinned = pane.get_untracked().is_none_or(|pane| {
+                pane.scroll_top() + pane.client_height() >= pane.scroll_height() - 8
+            });
+            lines.update(|lines| {
+                lines.push(line);
+                if lines.len() > LOG_LINES {
+                    lines.drain(..lines.len() - LOG_LINES);
                 }
-            },
-        );
+            });
+            if pinned && let Some(pane) = pane.get_untracked() {
+                request_animation_frame(move || pane.set_scroll_top(pane.scroll_height()));
+            }
+        });
+    let on_open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| state.set("live"));
+    let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| state.set("reconnecting"));
+    if let Some(source) = &source {
         let _ = source.add_event_listener_with_callback("log", on_log.as_ref().unchecked_ref());
-        on_log.forget();
-        let on_open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| state.set("live"));
         source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-        on_open.forget();
-        let on_error =
-            Closure::<dyn FnMut(web_sys::Event)>::new(move |_| state.set("reconnecting"));
         source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-        on_error.forget();
     }
-    let source = send_wrapper::SendWrapper::new(source);
+    // Closed, and its callbacks freed, when the panel goes.
+    let held = send_wrapper::SendWrapper::new((source, on_log, on_open, on_error));
     on_cleanup(move || {
-        if let Some(source) = source.take() {
+        let (source, on_log, on_open, on_error) = held.take();
+        if let Some(source) = source {
             source.close();
         }
+        drop((on_log, on_open, on_error));
     });
     view! {
         <div class="log-head"><span class="muted" data-testid="log-state">{move || state.get()}</span></div>
