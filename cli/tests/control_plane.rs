@@ -485,6 +485,55 @@ async fn sessions_need_the_csrf_token_and_sign_in_is_rate_limited() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn tokens_are_revocable_and_die_with_their_users_membership() {
+    let temp = tempfile::tempdir().unwrap();
+    let stack = DevStack::start(&temp.path().join("data"));
+    let api = Api::new(&stack);
+    acme_with_orders(&api).await;
+    api.create_user("bob", PASSWORD).await;
+    api.admin(Method::PUT, "/api/v1/teams/acme/members/bob", Some(json!({ "role": "editor" })))
+        .await;
+    let bob = api.sign_in("bob", PASSWORD).await;
+    let first = api.token(&bob, "acme", "manage").await;
+    let second = api.token(&bob, "acme", "read").await;
+    let (status, _) = api.call(Method::GET, "/api/v1/teams/acme/apps", &first, None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Listed without their secrets; revoked, a token is refused at once.
+    let (_, listed) = api.call(Method::GET, "/api/v1/teams/acme/tokens", &bob, None).await;
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().all(|token| token.get("token").is_none()), "{listed:?}");
+    let id = listed[0]["id"].as_str().unwrap();
+    let (status, _) =
+        api.call(Method::DELETE, &format!("/api/v1/teams/acme/tokens/{id}"), &bob, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, refused) = api.call(Method::GET, "/api/v1/teams/acme/apps", &first, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{refused}");
+
+    // Once bob leaves the team, his remaining token stops working too (REST and gRPC share
+    // the check).
+    let (status, _) = api.call(Method::GET, "/api/v1/teams/acme/apps", &second, None).await;
+    assert_eq!(status, StatusCode::OK);
+    api.admin(Method::DELETE, "/api/v1/teams/acme/members/bob", None).await;
+    let (status, refused) = api.call(Method::GET, "/api/v1/teams/acme/apps", &second, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{refused}");
+    assert!(refused["detail"].as_str().unwrap().contains("left its team"), "{refused}");
+    let Credentials::Token(secret) = &second else { unreachable!() };
+    let snapshot = std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
+        .args(["snapshot", "acme/orders/product_sum", "--url", &stack.url, "--token", secret])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&snapshot.stderr);
+    assert!(!snapshot.status.success() && stderr.contains("Unauthenticated"), "{stderr}");
+
+    // The last owner cannot leave the team without an owner.
+    let (status, problem) =
+        api.call(Method::DELETE, "/api/v1/teams/acme/members/admin", &api.admin, None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn validation_gives_diagnostics_and_start_refuses_an_invalid_draft() {
     let temp = tempfile::tempdir().unwrap();
     let stack = DevStack::start(&temp.path().join("data"));
