@@ -355,6 +355,14 @@ async fn saves_conflict_instead_of_overwriting_and_versions_compare_and_roll_bac
         .unwrap();
     assert_eq!(current.status(), StatusCode::OK);
     assert_eq!(current.headers()[header::ETAG], "\"3\"");
+    let malformed = api
+        .request(Method::PUT, path, &api.admin)
+        .header(header::IF_MATCH, "version three")
+        .json(&json!({ "code": SEED }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
 
     // Nothing was lost: every saved version is listed, and they compare.
     let versions = api.admin(Method::GET, &format!("{path}/versions"), None).await;
@@ -389,6 +397,19 @@ async fn saves_conflict_instead_of_overwriting_and_versions_compare_and_roll_bac
         audit.as_array().unwrap().iter().map(|event| event["action"].as_str().unwrap()).collect();
     assert_eq!(actions, vec!["app.rollback", "app.save", "app.save"]);
     assert_eq!(audit[0]["actor"], "admin");
+
+    // `If-Match: *` asks for no particular version.
+    let any = api
+        .request(Method::PUT, path, &api.admin)
+        .header(header::IF_MATCH, "*")
+        .json(&json!({ "code": SEED }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (any.status(), any.headers()[header::ETAG].to_str().unwrap()),
+        (StatusCode::OK, "\"5\"")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -190,7 +190,9 @@ pub(crate) async fn save_app(
     let (team, app) = find_app(&state, &caller, &team, &app, Need::Edit).await?;
     check_code_size(&body.code)?;
     let if_match = match headers.get(header::IF_MATCH) {
+        // `*`: any current version will do (no precondition).
         None => None,
+        Some(value) if value.as_bytes() == b"*" => None,
         Some(value) => Some(
             value
                 .to_str()
