@@ -33,18 +33,20 @@ const STOP_GRACE_MS = 30_000;
  * Environment: AEROGRID_BIN (required) is the built binary; everything else, AEROGRID_WEB_DIR
  * included, is passed through to it unchanged.
  *
- * @param {{ name?: string }} [options] name labels the log file in the artifacts folder.
+ * @param {{ name?: string, args?: string[], bin?: string }} [options] name labels the log file
+ *   in the artifacts folder; args go to `aerogrid dev` after the defaults; bin overrides
+ *   AEROGRID_BIN.
  * @returns {Promise<{ baseUrl: string, loginUrl: string, dataDir: string, logFile: string,
- *   stop: () => Promise<void> }>}
+ *   pid: number, stop: () => Promise<void> }>}
  */
-export async function startDevstack({ name = 'devstack' } = {}) {
-  const bin = await resolveBinary();
+export async function startDevstack({ name = 'devstack', args: extra = [], bin: given } = {}) {
+  const bin = await resolveBinary(given);
   await ensureArtifactsDir();
   const dataDir = await mkdtemp(path.join(tmpdir(), 'aerogrid-e2e-'));
   const logFile = path.join(artifactsDir, `${name}.log`);
   const log = createWriteStream(logFile);
 
-  const args = ['dev', '--addr', '127.0.0.1:0', '--data-dir', dataDir];
+  const args = ['dev', '--addr', '127.0.0.1:0', '--data-dir', dataDir, ...extra];
   log.write(`$ ${bin} ${args.join(' ')}\n`);
   if (process.env.AEROGRID_WEB_DIR) log.write(`AEROGRID_WEB_DIR=${process.env.AEROGRID_WEB_DIR}\n`);
   // A process group of its own, so an emergency kill also reaches PostgreSQL and the broker.
@@ -100,7 +102,7 @@ export async function startDevstack({ name = 'devstack' } = {}) {
   try {
     const baseUrl = await waitForFile(path.join(dataDir, 'url'), READY_TIMEOUT_MS, () => exitInfo);
     const loginUrl = await waitForFile(path.join(dataDir, 'login-url'), 10_000, () => exitInfo);
-    return { baseUrl: baseUrl.replace(/\/+$/, ''), loginUrl, dataDir, logFile, stop };
+    return { baseUrl: baseUrl.replace(/\/+$/, ''), loginUrl, dataDir, logFile, pid: child.pid, stop };
   } catch (error) {
     await stop();
     const tail = (await readFile(logFile, 'utf8').catch(() => '')).split('\n').slice(-40).join('\n');
@@ -109,8 +111,8 @@ export async function startDevstack({ name = 'devstack' } = {}) {
   }
 }
 
-async function resolveBinary() {
-  const value = process.env.AEROGRID_BIN;
+async function resolveBinary(given) {
+  const value = given || process.env.AEROGRID_BIN;
   if (!value) {
     throw new Error(
       'AEROGRID_BIN is not set: point it at the built aerogrid binary, ' +

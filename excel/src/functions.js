@@ -52,6 +52,13 @@ async function getItem(key) {
   }
 }
 
+/** Stores a setting (the task pane's); does nothing where there is no storage. */
+async function setItem(key, value) {
+  const store = storage();
+  if (!store) return;
+  await store.setItem(key, value);
+}
+
 /**
  * The server this page came from: the add-in's files are served at `<server>/excel/...`, so that
  * is the default server URL.
@@ -736,6 +743,8 @@ if (typeof globalThis.CustomFunctions !== 'undefined' && globalThis.CustomFuncti
 
 globalThis.AeroGrid = Object.freeze({
   storageKeys: Object.freeze({ url: URL_KEY, token: TOKEN_KEY, rate: RATE_KEY }),
+  getItem,
+  setItem,
   defaultUrl,
   readSettings,
   listGrids,

@@ -28,25 +28,9 @@
     rowsController: null,
   };
 
-  function storage() {
-    return globalThis.OfficeRuntime && globalThis.OfficeRuntime.storage;
-  }
-
-  async function load(key) {
-    const store = storage();
-    if (!store) return null;
-    try {
-      return await store.getItem(key);
-    } catch {
-      return null;
-    }
-  }
-
-  async function save(key, value) {
-    const store = storage();
-    if (!store) return;
-    await store.setItem(key, value);
-  }
+  // Settings live in OfficeRuntime.storage, shared with the functions.
+  const load = AeroGrid.getItem;
+  const save = AeroGrid.setItem;
 
   function setStatus(text, isError) {
     const status = $('status');

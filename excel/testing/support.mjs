@@ -4,12 +4,11 @@
 // runner takes every file under a `test/` folder for one), hence this folder.
 
 import { spawn } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
-import { access, constants, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { access, constants, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import vm from 'node:vm';
 
+import { startDevstack } from '../../e2e/lib/devstack.mjs';
 import { build, distDir, excelDir } from '../build.mjs';
 
 export const repoRoot = path.resolve(excelDir, '..');
@@ -41,73 +40,18 @@ export async function serverUnavailable() {
 export const SEED = path.join(repoRoot, 'runtime', 'python', 'tests', 'seed.py');
 
 /**
- * Starts `aerogrid dev --addr 127.0.0.1:0 --data-dir <fresh temp dir> [...args]` in a process
- * group of its own, waits until it has written `<data-dir>/url`, and returns REST helpers and
- * `stop()`, which stops it (SIGTERM, then SIGKILL to the group after 30 s) and deletes the data.
- * Its log goes to target/excel-test-artifacts/<name>.log. (The idea of e2e/lib/devstack.mjs,
- * with extra arguments for the benchmark.)
+ * A real `aerogrid dev` (e2e/lib/devstack.mjs starts and stops it; its log goes to
+ * target/e2e-artifacts/excel-<name>.log), with its admin token, its broker and REST helpers.
  */
 export async function startServer(name, { args = [] } = {}) {
-  const logDir = path.join(repoRoot, 'target', 'excel-test-artifacts');
-  await mkdir(logDir, { recursive: true });
-  const logFile = path.join(logDir, `${name}.log`);
-  const log = createWriteStream(logFile);
-  const dataDir = await mkdtemp(path.join(tmpdir(), 'aerogrid-excel-'));
-  const child = spawn(aerogridBin, ['dev', '--addr', '127.0.0.1:0', '--data-dir', dataDir, ...args], {
-    cwd: repoRoot,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
-  });
-  child.stdout.pipe(log, { end: false });
-  child.stderr.pipe(log, { end: false });
-  let exit = null;
-  const exited = new Promise((resolve) => {
-    child.once('exit', (code, signal) => resolve((exit = { code, signal })));
-    child.once('error', (error) => resolve((exit = { error })));
-  });
-  const killGroup = () => {
-    try {
-      process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      // gone already
-    }
-  };
-  process.once('exit', killGroup);
-  let stopped = false;
-  const stop = async () => {
-    if (stopped) return;
-    stopped = true;
-    if (!exit) {
-      child.kill('SIGTERM');
-      const timer = setTimeout(killGroup, 30_000);
-      await exited;
-      clearTimeout(timer);
-    }
-    process.removeListener('exit', killGroup);
-    await new Promise((resolve) => log.end(resolve));
-    await rm(dataDir, { recursive: true, force: true });
-  };
-  const file = async (what) => (await readFile(path.join(dataDir, what), 'utf8')).trim();
-  let url;
-  try {
-    url = await waitFor(
-      async () => {
-        if (exit) throw new Error(`aerogrid dev exited (${JSON.stringify(exit)}); see ${logFile}`);
-        const text = await file('url').catch(() => '');
-        return /^https?:\/\/[^/]+/.test(text) ? text.replace(/\/+$/, '') : null;
-      },
-      { timeout: 90_000, interval: 200, what: `aerogrid dev to write its url (log: ${logFile})` },
-    );
-  } catch (error) {
-    await stop();
-    throw error;
-  }
+  const stack = await startDevstack({ name: `excel-${name}`, args, bin: aerogridBin });
+  const file = async (what) => (await readFile(path.join(stack.dataDir, what), 'utf8')).trim();
   const server = {
-    url,
-    dataDir,
-    logFile,
-    stop,
-    pid: child.pid,
+    url: stack.baseUrl,
+    dataDir: stack.dataDir,
+    logFile: stack.logFile,
+    stop: stack.stop,
+    pid: stack.pid,
     adminToken: await file('admin-token'),
     broker: await file('broker'),
   };

@@ -312,7 +312,7 @@ pub async fn logs(
     after: Option<i64>,
     limit: i64,
 ) -> Result<Vec<LogLine>> {
-    let mut lines = match after {
+    let lines = match after {
         Some(after) => {
             sqlx::query_as!(
                 LogLine,
@@ -339,7 +339,6 @@ pub async fn logs(
             newest
         }
     };
-    lines.shrink_to_fit();
     Ok(lines)
 }
 
