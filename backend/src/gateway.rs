@@ -59,6 +59,7 @@ const MAX_BURST: usize = 64;
 pub(crate) fn router<S: Clone + Send + Sync + 'static>(state: &AppState) -> axum::Router<S> {
     let feeds: Feeds = Arc::default();
     tokio::spawn(end_streams_of_stopped_apps(state.clone(), feeds.clone()));
+    tokio::spawn(end_streams_on_shutdown(state.inner.shutting_down.subscribe(), feeds.clone()));
     let grids = GridServiceServer::new(GridGateway { state: state.clone(), feeds });
     let (health_reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(report_health(state.clone(), health_reporter));
@@ -166,6 +167,23 @@ async fn end_streams_of_stopped_apps(state: AppState, feeds: Feeds) {
     }
 }
 
+/// Ends every stream with UNAVAILABLE when the server begins to shut down, so connections drain.
+/// Through the feeds, like a Stop: a subscription waits on its feed alone.
+async fn end_streams_on_shutdown(mut shutting_down: watch::Receiver<bool>, feeds: Feeds) {
+    if shutting_down.wait_for(|down| *down).await.is_err() {
+        return;
+    }
+    let live: Vec<Arc<AppFeed>> =
+        feeds.lock().expect("feeds lock").values().filter_map(Weak::upgrade).collect();
+    for feed in live {
+        let _ = feed.changes.send(Arc::new(FeedEvent::Ended(shutting_down_status())));
+    }
+}
+
+fn shutting_down_status() -> Status {
+    Status::unavailable("the server is shutting down: subscribe again")
+}
+
 pub(crate) struct GridGateway {
     state: AppState,
     feeds: Feeds,
@@ -216,6 +234,7 @@ impl GridService for GridGateway {
             changes,
             min_interval,
             last_sent: tokio::time::Instant::now(),
+            heartbeat: Box::pin(tokio::time::sleep(HEARTBEAT_EVERY)),
             last_flush: None,
             shutting_down: self.state.inner.shutting_down.subscribe(),
             ended: false,
@@ -741,7 +760,11 @@ struct Subscription {
     first: Option<EncodedSubscribeResponse>,
     min_interval: Option<Duration>,
     last_sent: tokio::time::Instant,
+    /// Fires at the latest `last_sent + HEARTBEAT_EVERY`; moved only when it fires, so a message
+    /// costs no timer of its own.
+    heartbeat: std::pin::Pin<Box<tokio::time::Sleep>>,
     last_flush: Option<tokio::time::Instant>,
+    /// Read when polled: a stream that began before the shutdown is ended through its feed.
     shutting_down: watch::Receiver<bool>,
     ended: bool,
 }
@@ -756,8 +779,7 @@ impl Subscription {
         }
         loop {
             if *self.shutting_down.borrow() {
-                return self
-                    .end(Status::unavailable("the server is shutting down: subscribe again"));
+                return self.end(shutting_down_status());
             }
             // Everything broadcast since the last message, without waiting.
             loop {
@@ -795,7 +817,6 @@ impl Subscription {
             }
             tokio::select! {
                 biased;
-                _ = self.shutting_down.changed() => {}
                 event = self.changes.recv() => match event {
                     Ok(event) => {
                         if let Some(message) = self.take_event(&event) {
@@ -810,8 +831,16 @@ impl Subscription {
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
-                () = tokio::time::sleep_until(self.last_sent + HEARTBEAT_EVERY) => {
-                    self.last_sent = tokio::time::Instant::now();
+                () = self.heartbeat.as_mut() => {
+                    let due = self.last_sent + HEARTBEAT_EVERY;
+                    let now = tokio::time::Instant::now();
+                    if due > now {
+                        // Something was sent since the timer was set.
+                        self.heartbeat.as_mut().reset(due);
+                        continue;
+                    }
+                    self.last_sent = now;
+                    self.heartbeat.as_mut().reset(now + HEARTBEAT_EVERY);
                     let heartbeat = Heartbeat { sequence: self.subscriber.sequence };
                     let event = encoded_subscribe_response::Event::Heartbeat(heartbeat.encode_to_vec().into());
                     return Some(Ok(encoded(event)));

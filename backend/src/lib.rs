@@ -8,6 +8,7 @@
 
 pub mod bootstrap;
 pub mod config;
+mod connection;
 pub mod db;
 mod error;
 mod gateway;
@@ -110,6 +111,9 @@ pub async fn serve(
     let router = http::router(state);
     match tls {
         None => {
+            // (Tapping nothing: axum gives tapped listeners' connections their client address
+            // as `ConnectInfo<SocketAddr>`, as it does its own `TcpListener`'s.)
+            let listener = axum::serve::ListenerExt::tap_io(connection::Listener(listener), |_| {});
             let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
             axum::serve(listener, service).with_graceful_shutdown(shutdown).await
         }

@@ -38,6 +38,7 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let stream = crate::connection::CoalescedWrites::new(stream);
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone().map_request(
             move |request: axum::http::Request<hyper::body::Incoming>| {

@@ -34,13 +34,14 @@ use aerogrid_proto::v1::{
     Changes, GridRef, SubscribeRequest, SubscribeResponse, grid_service_client::GridServiceClient,
     row_change, subscribe_response, value,
 };
+use prost::Message as _;
 use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
     producer::{BaseProducer, BaseRecord, Producer},
 };
 use support::{DevStack, ServerProcess};
-use tonic::transport::Channel;
+use tonic::{codegen::http::uri::PathAndQuery, transport::Channel};
 
 const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
 const PRODUCTS: u64 = 17;
@@ -177,7 +178,7 @@ async fn run() {
         std::thread::spawn(move || bare_consumer(&kafka, from, &sent, &stop))
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let alone = subscribe_all(&channels, 1, &token, &sent, &stopped).await;
+    let alone = subscribe_all(&channels, 1, &token, &stopped).await;
     // Two seconds untimed first: every client connected and fetching.
     feed = tokio::task::spawn_blocking(move || {
         feed.produce_timed(rate, 2, false);
@@ -188,14 +189,14 @@ async fn run() {
     feed = produce(feed, rate, seconds).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.send_replace(true);
-    let alone = summarize(collect(alone).await);
+    let alone = summarize(collect(alone, &sent).await);
     println!("one native subscriber, produce to update:   {alone}");
 
     let many_began = Instant::now();
     // Many subscribers at once.
     let channels = connect(&url, subscribers.div_ceil(STREAMS_PER_CONNECTION)).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let many = subscribe_all(&channels, subscribers, &token, &sent, &stopped).await;
+    let many = subscribe_all(&channels, subscribers, &token, &stopped).await;
     let cpu_before = cpu_seconds(server.pid());
     let own_cpu_before = cpu_seconds(std::process::id());
     let machine_before = machine_ticks();
@@ -209,7 +210,7 @@ async fn run() {
     let rss = rss_kib(server.pid());
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.send_replace(true);
-    let many = summarize(collect(many).await);
+    let many = summarize(collect(many, &sent).await);
     bare_stop.store(true, Ordering::Relaxed);
     let bare: Vec<(Instant, Duration)> = bare.join().unwrap();
     let (during_many, during_alone): (Vec<_>, Vec<_>) =
@@ -244,7 +245,7 @@ async fn produce(mut feed: OrderFeed, rate: u64, seconds: u64) -> OrderFeed {
     .unwrap()
 }
 
-async fn connect(url: &str, count: usize) -> Vec<GridServiceClient<Channel>> {
+async fn connect(url: &str, count: usize) -> Vec<Channel> {
     let mut channels = Vec::new();
     for _ in 0..count {
         let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
@@ -252,7 +253,7 @@ async fn connect(url: &str, count: usize) -> Vec<GridServiceClient<Channel>> {
             .connect()
             .await
             .unwrap();
-        channels.push(GridServiceClient::new(channel));
+        channels.push(channel);
     }
     channels
 }
@@ -270,7 +271,8 @@ fn request(token: &str) -> tonic::Request<SubscribeRequest> {
     request
 }
 
-async fn wait_for_rows(client: &GridServiceClient<Channel>, token: &str, rows: usize) {
+async fn wait_for_rows(channel: &Channel, token: &str, rows: usize) {
+    let client = GridServiceClient::new(channel.clone());
     let started = Instant::now();
     loop {
         let mut stream = client.clone().subscribe(request(token)).await.unwrap().into_inner();
@@ -286,31 +288,39 @@ async fn wait_for_rows(client: &GridServiceClient<Channel>, token: &str, rows: u
     }
 }
 
-/// Each subscriber's latencies and how many times it got a fresh snapshot after its first.
-type Subscribers = Vec<tokio::task::JoinHandle<(Vec<Duration>, u64)>>;
+/// What each subscriber received: every message's bytes with when it arrived.
+type Subscribers = Vec<tokio::task::JoinHandle<Vec<(Instant, Vec<u8>)>>>;
 
-/// `count` subscribers spread over `channels`, each measuring produce-to-update latency until
-/// `stop`; returns once all have their snapshot.
+/// `count` subscribers spread over `channels`, each keeping what it receives until `stop`;
+/// returns once all have their snapshot.
+///
+/// A subscriber only timestamps a message and keeps its bytes; `collect` decodes them after the
+/// phase. The measuring clients run on the same two cores as the server (1,000 real subscribers
+/// would be 1,000 machines), so they should take as little of them as they can.
 async fn subscribe_all(
-    channels: &[GridServiceClient<Channel>],
+    channels: &[Channel],
     count: usize,
     token: &str,
-    sent: &Arc<RwLock<Sent>>,
     stopped: &tokio::sync::watch::Receiver<bool>,
 ) -> Subscribers {
     let mut tasks = Vec::new();
     let mut ready = Vec::new();
     for index in 0..count {
-        let mut client = channels[index % channels.len()].clone();
-        let (sent, mut stopped, token) = (sent.clone(), stopped.clone(), token.to_owned());
+        let mut client = tonic::client::Grpc::new(channels[index % channels.len()].clone());
+        let (mut stopped, token) = (stopped.clone(), token.to_owned());
         let (ready_sender, ready_receiver) = tokio::sync::oneshot::channel();
         ready.push(ready_receiver);
         tasks.push(tokio::spawn(async move {
-            let mut stream = client.subscribe(request(&token)).await.unwrap().into_inner();
+            client.ready().await.unwrap();
+            let path = PathAndQuery::from_static("/aerogrid.v1.GridService/Subscribe");
+            let mut stream = client
+                .server_streaming(request(&token), path, KeepBytes)
+                .await
+                .unwrap()
+                .into_inner();
             let _snapshot = stream.message().await.unwrap();
             let _ = ready_sender.send(());
-            let mut latencies = Vec::new();
-            let mut snapshots = 0;
+            let mut received = Vec::new();
             loop {
                 // (No timer per message: at 1,000 subscribers, timers alone would load the box.)
                 let message = tokio::select! {
@@ -319,18 +329,9 @@ async fn subscribe_all(
                     message = stream.message() => message,
                 };
                 let Some(message) = message.unwrap() else { break };
-                let received = Instant::now();
-                let changes = match message.event {
-                    Some(subscribe_response::Event::Changes(changes)) => changes,
-                    Some(subscribe_response::Event::Snapshot(_)) => {
-                        snapshots += 1;
-                        continue;
-                    }
-                    _ => continue,
-                };
-                sent.read().unwrap().latencies(changes, received, &mut latencies);
+                received.push((Instant::now(), message));
             }
-            (latencies, snapshots)
+            received
         }));
     }
     for receiver in ready {
@@ -339,18 +340,60 @@ async fn subscribe_all(
     tasks
 }
 
-async fn collect(tasks: Subscribers) -> Vec<Duration> {
+/// Every subscriber's produce-to-update latencies, from what it received.
+async fn collect(tasks: Subscribers, sent: &RwLock<Sent>) -> Vec<Duration> {
     let mut all = Vec::new();
     let mut snapshots = 0;
     for task in tasks {
-        let (latencies, resnapshots) = task.await.unwrap();
-        all.extend(latencies);
-        snapshots += resnapshots;
+        let received = task.await.unwrap();
+        let sent = sent.read().unwrap();
+        for (at, bytes) in received {
+            match SubscribeResponse::decode(bytes.as_slice()).unwrap().event {
+                Some(subscribe_response::Event::Changes(changes)) => {
+                    sent.latencies(changes, at, &mut all);
+                }
+                Some(subscribe_response::Event::Snapshot(_)) => snapshots += 1,
+                _ => {}
+            }
+        }
     }
     if snapshots > 0 {
         println!("  ({snapshots} fresh snapshots after the first, over all subscribers)");
     }
     all
+}
+
+/// The subscribers' codec: requests encoded as usual, responses kept as their bytes.
+struct KeepBytes;
+
+impl tonic::codec::Codec for KeepBytes {
+    type Encode = SubscribeRequest;
+    type Decode = Vec<u8>;
+    type Encoder = tonic_prost::ProstEncoder<SubscribeRequest>;
+    type Decoder = KeepBytes;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(tonic::codec::BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        KeepBytes
+    }
+}
+
+impl tonic::codec::Decoder for KeepBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        source: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use prost::bytes::Buf as _;
+        let mut message = vec![0; source.remaining()];
+        source.copy_to_slice(&mut message);
+        Ok(Some(message))
+    }
 }
 
 /// Consumes the orders topic from order `from` on, timing each order's arrival (with when it
@@ -411,7 +454,7 @@ async fn idle_memory(server: &ServerProcess, url: &str, token: &str, count: usiz
     let channels = connect(url, count.div_ceil(STREAMS_PER_CONNECTION)).await;
     let sent = Arc::new(RwLock::new(Sent::default()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let idle = subscribe_all(&channels, count, token, &sent, &stopped).await;
+    let idle = subscribe_all(&channels, count, token, &stopped).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(server.pid());
     let per_subscriber = (after.saturating_sub(before)) as f64 * 1024.0 / count as f64;
@@ -423,13 +466,12 @@ async fn idle_memory(server: &ServerProcess, url: &str, token: &str, count: usiz
         STREAMS_PER_CONNECTION
     );
     stop.send_replace(true);
-    collect(idle).await;
+    collect(idle, &sent).await;
 }
 
 /// One gRPC-web subscriber (HTTP/1.1, as browsers and Excel call) while orders come at `rate`
 /// a second: cell updates and messages it gets per second, and their latency.
 async fn grpc_web_updates(url: &str, token: &str, mut feed: OrderFeed, rate: u64, seconds: u64) {
-    use prost::Message as _;
     let body = support::grpc_web_subscribe_body();
     let mut response = support::http()
         .post(format!("{url}/aerogrid.v1.GridService/Subscribe"))

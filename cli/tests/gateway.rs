@@ -542,7 +542,7 @@ async fn two_servers_on_one_database_and_broker_serve_the_same_grid() {
         "plain",
         &["--cors-origin", "https://dashboard.example.com"],
     );
-    let tls = support::ServerProcess::start(
+    let mut tls = support::ServerProcess::start(
         &stack,
         "tls",
         &["--tls-cert", cert_path.to_str().unwrap(), "--tls-key", key_path.to_str().unwrap()],
@@ -627,7 +627,7 @@ async fn two_servers_on_one_database_and_broker_serve_the_same_grid() {
     }
 
     // gRPC health checking (over TLS) and reflection (for grpcurl and the like).
-    let mut health = tonic_health::pb::health_client::HealthClient::new(tls_channel);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(tls_channel.clone());
     for service in ["", "aerogrid.v1.GridService"] {
         let status = health
             .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
@@ -692,6 +692,53 @@ async fn two_servers_on_one_database_and_broker_serve_the_same_grid() {
     let other = preflight("https://evil.example.net").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none(), "{:?}", other.headers());
     drop(watch);
+
+    // A quiet grid: a heartbeat every 5 s, each with the sequence the subscriber is at.
+    let request = SubscribeRequest { grid: product_sum(), ..Default::default() };
+    let subscribed = std::time::Instant::now();
+    let mut quiet = GridServiceClient::new(tls_channel)
+        .subscribe(authorized(request, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(subscribe_response::Event::Snapshot(snapshot)) =
+        quiet.message().await.unwrap().unwrap().event
+    else {
+        panic!("a snapshot first")
+    };
+    for beat in 1..=2u32 {
+        let message = tokio::time::timeout(Duration::from_secs(8), quiet.message())
+            .await
+            .expect("a heartbeat within 8 s")
+            .unwrap()
+            .unwrap();
+        let Some(subscribe_response::Event::Heartbeat(heartbeat)) = message.event else {
+            panic!("a heartbeat on a quiet grid, got {message:?}")
+        };
+        assert_eq!(heartbeat.sequence, snapshot.sequence);
+        let elapsed = subscribed.elapsed();
+        assert!(elapsed >= Duration::from_secs(5) * beat, "heartbeat {beat} after {elapsed:?}");
+    }
+
+    // Shutting a server down ends its streams with UNAVAILABLE, saying why, and it exits.
+    #[allow(unsafe_code, reason = "kill has no safe wrapper in std")]
+    // SAFETY: signals a child process this test started.
+    unsafe {
+        libc::kill(tls.pid() as i32, libc::SIGTERM);
+    }
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(15), quiet.message())
+            .await
+            .expect("the stream ends when the server shuts down")
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    assert!(ended.message().contains("shutting down"), "{}", ended.message());
+    assert!(tls.wait_for_exit(Duration::from_secs(15)).success(), "{}", tls.stderr());
 }
 
 /// A stream of the given messages, as a client-streaming call takes.

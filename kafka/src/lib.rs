@@ -122,6 +122,9 @@ impl KafkaSettings {
         config
             .set("bootstrap.servers", &self.brokers)
             .set("socket.keepalive.enable", "true")
+            // Requests are small and latency matters (a changelog write is on every grid
+            // change's path): send them at once rather than after the last one's acknowledgement.
+            .set("socket.nagle.disable", "true")
             .set("log_level", "4");
         for (key, value) in defaults {
             config.set(*key, *value);

@@ -403,6 +403,18 @@ impl ServerProcess {
     pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
+
+    /// Waits up to `timeout` for the server to exit by itself (after a signal, say).
+    pub(crate) fn wait_for_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < timeout, "aerogrid server still runs:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for ServerProcess {
