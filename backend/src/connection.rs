@@ -19,6 +19,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Above this, writes go to the socket without waiting for a flush.
 const MOST_BUFFERED: usize = 256 * 1024;
+/// The buffer a connection keeps between flushes; a larger one (after a big snapshot) is freed,
+/// so 10,000 quiet connections do not each hold what their largest write needed.
+const KEPT_CAPACITY: usize = 16 * 1024;
 
 /// Accepts connections with `TCP_NODELAY` set and their writes coalesced.
 pub(crate) struct Listener(pub(crate) tokio::net::TcpListener);
@@ -81,6 +84,9 @@ impl<T: AsyncWrite + Unpin> CoalescedWrites<T> {
             self.sent += written;
         }
         self.buffer.clear();
+        if self.buffer.capacity() > KEPT_CAPACITY {
+            self.buffer = Vec::new();
+        }
         self.sent = 0;
         Poll::Ready(Ok(()))
     }
@@ -228,6 +234,7 @@ mod tests {
         assert_eq!(connection.buffer.len(), MOST_BUFFERED);
         connection.write_all(b"more").await.unwrap();
         assert_eq!(connection.buffer, b"more", "the full buffer went out first");
+        assert!(connection.buffer.capacity() <= KEPT_CAPACITY, "the big buffer was freed");
         connection.shutdown().await.unwrap();
         assert!(connection.buffer.is_empty(), "shutdown sends what is left");
     }

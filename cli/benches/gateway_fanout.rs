@@ -13,7 +13,8 @@
 //! - 10,000 idle subscribers: server memory per subscriber;
 //! - one gRPC-web subscriber while orders come at 5,000/s: cell updates/s, latency.
 //!
-//! FETCH_WAIT_MS=n sets the broker's fetch wait of every consumer (default: `aerogrid dev`'s).
+//! FETCH_WAIT_MS=n sets the broker's fetch wait of every consumer (default: `aerogrid dev`'s);
+//! GATEWAY_FETCH_WAIT_MS=n that of the gateway's changelog consumer alone.
 //! `cargo bench -p aerogrid-cli --bench gateway_fanout` (RATE=orders/s, PHASE_SECONDS,
 //! SUBSCRIBERS, IDLE_SUBSCRIBERS, WEB_RATE to change the defaults 1000, 10, 1000, 10000, 5000).
 
@@ -152,15 +153,18 @@ async fn run() {
     let fetch_wait = kafka.consumer_config().get("fetch.wait.max.ms").unwrap().to_owned();
     kafka.ensure_topic("orders", 1).await.unwrap();
     support::create_running_app(&pool, SEED).await;
+    // GATEWAY_FETCH_WAIT_MS: the gateway's alone (its changelog hop), the others' unchanged.
+    let gateway_fetch_wait =
+        std::env::var("GATEWAY_FETCH_WAIT_MS").unwrap_or_else(|_| fetch_wait.clone());
     let server = ServerProcess::start(
         &stack,
         "gateway",
-        &["--kafka-option", &format!("fetch.wait.max.ms={fetch_wait}")],
+        &["--kafka-option", &format!("fetch.wait.max.ms={gateway_fetch_wait}")],
     );
     let url = format!("http://{}", server.addr);
     let token = stack.file("admin-token");
     println!(
-        "seed app on a memory broker (fetch.wait.max.ms={fetch_wait}); {rate} orders/s, {seconds} s per phase"
+        "seed app on a memory broker (fetch.wait.max.ms={fetch_wait}, the gateway's {gateway_fetch_wait}); {rate} orders/s, {seconds} s per phase"
     );
 
     let sent = Arc::new(RwLock::new(Sent::default()));
