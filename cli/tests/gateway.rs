@@ -273,16 +273,7 @@ async fn snapshot_and_live_changes_match_the_orders() {
         .execute(&pool)
         .await
         .unwrap();
-    let ended = loop {
-        match tokio::time::timeout(Duration::from_secs(30), stream.message())
-            .await
-            .expect("the stream ends after the app stops")
-        {
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("the stream ended without a status"),
-            Err(status) => break status,
-        }
-    };
+    let ended = end_of(&mut stream, Duration::from_secs(30), "the app stops").await;
     assert_eq!(ended.code(), tonic::Code::Unavailable);
     assert!(ended.message().contains("the app was stopped"), "{}", ended.message());
 }
@@ -727,19 +718,30 @@ async fn two_servers_on_one_database_and_broker_serve_the_same_grid() {
     unsafe {
         libc::kill(tls.pid() as i32, libc::SIGTERM);
     }
-    let ended = loop {
-        match tokio::time::timeout(Duration::from_secs(3), quiet.message())
-            .await
-            .expect("the stream ends when the server shuts down")
-        {
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("the stream ended without a status"),
-            Err(status) => break status,
-        }
-    };
+    let ended = end_of(&mut quiet, Duration::from_secs(3), "the server shuts down").await;
     assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
     assert!(ended.message().contains("shutting down"), "{}", ended.message());
     assert!(tls.wait_for_exit(Duration::from_secs(15)).success(), "{}", tls.stderr());
+}
+
+/// The status a stream ends with, within `within` of now (messages before it are skipped).
+async fn end_of(
+    stream: &mut tonic::Streaming<aerogrid_proto::v1::SubscribeResponse>,
+    within: Duration,
+    after: &str,
+) -> tonic::Status {
+    let ending = async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    };
+    tokio::time::timeout(within, ending)
+        .await
+        .unwrap_or_else(|_| panic!("the stream did not end within {within:?} after {after}"))
 }
 
 /// A stream of the given messages, as a client-streaming call takes.
