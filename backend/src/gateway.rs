@@ -131,6 +131,12 @@ async fn report_health(state: AppState, reporter: tonic_health::server::HealthRe
 /// The feeds of apps with subscribers.
 type Feeds = Arc<Mutex<HashMap<Uuid, Weak<AppFeed>>>>;
 
+/// The app's feed, if it has one that has not ended (a stopped app's next subscribers get a new
+/// one).
+fn live_feed(feeds: &HashMap<Uuid, Weak<AppFeed>>, app_id: Uuid) -> Option<Arc<AppFeed>> {
+    feeds.get(&app_id).and_then(Weak::upgrade).filter(|feed| feed.ended.get().is_none())
+}
+
 /// The channel the `apps` triggers notify on a Start, Stop or delete (payload: the app id).
 const APPS_CHANNEL: &str = "aerogrid_apps";
 
@@ -144,7 +150,7 @@ async fn end_streams_of_stopped_apps(state: AppState, feeds: Feeds) {
             loop {
                 let notification = listener.recv().await?;
                 let Ok(app_id) = notification.payload().parse::<Uuid>() else { continue };
-                let feed = feeds.lock().expect("feeds lock").get(&app_id).and_then(Weak::upgrade);
+                let feed = live_feed(&feeds.lock().expect("feeds lock"), app_id);
                 let Some(feed) = feed else { continue };
                 let ended = match grids::desired_state(state.db(), app_id).await {
                     Ok(None) => Status::not_found("the app was deleted"),
@@ -157,7 +163,7 @@ async fn end_streams_of_stopped_apps(state: AppState, feeds: Feeds) {
                         continue;
                     }
                 };
-                let _ = feed.changes.send(Arc::new(FeedEvent::Ended(ended)));
+                feed.end(ended);
             }
         };
         let result: std::result::Result<std::convert::Infallible, sqlx::Error> = listening.await;
@@ -176,7 +182,7 @@ async fn end_streams_on_shutdown(mut shutting_down: watch::Receiver<bool>, feeds
     let live: Vec<Arc<AppFeed>> =
         feeds.lock().expect("feeds lock").values().filter_map(Weak::upgrade).collect();
     for feed in live {
-        let _ = feed.changes.send(Arc::new(FeedEvent::Ended(shutting_down_status())));
+        feed.end(shutting_down_status());
     }
 }
 
@@ -320,7 +326,7 @@ impl GridGateway {
 
     /// The app's feed, started if it has none, once it has read its changelog to the end.
     async fn feed(&self, app_id: Uuid) -> Result<Arc<AppFeed>, Status> {
-        let existing = self.feeds.lock().expect("feeds lock").get(&app_id).and_then(Weak::upgrade);
+        let existing = live_feed(&self.feeds.lock().expect("feeds lock"), app_id);
         let feed = match existing {
             Some(feed) => feed,
             None => {
@@ -328,7 +334,7 @@ impl GridGateway {
                     grids::snapshot_offset(self.state.db(), app_id).await.map_err(internal)?;
                 let mut feeds = self.feeds.lock().expect("feeds lock");
                 // Another call may have started one meanwhile.
-                match feeds.get(&app_id).and_then(Weak::upgrade) {
+                match live_feed(&feeds, app_id) {
                     Some(feed) => feed,
                     None => {
                         let feed = AppFeed::start(&self.state.inner.kafka, app_id, from);
@@ -375,6 +381,9 @@ enum FeedLoad {
 struct AppFeed {
     state: Mutex<FeedState>,
     changes: broadcast::Sender<Arc<FeedEvent>>,
+    /// Why the feed's streams ended (the app stopped, the server shuts down), once they have:
+    /// for a subscriber that fell behind and so skipped the `Ended` event.
+    ended: std::sync::OnceLock<Status>,
     loaded: watch::Receiver<FeedLoad>,
     /// Set when the last subscriber is gone: the consumer thread ends.
     stop: Arc<AtomicBool>,
@@ -413,6 +422,7 @@ impl AppFeed {
         let feed = Arc::new(Self {
             state: Mutex::new(FeedState { replay: Replay::default(), sequence: 0 }),
             changes,
+            ended: std::sync::OnceLock::new(),
             loaded,
             stop: stop.clone(),
         });
@@ -442,6 +452,13 @@ impl AppFeed {
             .ok_or_else(|| state.replay.state.grids.keys().cloned().collect::<Vec<_>>())?;
         // Under the lock: no change falls between the snapshot and the subscription.
         Ok((snapshot, self.changes.subscribe()))
+    }
+
+    /// Ends every stream of the feed with `status`, those that fell behind included.
+    fn end(&self, status: Status) {
+        // Set before the event is sent: a subscriber that starts over after the send sees it.
+        let _ = self.ended.set(status.clone());
+        let _ = self.changes.send(Arc::new(FeedEvent::Ended(status)));
     }
 
     fn snapshot(&self, grid: &str, view: &GridView) -> Option<Snapshot> {
@@ -790,11 +807,9 @@ impl Subscription {
                         }
                     }
                     Err(broadcast::error::TryRecvError::Empty) => break,
-                    // Fell behind the feed itself: start over from the current state.
                     Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                        self.changes = self.changes.resubscribe();
-                        if let Some(snapshot) = self.resync() {
-                            return Some(Ok(snapshot));
+                        if let Some(message) = self.start_over() {
+                            return Some(message);
                         }
                     }
                     Err(broadcast::error::TryRecvError::Closed) => return None,
@@ -824,9 +839,8 @@ impl Subscription {
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        self.changes = self.changes.resubscribe();
-                        if let Some(snapshot) = self.resync() {
-                            return Some(Ok(snapshot));
+                        if let Some(message) = self.start_over() {
+                            return Some(message);
                         }
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
@@ -875,6 +889,16 @@ impl Subscription {
             FeedEvent::Ended(status) => return self.end(status.clone()),
         };
         if resync { self.resync().map(Ok) } else { None }
+    }
+
+    /// Fell behind the feed itself: starts over from the feed's current state, or ends if the
+    /// feed has (its `Ended` event may be among the events skipped).
+    fn start_over(&mut self) -> Option<Result<EncodedSubscribeResponse, Status>> {
+        self.changes = self.changes.resubscribe();
+        if let Some(status) = self.feed.ended.get() {
+            return self.end(status.clone());
+        }
+        self.resync().map(Ok)
     }
 
     /// A new snapshot replaces everything pending.
@@ -1192,6 +1216,64 @@ mod tests {
         relayout.grids[0].columns.push("m".into());
         assert!(!same_layouts(&merged, &relayout));
         assert!(same_layouts(&merged, &delta(vec![], vec![], 4)));
+    }
+
+    /// A feed with no consumer behind it: the test sends its events.
+    fn feed_without_consumer() -> Arc<AppFeed> {
+        let (changes, _) = broadcast::channel(FEED_BUFFER);
+        let (_, loaded) = watch::channel(FeedLoad::Loaded);
+        Arc::new(AppFeed {
+            state: Mutex::new(FeedState { replay: Replay::default(), sequence: 0 }),
+            changes,
+            ended: std::sync::OnceLock::new(),
+            loaded,
+            stop: Arc::default(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_fell_behind_when_its_app_stopped_still_ends() {
+        let feed = feed_without_consumer();
+        let (_, shutting_down) = watch::channel(false);
+        let mut subscription = Subscription {
+            _counted: Counted::new(),
+            feed: feed.clone(),
+            grid: "g".into(),
+            view: GridView::new("g", &SubscribeRequest::default()),
+            changes: feed.changes.subscribe(),
+            subscriber: Subscriber::new(&Snapshot::default()),
+            first: None,
+            min_interval: None,
+            last_sent: tokio::time::Instant::now(),
+            heartbeat: Box::pin(tokio::time::sleep(HEARTBEAT_EVERY)),
+            last_flush: None,
+            shutting_down,
+            ended: false,
+        };
+        // More events than the feed keeps, then the end: the `Ended` event itself is among
+        // those the subscriber skips when it starts over.
+        for _ in 0..FEED_BUFFER + 10 {
+            assert!(feed.changes.send(Arc::new(FeedEvent::Reset)).is_ok());
+        }
+        feed.end(Status::unavailable("the app was stopped"));
+        for _ in 0..FEED_BUFFER {
+            assert!(feed.changes.send(Arc::new(FeedEvent::Reset)).is_ok());
+        }
+        let next = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+            .await
+            .expect("the stream ends rather than waits for changes that will not come");
+        let status = next.expect("a status").expect_err("an error status");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(status.message(), "the app was stopped");
+        assert!(subscription.next().await.is_none(), "nothing after the status");
+
+        // The ended feed is not handed to new subscribers; a new feed is.
+        let app = Uuid::new_v4();
+        let mut feeds = HashMap::from([(app, Arc::downgrade(&feed))]);
+        assert!(live_feed(&feeds, app).is_none());
+        let fresh = feed_without_consumer();
+        feeds.insert(app, Arc::downgrade(&fresh));
+        assert!(live_feed(&feeds, app).is_some_and(|found| Arc::ptr_eq(&found, &fresh)));
     }
 
     #[test]
