@@ -53,7 +53,7 @@ impl axum::serve::Listener for Listener {
 pub(crate) struct CoalescedWrites<T> {
     inner: T,
     buffer: Vec<u8>,
-    /// Written to `inner` from here on.
+    /// How much of `buffer` has reached `inner` (the socket may take part of it at a time).
     sent: usize,
     /// This flush has already let the others go first.
     yielded: bool,
