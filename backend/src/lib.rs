@@ -109,11 +109,12 @@ pub async fn serve(
         shutting_down.send_replace(true);
     };
     let router = http::router(state);
+    let listener = connection::Listener(listener);
     match tls {
         None => {
             // (Tapping nothing: axum gives tapped listeners' connections their client address
             // as `ConnectInfo<SocketAddr>`, as it does its own `TcpListener`'s.)
-            let listener = axum::serve::ListenerExt::tap_io(connection::Listener(listener), |_| {});
+            let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
             let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
             axum::serve(listener, service).with_graceful_shutdown(shutdown).await
         }

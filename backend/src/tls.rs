@@ -17,7 +17,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
+    mut listener: crate::connection::Listener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -27,18 +27,9 @@ pub(crate) async fn serve(
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!(%error, "Accepting a connection failed.");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = axum::serve::Listener::accept(&mut listener) => accepted,
             () = &mut shutdown => break,
         };
-        let stream = crate::connection::CoalescedWrites::new(stream);
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone().map_request(
             move |request: axum::http::Request<hyper::body::Incoming>| {
