@@ -27,6 +27,43 @@ pub struct ServerArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "AEROGRID_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub quotas: QuotaDefaults,
+}
+
+/// What each team may take of the platform unless an administrator sets its own quotas
+/// (`PATCH /api/v1/teams/{team}`).
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct QuotaDefaults {
+    /// Apps a team may have.
+    #[arg(long = "quota-apps", env = "AEROGRID_QUOTA_APPS", default_value_t = 100)]
+    pub apps: i32,
+    /// Apps a team may run at once.
+    #[arg(long = "quota-running-apps", env = "AEROGRID_QUOTA_RUNNING_APPS", default_value_t = 20)]
+    pub running_apps: i32,
+    /// Memory one app of a team may ask for its connector, in MiB.
+    #[arg(
+        long = "quota-app-memory-mib",
+        env = "AEROGRID_QUOTA_APP_MEMORY_MIB",
+        default_value_t = 4096
+    )]
+    pub app_memory_mib: i32,
+    /// Memory of a team's running apps together, in MiB.
+    #[arg(
+        long = "quota-total-memory-mib",
+        env = "AEROGRID_QUOTA_TOTAL_MEMORY_MIB",
+        default_value_t = 16384
+    )]
+    pub total_memory_mib: i32,
+    /// The memory an app without a limit of its own is counted with, in MiB: the runtime nodes'
+    /// `--connector-memory-mib` (`aerogrid dev` passes its node's).
+    #[arg(
+        long = "quota-default-app-memory-mib",
+        env = "AEROGRID_QUOTA_DEFAULT_APP_MEMORY_MIB",
+        default_value_t = 512
+    )]
+    pub default_app_memory_mib: i32,
 }
 
 impl ServerArgs {

@@ -22,6 +22,9 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// Well formed, but beyond what the caller may ask for (a quota's per-app limit).
+    #[error("{0}")]
+    Unprocessable(String),
     /// Code that cannot run, with what is wrong in it.
     #[error("{message}")]
     Invalid { message: String, diagnostics: Vec<crate::validate::Diagnostic> },
@@ -45,7 +48,7 @@ impl Error {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Invalid { .. } | Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Database(_) | Self::Migration(_) | Self::Config(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -42,8 +42,10 @@ use uuid::Uuid;
 
 use crate::{
     AppState,
+    access::SharedChecks,
     db::{accounts, grids},
 };
+use axum::http::HeaderMap;
 
 /// Changes a subscriber may fall behind by before it is resynchronised with a snapshot.
 const FEED_BUFFER: usize = 1024;
@@ -60,7 +62,8 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(state: &AppState) -> axum
     let feeds: Feeds = Arc::default();
     tokio::spawn(end_streams_of_stopped_apps(state.clone(), feeds.clone()));
     tokio::spawn(end_streams_on_shutdown(state.inner.shutting_down.subscribe(), feeds.clone()));
-    let grids = GridServiceServer::new(GridGateway { state: state.clone(), feeds });
+    let grids =
+        GridServiceServer::new(GridGateway { state: state.clone(), feeds, checks: Arc::default() });
     let (health_reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(report_health(state.clone(), health_reporter));
     let reflection = || {
@@ -193,6 +196,8 @@ fn shutting_down_status() -> Status {
 pub(crate) struct GridGateway {
     state: AppState,
     feeds: Feeds,
+    /// Open streams' access checks, shared by streams with the same caller and grid.
+    checks: Arc<SharedChecks<Result<(), Status>>>,
 }
 
 #[tonic::async_trait]
@@ -205,31 +210,40 @@ impl GridService for GridGateway {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let caller = self.authenticate(request.metadata()).await?;
+        let credentials = crate::access::credentials(&request.metadata().clone().into_headers());
         let request = request.into_inner();
         let grid_ref = request
             .grid
             .clone()
             .ok_or_else(|| Status::invalid_argument("name the grid: team, app and grid"))?;
-        let app = self.authorize(&caller, &grid_ref).await?;
-        let feed = self.feed(app.app_id).await?;
+        let allowed = allow(&self.state, &credentials, &grid_ref).await.map_err(Denied::on_open)?;
+        let feed = self.feed(allowed.app.app_id).await?;
         let view = GridView::new(&grid_ref.grid, &request);
         let (snapshot, changes) = feed.subscribe(&grid_ref.grid, &view).map_err(|known| {
+            // Only a reader of the whole app learns the names of its other grids.
+            let listed = if !allowed.whole_app {
+                String::new()
+            } else if known.is_empty() {
+                " (it has published no grid yet: has it run?)".to_owned()
+            } else {
+                format!(" (its grids: {})", known.join(", "))
+            };
             Status::not_found(format!(
-                "app `{}/{}` has no grid `{}`{}",
-                grid_ref.team,
-                grid_ref.app,
-                grid_ref.grid,
-                if known.is_empty() {
-                    " (it has published no grid yet: has it run?)".to_owned()
-                } else {
-                    format!(" (its grids: {})", known.join(", "))
-                }
+                "app `{}/{}` has no grid `{}`{listed}",
+                grid_ref.team, grid_ref.app, grid_ref.grid,
             ))
         })?;
-        tracing::debug!(team = %grid_ref.team, app = %grid_ref.app, grid = %grid_ref.grid, user = %caller.user.name, "Grid subscription.");
+        tracing::debug!(team = %grid_ref.team, app = %grid_ref.app, grid = %grid_ref.grid, user = %allowed.user, "Grid subscription.");
         let min_interval = (request.max_updates_per_second > 0)
             .then(|| Duration::from_secs(1) / request.max_updates_per_second);
+        let access = StreamAccess {
+            state: self.state.clone(),
+            checks: self.checks.clone(),
+            credentials,
+            target: format!("{}/{}", allowed.app.app_id, grid_ref.grid),
+            generation: self.state.inner.access_generation.subscribe(),
+            grid: grid_ref.clone(),
+        };
         let subscription = Subscription {
             _counted: Counted::new(),
             subscriber: Subscriber::new(&snapshot),
@@ -243,6 +257,7 @@ impl GridService for GridGateway {
             heartbeat: Box::pin(tokio::time::sleep(HEARTBEAT_EVERY)),
             last_flush: None,
             shutting_down: self.state.inner.shutting_down.subscribe(),
+            access,
             ended: false,
         };
         // No task of its own: the response body polls it, when the connection takes more.
@@ -257,7 +272,8 @@ impl GridService for GridGateway {
         &self,
         request: Request<ListGridsRequest>,
     ) -> Result<Response<ListGridsResponse>, Status> {
-        let caller = self.authenticate(request.metadata()).await?;
+        let credentials = request.metadata().clone().into_headers();
+        let caller = authenticate(&self.state, &credentials).await.map_err(Denied::status)?;
         let team = request.into_inner().team;
         if team.contains('\0') {
             return Err(Status::invalid_argument("names may not contain NUL characters"));
@@ -282,48 +298,112 @@ struct Caller {
     token_team: Option<Uuid>,
 }
 
-impl GridGateway {
-    async fn authenticate(
-        &self,
-        metadata: &tonic::metadata::MetadataMap,
-    ) -> Result<Caller, Status> {
-        let identity = crate::http::authenticate(self.state.db(), &metadata.clone().into_headers())
-            .await
-            .map_err(|error| match error {
-                crate::Error::Unauthenticated(message) => Status::unauthenticated(message),
-                other => internal(other),
-            })?;
-        Ok(Caller { token_team: identity.token_team(), user: identity.user })
+async fn authenticate(state: &AppState, credentials: &HeaderMap) -> Result<Caller, Denied> {
+    let identity =
+        crate::http::authenticate(state.db(), credentials).await.map_err(|error| match error {
+            crate::Error::Unauthenticated(message) => Denied::Unauthenticated(message),
+            other => Denied::Internal(internal(other)),
+        })?;
+    Ok(Caller { token_team: identity.token_team(), user: identity.user })
+}
+
+/// A caller allowed to read a grid.
+struct Allowed {
+    app: grids::AppRef,
+    /// A member of the app's team or an administrator, not only a reader of a shared grid.
+    whole_app: bool,
+    user: String,
+}
+
+/// Why a caller may not read a grid.
+enum Denied {
+    Unauthenticated(String),
+    /// No such app or grid, or not the caller's: told apart to nobody.
+    Hidden,
+    /// The grid's app reads a topic its team may no longer read.
+    Topic(String),
+    Invalid(&'static str),
+    Internal(Status),
+}
+
+impl Denied {
+    /// The status of a call that asks for the grid.
+    fn on_open(self) -> Status {
+        match self {
+            Self::Hidden => Status::not_found(NOT_READABLE),
+            other => other.status(),
+        }
     }
 
-    async fn authorize(
-        &self,
-        caller: &Caller,
-        grid: &aerogrid_proto::v1::GridRef,
-    ) -> Result<grids::AppRef, Status> {
-        let db = self.state.db();
-        let (team, app) = (&grid.team, &grid.app);
-        if [team, app, &grid.grid].iter().any(|name| name.contains('\0')) {
-            return Err(Status::invalid_argument("names may not contain NUL characters"));
+    /// The status an open stream ends with once its caller may no longer read.
+    fn on_stream(self) -> Status {
+        match self {
+            Self::Hidden => Status::permission_denied(
+                "access to this grid was withdrawn (the token's team, the membership or the share is gone)",
+            ),
+            other => other.status(),
         }
-        let found = grids::find_app(db, team, app)
+    }
+
+    fn status(self) -> Status {
+        match self {
+            Self::Unauthenticated(message) => Status::unauthenticated(message),
+            Self::Hidden => Status::not_found(NOT_READABLE),
+            Self::Topic(message) => Status::permission_denied(message),
+            Self::Invalid(message) => Status::invalid_argument(message),
+            Self::Internal(status) => status,
+        }
+    }
+}
+
+/// The one answer for "no such app or grid" and "not yours", as REST's 404.
+const NOT_READABLE: &str = "there is no such grid, or you may not read it";
+
+/// Authenticates `credentials` and checks that they may read `grid` now.
+async fn allow(
+    state: &AppState,
+    credentials: &HeaderMap,
+    grid: &GridRef,
+) -> Result<Allowed, Denied> {
+    if [&grid.team, &grid.app, &grid.grid].iter().any(|name| name.contains('\0')) {
+        return Err(Denied::Invalid("names may not contain NUL characters"));
+    }
+    let caller = authenticate(state, credentials).await?;
+    let db = state.db();
+    let found = grids::find_app(db, &grid.team, &grid.app)
+        .await
+        .map_err(|error| Denied::Internal(internal(error)))?
+        .ok_or(Denied::Hidden)?;
+    let admin = caller.user.is_admin && caller.token_team.is_none();
+    let readable = if admin {
+        grids::Readable::WholeApp
+    } else {
+        grids::may_read(db, found, &grid.grid, caller.user.id, caller.token_team)
             .await
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("there is no app `{team}/{app}`")))?;
-        let admin = caller.user.is_admin && caller.token_team.is_none();
-        if !admin
-            && !grids::may_read(db, found, &grid.grid, caller.user.id, caller.token_team)
-                .await
-                .map_err(internal)?
+            .map_err(|error| Denied::Internal(internal(error)))?
+    };
+    if readable == grids::Readable::No {
+        return Err(Denied::Hidden);
+    }
+    let inputs =
+        grids::app_inputs(db, found.app_id).await.map_err(|error| Denied::Internal(internal(error)))?;
+    for topic in &inputs.topics {
+        if let Err(refusal) =
+            aerogrid_policy::topics::check_topic(&inputs.team, &inputs.grants, topic)
         {
-            return Err(Status::permission_denied(format!(
-                "`{}` may not read the grids of team `{team}`",
-                caller.user.name
+            return Err(Denied::Topic(format!(
+                "the app's grids are not served: {refusal} (it reads that topic)"
             )));
         }
-        Ok(found)
     }
+    Ok(Allowed {
+        app: found,
+        whole_app: readable == grids::Readable::WholeApp,
+        user: caller.user.name,
+    })
+}
 
+impl GridGateway {
     /// The app's feed, started if it has none, once it has read its changelog to the end.
     async fn feed(&self, app_id: Uuid) -> Result<Arc<AppFeed>, Status> {
         let existing = live_feed(&self.feeds.lock().expect("feeds lock"), app_id);
@@ -783,7 +863,32 @@ struct Subscription {
     last_flush: Option<tokio::time::Instant>,
     /// Read when polled: a stream that began before the shutdown is ended through its feed.
     shutting_down: watch::Receiver<bool>,
+    access: StreamAccess,
     ended: bool,
+}
+
+/// What a stream checks again whenever access may have shrunk (see [`crate::access`]).
+struct StreamAccess {
+    state: AppState,
+    checks: Arc<SharedChecks<Result<(), Status>>>,
+    /// The call's credential headers.
+    credentials: HeaderMap,
+    grid: GridRef,
+    /// The app and grid, as the shared checks' key.
+    target: String,
+    generation: watch::Receiver<u64>,
+}
+
+impl StreamAccess {
+    async fn still_allowed(&mut self) -> Result<(), Status> {
+        let generation = *self.generation.borrow_and_update();
+        let (state, credentials, grid) = (&self.state, &self.credentials, &self.grid);
+        self.checks
+            .check(generation, credentials, &self.target, || async move {
+                allow(state, credentials, grid).await.map(|_| ()).map_err(Denied::on_stream)
+            })
+            .await
+    }
 }
 
 impl Subscription {
@@ -832,6 +937,11 @@ impl Subscription {
             }
             tokio::select! {
                 biased;
+                Ok(()) = self.access.generation.changed() => {
+                    if let Err(status) = self.access.still_allowed().await {
+                        return self.end(status);
+                    }
+                }
                 event = self.changes.recv() => match event {
                     Ok(event) => {
                         if let Some(message) = self.take_event(&event) {
@@ -1231,6 +1341,35 @@ mod tests {
         })
     }
 
+    /// An access check that never runs (no access change is announced in these tests).
+    fn unchecked_access() -> StreamAccess {
+        let db = sqlx::PgPool::connect_lazy("postgres://localhost/unused").expect("a URL");
+        let server = crate::ServerArgs {
+            web_dir: None,
+            public_url: None,
+            cors_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            quotas: crate::QuotaDefaults {
+                apps: 1,
+                running_apps: 1,
+                app_memory_mib: 1,
+                total_memory_mib: 1,
+                default_app_memory_mib: 1,
+            },
+        };
+        let state = AppState::new(db, KafkaSettings::new("localhost:1"), &server)
+            .expect("plain settings");
+        StreamAccess {
+            generation: state.inner.access_generation.subscribe(),
+            state,
+            checks: Arc::default(),
+            credentials: HeaderMap::new(),
+            grid: GridRef::default(),
+            target: String::new(),
+        }
+    }
+
     #[tokio::test]
     async fn a_subscriber_that_fell_behind_when_its_app_stopped_still_ends() {
         let feed = feed_without_consumer();
@@ -1248,6 +1387,7 @@ mod tests {
             heartbeat: Box::pin(tokio::time::sleep(HEARTBEAT_EVERY)),
             last_flush: None,
             shutting_down,
+            access: unchecked_access(),
             ended: false,
         };
         // More events than the feed keeps, then the end: the `Ended` event itself is among

@@ -6,6 +6,7 @@
 //! - All SQL lives in [`db`]; handlers call its functions.
 //! - Secrets (tokens, sign-in links, sessions) are stored as SHA-256 digests only.
 
+mod access;
 pub mod bootstrap;
 pub mod config;
 mod connection;
@@ -22,7 +23,7 @@ use std::{future::Future, path::PathBuf, sync::Arc};
 use aerogrid_kafka::KafkaSettings;
 use axum::http::HeaderValue;
 
-pub use config::ServerArgs;
+pub use config::{QuotaDefaults, ServerArgs};
 pub use error::{Error, Result};
 pub use http::openapi;
 
@@ -44,8 +45,11 @@ struct StateInner {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// Set when shutdown begins: open grid streams end, so connections can drain.
     shutting_down: tokio::sync::watch::Sender<bool>,
+    /// Bumped when someone's access may have shrunk: open streams check again ([`access`]).
+    access_generation: tokio::sync::watch::Sender<u64>,
     http_metrics: http::HttpMetrics,
     sign_in_limiter: http::SignInLimiter,
+    quotas: QuotaDefaults,
 }
 
 impl AppState {
@@ -73,8 +77,10 @@ impl AppState {
                 cors_origins,
                 tls,
                 shutting_down: tokio::sync::watch::Sender::new(false),
+                access_generation: tokio::sync::watch::Sender::new(0),
                 http_metrics: http::HttpMetrics::default(),
                 sign_in_limiter: http::SignInLimiter::default(),
+                quotas: server.quotas,
             }),
         })
     }
@@ -86,6 +92,10 @@ impl AppState {
 
     pub(crate) fn db(&self) -> &sqlx::PgPool {
         &self.inner.db
+    }
+
+    pub(crate) fn quotas(&self) -> &QuotaDefaults {
+        &self.inner.quotas
     }
 }
 

@@ -1,6 +1,7 @@
 //! Checks a connector's code without running it: Python syntax, then the platform's own rules
 //! (exactly one App, streams over declared topics, names aerogrid has, imports the sandbox
-//! allows). Each finding is a diagnostic an editor can show at its line and column.
+//! allows, topics the team may read). Each finding is a diagnostic an editor can show at its
+//! line and column.
 //!
 //! The parse runs on a thread of its own with a large stack: the syntax tree of hostile code can
 //! be deep (a 100,000-term sum), and both walking and dropping it recurse.
@@ -37,6 +38,17 @@ pub struct Diagnostic {
     pub end_column: u32,
     pub severity: Severity,
     pub message: String,
+    /// On a topic the team may not read: the topic, which an administrator can grant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grantable_topic: Option<String>,
+}
+
+/// Whose code is checked: the team and its topic grants (see `aerogrid_policy::topics`).
+/// Without one, only platform topics are refused.
+#[derive(Clone, Debug, Default)]
+pub struct TopicScope {
+    pub team: String,
+    pub grants: Vec<String>,
 }
 
 /// Whether diagnostics let the code start.
@@ -44,28 +56,24 @@ pub fn has_errors(diagnostics: &[Diagnostic]) -> bool {
     diagnostics.iter().any(|diagnostic| diagnostic.severity == Severity::Error)
 }
 
-/// The diagnostics of `code`, sorted by position.
-pub async fn validate(code: String) -> Vec<Diagnostic> {
+/// The diagnostics of `code`, sorted by position: for the team of `scope`, if given.
+pub async fn validate(code: String, scope: Option<TopicScope>) -> Vec<Diagnostic> {
     if code.len() > MAX_CODE_BYTES {
-        return vec![Diagnostic {
-            line: 1,
-            column: 1,
-            end_line: 1,
-            end_column: 1,
-            severity: Severity::Error,
-            message: format!(
+        return vec![Diagnostic::at_start(
+            Severity::Error,
+            format!(
                 "the code is {} KiB; a connector may have at most {} KiB",
                 code.len() / 1024,
                 MAX_CODE_BYTES / 1024
             ),
-        }];
+        )];
     }
     let (done, result) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name("validate".into())
         .stack_size(PARSER_STACK_BYTES)
         .spawn(move || {
-            let _ = done.send(validate_now(&code));
+            let _ = done.send(validate_now(&code, scope.as_ref()));
         });
     match spawned {
         Ok(_) => result.await.unwrap_or_else(|_| vec![internal("the checker stopped")]),
@@ -74,18 +82,28 @@ pub async fn validate(code: String) -> Vec<Diagnostic> {
 }
 
 fn internal(why: &str) -> Diagnostic {
-    Diagnostic {
-        line: 1,
-        column: 1,
-        end_line: 1,
-        end_column: 1,
-        severity: Severity::Warning,
-        message: format!("the code could not be checked ({why}); it was saved unchecked"),
+    Diagnostic::at_start(
+        Severity::Warning,
+        format!("the code could not be checked ({why}); it was saved unchecked"),
+    )
+}
+
+impl Diagnostic {
+    fn at_start(severity: Severity, message: String) -> Self {
+        Self {
+            line: 1,
+            column: 1,
+            end_line: 1,
+            end_column: 1,
+            severity,
+            message,
+            grantable_topic: None,
+        }
     }
 }
 
 /// The checks, on the calling thread (which needs a large stack for hostile code).
-pub fn validate_now(code: &str) -> Vec<Diagnostic> {
+pub fn validate_now(code: &str, scope: Option<&TopicScope>) -> Vec<Diagnostic> {
     let lines = LineIndex::new(code);
     let module = match parse(code, Mode::Module, "<app>") {
         Ok(ast::Mod::Module(module)) => module,
@@ -100,10 +118,11 @@ pub fn validate_now(code: &str) -> Vec<Diagnostic> {
                 end_column: column + 1,
                 severity: Severity::Error,
                 message: format!("SyntaxError: {}", error.error),
+                grantable_topic: None,
             }];
         }
     };
-    let mut checker = Checker::new(&lines);
+    let mut checker = Checker::new(&lines, scope);
     checker.check_module(module.body);
     let mut diagnostics = checker.diagnostics;
     diagnostics.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
@@ -158,6 +177,7 @@ fn name_of(expression: &ast::Expr) -> Option<String> {
 
 struct Checker<'a> {
     lines: &'a LineIndex<'a>,
+    scope: Option<&'a TopicScope>,
     diagnostics: Vec<Diagnostic>,
     /// Names bound to the `aerogrid` module.
     module_aliases: HashSet<String>,
@@ -171,9 +191,10 @@ struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
-    fn new(lines: &'a LineIndex<'a>) -> Self {
+    fn new(lines: &'a LineIndex<'a>, scope: Option<&'a TopicScope>) -> Self {
         Self {
             lines,
+            scope,
             diagnostics: Vec::new(),
             module_aliases: HashSet::new(),
             imported: HashMap::new(),
@@ -186,7 +207,15 @@ impl<'a> Checker<'a> {
     fn report(&mut self, range: TextRange, severity: Severity, message: String) {
         let (line, column) = self.lines.position(u32::from(range.start()) as usize);
         let (end_line, end_column) = self.lines.position(u32::from(range.end()) as usize);
-        self.diagnostics.push(Diagnostic { line, column, end_line, end_column, severity, message });
+        self.diagnostics.push(Diagnostic {
+            line,
+            column,
+            end_line,
+            end_column,
+            severity,
+            message,
+            grantable_topic: None,
+        });
     }
 
     fn check_module(&mut self, body: Vec<ast::Stmt>) {
@@ -202,16 +231,11 @@ impl<'a> Checker<'a> {
             self.visit_stmt(statement);
         }
         if self.first_app.is_none() {
-            self.diagnostics.push(Diagnostic {
-                line: 1,
-                column: 1,
-                end_line: 1,
-                end_column: 1,
-                severity: Severity::Error,
-                message:
-                    "the module creates no app: add `app = aerogrid.App('name', broker=BROKER_URI)`"
-                        .to_owned(),
-            });
+            self.diagnostics.push(Diagnostic::at_start(
+                Severity::Error,
+                "the module creates no app: add `app = aerogrid.App('name', broker=BROKER_URI)`"
+                    .to_owned(),
+            ));
         }
     }
 
@@ -346,6 +370,44 @@ impl<'a> Checker<'a> {
         self.report(argument.range(), Severity::Error, message);
     }
 
+    /// `app.topic(name, ...)`: a topic the team may read (the runtime node checks again, and
+    /// checks names that are not literals).
+    fn check_topic_access(&mut self, call: &ast::ExprCall) {
+        let name = call.args.first().or_else(|| {
+            call.keywords
+                .iter()
+                .find(|keyword| keyword.arg.as_ref().is_some_and(|arg| arg.as_str() == "name"))
+                .map(|keyword| &keyword.value)
+        });
+        let Some(name) = name else { return };
+        let ast::Expr::Constant(ast::ExprConstant { value: ast::Constant::Str(topic), .. }) = name
+        else {
+            if self.scope.is_some() {
+                self.report(
+                    name.range(),
+                    Severity::Warning,
+                    "the topic's name is not a string literal: whether the team may read it is checked when the app starts".into(),
+                );
+            }
+            return;
+        };
+        let refusal = match self.scope {
+            Some(scope) => aerogrid_policy::topics::check_topic(&scope.team, &scope.grants, topic),
+            None if aerogrid_policy::topics::is_platform_topic(topic) => {
+                Err(aerogrid_policy::topics::TopicRefusal::Platform { topic: topic.clone() })
+            }
+            None => Ok(()),
+        };
+        if let Err(refusal) = refusal {
+            self.report(call.range, Severity::Error, refusal.to_string());
+            if matches!(refusal, aerogrid_policy::topics::TopicRefusal::NotGranted { .. })
+                && let Some(last) = self.diagnostics.last_mut()
+            {
+                last.grantable_topic = Some(topic.clone());
+            }
+        }
+    }
+
     fn check_import(&mut self, module: &str, range: TextRange) {
         if let Some(cause) = aerogrid_policy::refused_import(module) {
             self.report(range, Severity::Error, format!("import {module}: {}", cause.describe()));
@@ -429,6 +491,9 @@ impl Visitor for Checker<'_> {
                     );
                 }
             },
+            ast::Expr::Call(call) if self.is_topic_call(&expression) => {
+                self.check_topic_access(call);
+            }
             ast::Expr::Attribute(attribute) => {
                 let name = attribute.attr.as_str();
                 if self.is_module(&attribute.value) && !API.module.contains(name) {
@@ -490,7 +555,14 @@ mod tests {
     const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
 
     fn messages(code: &str) -> Vec<(u32, u32, Severity, String)> {
-        validate_now(code).into_iter().map(|d| (d.line, d.column, d.severity, d.message)).collect()
+        scoped(code, None)
+    }
+
+    fn scoped(code: &str, scope: Option<&TopicScope>) -> Vec<(u32, u32, Severity, String)> {
+        validate_now(code, scope)
+            .into_iter()
+            .map(|d| (d.line, d.column, d.severity, d.message))
+            .collect()
     }
 
     #[test]
@@ -588,6 +660,48 @@ mod tests {
     }
 
     #[test]
+    fn topics_the_team_may_not_read_are_errors_on_their_line() {
+        let scope = TopicScope { team: "demo".into(), grants: vec!["sales.*".into()] };
+        let code = "import aerogrid\napp = aerogrid.App('a')\n\
+                    a = app.topic('demo.orders')\nb = app.topic('sales.eu', value_type=dict)\n\
+                    c = app.topic('orders')\nd = app.topic(name='aerogrid.changelog.x')\n\
+                    e = app.topic('ord' + 'ers')\n";
+        let found = validate_now(code, Some(&scope));
+        let summary: Vec<(u32, Severity, &str)> =
+            found.iter().map(|d| (d.line, d.severity, d.message.as_str())).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (
+                    5,
+                    Severity::Error,
+                    "team `demo` may not read topic `orders`; an administrator can grant it"
+                ),
+                (
+                    6,
+                    Severity::Error,
+                    "topic `aerogrid.changelog.x` belongs to the platform: connectors can never read it"
+                ),
+                (
+                    7,
+                    Severity::Warning,
+                    "the topic's name is not a string literal: whether the team may read it is checked when the app starts"
+                ),
+            ],
+            "{found:?}"
+        );
+        assert_eq!(found[0].grantable_topic.as_deref(), Some("orders"));
+        assert_eq!(found[1].grantable_topic, None);
+        // Without a team, only the platform's topics are refused.
+        let unscoped = messages(code);
+        assert_eq!(unscoped.len(), 1, "{unscoped:?}");
+        assert_eq!(unscoped[0].0, 6);
+        // Granting it clears it.
+        let granted = TopicScope { grants: vec!["sales.*".into(), "orders".into()], ..scope };
+        assert_eq!(scoped(code, Some(&granted)).len(), 2);
+    }
+
+    #[test]
     fn columns_count_utf16_units() {
         let code = "import aerogrid\napp = aerogrid.App('é😀')\napp.nope\n";
         assert_eq!(messages(code)[0].0, 3);
@@ -598,12 +712,12 @@ mod tests {
     #[tokio::test]
     async fn hostile_depth_is_handled() {
         let deep = format!("x = {}1\n", "1 + ".repeat(60_000));
-        let found = validate(deep).await;
+        let found = validate(deep, None).await;
         assert!(found.iter().any(|d| d.message.contains("creates no app")), "{found:?}");
         let nested = format!("x = {}1{}\n", "(".repeat(5_000), ")".repeat(5_000));
-        let found = validate(nested).await;
+        let found = validate(nested, None).await;
         assert!(!found.is_empty());
         let huge = "#".repeat(MAX_CODE_BYTES + 1);
-        assert!(validate(huge).await[0].message.contains("at most 256 KiB"));
+        assert!(validate(huge, None).await[0].message.contains("at most 256 KiB"));
     }
 }

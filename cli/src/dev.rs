@@ -106,7 +106,11 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             }
         };
 
-    let state = match AppState::new(pool.clone(), kafka.clone(), &args.server) {
+    // Quotas count an app without a memory limit of its own as this node gives it.
+    let mut server_args = args.server.clone();
+    server_args.quotas.default_app_memory_mib =
+        i32::try_from(args.node.connector_memory_mib).unwrap_or(i32::MAX);
+    let state = match AppState::new(pool.clone(), kafka.clone(), &server_args) {
         Ok(state) => state,
         Err(error) => {
             services.stop().await;

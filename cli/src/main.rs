@@ -55,19 +55,22 @@ enum Command {
         /// Keep the kernel's layers but not the audit hook: tests check those layers alone.
         #[arg(long, hide = true)]
         no_audit_hook: bool,
+        /// As root: the user (and group) id to run user code as, instead of `nobody`.
+        #[arg(long)]
+        uid: Option<u32>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A connector process runs no async runtime and no tracing of ours: only the interpreter.
-    if let Command::Connector { no_sandbox, no_audit_hook } = cli.command {
+    if let Command::Connector { no_sandbox, no_audit_hook, uid } = cli.command {
         let sandbox = match (no_sandbox, no_audit_hook) {
             (true, _) => aerogrid_connector::Sandbox::Off,
             (false, true) => aerogrid_connector::Sandbox::KernelOnly,
             (false, false) => aerogrid_connector::Sandbox::On,
         };
-        return aerogrid_connector::main(sandbox);
+        return aerogrid_connector::main(sandbox, uid);
     }
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -25,6 +25,10 @@ enum Rule {
     SignedIn,
     /// Administrators only.
     Admin,
+    /// The caller's own account: a session or a personal token, never a team's token.
+    Personal,
+    /// Revoking a token of the caller's own (one the admin `boss` minted).
+    RevokeOwnToken,
     /// Members of the route's team with at least this role (`read`, `edit`, `own`).
     Team(Need),
     /// Revoking someone else's token: owners only; others do not see it.
@@ -45,13 +49,20 @@ fn route_table() -> BTreeMap<&'static str, (Rule, u16)> {
     use Rule::*;
     BTreeMap::from([
         ("GET /api/v1/me", (SignedIn, 200)),
-        ("PUT /api/v1/me/password", (SignedIn, 204)),
+        ("PUT /api/v1/me/password", (Personal, 204)),
+        ("GET /api/v1/me/tokens", (Personal, 200)),
+        ("DELETE /api/v1/me/tokens/{id}", (RevokeOwnToken, 204)),
         ("POST /api/v1/auth/sign-in", (Public, 200)),
         ("POST /api/v1/auth/sign-out", (Public, 204)),
         ("POST /api/v1/users", (Admin, 201)),
         ("POST /api/v1/validate", (SignedIn, 200)),
         ("GET /api/v1/teams", (SignedIn, 200)),
         ("POST /api/v1/teams", (SignedIn, 201)),
+        ("GET /api/v1/teams/{team}", (Team(Read), 200)),
+        ("PATCH /api/v1/teams/{team}", (Admin, 200)),
+        ("GET /api/v1/teams/{team}/topics", (Team(Read), 200)),
+        ("PUT /api/v1/teams/{team}/topics/{pattern}", (Admin, 200)),
+        ("DELETE /api/v1/teams/{team}/topics/{pattern}", (Admin, 204)),
         ("GET /api/v1/teams/{team}/members", (Team(Read), 200)),
         ("PUT /api/v1/teams/{team}/members/{user}", (Team(Own), 200)),
         ("DELETE /api/v1/teams/{team}/members/{user}", (Team(Own), 204)),
@@ -89,47 +100,173 @@ enum Who {
     Owner,
     Editor,
     Viewer,
-    /// The owner's read-only token.
+    /// The owner's read-only token of `acme`.
     Reader,
+    /// The owner's `manage` token of `acme`: the owner's role, in that team only.
+    Manager,
+    /// An administrator who is no member of `acme` (signed in).
+    Admin,
     /// A member of a team `acme` shares a grid with.
     Shared,
     /// A member of an unrelated team.
     Other,
+    /// A `manage` token of the unrelated team.
+    OtherToken,
     Nobody,
 }
 
-const EVERYONE: [Who; 7] =
-    [Who::Owner, Who::Editor, Who::Viewer, Who::Reader, Who::Shared, Who::Other, Who::Nobody];
+const EVERYONE: [Who; 10] = [
+    Who::Owner,
+    Who::Editor,
+    Who::Viewer,
+    Who::Reader,
+    Who::Manager,
+    Who::Admin,
+    Who::Shared,
+    Who::Other,
+    Who::OtherToken,
+    Who::Nobody,
+];
 
-fn expected(rule: Rule, ok: u16, who: Who, route: &str) -> u16 {
+fn expected(rule: Rule, ok: u16, who: Who) -> u16 {
     if who == Who::Nobody {
         return if matches!(rule, Rule::Public) { ok } else { 401 };
     }
-    let read_only_token = who == Who::Reader;
+    let team_token = matches!(who, Who::Reader | Who::Manager | Who::OtherToken);
     match rule {
-        Rule::Public => ok,
-        Rule::SignedIn => {
-            // A read-only token may look, not change (its password, new teams).
-            let changes = route.starts_with("PUT") || route == "POST /api/v1/teams";
-            if read_only_token && changes { 403 } else { ok }
+        Rule::Public | Rule::SignedIn => ok,
+        Rule::Personal => {
+            if team_token {
+                403
+            } else {
+                ok
+            }
         }
-        Rule::Admin => 403,
+        Rule::Admin => {
+            if who == Who::Admin {
+                ok
+            } else {
+                403
+            }
+        }
         Rule::Team(need) => {
             let role = match who {
-                Who::Owner => Need::Own,
+                Who::Owner | Who::Manager | Who::Admin => Need::Own,
                 Who::Editor => Need::Edit,
-                Who::Viewer => Need::Read,
-                Who::Reader => Need::Read,
-                Who::Shared | Who::Other | Who::Nobody => return 404,
+                Who::Viewer | Who::Reader => Need::Read,
+                Who::Shared | Who::Other | Who::OtherToken | Who::Nobody => return 404,
             };
             if role >= need { ok } else { 403 }
         }
         Rule::RevokeOthersToken => match who {
-            Who::Owner => ok,
+            Who::Owner | Who::Manager | Who::Admin => ok,
             Who::Reader => 403,
             _ => 404,
         },
+        Rule::RevokeOwnToken => match who {
+            Who::Admin => ok,
+            _ if team_token => 403,
+            _ => 404,
+        },
     }
+}
+
+/// Team tokens cannot make teams (a read-only one cannot make anything).
+fn expected_for(rule: Rule, ok: u16, who: Who, route: &str) -> u16 {
+    let team_token = matches!(who, Who::Reader | Who::Manager | Who::OtherToken);
+    if route == "POST /api/v1/teams" && team_token {
+        return 403;
+    }
+    expected(rule, ok, who)
+}
+
+/// What an allowed call's answer may hold for this caller: nothing of a team they are not in.
+fn body_problem(route: &str, who: Who, body: &Value) -> Option<String> {
+    let names = |key: &str| -> Vec<String> {
+        body.as_array()
+            .map(|items| {
+                items.iter().filter_map(|item| item[key].as_str().map(str::to_owned)).collect()
+            })
+            .unwrap_or_default()
+    };
+    let (teams_seen, own_name) = match who {
+        Who::Owner | Who::Reader | Who::Manager => (vec!["acme"], Some("owner")),
+        Who::Editor => (vec!["acme"], Some("editor")),
+        Who::Viewer => (vec!["acme"], Some("viewer")),
+        Who::Admin => (vec!["acme", "customer", "rival"], Some("boss")),
+        Who::Shared => (vec!["customer"], Some("shared")),
+        Who::Other | Who::OtherToken => (vec!["rival"], Some("other")),
+        Who::Nobody => (vec![], None),
+    };
+    let base_teams = ["acme", "customer", "rival"];
+    match route {
+        "GET /api/v1/teams" => {
+            let listed = names("name");
+            for team in base_teams {
+                let may = teams_seen.contains(&team);
+                if listed.iter().any(|name| name == team) != may {
+                    return Some(format!("teams {listed:?}: `{team}` should be listed: {may}"));
+                }
+            }
+            if matches!(who, Who::Reader | Who::Manager | Who::OtherToken) && listed.len() != 1 {
+                return Some(format!("a team's token lists its team only: {listed:?}"));
+            }
+        }
+        "GET /api/v1/teams/{team}/tokens" => {
+            let users = names("user");
+            let sees_all = matches!(who, Who::Owner | Who::Reader | Who::Manager | Who::Admin);
+            if !sees_all && users.iter().any(|user| Some(user.as_str()) != own_name) {
+                return Some(format!("tokens of others listed: {users:?}"));
+            }
+            if sees_all && !users.iter().any(|user| user == "owner") {
+                return Some(format!("the owner's tokens are missing: {users:?}"));
+            }
+        }
+        "GET /api/v1/me/tokens" => {
+            for item in body.as_array().into_iter().flatten() {
+                let team = item["team"].as_str();
+                if team.is_some_and(|team| base_teams.contains(&team) && !teams_seen.contains(&team))
+                {
+                    return Some(format!("a token of another team: {item}"));
+                }
+            }
+            if who == Who::Owner && names("name").len() < 2 {
+                return Some(format!("the owner's two tokens are missing: {body}"));
+            }
+        }
+        "GET /api/v1/teams/{team}/members" => {
+            let users = names("user");
+            if ["owner", "editor", "viewer"].iter().any(|user| !users.iter().any(|u| u == user))
+                || users.iter().any(|user| user == "shared" || user == "other")
+            {
+                return Some(format!("acme's members: {users:?}"));
+            }
+        }
+        "GET /api/v1/teams/{team}/topics" => {
+            if !names("pattern").iter().any(|pattern| pattern == "orders") {
+                return Some(format!("acme's grants: {body}"));
+            }
+        }
+        "GET /api/v1/teams/{team}" => {
+            if body["name"] != "acme" || body["namespace"] != "acme.*" || !body["quotas"].is_object()
+            {
+                return Some(format!("acme: {body}"));
+            }
+        }
+        "GET /api/v1/teams/{team}/shared-grids" => {
+            if body.as_array().is_none_or(|grids| !grids.is_empty()) {
+                return Some(format!("nothing is shared with acme: {body}"));
+            }
+        }
+        "GET /api/v1/teams/{team}/audit" => {
+            let targets = names("target");
+            if targets.iter().any(|target| target == "rival" || target == "customer") {
+                return Some(format!("another team's audit events: {targets:?}"));
+            }
+        }
+        _ => {}
+    }
+    None
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -160,9 +297,15 @@ async fn every_route_refuses_or_allows_each_kind_of_caller() {
 
     // Team `acme` with an owner, an editor and a viewer; `customer`, which `acme` shares a
     // grid with; `rival`, unrelated.
-    for user in ["owner", "editor", "viewer", "shared", "other", "spare", "signin"] {
+    for user in ["owner", "editor", "viewer", "shared", "other", "spare", "signin", "boss"] {
         api.create_user(user, PASSWORD).await;
     }
+    // A second administrator, who is in no team (`admin` owns the teams it makes).
+    let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
+    sqlx::query("UPDATE users SET is_admin = TRUE WHERE name = 'boss'")
+        .execute(&pool)
+        .await
+        .unwrap();
     for team in ["acme", "customer", "rival"] {
         api.admin(Method::POST, "/api/v1/teams", Some(json!({ "name": team }))).await;
     }
@@ -176,6 +319,7 @@ async fn every_route_refuses_or_allows_each_kind_of_caller() {
         let path = format!("/api/v1/teams/{team}/members/{user}");
         api.admin(Method::PUT, &path, Some(json!({ "role": role }))).await;
     }
+    api.admin(Method::PUT, "/api/v1/teams/acme/topics/orders", None).await;
     let app = json!({ "name": "orders", "code": SEED });
     api.admin(Method::POST, "/api/v1/teams/acme/apps", Some(app)).await;
     api.admin(
@@ -184,6 +328,7 @@ async fn every_route_refuses_or_allows_each_kind_of_caller() {
         None,
     )
     .await;
+    let boss = api.sign_in("boss", PASSWORD).await;
 
     let mut callers = Vec::new();
     for who in EVERYONE {
@@ -195,8 +340,17 @@ async fn every_route_refuses_or_allows_each_kind_of_caller() {
                 let owner = api.sign_in("owner", PASSWORD).await;
                 api.token(&owner, "acme", "read").await
             }
+            Who::Manager => {
+                let owner = api.sign_in("owner", PASSWORD).await;
+                api.token(&owner, "acme", "manage").await
+            }
+            Who::Admin => boss.clone(),
             Who::Shared => api.sign_in("shared", PASSWORD).await,
             Who::Other => api.sign_in("other", PASSWORD).await,
+            Who::OtherToken => {
+                let other = api.sign_in("other", PASSWORD).await;
+                api.token(&other, "rival", "manage").await
+            }
             Who::Nobody => Credentials::None,
         };
         callers.push((who, credentials));
@@ -206,6 +360,7 @@ async fn every_route_refuses_or_allows_each_kind_of_caller() {
     let mut routes: Vec<&str> = table.keys().copied().collect();
     routes.sort_by_key(|route| route.contains("sign-out"));
     let mut unique = 0;
+    let mut checked_bodies = 0;
     let mut failures = Vec::new();
     for route in routes {
         let (rule, ok) = table[route];
@@ -220,6 +375,7 @@ async fn every_route_refuses_or_allows_each_kind_of_caller() {
                 ("version", "1".to_owned()),
                 ("grid", "product_sum".to_owned()),
                 ("with", "customer".to_owned()),
+                ("pattern", "extra.*".to_owned()),
             ]);
             // What the request acts on exists before it, whoever sends it.
             match route {
@@ -243,6 +399,16 @@ async fn every_route_refuses_or_allows_each_kind_of_caller() {
                     let path = "/api/v1/teams/acme/apps/orders/grids/product_sum/shares/customer";
                     api.admin(Method::PUT, path, None).await;
                 }
+                "DELETE /api/v1/teams/{team}/topics/{pattern}" => {
+                    api.admin(Method::PUT, "/api/v1/teams/acme/topics/extra.*", None).await;
+                }
+                "DELETE /api/v1/me/tokens/{id}" => {
+                    let body = json!({ "name": "boss's", "scope": "read" });
+                    let (_, token) = api
+                        .call(Method::POST, "/api/v1/teams/acme/tokens", &boss, Some(body))
+                        .await;
+                    params.insert("id", token["id"].as_str().unwrap().to_owned());
+                }
                 _ => {}
             }
             let body = match route {
@@ -264,13 +430,14 @@ async fn every_route_refuses_or_allows_each_kind_of_caller() {
                 }
                 "PUT /api/v1/teams/{team}/apps/{app}" => Some(json!({ "code": SEED })),
                 "PATCH /api/v1/teams/{team}/apps/{app}" => Some(json!({ "memory_limit_mib": 256 })),
+                "PATCH /api/v1/teams/{team}" => Some(json!({ "quotas": { "apps": 1000 } })),
                 _ => None,
             };
             let mut path = template.to_owned();
             for (name, value) in &params {
                 path = path.replace(&format!("{{{name}}}"), value);
             }
-            let want = expected(rule, ok, *who, route);
+            let want = expected_for(rule, ok, *who, route);
             let mut request = api.request(method.clone(), &path, credentials);
             if let Some(body) = body {
                 request = request.json(&body);
@@ -281,6 +448,15 @@ async fn every_route_refuses_or_allows_each_kind_of_caller() {
                 .unwrap_or_else(|_| panic!("{route} as {who:?} did not answer"))
                 .unwrap();
             let status = response.status().as_u16();
+            if status == want && status < 300 && method == Method::GET && !route.ends_with("/follow")
+            {
+                let body: Value = response.json().await.unwrap_or_default();
+                if let Some(problem) = body_problem(route, *who, &body) {
+                    failures.push(format!("{route} as {who:?}: {problem}"));
+                }
+                checked_bodies += 1;
+                continue;
+            }
             if status != want {
                 let text = if route.ends_with("/follow") && status == 200 {
                     String::new()
@@ -301,11 +477,18 @@ async fn every_route_refuses_or_allows_each_kind_of_caller() {
         }
     }
     assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    println!(
+        "REST matrix: {} routes x {} callers = {unique} calls, {checked_bodies} allowed answers' bodies checked",
+        table.len(),
+        EVERYONE.len()
+    );
 }
 
-/// A team `acme` and an app `orders` with the seed code, made by the admin.
+/// A team `acme` that may read topic `orders`, and an app `orders` with the seed code, made by
+/// the admin.
 async fn acme_with_orders(api: &Api) {
     api.admin(Method::POST, "/api/v1/teams", Some(json!({ "name": "acme" }))).await;
+    api.admin(Method::PUT, "/api/v1/teams/acme/topics/orders", None).await;
     let app = json!({ "name": "orders", "code": SEED });
     api.admin(Method::POST, "/api/v1/teams/acme/apps", Some(app)).await;
 }
@@ -532,14 +715,27 @@ async fn tokens_are_revocable_and_die_with_their_users_membership() {
     let (status, refused) = api.call(Method::GET, "/api/v1/teams/acme/apps", &first, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{refused}");
 
-    // Once bob leaves the team, his remaining token stops working too (REST and gRPC share
-    // the check).
+    // Once bob leaves the team, his remaining token is revoked with his membership (REST and
+    // gRPC share the check), and being added again does not bring it back.
     let (status, _) = api.call(Method::GET, "/api/v1/teams/acme/apps", &second, None).await;
     assert_eq!(status, StatusCode::OK);
     api.admin(Method::DELETE, "/api/v1/teams/acme/members/bob", None).await;
     let (status, refused) = api.call(Method::GET, "/api/v1/teams/acme/apps", &second, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{refused}");
-    assert!(refused["detail"].as_str().unwrap().contains("left its team"), "{refused}");
+    assert!(refused["detail"].as_str().unwrap().contains("unknown or revoked"), "{refused}");
+    api.admin(Method::PUT, "/api/v1/teams/acme/members/bob", Some(json!({ "role": "editor" })))
+        .await;
+    let (status, refused) = api.call(Method::GET, "/api/v1/teams/acme/apps", &second, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{refused}");
+    let audit = api.admin(Method::GET, "/api/v1/teams/acme/audit", None).await;
+    let removal = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["action"] == "member.remove")
+        .expect("the removal is audited");
+    assert_eq!(removal["detail"]["tokens_revoked"], 1, "{removal}");
+    api.admin(Method::DELETE, "/api/v1/teams/acme/members/bob", None).await;
     let Credentials::Token(secret) = &second else { unreachable!() };
     let snapshot = std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
         .args(["snapshot", "acme/orders/product_sum", "--url", &stack.url, "--token", secret])
@@ -671,6 +867,7 @@ async fn an_app_runs_logs_live_restarts_and_deleting_it_leaves_nothing_running()
     let kafka = aerogrid_kafka::KafkaSettings::new(stack.file("broker"));
     kafka.ensure_topic("orders", 1).await.unwrap();
     api.admin(Method::POST, "/api/v1/teams", Some(json!({ "name": "acme" }))).await;
+    api.admin(Method::PUT, "/api/v1/teams/acme/topics/orders", None).await;
     let body = json!({ "name": "logging", "code": LOGGING_APP });
     let created = api.admin(Method::POST, "/api/v1/teams/acme/apps", Some(body)).await;
     assert_eq!(

@@ -36,9 +36,9 @@ use crate::{reader::Incoming, sandbox::audit};
 pub use error::{Error, Result};
 pub use sandbox::Sandbox;
 
-/// Runs the connector until the node closes its stdin.
-pub fn main(sandbox: Sandbox) -> ExitCode {
-    match run(sandbox) {
+/// Runs the connector until the node closes its stdin; as root and sandboxed, as user `uid`.
+pub fn main(sandbox: Sandbox, uid: Option<u32>) -> ExitCode {
+    match run(sandbox, uid) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("aerogrid-connector: {error}");
@@ -47,11 +47,11 @@ pub fn main(sandbox: Sandbox) -> ExitCode {
     }
 }
 
-fn run(sandbox: Sandbox) -> Result<()> {
+fn run(sandbox: Sandbox, uid: Option<u32>) -> Result<()> {
     let (input, output) = frame::take_protocol_descriptors()?;
     title::prepare();
     let sandboxed = sandbox != Sandbox::Off;
-    let mut layers = if sandboxed { sandbox::before_interpreter()? } else { Vec::new() };
+    let mut layers = if sandboxed { sandbox::before_interpreter(uid)? } else { Vec::new() };
     let schemas = reader::Schemas::default();
     let mut session = python::Session::start(schemas.clone())?;
     if sandboxed {

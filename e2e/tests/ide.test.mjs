@@ -75,6 +75,7 @@ describe('IDE', { timeout: 300_000 }, () => {
     await api('POST', '/users', { name: 'ada', password: PASSWORD });
     await api('POST', '/users', { name: 'vic', password: PASSWORD });
     await api('POST', '/teams', { name: 'acme' });
+    await api('PUT', '/teams/acme/topics/orders');
     await api('PUT', '/teams/acme/members/ada', { role: 'editor' });
     await api('PUT', '/teams/acme/members/vic', { role: 'viewer' });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });

@@ -199,13 +199,16 @@ describe('custom functions against aerogrid dev', { skip: skip || false }, () =>
     assert.match(error.message, /no token.*task pane/);
   });
 
-  test("another team's grid is #VALUE! (no access)", async () => {
+  test("another team's grid is #N/A, told apart from no grid at all by nothing", async () => {
     const betaToken = await readToken(server, 'beta');
     const rt = await runtime({ 'aerogrid.token': betaToken });
     const cell = rt.cell('VALUE', 'acme/orders', 'product_sum', 'apple', 'units_sold');
     const error = await cell.until((v) => isError(v), { what: 'an error' });
-    assert.equal(error.code, ErrorCode.invalidValue);
-    assert.match(error.message, /may not read acme\/orders\/product_sum/);
+    assert.equal(error.code, ErrorCode.notAvailable);
+    assert.match(error.message, /there is no such grid, or you may not read it/);
+    const missing = rt.cell('VALUE', 'acme/nothing', 'product_sum', 'apple', 'units_sold');
+    const same = await missing.until((v) => isError(v), { what: 'an error' });
+    assert.equal(same.message, error.message);
   });
 
   test('an unknown row is #N/A with a message, until the row appears', async () => {

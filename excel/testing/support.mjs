@@ -100,6 +100,8 @@ export async function waitFor(check, { timeout = 30_000, interval = 100, what = 
 export async function createRunningApp(server, team, app) {
   const teams = await server.api('GET', '/teams');
   if (!teams.some((t) => t.name === team)) await server.api('POST', '/teams', { name: team });
+  // The seed app reads `orders`, which is not in the team's own namespace: an admin grants it.
+  await server.api('PUT', `/teams/${team}/topics/orders`);
   const code = await readFile(SEED, 'utf8');
   await server.api('POST', `/teams/${team}/apps`, { name: app, code });
   await startApp(server, team, app);

@@ -1,5 +1,8 @@
 //! What connector code may do: the one list that the sandbox enforces (the connector's audit
-//! hook) and that validation warns about before the code runs (the backend).
+//! hook) and that validation warns about before the code runs (the backend); and which Kafka
+//! topics a team's connectors may read ([`topics`]).
+
+pub mod topics;
 
 /// Why the sandbox refuses something, as the user reads it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -81,8 +81,9 @@ pub(crate) async fn run_app(
     app_id: Uuid,
     epoch: i64,
     stop: watch::Receiver<Stop>,
+    grants: watch::Receiver<Vec<String>>,
 ) {
-    match supervise(&context, app_id, epoch, stop).await {
+    match supervise(&context, app_id, epoch, stop, grants).await {
         Stop::Stopped => {
             report(db::set_state(&context.db, app_id, "stopped", None, None, None).await);
             // Free at once, so a new Start is picked up without waiting for the lease to expire.
@@ -101,11 +102,12 @@ async fn supervise(
     app_id: Uuid,
     epoch: i64,
     mut stop: watch::Receiver<Stop>,
+    mut grants: watch::Receiver<Vec<String>>,
 ) -> Stop {
     let mut failures = 0u32;
     loop {
         let run_started = Instant::now();
-        let outcome = run_once(context, app_id, epoch, &mut stop).await;
+        let outcome = run_once(context, app_id, epoch, &mut stop, &mut grants).await;
         let wait = match outcome {
             Ok(Outcome::Stop(reason)) => return reason,
             Ok(Outcome::Failed { message, line }) | Err(Error::Refused { message, line }) => {
@@ -187,23 +189,44 @@ fn report(result: Result<()>) {
     }
 }
 
+/// Whether team `team` with `grants` may read every one of `topics` (the backend checked when
+/// the app was started; this node checks again, and again whenever the grants change).
+fn check_topics(team: &str, grants: &[String], topics: &[String]) -> Result<(), String> {
+    for topic in topics {
+        aerogrid_policy::topics::check_topic(team, grants, topic)
+            .map_err(|refusal| refusal.to_string())?;
+    }
+    Ok(())
+}
+
 async fn run_once(
     context: &NodeContext,
     app_id: Uuid,
     epoch: i64,
     stop: &mut watch::Receiver<Stop>,
+    grants: &mut watch::Receiver<Vec<String>>,
 ) -> Result<Outcome> {
     let Some(code) = db::app_code(&context.db, app_id).await? else {
         return Ok(Outcome::Failed { message: "the app has no saved code".into(), line: None });
     };
     db::set_state(&context.db, app_id, "starting", None, None, Some(code.version)).await?;
     let started = Instant::now();
-    let mut connector = context.pool.take().await?;
     let limits = &context.limits;
     let memory_limit_bytes = code
         .memory_limit_mib
         .and_then(|mib| u64::try_from(mib).ok())
         .map_or(limits.memory_bytes, |mib| mib << 20);
+    if memory_limit_bytes > limits.max_memory_bytes {
+        return Ok(Outcome::Failed {
+            message: format!(
+                "the app asks for {} MiB of memory; a connector on this node may have at most {} MiB",
+                memory_limit_bytes >> 20,
+                limits.max_memory_bytes >> 20
+            ),
+            line: None,
+        });
+    }
+    let mut connector = context.pool.take().await?;
     let loaded = match connector
         .request(node_message::Kind::Load(Load {
             team: code.team.clone(),
@@ -227,6 +250,11 @@ async fn run_once(
         grids.into_iter().map(|grid| (grid.name, grid.columns)).collect();
 
     let topic_names: Vec<String> = topics.into_iter().map(|topic| topic.name).collect();
+    // Before anything touches the broker: a topic that is not granted fails the app the same
+    // way whether or not it exists.
+    if let Err(message) = check_topics(&code.team, &code.grants, &topic_names) {
+        return Ok(Outcome::Failed { message, line: None });
+    }
     // The changelog (fence, then recovery) and the input (topics, partitions) at the same time.
     let changelog_topic = changelog::topic_name(app_id);
     let recovery = async {
@@ -263,7 +291,7 @@ async fn run_once(
         Ok::<_, Error>(input)
     };
     let ((writer, mut state, replayed), mut input, ()) =
-        tokio::try_join!(recovery, input, db::set_grids(&context.db, app_id, &columns))?;
+        tokio::try_join!(recovery, input, db::set_grids(&context.db, app_id, &columns, &topic_names))?;
     state.reshape(&columns);
     let mut usage = GridUsage::of(&state);
     let mut change_rate = ChangeRate::new(limits.changes_per_second);
@@ -407,6 +435,15 @@ async fn run_once(
             reason = stopped(stop) => {
                 status.finish(pending).await?;
                 return Ok(Outcome::Stop(reason));
+            }
+            // The node saw the team's grants change: the database says what they are now (the
+            // node's view may predate this run's).
+            Ok(()) = grants.changed() => {
+                let now = db::team_grants(&context.db, app_id).await?;
+                if let Err(message) = check_topics(&code.team, &now, &topic_names) {
+                    status.finish(pending).await?;
+                    return Ok(Outcome::Failed { message, line: None });
+                }
             }
         }
         if records_since_snapshot >= RECORDS_PER_SNAPSHOT {

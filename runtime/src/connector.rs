@@ -28,11 +28,75 @@ pub(crate) struct ConnectorProcess {
     child: Child,
     stdin: BufWriter<ChildStdin>,
     answers: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    /// The user it runs as, given back when it is gone.
+    _uid: Option<UidLease>,
+}
+
+/// User ids for connectors, when the node runs as root: each connector process gets one no
+/// other running connector has (`--connector-uids`).
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectorUids {
+    inner: std::sync::Arc<std::sync::Mutex<UidPool>>,
+}
+
+#[derive(Debug)]
+struct UidPool {
+    first: u32,
+    last: u32,
+    /// Where the next search starts: uids are reused as late as possible.
+    next: u32,
+    in_use: std::collections::BTreeSet<u32>,
+}
+
+impl ConnectorUids {
+    /// The ids `first..=last`.
+    pub(crate) fn new(first: u32, last: u32) -> Self {
+        let pool = UidPool { first, last, next: first, in_use: Default::default() };
+        Self { inner: std::sync::Arc::new(std::sync::Mutex::new(pool)) }
+    }
+
+    /// A free id, held until the lease drops; None when all are taken.
+    fn lease(&self) -> Option<UidLease> {
+        let mut pool = self.inner.lock().expect("uid pool lock");
+        let size = u64::from(pool.last - pool.first) + 1;
+        for step in 0..size {
+            let offset = (u64::from(pool.next - pool.first) + step) % size;
+            let uid = pool.first + u32::try_from(offset).expect("within the range");
+            if pool.in_use.insert(uid) {
+                pool.next = if uid == pool.last { pool.first } else { uid + 1 };
+                return Some(UidLease { uid, pool: self.clone() });
+            }
+        }
+        None
+    }
+}
+
+#[derive(Debug)]
+struct UidLease {
+    uid: u32,
+    pool: ConnectorUids,
+}
+
+impl Drop for UidLease {
+    fn drop(&mut self) {
+        self.pool.inner.lock().expect("uid pool lock").in_use.remove(&self.uid);
+    }
 }
 
 impl ConnectorProcess {
-    /// Starts `aerogrid connector` and waits for its interpreter to be ready.
-    pub(crate) async fn spawn(binary: &PathBuf, sandbox: bool) -> Result<Self> {
+    /// Starts `aerogrid connector` and waits for its interpreter to be ready. With `uids` (the
+    /// node is root), it runs as a user of its own.
+    pub(crate) async fn spawn(
+        binary: &PathBuf,
+        sandbox: bool,
+        uids: Option<&ConnectorUids>,
+    ) -> Result<Self> {
+        let uid = match uids.filter(|_| sandbox) {
+            Some(uids) => Some(uids.lease().ok_or_else(|| {
+                Error::Connector("every user id of --connector-uids is taken".into())
+            })?),
+            None => None,
+        };
         let mut command = Command::new(binary);
         // Operators tell connectors apart in `ps`; the connector retitles itself on Load.
         command
@@ -42,6 +106,7 @@ impl ConnectorProcess {
             ))
             .arg("connector")
             .args((!sandbox).then_some("--no-sandbox"))
+            .args(uid.as_ref().map(|lease| format!("--uid={}", lease.uid)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -61,7 +126,7 @@ impl ConnectorProcess {
         }
         let (sender, answers) = mpsc::channel(4);
         tokio::spawn(read_frames(stdout, sender));
-        let mut process = Self { child, stdin, answers };
+        let mut process = Self { child, stdin, answers, _uid: uid };
         match tokio::time::timeout(READY_TIMEOUT, process.receive()).await {
             Ok(Ok(Kind::Ready(ready))) => {
                 log_sandbox_once(sandbox, &ready.sandbox);
@@ -214,18 +279,25 @@ pub(crate) struct WarmPool {
     ready: std::sync::Arc<std::sync::Mutex<mpsc::Receiver<ConnectorProcess>>>,
     binary: PathBuf,
     sandbox: bool,
+    uids: Option<ConnectorUids>,
 }
 
 impl WarmPool {
     /// Keeps `size` idle connectors ready, replacing each one taken.
-    pub(crate) fn start(binary: PathBuf, size: usize, sandbox: bool) -> Self {
+    pub(crate) fn start(
+        binary: PathBuf,
+        size: usize,
+        sandbox: bool,
+        uids: Option<ConnectorUids>,
+    ) -> Self {
         let (sender, ready) = mpsc::channel(size.max(1));
         let spawn_binary = binary.clone();
+        let spawn_uids = uids.clone();
         tokio::spawn(async move {
             loop {
                 // `reserve` waits until the pool has room: a taken process is replaced.
                 let Ok(permit) = sender.reserve().await else { return };
-                match ConnectorProcess::spawn(&spawn_binary, sandbox).await {
+                match ConnectorProcess::spawn(&spawn_binary, sandbox, spawn_uids.as_ref()).await {
                     Ok(process) => permit.send(process),
                     Err(error) => {
                         tracing::error!(%error, "Cannot start a warm connector process; retrying in 1 s.");
@@ -235,7 +307,7 @@ impl WarmPool {
                 }
             }
         });
-        Self { ready: std::sync::Arc::new(std::sync::Mutex::new(ready)), binary, sandbox }
+        Self { ready: std::sync::Arc::new(std::sync::Mutex::new(ready)), binary, sandbox, uids }
     }
 
     /// An idle connector: a warm one when there is one, else a new one.
@@ -243,7 +315,26 @@ impl WarmPool {
         let warm = self.ready.lock().expect("pool lock").try_recv().ok();
         match warm {
             Some(process) => Ok(process),
-            None => ConnectorProcess::spawn(&self.binary, self.sandbox).await,
+            None => ConnectorProcess::spawn(&self.binary, self.sandbox, self.uids.as_ref()).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_connector_gets_a_user_of_its_own_and_ids_come_back() {
+        let uids = ConnectorUids::new(10, 12);
+        let (a, b, c) = (uids.lease().unwrap(), uids.lease().unwrap(), uids.lease().unwrap());
+        assert_eq!((a.uid, b.uid, c.uid), (10, 11, 12));
+        assert!(uids.lease().is_none(), "the range is used up");
+        drop(b);
+        // Reused as late as possible: 11 is the only one free.
+        assert_eq!(uids.lease().unwrap().uid, 11);
+        drop(a);
+        let again = uids.lease().unwrap();
+        assert_eq!(again.uid, 10);
     }
 }

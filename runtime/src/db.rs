@@ -15,10 +15,12 @@ pub(crate) struct Claim {
 }
 
 /// An app whose lease this node renewed, with its Start/Restart count: a newer count than the
-/// run was started with means the user asked for a fresh run.
+/// run was started with means the user asked for a fresh run. Also its team's topic grants now:
+/// a run stops once it reads a topic they no longer cover.
 pub(crate) struct Held {
     pub(crate) app_id: Uuid,
     pub(crate) start_generation: i64,
+    pub(crate) grants: Vec<String>,
 }
 
 /// Takes the leases of apps that should run and that no live node holds.
@@ -62,7 +64,9 @@ pub(crate) async fn renew_leases(
            WHERE app_leases.node_id = $1 AND app_leases.app_id = ANY($2)
              AND app_leases.expires_at > now()
              AND apps.id = app_leases.app_id AND apps.desired_state = 'running'
-           RETURNING app_leases.app_id, apps.start_generation"#,
+           RETURNING app_leases.app_id, apps.start_generation,
+             ARRAY(SELECT pattern FROM topic_grants WHERE topic_grants.team_id = apps.team_id
+                   ORDER BY pattern) AS "grants!""#,
         node_id,
         app_ids,
         lease_seconds,
@@ -93,13 +97,17 @@ pub(crate) struct AppCode {
     pub(crate) code: String,
     /// The app's own memory limit, if it has one.
     pub(crate) memory_limit_mib: Option<i32>,
+    /// The topic patterns granted to the app's team (beyond its namespace `<team>.*`).
+    pub(crate) grants: Vec<String>,
 }
 
 pub(crate) async fn app_code(db: &sqlx::PgPool, app_id: Uuid) -> Result<Option<AppCode>> {
     let code = sqlx::query_as!(
         AppCode,
         r#"SELECT teams.name AS team, apps.name AS app, app_versions.version, app_versions.code,
-                  apps.memory_limit_mib
+                  apps.memory_limit_mib,
+                  ARRAY(SELECT pattern FROM topic_grants WHERE topic_grants.team_id = apps.team_id
+                        ORDER BY pattern) AS "grants!"
            FROM apps
            JOIN teams ON teams.id = apps.team_id
            JOIN app_versions ON app_versions.app_id = apps.id
@@ -112,6 +120,18 @@ pub(crate) async fn app_code(db: &sqlx::PgPool, app_id: Uuid) -> Result<Option<A
     .fetch_optional(db)
     .await?;
     Ok(code)
+}
+
+/// The topic patterns granted to the team of the app now.
+pub(crate) async fn team_grants(db: &sqlx::PgPool, app_id: Uuid) -> Result<Vec<String>> {
+    let grants = sqlx::query_scalar!(
+        "SELECT topic_grants.pattern FROM topic_grants JOIN apps ON apps.team_id = topic_grants.team_id
+         WHERE apps.id = $1 ORDER BY 1",
+        app_id
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(grants)
 }
 
 /// The offset recovery starts at: the first part of the latest complete snapshot.
@@ -143,13 +163,25 @@ pub(crate) async fn set_snapshot_offset(
     Ok(())
 }
 
-/// Records the grids the app's loaded version publishes, replacing those of earlier versions.
+/// Records the grids the app's loaded version publishes and the topics it reads, replacing
+/// those of earlier versions.
 pub(crate) async fn set_grids(
     db: &sqlx::PgPool,
     app_id: Uuid,
     grids: &HashMap<String, Vec<String>>,
+    topics: &[String],
 ) -> Result<()> {
     let mut transaction = db.begin().await?;
+    sqlx::query!("DELETE FROM app_topics WHERE app_id = $1", app_id)
+        .execute(&mut *transaction)
+        .await?;
+    sqlx::query!(
+        "INSERT INTO app_topics (app_id, topic) SELECT $1, * FROM UNNEST($2::text[]) ON CONFLICT DO NOTHING",
+        app_id,
+        topics,
+    )
+    .execute(&mut *transaction)
+    .await?;
     sqlx::query!("DELETE FROM app_grids WHERE app_id = $1", app_id)
         .execute(&mut *transaction)
         .await?;

@@ -18,6 +18,8 @@ use aerogrid_proto::{
 pub(crate) struct Limits {
     /// A connector's memory, unless the app sets its own.
     pub(crate) memory_bytes: u64,
+    /// The most memory an app may ask for its connector.
+    pub(crate) max_memory_bytes: u64,
     /// How long user code may run without yielding.
     pub(crate) stall: Duration,
     /// Rows of one grid.
@@ -152,6 +154,7 @@ mod tests {
     fn limits() -> Limits {
         Limits {
             memory_bytes: 1 << 30,
+            max_memory_bytes: 1 << 30,
             stall: Duration::from_secs(5),
             grid_rows: 3,
             grid_bytes: 1 << 20,

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::{
     Result,
     app::{NodeContext, Stop, run_app},
-    connector::WarmPool,
+    connector::{ConnectorUids, WarmPool},
     db,
     limits::Limits,
 };
@@ -19,6 +19,9 @@ use crate::{
 const POLL: Duration = Duration::from_secs(1);
 /// The channel `migrations/*_app_notify.up.sql` notifies on a Start or Stop.
 const APPS_CHANNEL: &str = "aerogrid_apps";
+/// The channel `migrations/*_tenant_isolation.up.sql` notifies on a revoked grant (and other
+/// access changes): the apps' topics are checked at once.
+const ACCESS_CHANNEL: &str = "aerogrid_access";
 
 /// Settings of a runtime node.
 #[derive(Clone, Debug, clap::Args)]
@@ -40,6 +43,10 @@ pub struct NodeArgs {
     /// Memory of an app's connector process, in MiB, unless the app sets its own.
     #[arg(long, env = "AEROGRID_CONNECTOR_MEMORY_MIB", default_value_t = 512)]
     pub connector_memory_mib: u64,
+    /// The most memory any app's connector may have here, in MiB, whatever the app asks: an
+    /// app asking for more fails with that reason.
+    #[arg(long, env = "AEROGRID_MAX_CONNECTOR_MEMORY_MIB", default_value_t = 4096)]
+    pub max_connector_memory_mib: u64,
     /// Seconds a stream step, timer or module import may run without yielding before its app
     /// is stopped and fails.
     #[arg(long, env = "AEROGRID_CONNECTOR_STALL_SECONDS", default_value_t = 5.0)]
@@ -53,10 +60,25 @@ pub struct NodeArgs {
     /// Row changes per second of one app (all its grids); a faster app is slowed down.
     #[arg(long, env = "AEROGRID_MAX_GRID_CHANGES_PER_SECOND", default_value_t = 500_000.0)]
     pub max_grid_changes_per_second: f64,
+    /// User ids for connectors, `FIRST-LAST`, when this node runs as root: each connector
+    /// process runs as one no other running connector has (and its own group), so no two apps
+    /// share a user. Ids of no account on the machine: they own no file.
+    #[arg(long, env = "AEROGRID_CONNECTOR_UIDS", default_value = "1879048192-1879113727", value_parser = parse_uid_range)]
+    pub connector_uids: (u32, u32),
     /// Run user code without the sandbox (no namespaces, landlock, seccomp or audit hook).
     /// Only for debugging and benchmarks: user code can then reach the network and this node.
     #[arg(long, env = "AEROGRID_NO_SANDBOX", default_value_t = false)]
     pub no_sandbox: bool,
+}
+
+fn parse_uid_range(text: &str) -> std::result::Result<(u32, u32), String> {
+    let (first, last) = text.split_once('-').ok_or("a range of user ids is FIRST-LAST")?;
+    let id = |text: &str| text.trim().parse::<u32>().map_err(|error| format!("`{text}`: {error}"));
+    let (first, last) = (id(first)?, id(last)?);
+    if first == 0 || first > last {
+        return Err("a range of user ids starts above 0 and ends at or after its start".into());
+    }
+    Ok((first, last))
 }
 
 impl NodeArgs {
@@ -70,6 +92,8 @@ impl NodeArgs {
 
 struct RunningApp {
     stop: watch::Sender<Stop>,
+    /// The app's team's topic grants, as of the last renewal.
+    grants: watch::Sender<Vec<String>>,
     task: JoinHandle<()>,
     /// The app's Start/Restart count this run began with.
     start_generation: i64,
@@ -90,7 +114,11 @@ pub async fn run(
             crate::Error::Connector(format!("cannot find the aerogrid binary: {error}"))
         })?,
     );
-    let pool = WarmPool::start(connector_binary, args.connector_pool, !args.no_sandbox);
+    // SAFETY: geteuid has no preconditions.
+    #[allow(unsafe_code, reason = "geteuid has no safe wrapper in std")]
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let uids = is_root.then(|| ConnectorUids::new(args.connector_uids.0, args.connector_uids.1));
+    let pool = WarmPool::start(connector_binary, args.connector_pool, !args.no_sandbox, uids);
     let changed = std::sync::Arc::new(tokio::sync::Notify::new());
     let context = NodeContext {
         wake: changed.clone(),
@@ -101,6 +129,7 @@ pub async fn run(
         create_topics: args.create_topics,
         limits: Limits {
             memory_bytes: args.connector_memory_mib << 20,
+            max_memory_bytes: args.max_connector_memory_mib.max(args.connector_memory_mib) << 20,
             stall: Duration::from_secs_f64(args.connector_stall_seconds.max(0.1)),
             grid_rows: args.max_grid_rows,
             grid_bytes: args.max_grid_mib << 20,
@@ -132,7 +161,16 @@ pub async fn run(
                         Some(held) if held.start_generation != app.start_generation => {
                             app.stop.send_replace(Stop::Restart)
                         }
-                        Some(_) => continue,
+                        Some(held) => {
+                            app.grants.send_if_modified(|grants| {
+                                let changed = *grants != held.grants;
+                                if changed {
+                                    grants.clone_from(&held.grants);
+                                }
+                                changed
+                            });
+                            continue;
+                        }
                     };
                 }
             }
@@ -145,15 +183,23 @@ pub async fn run(
                         continue;
                     }
                     let (stop, stop_receiver) = watch::channel(Stop::Run);
+                    // A run checks the grants it starts with itself; this carries changes.
+                    let (grants, grants_receiver) = watch::channel(Vec::new());
                     let task = tokio::spawn(run_app(
                         context.clone(),
                         claim.app_id,
                         claim.epoch,
                         stop_receiver,
+                        grants_receiver,
                     ));
                     running.insert(
                         claim.app_id,
-                        RunningApp { stop, task, start_generation: claim.start_generation },
+                        RunningApp {
+                            stop,
+                            grants,
+                            task,
+                            start_generation: claim.start_generation,
+                        },
                     );
                 }
             }
@@ -185,7 +231,7 @@ async fn listen_for_app_changes(db: sqlx::PgPool, changed: std::sync::Arc<tokio:
         let listening = async {
             // Runs until the connection fails.
             let mut listener = sqlx::postgres::PgListener::connect_with(&db).await?;
-            listener.listen(APPS_CHANNEL).await?;
+            listener.listen_all([APPS_CHANNEL, ACCESS_CHANNEL]).await?;
             loop {
                 listener.recv().await?;
                 changed.notify_one();

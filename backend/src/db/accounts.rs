@@ -204,14 +204,27 @@ pub async fn password_of(db: &sqlx::PgPool, name: &str) -> Result<Option<(User, 
 }
 
 /// Sets a user's password and ends their other sessions (a changed password is often a stolen
-/// one): only `keep`, the session that changed it, stays.
+/// one): only `keep`, the session that changed it, stays. With `revoke_tokens`, every API token
+/// of the user is revoked too.
 pub async fn set_password(
     db: &sqlx::PgPool,
     user: Uuid,
     password_hash: &str,
     keep: Option<&[u8]>,
-) -> Result<()> {
+    revoke_tokens: bool,
+) -> Result<u64> {
     let mut tx = db.begin().await?;
+    let revoked = if revoke_tokens {
+        sqlx::query!(
+            "UPDATE api_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+            user
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+    } else {
+        0
+    };
     sqlx::query!("UPDATE users SET password_hash = $2 WHERE id = $1", user, password_hash)
         .execute(&mut *tx)
         .await?;
@@ -223,5 +236,60 @@ pub async fn set_password(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(())
+    Ok(revoked)
+}
+
+/// One of a user's live API tokens, as they see it.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PersonalToken {
+    pub id: Uuid,
+    pub name: String,
+    pub scope: String,
+    /// The team it is limited to; null: a personal token, acting in every team of its user.
+    pub team: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// The user's live tokens, personal and of teams, oldest first.
+pub async fn tokens_of(db: &sqlx::PgPool, user: Uuid) -> Result<Vec<PersonalToken>> {
+    let tokens = sqlx::query_as!(
+        PersonalToken,
+        r#"SELECT api_tokens.id, api_tokens.name, api_tokens.scope, teams.name AS "team?",
+                  api_tokens.created_at, api_tokens.last_used_at
+           FROM api_tokens LEFT JOIN teams ON teams.id = api_tokens.team_id
+           WHERE api_tokens.user_id = $1 AND api_tokens.revoked_at IS NULL
+           ORDER BY api_tokens.created_at, api_tokens.id"#,
+        user
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(tokens)
+}
+
+/// Revokes one of the user's live tokens (audited in its team, if it has one); its name, or
+/// None when the user has no such live token.
+pub async fn revoke_own_token(
+    db: &sqlx::PgPool,
+    user: (Uuid, &str),
+    id: Uuid,
+) -> Result<Option<String>> {
+    let mut tx = db.begin().await?;
+    let revoked = sqlx::query!(
+        "UPDATE api_tokens SET revoked_at = now()
+         WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
+         RETURNING name, team_id",
+        id,
+        user.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(revoked) = revoked else { return Ok(None) };
+    if let Some(team) = revoked.team_id {
+        let detail = serde_json::json!({ "id": id });
+        crate::db::teams::audit(&mut *tx, team, user, "token.revoke", &revoked.name, detail)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(Some(revoked.name))
 }

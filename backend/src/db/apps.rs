@@ -45,6 +45,18 @@ pub async fn exists(db: &sqlx::PgPool, app: Uuid) -> Result<bool> {
     Ok(found)
 }
 
+/// Whether the app exists and is the team's.
+pub async fn belongs_to(db: &sqlx::PgPool, app: Uuid, team: Uuid) -> Result<bool> {
+    let found = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM apps WHERE id = $1 AND team_id = $2) AS "found!""#,
+        app,
+        team
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(found)
+}
+
 /// An app in a team's list, with its status.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct AppSummary {
@@ -73,15 +85,17 @@ pub async fn list(db: &sqlx::PgPool, team: Uuid) -> Result<Vec<AppSummary>> {
     Ok(apps)
 }
 
-/// Creates an app with its first version.
+/// Creates an app with its first version, within the team's quota of apps.
 pub async fn create(
     db: &sqlx::PgPool,
     team: Uuid,
     name: &str,
     code: &str,
     user: Uuid,
+    quotas: &crate::QuotaDefaults,
 ) -> Result<Uuid> {
     let mut tx = db.begin().await?;
+    crate::db::quotas::admit_new_app(&mut tx, team, quotas).await?;
     let id = Uuid::new_v4();
     sqlx::query!("INSERT INTO apps (id, team_id, name) VALUES ($1, $2, $3)", id, team, name)
         .execute(&mut *tx)
@@ -225,8 +239,16 @@ pub async fn delete(db: &sqlx::PgPool, app: Uuid) -> Result<Option<String>> {
 }
 
 /// Asks nodes to run `version` (None: the latest) afresh: a running app restarts, a failed one
-/// starts again.
-pub async fn start(db: &sqlx::PgPool, app: Uuid, version: Option<i32>) -> Result<()> {
+/// starts again. Refused beyond the team's quotas of running apps and memory.
+pub async fn start(
+    db: &sqlx::PgPool,
+    team: Uuid,
+    app: Uuid,
+    version: Option<i32>,
+    quotas: &crate::QuotaDefaults,
+) -> Result<()> {
+    let mut tx = db.begin().await?;
+    crate::db::quotas::admit_start(&mut tx, team, app, quotas).await?;
     sqlx::query!(
         "UPDATE apps SET desired_state = 'running', run_version = $2,
                          start_generation = start_generation + 1, updated_at = now()
@@ -234,8 +256,9 @@ pub async fn start(db: &sqlx::PgPool, app: Uuid, version: Option<i32>) -> Result
         app,
         version
     )
-    .execute(db)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -25,6 +25,16 @@ pub async fn find_app(db: &sqlx::PgPool, team: &str, app: &str) -> Result<Option
     Ok(row.map(|row| AppRef { app_id: row.app_id, team_id: row.team_id }))
 }
 
+/// What a caller may read of an app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readable {
+    No,
+    /// Only the grid asked for: it is shared with the caller's team.
+    SharedGrid,
+    /// Every grid: the caller is of the app's team.
+    WholeApp,
+}
+
 /// Whether a caller may read `grid` of `app`: as a member of the owning team or of a team the
 /// grid is shared with; with a token limited to a team, as that team. Admins are decided by the
 /// caller.
@@ -34,21 +44,20 @@ pub async fn may_read(
     grid: &str,
     user_id: Uuid,
     token_team: Option<Uuid>,
-) -> Result<bool> {
-    let allowed = sqlx::query_scalar!(
-        r#"SELECT (
+) -> Result<Readable> {
+    let row = sqlx::query!(
+        r#"SELECT
                CASE WHEN $3::uuid IS NULL
                     THEN EXISTS (SELECT 1 FROM team_members WHERE team_id = $2 AND user_id = $4)
-                    ELSE $3 = $2 END
-               OR EXISTS (
+                    ELSE $3 = $2 END AS "member!",
+               EXISTS (
                    SELECT 1 FROM grid_shares
                    WHERE app_id = $1 AND grid = $5
                      AND CASE WHEN $3::uuid IS NULL
                               THEN EXISTS (SELECT 1 FROM team_members
                                            WHERE team_members.team_id = grid_shares.team_id
                                              AND team_members.user_id = $4)
-                              ELSE grid_shares.team_id = $3 END)
-           ) AS "allowed!""#,
+                              ELSE grid_shares.team_id = $3 END) AS "shared!""#,
         app.app_id,
         app.team_id,
         token_team,
@@ -57,7 +66,36 @@ pub async fn may_read(
     )
     .fetch_one(db)
     .await?;
-    Ok(allowed)
+    Ok(if row.member {
+        Readable::WholeApp
+    } else if row.shared {
+        Readable::SharedGrid
+    } else {
+        Readable::No
+    })
+}
+
+/// The topics an app's loaded version reads, and what its team may read.
+pub struct AppInputs {
+    pub team: String,
+    pub topics: Vec<String>,
+    pub grants: Vec<String>,
+}
+
+pub async fn app_inputs(db: &sqlx::PgPool, app_id: Uuid) -> Result<AppInputs> {
+    let row = sqlx::query!(
+        r#"SELECT teams.name AS team,
+                  ARRAY(SELECT topic FROM app_topics WHERE app_id = apps.id ORDER BY 1) AS "topics!",
+                  ARRAY(SELECT pattern FROM topic_grants WHERE team_id = apps.team_id ORDER BY 1) AS "grants!"
+           FROM apps JOIN teams ON teams.id = apps.team_id WHERE apps.id = $1"#,
+        app_id
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map_or(
+        AppInputs { team: String::new(), topics: Vec::new(), grants: Vec::new() },
+        |row| AppInputs { team: row.team, topics: row.topics, grants: row.grants },
+    ))
 }
 
 /// Where the app's changelog's newest complete snapshot starts (0 when it has none).

@@ -3,7 +3,9 @@
 pub mod accounts;
 pub mod apps;
 pub mod grids;
+pub mod quotas;
 pub mod teams;
+pub mod topics;
 
 use std::time::Duration;
 

@@ -49,8 +49,8 @@ pub struct Team {
     pub created_at: DateTime<Utc>,
 }
 
-/// Creates a team with `owner` as its first owner.
-pub async fn create(db: &sqlx::PgPool, name: &str, owner: Uuid) -> Result<Team> {
+/// Creates a team with `owner` as its first owner, with its audit event.
+pub async fn create(db: &sqlx::PgPool, name: &str, owner: (Uuid, &str)) -> Result<Team> {
     let mut tx = db.begin().await?;
     let id = Uuid::new_v4();
     let created_at = sqlx::query_scalar!(
@@ -64,10 +64,11 @@ pub async fn create(db: &sqlx::PgPool, name: &str, owner: Uuid) -> Result<Team> 
     sqlx::query!(
         "INSERT INTO team_members (team_id, user_id, role) VALUES ($1, $2, 'owner')",
         id,
-        owner
+        owner.0
     )
     .execute(&mut *tx)
     .await?;
+    audit(&mut *tx, id, owner, "team.create", name, serde_json::json!({})).await?;
     tx.commit().await?;
     Ok(Team { id, name: name.to_owned(), role: Role::Owner, created_at })
 }
@@ -94,6 +95,13 @@ pub async fn list(db: &sqlx::PgPool, user: Uuid, is_admin: bool) -> Result<Vec<T
             created_at: row.created_at,
         })
         .collect())
+}
+
+pub async fn created_at(db: &sqlx::PgPool, team: Uuid) -> Result<DateTime<Utc>> {
+    let at = sqlx::query_scalar!("SELECT created_at FROM teams WHERE id = $1", team)
+        .fetch_one(db)
+        .await?;
+    Ok(at)
 }
 
 /// The team named `name` and the user's role in it (None: not a member).
@@ -137,8 +145,15 @@ pub async fn members(db: &sqlx::PgPool, team: Uuid) -> Result<Vec<Member>> {
         .collect())
 }
 
-/// Adds `user` to the team or changes their role. A team keeps at least one owner.
-pub async fn set_member(db: &sqlx::PgPool, team: Uuid, user: &str, role: Role) -> Result<Member> {
+/// Adds `user` to the team or changes their role, with its audit event. A team keeps at least
+/// one owner.
+pub async fn set_member(
+    db: &sqlx::PgPool,
+    team: Uuid,
+    user: &str,
+    role: Role,
+    actor: (Uuid, &str),
+) -> Result<Member> {
     let mut tx = db.begin().await?;
     lock_members(&mut tx, team).await?;
     let user_id = sqlx::query_scalar!("SELECT id FROM users WHERE name = $1", user)
@@ -156,26 +171,46 @@ pub async fn set_member(db: &sqlx::PgPool, team: Uuid, user: &str, role: Role) -
     .fetch_one(&mut *tx)
     .await?;
     keep_an_owner(&mut tx, team).await?;
+    let detail = serde_json::json!({ "role": role });
+    audit(&mut *tx, team, actor, "member.set", user, detail).await?;
     tx.commit().await?;
     Ok(Member { user: user.to_owned(), role, since })
 }
 
-/// Removes `user` from the team; false when they were not a member.
-pub async fn remove_member(db: &sqlx::PgPool, team: Uuid, user: &str) -> Result<bool> {
+/// Removes `user` from the team, revoking their tokens of the team (re-adding them later does
+/// not bring those back), with its audit event; false when they were not a member.
+pub async fn remove_member(
+    db: &sqlx::PgPool,
+    team: Uuid,
+    user: &str,
+    actor: (Uuid, &str),
+) -> Result<bool> {
     let mut tx = db.begin().await?;
     lock_members(&mut tx, team).await?;
-    let removed = sqlx::query!(
+    let removed = sqlx::query_scalar!(
         "DELETE FROM team_members USING users
-         WHERE team_members.team_id = $1 AND users.id = team_members.user_id AND users.name = $2",
+         WHERE team_members.team_id = $1 AND users.id = team_members.user_id AND users.name = $2
+         RETURNING team_members.user_id",
         team,
         user
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(user_id) = removed else { return Ok(false) };
+    keep_an_owner(&mut tx, team).await?;
+    let revoked = sqlx::query!(
+        "UPDATE api_tokens SET revoked_at = now()
+         WHERE team_id = $1 AND user_id = $2 AND revoked_at IS NULL",
+        team,
+        user_id
     )
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    keep_an_owner(&mut tx, team).await?;
+    let detail = serde_json::json!({ "tokens_revoked": revoked });
+    audit(&mut *tx, team, actor, "member.remove", user, detail).await?;
     tx.commit().await?;
-    Ok(removed > 0)
+    Ok(true)
 }
 
 /// Serialises changes of one team's members: two owners demoting each other at once cannot both
@@ -236,6 +271,7 @@ pub struct Token {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
+/// Stores a new token of the team, with its audit event.
 pub async fn insert_token(
     db: &sqlx::PgPool,
     user: Uuid,
@@ -243,8 +279,10 @@ pub async fn insert_token(
     name: &str,
     scope: Scope,
     secret_sha256: &[u8],
+    actor: (Uuid, &str),
 ) -> Result<(Uuid, DateTime<Utc>)> {
     let id = Uuid::new_v4();
+    let mut tx = db.begin().await?;
     let created_at = sqlx::query_scalar!(
         "INSERT INTO api_tokens (id, user_id, team_id, name, scope, secret_sha256)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at",
@@ -255,8 +293,11 @@ pub async fn insert_token(
         scope.as_str(),
         secret_sha256
     )
-    .fetch_one(db)
+    .fetch_one(&mut *tx)
     .await?;
+    let detail = serde_json::json!({ "id": id, "scope": scope });
+    audit(&mut *tx, team, actor, "token.create", name, detail).await?;
+    tx.commit().await?;
     Ok((id, created_at))
 }
 
@@ -287,14 +328,16 @@ pub async fn tokens(db: &sqlx::PgPool, team: Uuid, user: Option<Uuid>) -> Result
         .collect())
 }
 
-/// Revokes a live token of the team (only `user`'s own unless None); its name, or None when
-/// there was no such token.
+/// Revokes a live token of the team (only `user`'s own unless None), with its audit event; its
+/// name, or None when there was no such token.
 pub async fn revoke_token(
     db: &sqlx::PgPool,
     team: Uuid,
     id: Uuid,
     user: Option<Uuid>,
+    actor: (Uuid, &str),
 ) -> Result<Option<String>> {
+    let mut tx = db.begin().await?;
     let name = sqlx::query_scalar!(
         "UPDATE api_tokens SET revoked_at = now()
          WHERE id = $1 AND team_id = $2 AND revoked_at IS NULL
@@ -304,8 +347,13 @@ pub async fn revoke_token(
         team,
         user
     )
-    .fetch_optional(db)
+    .fetch_optional(&mut *tx)
     .await?;
+    if let Some(name) = &name {
+        audit(&mut *tx, team, actor, "token.revoke", name, serde_json::json!({ "id": id }))
+            .await?;
+    }
+    tx.commit().await?;
     Ok(name)
 }
 

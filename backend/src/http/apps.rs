@@ -28,7 +28,7 @@ use crate::{
         apps::{self, AppSummary, BadRecord, LogLine, Status, VersionInfo},
         teams::{self, Share},
     },
-    validate::{self, Diagnostic},
+    validate::{self, Diagnostic, TopicScope},
 };
 
 /// How often a followed log looks for new lines.
@@ -50,6 +50,13 @@ async fn find_app(
         .await?
         .ok_or_else(|| Error::NotFound(format!("team `{}` has no app `{app}`", team.name)))?;
     Ok((team, found))
+}
+
+/// The diagnostics of `code` as an app of `team`: with the topics the team may read.
+async fn diagnostics(state: &AppState, team: &TeamAccess, code: String) -> Result<Vec<Diagnostic>> {
+    let grants = crate::db::topics::patterns(state.db(), team.id).await?;
+    let scope = TopicScope { team: team.name.clone(), grants };
+    Ok(validate::validate(code, Some(scope)).await)
 }
 
 /// The team's apps with their state.
@@ -106,7 +113,8 @@ pub(crate) async fn create_app(
     let team = caller.in_team(&state, &team, Need::Edit).await?;
     super::check_name("app", &body.name)?;
     check_code_size(&body.code)?;
-    apps::create(state.db(), team.id, &body.name, &body.code, caller.user().id).await?;
+    apps::create(state.db(), team.id, &body.name, &body.code, caller.user().id, state.quotas())
+        .await?;
     teams::audit(state.db(), team.id, caller.actor(), "app.create", &body.name, json!({})).await?;
     let found = apps::find(state.db(), team.id, &body.name)
         .await?
@@ -122,7 +130,7 @@ async fn detail(
     code: String,
 ) -> Result<AppDetail> {
     let status = apps::status(state.db(), app.id).await?;
-    let diagnostics = validate::validate(code.clone()).await;
+    let diagnostics = diagnostics(state, team, code.clone()).await?;
     Ok(AppDetail {
         team: team.name.clone(),
         name: app.name,
@@ -214,7 +222,7 @@ pub(crate) async fn save_app(
         apps::save(state.db(), app.id, base, &body.code, caller.user().id, "saved").await?;
     let detail = json!({ "version": version });
     teams::audit(state.db(), team.id, caller.actor(), "app.save", &app.name, detail).await?;
-    let diagnostics = validate::validate(body.code).await;
+    let diagnostics = diagnostics(&state, &team, body.code).await?;
     let etag = HeaderValue::from_str(&format!("\"{version}\"")).expect("digits");
     Ok(([(header::ETAG, etag)], Json(Saved { version, diagnostics })).into_response())
 }
@@ -239,13 +247,10 @@ pub(crate) async fn change_app(
     ApiJson(body): ApiJson<ChangeApp>,
 ) -> Result<Json<AppSummary>> {
     let (team, app) = find_app(&state, &caller, &team_name, &app_name, Need::Edit).await?;
-    let mut name = app.name.clone();
-    if let Some(new_name) = body.name.filter(|new_name| *new_name != app.name) {
-        super::check_name("app", &new_name)?;
-        apps::rename(state.db(), app.id, team.id, &new_name).await?;
-        let detail = json!({ "from": app.name });
-        teams::audit(state.db(), team.id, caller.actor(), "app.rename", &new_name, detail).await?;
-        name = new_name;
+    // Everything is checked before anything changes: a refused request changes nothing.
+    let new_name = body.name.filter(|new_name| *new_name != app.name);
+    if let Some(new_name) = &new_name {
+        super::check_name("app", new_name)?;
     }
     if let Some(mib) = body.memory_limit_mib {
         if !(0..=65_536).contains(&mib) {
@@ -253,6 +258,17 @@ pub(crate) async fn change_app(
                 "memory_limit_mib is 1 to 65536, or 0 for the default".into(),
             ));
         }
+        let quotas = crate::db::quotas::quotas(state.db(), team.id, state.quotas()).await?;
+        crate::db::quotas::check_app_memory(mib, &quotas)?;
+    }
+    let mut name = app.name.clone();
+    if let Some(new_name) = new_name {
+        apps::rename(state.db(), app.id, team.id, &new_name).await?;
+        let detail = json!({ "from": app.name });
+        teams::audit(state.db(), team.id, caller.actor(), "app.rename", &new_name, detail).await?;
+        name = new_name;
+    }
+    if let Some(mib) = body.memory_limit_mib {
         let limit = (mib > 0).then_some(mib);
         apps::set_memory_limit(state.db(), app.id, limit).await?;
         let detail = json!({ "memory_limit_mib": limit });
@@ -338,7 +354,7 @@ async fn start(
     let code = apps::code(state.db(), app.id, runs)
         .await?
         .ok_or_else(|| Error::NotFound(format!("app `{}` has no version {runs}", app.name)))?;
-    let diagnostics = validate::validate(code).await;
+    let diagnostics = diagnostics(state, team, code).await?;
     if validate::has_errors(&diagnostics) {
         return Err(Error::Invalid {
             message: format!(
@@ -348,7 +364,7 @@ async fn start(
             diagnostics,
         });
     }
-    apps::start(state.db(), app.id, version).await?;
+    apps::start(state.db(), team.id, app.id, version, state.quotas()).await?;
     let detail = json!({ "version": runs });
     teams::audit(state.db(), team.id, caller.actor(), action, &app.name, detail).await?;
     Ok(Json(Lifecycle { desired_state: "running".into(), run_version: version, diagnostics }))
@@ -438,7 +454,7 @@ pub(crate) async fn follow_logs(
     ApiPath((team, app)): AppPath,
     ApiQuery(query): ApiQuery<LogQuery>,
 ) -> Result<Response> {
-    let (_, app) = find_app(&state, &caller, &team, &app, Need::Read).await?;
+    let (team_access, app) = find_app(&state, &caller, &team, &app, Need::Read).await?;
     let resume = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
@@ -446,12 +462,19 @@ pub(crate) async fn follow_logs(
     let after = resume.or(query.after);
     let first = apps::logs(state.db(), app.id, after, 200).await?;
     let cursor = first.last().map(|line| line.id).or(after).unwrap_or(0);
-    let db = state.db().clone();
     let app_id = app.id;
     let shutting_down = state.inner.shutting_down.subscribe();
-    let events =
-        futures::stream::unfold((first, cursor, false), move |(mut pending, cursor, ended)| {
-            let db = db.clone();
+    let access = LogAccess {
+        state: state.clone(),
+        credentials: crate::access::credentials(&headers),
+        team: team_access.name,
+        app_id,
+        generation: state.inner.access_generation.subscribe(),
+    };
+    let events = futures::stream::unfold(
+        (first, cursor, false, access),
+        move |(mut pending, cursor, ended, mut access)| {
+            let db = access.state.db().clone();
             let mut shutting_down = shutting_down.clone();
             async move {
                 if ended {
@@ -460,6 +483,14 @@ pub(crate) async fn follow_logs(
                 let mut cursor = cursor;
                 let mut idle_polls = 0u32;
                 loop {
+                    if access.generation.has_changed().unwrap_or(false)
+                        && let Err(error) = access.still_allowed().await
+                    {
+                        let end = Event::default()
+                            .event("end")
+                            .data(format!("access to this log was withdrawn: {error}"));
+                        return Some((Ok(end), (Vec::new(), cursor, true, access)));
+                    }
                     if !pending.is_empty() {
                         let line = pending.remove(0);
                         let event = Event::default()
@@ -467,7 +498,7 @@ pub(crate) async fn follow_logs(
                             .id(line.id.to_string())
                             .json_data(&line)
                             .unwrap_or_default();
-                        return Some((Ok::<_, Infallible>(event), (pending, cursor, false)));
+                        return Some((Ok::<_, Infallible>(event), (pending, cursor, false, access)));
                     }
                     tokio::select! {
                         () = tokio::time::sleep(FOLLOW_EVERY) => {}
@@ -486,12 +517,36 @@ pub(crate) async fn follow_logs(
                     idle_polls = if pending.is_empty() { idle_polls + 1 } else { 0 };
                     if idle_polls % 8 == 7 && matches!(apps::exists(&db, app_id).await, Ok(false)) {
                         let end = Event::default().event("end").data("the app was deleted");
-                        return Some((Ok(end), (Vec::new(), cursor, true)));
+                        return Some((Ok(end), (Vec::new(), cursor, true, access)));
                     }
                 }
             }
-        });
+        },
+    );
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// What a followed log checks again whenever access may have shrunk (see [`crate::access`]).
+struct LogAccess {
+    state: AppState,
+    credentials: HeaderMap,
+    team: String,
+    app_id: uuid::Uuid,
+    generation: tokio::sync::watch::Receiver<u64>,
+}
+
+impl LogAccess {
+    /// Whether the caller may still read the log: their credentials work, they may read the
+    /// team, and the app is still the team's.
+    async fn still_allowed(&mut self) -> Result<()> {
+        self.generation.borrow_and_update();
+        let identity = super::authenticate(self.state.db(), &self.credentials).await?;
+        let team = Caller(identity).in_team(&self.state, &self.team, Need::Read).await?;
+        if !apps::belongs_to(self.state.db(), self.app_id, team.id).await? {
+            return Err(Error::NotFound("the app is gone".into()));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -616,12 +671,12 @@ pub(crate) async fn rollback(
     let saved = apps::save(state.db(), app.id, None, &code, caller.user().id, &note).await?;
     let detail = json!({ "to": version, "version": saved });
     teams::audit(state.db(), team.id, caller.actor(), "app.rollback", &app.name, detail).await?;
-    let diagnostics = validate::validate(code).await;
+    let diagnostics = diagnostics(&state, &team, code).await?;
     let restarted = app.desired_state == "running"
         && app.run_version.is_none()
         && !validate::has_errors(&diagnostics);
     if restarted {
-        apps::start(state.db(), app.id, None).await?;
+        apps::start(state.db(), team.id, app.id, None, state.quotas()).await?;
     }
     Ok(Json(RolledBack { version: saved, restarted, diagnostics }))
 }
@@ -695,6 +750,9 @@ pub(crate) async fn unshare_grid(
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct ValidateRequest {
     code: String,
+    /// Check it as an app of this team (the caller's): then topics the team may not read are
+    /// errors too. Without it, only the platform's topics are.
+    team: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -704,15 +762,23 @@ pub(crate) struct Validation {
 
 /// Checks code without saving or running it: syntax errors with line and column, and the
 /// platform's rules (one App, streams over declared topics, aerogrid's names, imports the
-/// sandbox refuses).
+/// sandbox refuses, with `team`: topics the team may not read).
 #[utoipa::path(post, path = "/validate", tag = "apps", request_body = ValidateRequest,
     responses((status = 200, body = Validation)))]
 pub(crate) async fn validate_code(
-    _caller: Caller,
+    State(state): State<AppState>,
+    caller: Caller,
     ApiJson(body): ApiJson<ValidateRequest>,
 ) -> Result<Json<Validation>> {
     check_code_size(&body.code)?;
-    Ok(Json(Validation { diagnostics: validate::validate(body.code).await }))
+    let diagnostics = match body.team {
+        Some(team) => {
+            let team = caller.in_team(&state, &team, Need::Read).await?;
+            diagnostics(&state, &team, body.code).await?
+        }
+        None => validate::validate(body.code, None).await,
+    };
+    Ok(Json(Validation { diagnostics }))
 }
 
 fn check_code_size(code: &str) -> Result<()> {

@@ -210,6 +210,21 @@ impl Caller {
         Ok(TeamAccess { id, name: team.to_owned(), role })
     }
 
+    /// Account actions take the user's own credentials: a session, or a token not limited to
+    /// one team (a team's token, handed to Excel or CI, must not take over its user).
+    pub(crate) fn require_personal(&self, writes: bool) -> Result<()> {
+        match self.0.credential {
+            Credential::Token { team: Some(_), .. } => Err(Error::Forbidden(
+                "a token of one team cannot act on the account: use a session or a personal token"
+                    .to_owned(),
+            )),
+            Credential::Token { scope: Scope::Read, .. } if writes => Err(Error::Forbidden(
+                "a read-only token cannot change the account".to_owned(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Admin-only actions (creating users).
     pub(crate) fn require_admin(&self) -> Result<()> {
         if self.0.is_admin()
@@ -366,9 +381,14 @@ pub(crate) struct NewPassword {
     /// Required when the user has a password already.
     current_password: Option<String>,
     new_password: String,
+    /// Also revoke every API token of the user (personal and of teams): a changed password is
+    /// often a stolen one. Default false.
+    #[serde(default)]
+    revoke_tokens: bool,
 }
 
-/// Sets the caller's password; their other browser sessions end.
+/// Sets the caller's password (with a session or a personal token, not a team's); their other
+/// browser sessions end, and with `revoke_tokens` their API tokens too.
 #[utoipa::path(put, path = "/me/password", tag = "auth", request_body = NewPassword,
     responses((status = 204, description = "Changed")),
     security(("bearer" = []), ("session" = [])))]
@@ -378,9 +398,7 @@ pub(crate) async fn set_password(
     headers: HeaderMap,
     ApiJson(body): ApiJson<NewPassword>,
 ) -> Result<StatusCode> {
-    if matches!(caller.0.credential, Credential::Token { scope: Scope::Read, .. }) {
-        return Err(Error::Forbidden("a read-only token cannot change a password".to_owned()));
-    }
+    caller.require_personal(true)?;
     let (_, current) = accounts::password_of(state.db(), &caller.user().name)
         .await?
         .ok_or_else(|| Error::NotFound("the user is gone".to_owned()))?;
@@ -395,7 +413,43 @@ pub(crate) async fn set_password(
     }
     let hash = hash_password(body.new_password).await?;
     let current_session = session_cookie(&headers).map(secret::digest);
-    accounts::set_password(state.db(), caller.user().id, &hash, current_session.as_deref()).await?;
+    accounts::set_password(
+        state.db(),
+        caller.user().id,
+        &hash,
+        current_session.as_deref(),
+        body.revoke_tokens,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's live API tokens: personal ones (acting in all their teams) and those of teams.
+#[utoipa::path(get, path = "/me/tokens", tag = "auth",
+    responses((status = 200, body = Vec<accounts::PersonalToken>)),
+    security(("bearer" = []), ("session" = [])))]
+pub(crate) async fn my_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<Vec<accounts::PersonalToken>>> {
+    caller.require_personal(false)?;
+    Ok(axum::Json(accounts::tokens_of(state.db(), caller.user().id).await?))
+}
+
+/// Revokes one of the caller's API tokens, personal or of a team.
+#[utoipa::path(delete, path = "/me/tokens/{id}", tag = "auth",
+    params(("id" = Uuid, Path)),
+    responses((status = 204, description = "Revoked")),
+    security(("bearer" = []), ("session" = [])))]
+pub(crate) async fn revoke_my_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    super::extract::ApiPath(id): super::extract::ApiPath<Uuid>,
+) -> Result<StatusCode> {
+    caller.require_personal(true)?;
+    accounts::revoke_own_token(state.db(), caller.actor(), id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("you have no live token {id}")))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -12,6 +12,7 @@ mod extract;
 mod health;
 mod metrics;
 mod teams;
+mod topics;
 mod web;
 
 use axum::{Router, extract::DefaultBodyLimit, http::StatusCode, routing::get};
@@ -51,16 +52,21 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(auth::me))
         .routes(routes!(auth::set_password))
+        .routes(routes!(auth::my_tokens))
+        .routes(routes!(auth::revoke_my_token))
         .routes(routes!(auth::sign_in))
         .routes(routes!(auth::sign_out))
         .routes(routes!(auth::create_user))
         .routes(routes!(teams::create_team, teams::list_teams))
+        .routes(routes!(teams::get_team, teams::change_team))
         .routes(routes!(teams::list_members))
         .routes(routes!(teams::set_member, teams::remove_member))
         .routes(routes!(teams::create_token, teams::list_tokens))
         .routes(routes!(teams::revoke_token))
         .routes(routes!(teams::shared_grids))
         .routes(routes!(teams::audit_log))
+        .routes(routes!(topics::list_grants))
+        .routes(routes!(topics::grant_topic, topics::revoke_topic))
         .routes(routes!(apps::list_apps, apps::create_app))
         .routes(routes!(apps::get_app, apps::save_app, apps::change_app, apps::delete_app))
         .routes(routes!(apps::start_app))
@@ -90,6 +96,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 pub(crate) fn router(state: AppState) -> Router {
+    tokio::spawn(crate::access::watch_changes(
+        state.db().clone(),
+        state.inner.access_generation.clone(),
+    ));
     let (api, _) = api_routes().split_for_parts();
     let document = std::sync::Arc::new(openapi());
     let api = api

@@ -3,7 +3,6 @@
 use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -13,7 +12,10 @@ use super::{
 };
 use crate::{
     AppState, Error, Result,
-    db::teams::{self, AuditEvent, Member, Role, Scope, SharedGrid, Team, Token},
+    db::{
+        quotas::{self, QuotaSettings, Quotas, Usage},
+        teams::{self, AuditEvent, Member, Role, Scope, SharedGrid, Team, Token},
+    },
     secret,
 };
 
@@ -39,9 +41,24 @@ pub(crate) async fn create_team(
         return Err(Error::Forbidden("a read-only token cannot create teams".into()));
     }
     super::check_name("team", &body.name)?;
-    let team = teams::create(state.db(), &body.name, caller.user().id).await?;
-    teams::audit(state.db(), team.id, caller.actor(), "team.create", &team.name, json!({})).await?;
+    check_team_name(&body.name)?;
+    let team = teams::create(state.db(), &body.name, caller.actor()).await?;
     Ok((StatusCode::CREATED, Json(team)))
+}
+
+/// A team's name begins its topic namespace (`<team>.*`): a dot in it would put one team's
+/// namespace inside another's (`a.*` holds `a.b.*`), and the platform's prefix is its own.
+fn check_team_name(name: &str) -> Result<()> {
+    if name.contains('.') {
+        return Err(Error::BadRequest(format!(
+            "`{name}` is not a valid team name: it may not contain `.` (the team's topics are named `{}.<topic>`)",
+            name.replace('.', "-")
+        )));
+    }
+    if aerogrid_policy::topics::is_platform_topic(&format!("{name}.")) {
+        return Err(Error::BadRequest(format!("`{name}` is reserved for the platform")));
+    }
+    Ok(())
 }
 
 /// The caller's teams and their role in each (an administrator sees every team).
@@ -55,6 +72,66 @@ pub(crate) async fn list_teams(
         teams.retain(|team| team.id == only);
     }
     Ok(Json(teams))
+}
+
+/// A team with its quotas and what it uses of them.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TeamDetail {
+    #[serde(flatten)]
+    team: Team,
+    /// Its topic namespace: its apps may always read these topics.
+    namespace: String,
+    quotas: Quotas,
+    usage: Usage,
+}
+
+async fn team_detail(state: &AppState, team: super::auth::TeamAccess) -> Result<TeamDetail> {
+    let quotas = quotas::quotas(state.db(), team.id, state.quotas()).await?;
+    let usage = quotas::usage(state.db(), team.id, state.quotas()).await?;
+    let created_at = teams::created_at(state.db(), team.id).await?;
+    Ok(TeamDetail {
+        namespace: format!("{}.*", team.name),
+        team: Team { id: team.id, name: team.name, role: team.role, created_at },
+        quotas,
+        usage,
+    })
+}
+
+/// The team, its quotas and usage (any member).
+#[utoipa::path(get, path = "/teams/{team}", tag = "teams",
+    params(("team" = String, Path)), responses((status = 200, body = TeamDetail)))]
+pub(crate) async fn get_team(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(team): ApiPath<String>,
+) -> Result<Json<TeamDetail>> {
+    let team = caller.in_team(&state, &team, Need::Read).await?;
+    Ok(Json(team_detail(&state, team).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChangeTeam {
+    /// The team's quotas; each absent or null one is the server's default.
+    quotas: QuotaSettings,
+}
+
+/// Sets the team's quotas (administrators only). Apps already running keep running; the next
+/// Create or Start beyond a quota is refused.
+#[utoipa::path(patch, path = "/teams/{team}", tag = "teams",
+    params(("team" = String, Path)), request_body = ChangeTeam,
+    responses((status = 200, body = TeamDetail)))]
+pub(crate) async fn change_team(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(team): ApiPath<String>,
+    ApiJson(body): ApiJson<ChangeTeam>,
+) -> Result<Json<TeamDetail>> {
+    caller.require_admin()?;
+    let team = caller.in_team(&state, &team, Need::Own).await?;
+    body.quotas.check()?;
+    quotas::set_quotas(state.db(), team.id, body.quotas, caller.actor()).await?;
+    Ok(Json(team_detail(&state, team).await?))
 }
 
 /// The team's members and their roles.
@@ -85,9 +162,7 @@ pub(crate) async fn set_member(
     ApiJson(body): ApiJson<MemberRole>,
 ) -> Result<Json<Member>> {
     let team = caller.in_team(&state, &team, Need::Own).await?;
-    let member = teams::set_member(state.db(), team.id, &user, body.role).await?;
-    let detail = json!({ "role": body.role });
-    teams::audit(state.db(), team.id, caller.actor(), "member.set", &user, detail).await?;
+    let member = teams::set_member(state.db(), team.id, &user, body.role, caller.actor()).await?;
     Ok(Json(member))
 }
 
@@ -101,10 +176,9 @@ pub(crate) async fn remove_member(
     ApiPath((team, user)): ApiPath<(String, String)>,
 ) -> Result<StatusCode> {
     let team = caller.in_team(&state, &team, Need::Own).await?;
-    if !teams::remove_member(state.db(), team.id, &user).await? {
+    if !teams::remove_member(state.db(), team.id, &user, caller.actor()).await? {
         return Err(Error::NotFound(format!("`{user}` is not a member of team `{}`", team.name)));
     }
-    teams::audit(state.db(), team.id, caller.actor(), "member.remove", &user, json!({})).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -161,10 +235,9 @@ pub(crate) async fn create_token(
         name,
         scope,
         &secret::digest(&token),
+        caller.actor(),
     )
     .await?;
-    let detail = json!({ "id": id, "scope": scope });
-    teams::audit(state.db(), team.id, caller.actor(), "token.create", name, detail).await?;
     let created = TokenCreated { id, name: name.to_owned(), scope, token, created_at };
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -196,11 +269,9 @@ pub(crate) async fn revoke_token(
         return Err(Error::Forbidden("a read-only token cannot revoke tokens".into()));
     }
     let only = (team.role < Role::Owner).then_some(caller.user().id);
-    let name = teams::revoke_token(state.db(), team.id, id, only)
+    teams::revoke_token(state.db(), team.id, id, only, caller.actor())
         .await?
         .ok_or_else(|| Error::NotFound(format!("no live token {id} of yours in this team")))?;
-    teams::audit(state.db(), team.id, caller.actor(), "token.revoke", &name, json!({ "id": id }))
-        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

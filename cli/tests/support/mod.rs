@@ -259,7 +259,8 @@ pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
-/// Creates team `acme` and app `orders` running `code`; returns the app id.
+/// Creates team `acme`, which may read topic `orders`, and app `orders` running `code`; returns
+/// the app id.
 pub(crate) async fn create_running_app(pool: &sqlx::PgPool, code: &str) -> uuid::Uuid {
     let team: uuid::Uuid = sqlx::query_scalar(
         "INSERT INTO teams (id, name) VALUES (gen_random_uuid(), 'acme') RETURNING id",
@@ -267,9 +268,22 @@ pub(crate) async fn create_running_app(pool: &sqlx::PgPool, code: &str) -> uuid:
     .fetch_one(pool)
     .await
     .unwrap();
+    grant_topic(pool, team, "orders").await;
     let app = create_app(pool, team, "orders", code, None).await;
     start_app(pool, app).await;
     app
+}
+
+/// Lets `team` read the topics of `pattern`, as an administrator's grant does.
+pub(crate) async fn grant_topic(pool: &sqlx::PgPool, team: uuid::Uuid, pattern: &str) {
+    sqlx::query(
+        "INSERT INTO topic_grants (team_id, pattern, granted_by) VALUES ($1, $2, 'test') ON CONFLICT DO NOTHING",
+    )
+    .bind(team)
+    .bind(pattern)
+    .execute(pool)
+    .await
+    .unwrap();
 }
 
 /// Creates a stopped app of `team` with `code` as version 1 (and its own memory limit).

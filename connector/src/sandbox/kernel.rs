@@ -15,7 +15,7 @@ use seccompiler::{
 
 use crate::{Error, Result};
 
-/// The user connectors run as when the node runs as root.
+/// The user connectors run as when the node runs as root and gives them no user of their own.
 const NOBODY: libc::uid_t = 65534;
 const NOGROUP: libc::gid_t = 65534;
 /// Descriptors a connector may hold: its pipes, stdio, and what imports open for a moment.
@@ -35,8 +35,14 @@ pub(crate) fn isolate_network() -> Result<&'static str> {
     Err(os_error("unshare"))
 }
 
-/// As root: become `nobody`, with no supplementary groups and so no capabilities.
-pub(crate) fn drop_root() -> Result<Option<&'static str>> {
+/// As root: become `uid` (its own group too; `nobody` without one), with no supplementary
+/// groups and so no capabilities. A user of its own keeps a connector apart from every other
+/// app's: no signals, no `/proc` access, no shared per-user limits or priorities.
+pub(crate) fn drop_root(uid: Option<libc::uid_t>) -> Result<Option<String>> {
+    if uid == Some(0) {
+        return Err(Error::Sandbox("a connector never runs as root".into()));
+    }
+    let (user, group) = uid.map_or((NOBODY, NOGROUP), |uid| (uid, uid));
     // SAFETY: plain credential calls on this process.
     unsafe {
         if libc::geteuid() != 0 {
@@ -46,10 +52,10 @@ pub(crate) fn drop_root() -> Result<Option<&'static str>> {
         if libc::setgroups(0, std::ptr::null()) != 0 {
             return Err(os_error("setgroups"));
         }
-        if libc::setresgid(NOGROUP, NOGROUP, NOGROUP) != 0 {
+        if libc::setresgid(group, group, group) != 0 {
             return Err(os_error("setresgid"));
         }
-        if libc::setresuid(NOBODY, NOBODY, NOBODY) != 0 {
+        if libc::setresuid(user, user, user) != 0 {
             return Err(os_error("setresuid"));
         }
         // A change of credentials clears the parent-death signal the node set: set it again,
@@ -61,7 +67,10 @@ pub(crate) fn drop_root() -> Result<Option<&'static str>> {
             libc::_exit(1);
         }
     }
-    Ok(Some("user nobody"))
+    Ok(Some(match uid {
+        Some(uid) => format!("user {uid} of its own"),
+        None => "user nobody".to_owned(),
+    }))
 }
 
 /// Limits no connector needs beyond: no core dumps, no file growth (memfd or tmpfs included), a
@@ -199,10 +208,18 @@ pub(crate) fn filter_system_calls() -> Result<&'static str> {
     {
         rules.insert(call, vec![rule(vec![condition(0, SeccompCmpOp::Ne, own_pid)?])?]);
     }
+    // Priorities of this process only: `setpriority(PRIO_USER | PRIO_PGRP, ...)` would reach
+    // other processes of the same user (rules of one call are alternatives: either refuses).
+    rules.insert(
+        libc::SYS_setpriority,
+        vec![
+            rule(vec![condition(0, SeccompCmpOp::Ne, libc::PRIO_PROCESS as u64)?])?,
+            rule(vec![condition(1, SeccompCmpOp::Ne, 0)?, condition(1, SeccompCmpOp::Ne, own_pid)?])?,
+        ],
+    );
     // Limits and scheduling of this process only (0 means this process).
     for (call, pid_argument) in [
         (libc::SYS_prlimit64, 0),
-        (libc::SYS_setpriority, 1),
         (libc::SYS_sched_setaffinity, 0),
         (libc::SYS_sched_setscheduler, 0),
         (libc::SYS_sched_setparam, 0),

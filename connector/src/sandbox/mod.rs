@@ -1,7 +1,8 @@
 //! The sandbox around user code. Layers, outermost first (ARCHITECTURE.md explains each):
 //!
 //! 1. The node starts the process with an empty environment: no secret to find.
-//! 2. A network namespace of its own; as root, the user `nobody`; rlimits (no core, no file
+//! 2. A network namespace of its own; as root, a user of its own (the node picks it from its
+//!    range; `nobody` without one); rlimits (no core, no file
 //!    growth, few descriptors, not dumpable); later, the app's memory limit.
 //! 3. The interpreter: `sys.path` is the standard library only, and an audit hook refuses
 //!    network, processes, threads, signals, files, native code, code objects, with a message
@@ -39,7 +40,7 @@ pub enum Sandbox {
 
 /// The layers applied before the interpreter starts: namespace, user, rlimits. The network
 /// namespace is best effort (a container may forbid it); the others are required.
-pub(crate) fn before_interpreter() -> Result<Vec<String>> {
+pub(crate) fn before_interpreter(uid: Option<u32>) -> Result<Vec<String>> {
     let mut layers = Vec::new();
     match kernel::isolate_network() {
         Ok(layer) => layers.push(layer.to_owned()),
@@ -47,7 +48,7 @@ pub(crate) fn before_interpreter() -> Result<Vec<String>> {
             "aerogrid-connector: no network namespace ({error}); seccomp and landlock still refuse the network"
         ),
     }
-    layers.extend(kernel::drop_root()?.map(str::to_owned));
+    layers.extend(kernel::drop_root(uid)?);
     layers.push(kernel::limit_resources()?.to_owned());
     Ok(layers)
 }

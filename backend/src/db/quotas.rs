@@ -1,0 +1,212 @@
+//! Quotas per team: how many apps it may have and run, and how much memory its connectors may
+//! take. Checked in the transaction that would exceed them, under a lock of the team's row, so
+//! that concurrent Creates or Starts cannot both squeeze past the last free place.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{Error, QuotaDefaults, Result, db::teams};
+
+/// What a team may take of the platform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Quotas {
+    /// Apps the team may have.
+    pub apps: i32,
+    /// Apps it may run at once.
+    pub running_apps: i32,
+    /// Memory one of its apps may ask for its connector, in MiB.
+    pub app_memory_mib: i32,
+    /// Memory of its running apps together, in MiB.
+    pub total_memory_mib: i32,
+}
+
+/// Quotas as an administrator sets them: each absent or null one is the server's default.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSettings {
+    pub apps: Option<i32>,
+    pub running_apps: Option<i32>,
+    pub app_memory_mib: Option<i32>,
+    pub total_memory_mib: Option<i32>,
+}
+
+/// What a team uses of its quotas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Usage {
+    pub apps: i64,
+    pub running_apps: i64,
+    /// Memory of its running apps, in MiB (an app without a limit of its own counts as the
+    /// runtime nodes' default).
+    pub memory_mib: i64,
+}
+
+impl QuotaSettings {
+    fn effective(self, defaults: &QuotaDefaults) -> Quotas {
+        Quotas {
+            apps: self.apps.unwrap_or(defaults.apps),
+            running_apps: self.running_apps.unwrap_or(defaults.running_apps),
+            app_memory_mib: self.app_memory_mib.unwrap_or(defaults.app_memory_mib),
+            total_memory_mib: self.total_memory_mib.unwrap_or(defaults.total_memory_mib),
+        }
+    }
+
+    /// Refuses quotas that cannot mean anything.
+    pub fn check(&self) -> Result<()> {
+        let counts = [("apps", self.apps), ("running_apps", self.running_apps)];
+        let sizes = [("app_memory_mib", self.app_memory_mib), ("total_memory_mib", self.total_memory_mib)];
+        for (name, value) in counts {
+            if value.is_some_and(|value| value < 0) {
+                return Err(Error::BadRequest(format!("quota `{name}` is 0 or more")));
+            }
+        }
+        for (name, value) in sizes {
+            if value.is_some_and(|value| value < 1) {
+                return Err(Error::BadRequest(format!("quota `{name}` is 1 MiB or more")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The team's row, locked until the transaction ends, and its quotas.
+async fn lock_team(
+    tx: &mut sqlx::PgConnection,
+    team: Uuid,
+    defaults: &QuotaDefaults,
+) -> Result<Quotas> {
+    let settings = sqlx::query_as!(
+        QuotaSettings,
+        "SELECT max_apps AS apps, max_running_apps AS running_apps,
+                max_app_memory_mib AS app_memory_mib, max_total_memory_mib AS total_memory_mib
+         FROM teams WHERE id = $1 FOR UPDATE",
+        team
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(settings.effective(defaults))
+}
+
+/// The team's quotas now.
+pub async fn quotas(db: &sqlx::PgPool, team: Uuid, defaults: &QuotaDefaults) -> Result<Quotas> {
+    let settings = sqlx::query_as!(
+        QuotaSettings,
+        "SELECT max_apps AS apps, max_running_apps AS running_apps,
+                max_app_memory_mib AS app_memory_mib, max_total_memory_mib AS total_memory_mib
+         FROM teams WHERE id = $1",
+        team
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(settings.effective(defaults))
+}
+
+/// What the team uses now; `except` leaves one app out of the running ones (the one starting).
+async fn usage_except(
+    db: impl sqlx::PgExecutor<'_>,
+    team: Uuid,
+    except: Option<Uuid>,
+    default_memory_mib: i32,
+) -> Result<Usage> {
+    let row = sqlx::query!(
+        r#"SELECT count(*) AS "apps!",
+                  count(*) FILTER (WHERE desired_state = 'running' AND id IS DISTINCT FROM $2) AS "running!",
+                  COALESCE(sum(COALESCE(memory_limit_mib, $3)::bigint)
+                           FILTER (WHERE desired_state = 'running' AND id IS DISTINCT FROM $2), 0)::bigint AS "memory!"
+           FROM apps WHERE team_id = $1"#,
+        team,
+        except,
+        default_memory_mib
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(Usage { apps: row.apps, running_apps: row.running, memory_mib: row.memory })
+}
+
+pub async fn usage(db: &sqlx::PgPool, team: Uuid, defaults: &QuotaDefaults) -> Result<Usage> {
+    usage_except(db, team, None, defaults.default_app_memory_mib).await
+}
+
+/// Sets the team's quotas (what is absent is the server's default), with its audit event.
+pub async fn set_quotas(
+    db: &sqlx::PgPool,
+    team: Uuid,
+    settings: QuotaSettings,
+    actor: (Uuid, &str),
+) -> Result<()> {
+    let mut tx = db.begin().await?;
+    sqlx::query!(
+        "UPDATE teams SET max_apps = $2, max_running_apps = $3, max_app_memory_mib = $4,
+                          max_total_memory_mib = $5
+         WHERE id = $1",
+        team,
+        settings.apps,
+        settings.running_apps,
+        settings.app_memory_mib,
+        settings.total_memory_mib
+    )
+    .execute(&mut *tx)
+    .await?;
+    let detail = serde_json::to_value(settings).unwrap_or_default();
+    teams::audit(&mut *tx, team, actor, "team.quotas", "quotas", detail).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Inside a transaction that adds an app: refuses once the team has its quota of apps.
+pub(crate) async fn admit_new_app(
+    tx: &mut sqlx::PgConnection,
+    team: Uuid,
+    defaults: &QuotaDefaults,
+) -> Result<()> {
+    let quotas = lock_team(tx, team, defaults).await?;
+    let usage = usage_except(&mut *tx, team, None, defaults.default_app_memory_mib).await?;
+    if usage.apps >= i64::from(quotas.apps) {
+        return Err(Error::Conflict(format!(
+            "the team has {} apps, its quota: delete one, or ask an administrator to raise the quota",
+            usage.apps
+        )));
+    }
+    Ok(())
+}
+
+/// Inside a transaction that starts `app`: refuses a start beyond the team's running apps or
+/// memory.
+pub(crate) async fn admit_start(
+    tx: &mut sqlx::PgConnection,
+    team: Uuid,
+    app: Uuid,
+    defaults: &QuotaDefaults,
+) -> Result<()> {
+    let quotas = lock_team(tx, team, defaults).await?;
+    let memory = sqlx::query_scalar!("SELECT memory_limit_mib FROM apps WHERE id = $1", app)
+        .fetch_one(&mut *tx)
+        .await?
+        .unwrap_or(defaults.default_app_memory_mib);
+    check_app_memory(memory, &quotas)?;
+    let usage = usage_except(&mut *tx, team, Some(app), defaults.default_app_memory_mib).await?;
+    if usage.running_apps >= i64::from(quotas.running_apps) {
+        return Err(Error::Conflict(format!(
+            "the team runs {} apps, its quota: stop one, or ask an administrator to raise the quota",
+            usage.running_apps
+        )));
+    }
+    if usage.memory_mib + i64::from(memory) > i64::from(quotas.total_memory_mib) {
+        return Err(Error::Conflict(format!(
+            "the team's running apps have {} MiB of {} MiB: this app's {memory} MiB does not fit; stop one, lower its memory, or ask an administrator to raise the quota",
+            usage.memory_mib, quotas.total_memory_mib
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a memory limit above what one app of the team may ask for (422).
+pub fn check_app_memory(memory_mib: i32, quotas: &Quotas) -> Result<()> {
+    if memory_mib > quotas.app_memory_mib {
+        return Err(Error::Unprocessable(format!(
+            "an app of this team may ask for at most {} MiB of memory, not {memory_mib} MiB",
+            quotas.app_memory_mib
+        )));
+    }
+    Ok(())
+}
