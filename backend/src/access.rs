@@ -85,12 +85,18 @@ fn credentials_digest(credentials: &HeaderMap) -> Vec<u8> {
 
 /// The results of this generation's checks, by credentials and target.
 pub(crate) struct SharedChecks<T> {
-    checks: Mutex<(u64, HashMap<(Vec<u8>, String), Arc<OnceCell<T>>>)>,
+    checks: Mutex<Generation<T>>,
+}
+
+/// The checks of one generation: a digest of the credentials and the target, to the result.
+struct Generation<T> {
+    number: u64,
+    results: HashMap<(Vec<u8>, String), Arc<OnceCell<T>>>,
 }
 
 impl<T> Default for SharedChecks<T> {
     fn default() -> Self {
-        Self { checks: Mutex::new((0, HashMap::new())) }
+        Self { checks: Mutex::new(Generation { number: 0, results: HashMap::new() }) }
     }
 }
 
@@ -106,12 +112,12 @@ impl<T: Clone> SharedChecks<T> {
     ) -> T {
         let cell = {
             let mut checks = self.checks.lock().expect("access checks lock");
-            if checks.0 != generation {
+            if checks.number != generation {
                 // A new generation: every earlier answer may be stale.
-                *checks = (generation, HashMap::new());
+                *checks = Generation { number: generation, results: HashMap::new() };
             }
             let key = (credentials_digest(credentials), target.to_owned());
-            checks.1.entry(key).or_default().clone()
+            checks.results.entry(key).or_default().clone()
         };
         cell.get_or_init(check).await.clone()
     }

@@ -385,8 +385,9 @@ async fn allow(
     if readable == grids::Readable::No {
         return Err(Denied::Hidden);
     }
-    let inputs =
-        grids::app_inputs(db, found.app_id).await.map_err(|error| Denied::Internal(internal(error)))?;
+    let inputs = grids::app_inputs(db, found.app_id)
+        .await
+        .map_err(|error| Denied::Internal(internal(error)))?;
     for topic in &inputs.topics {
         if let Err(refusal) =
             aerogrid_policy::topics::check_topic(&inputs.team, &inputs.grants, topic)
@@ -1358,8 +1359,8 @@ mod tests {
                 default_app_memory_mib: 1,
             },
         };
-        let state = AppState::new(db, KafkaSettings::new("localhost:1"), &server)
-            .expect("plain settings");
+        let state =
+            AppState::new(db, KafkaSettings::new("localhost:1"), &server).expect("plain settings");
         StreamAccess {
             generation: state.inner.access_generation.subscribe(),
             state,

@@ -225,7 +225,8 @@ fn body_problem(route: &str, who: Who, body: &Value) -> Option<String> {
         "GET /api/v1/me/tokens" => {
             for item in body.as_array().into_iter().flatten() {
                 let team = item["team"].as_str();
-                if team.is_some_and(|team| base_teams.contains(&team) && !teams_seen.contains(&team))
+                if team
+                    .is_some_and(|team| base_teams.contains(&team) && !teams_seen.contains(&team))
                 {
                     return Some(format!("a token of another team: {item}"));
                 }
@@ -242,21 +243,22 @@ fn body_problem(route: &str, who: Who, body: &Value) -> Option<String> {
                 return Some(format!("acme's members: {users:?}"));
             }
         }
-        "GET /api/v1/teams/{team}/topics" => {
-            if !names("pattern").iter().any(|pattern| pattern == "orders") {
-                return Some(format!("acme's grants: {body}"));
-            }
+        "GET /api/v1/teams/{team}/topics"
+            if !names("pattern").iter().any(|pattern| pattern == "orders") =>
+        {
+            return Some(format!("acme's grants: {body}"));
         }
-        "GET /api/v1/teams/{team}" => {
-            if body["name"] != "acme" || body["namespace"] != "acme.*" || !body["quotas"].is_object()
-            {
-                return Some(format!("acme: {body}"));
-            }
+        "GET /api/v1/teams/{team}"
+            if body["name"] != "acme"
+                || body["namespace"] != "acme.*"
+                || !body["quotas"].is_object() =>
+        {
+            return Some(format!("acme: {body}"));
         }
-        "GET /api/v1/teams/{team}/shared-grids" => {
-            if body.as_array().is_none_or(|grids| !grids.is_empty()) {
-                return Some(format!("nothing is shared with acme: {body}"));
-            }
+        "GET /api/v1/teams/{team}/shared-grids"
+            if body.as_array().is_none_or(|grids| !grids.is_empty()) =>
+        {
+            return Some(format!("nothing is shared with acme: {body}"));
         }
         "GET /api/v1/teams/{team}/audit" => {
             let targets = names("target");
@@ -448,7 +450,10 @@ async fn every_route_refuses_or_allows_each_kind_of_caller() {
                 .unwrap_or_else(|_| panic!("{route} as {who:?} did not answer"))
                 .unwrap();
             let status = response.status().as_u16();
-            if status == want && status < 300 && method == Method::GET && !route.ends_with("/follow")
+            if status == want
+                && status < 300
+                && method == Method::GET
+                && !route.ends_with("/follow")
             {
                 let body: Value = response.json().await.unwrap_or_default();
                 if let Some(problem) = body_problem(route, *who, &body) {

@@ -308,8 +308,14 @@ async fn calls_without_the_right_credentials_or_names_are_refused_with_reasons()
     .execute(&pool)
     .await
     .unwrap();
-    assert_eq!(failure(&snapshot(&stack, "acme/orders/product_sum", "agt_globex-test-token")), HIDDEN);
-    assert_eq!(failure(&snapshot(&stack, "acme/nope/product_sum", "agt_globex-test-token")), HIDDEN);
+    assert_eq!(
+        failure(&snapshot(&stack, "acme/orders/product_sum", "agt_globex-test-token")),
+        HIDDEN
+    );
+    assert_eq!(
+        failure(&snapshot(&stack, "acme/nope/product_sum", "agt_globex-test-token")),
+        HIDDEN
+    );
 
     // Once the app has run, an unknown grid names the ones there are.
     let kafka = KafkaSettings::new(stack.file("broker"));

@@ -32,7 +32,13 @@ fn reading(topic: &str) -> String {
     SEED.replace("app.topic('orders'", &format!("app.topic('{topic}'"))
 }
 
-async fn wait_for_status(api: &Api, team: &str, app: &str, wanted: &str) -> Value {
+async fn wait_for_status(
+    api: &Api,
+    stack: &DevStack,
+    team: &str,
+    app: &str,
+    wanted: &str,
+) -> Value {
     let path = format!("/api/v1/teams/{team}/apps/{app}/status");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -40,7 +46,12 @@ async fn wait_for_status(api: &Api, team: &str, app: &str, wanted: &str) -> Valu
         if status["state"] == wanted {
             return status;
         }
-        assert!(Instant::now() < deadline, "{team}/{app} never {wanted}: {status}");
+        if Instant::now() > deadline {
+            let logs = api
+                .admin(Method::GET, &format!("/api/v1/teams/{team}/apps/{app}/logs"), None)
+                .await;
+            panic!("{team}/{app} never {wanted}: {status}; its log: {logs}\n{}", stack.stderr());
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -81,8 +92,10 @@ async fn open(
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut client = grpc(url).await;
-        let request =
-            with_credentials(SubscribeRequest { grid: to.clone(), ..Default::default() }, credentials);
+        let request = with_credentials(
+            SubscribeRequest { grid: to.clone(), ..Default::default() },
+            credentials,
+        );
         match client.subscribe(request).await {
             Ok(stream) => {
                 let mut stream = stream.into_inner();
@@ -124,12 +137,13 @@ mod descriptor {
     }
 }
 
-/// The status `stream` ends with, and how long after now.
+/// The status `stream` ends with, and how long after `since` (just before the revocation).
 async fn ended(
     stream: &mut tonic::Streaming<aerogrid_proto::v1::SubscribeResponse>,
     what: &str,
+    since: Instant,
 ) -> (tonic::Status, Duration) {
-    let started = Instant::now();
+    let started = since;
     let ending = async {
         loop {
             match stream.message().await {
@@ -139,7 +153,7 @@ async fn ended(
             }
         }
     };
-    let status = tokio::time::timeout(REVOCATION_BOUND, ending)
+    let status = tokio::time::timeout_at((since + REVOCATION_BOUND).into(), ending)
         .await
         .unwrap_or_else(|_| panic!("{what}: the stream still runs {REVOCATION_BOUND:?} later"));
     (status, started.elapsed())
@@ -155,7 +169,7 @@ async fn acme_running(api: &Api, stack: &DevStack) -> aerogrid_kafka::KafkaSetti
     let app = json!({ "name": "orders", "code": SEED });
     api.admin(Method::POST, "/api/v1/teams/acme/apps", Some(app)).await;
     api.admin(Method::POST, "/api/v1/teams/acme/apps/orders/start", None).await;
-    wait_for_status(api, "acme", "orders", "running").await;
+    wait_for_status(api, stack, "acme", "orders", "running").await;
     kafka
 }
 
@@ -166,8 +180,10 @@ async fn a_team_reads_only_its_topics_whoever_asks_and_however() {
     let api = Api::new(&stack);
     let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
     acme_running(&api, &stack).await;
-    let acme_app: uuid::Uuid =
-        sqlx::query_scalar("SELECT id FROM apps WHERE name = 'orders'").fetch_one(&pool).await.unwrap();
+    let acme_app: uuid::Uuid = sqlx::query_scalar("SELECT id FROM apps WHERE name = 'orders'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     let changelog = format!("aerogrid.changelog.{acme_app}");
 
     // Team `beta`, owned by `mallory`, who is no admin.
@@ -185,8 +201,12 @@ async fn a_team_reads_only_its_topics_whoever_asks_and_however() {
 
     // Every way of naming acme's data is an error on the `app.topic` line (9), for validation,
     // save and Start alike; a topic that does not exist reads exactly like one that does.
-    let refused = |topic: &str| format!("team `beta` may not read topic `{topic}`; an administrator can grant it");
-    let platform = |topic: &str| format!("topic `{topic}` belongs to the platform: connectors can never read it");
+    let refused = |topic: &str| {
+        format!("team `beta` may not read topic `{topic}`; an administrator can grant it")
+    };
+    let platform = |topic: &str| {
+        format!("topic `{topic}` belongs to the platform: connectors can never read it")
+    };
     let attempts = [
         ("orders", refused("orders"), true),
         ("acme.orders", refused("acme.orders"), true),
@@ -206,8 +226,15 @@ async fn a_team_reads_only_its_topics_whoever_asks_and_however() {
             .await;
         let diagnostic = &validated["diagnostics"][0];
         assert_eq!(diagnostic["message"], message.as_str(), "{validated}");
-        assert_eq!((diagnostic["line"].as_u64(), diagnostic["severity"].as_str()), (Some(9), Some("error")));
-        assert_eq!(diagnostic["grantable_topic"].as_str(), grantable.then_some(*topic), "{diagnostic}");
+        assert_eq!(
+            (diagnostic["line"].as_u64(), diagnostic["severity"].as_str()),
+            (Some(9), Some("error"))
+        );
+        assert_eq!(
+            diagnostic["grantable_topic"].as_str(),
+            grantable.then_some(*topic),
+            "{diagnostic}"
+        );
         let name = format!("try-{index}");
         let (status, created) = api
             .call(
@@ -227,7 +254,12 @@ async fn a_team_reads_only_its_topics_whoever_asks_and_however() {
     }
     // Without a team, validation still refuses the platform's topics.
     let (_, validated) = api
-        .call(Method::POST, "/api/v1/validate", &mallory, Some(json!({ "code": reading(&changelog) })))
+        .call(
+            Method::POST,
+            "/api/v1/validate",
+            &mallory,
+            Some(json!({ "code": reading(&changelog) })),
+        )
         .await;
     assert_eq!(validated["diagnostics"][0]["message"], platform(&changelog).as_str());
 
@@ -239,7 +271,7 @@ async fn a_team_reads_only_its_topics_whoever_asks_and_however() {
             .execute(&pool)
             .await
             .unwrap();
-        let status = wait_for_status(&api, "beta", &format!("try-{index}"), "failed").await;
+        let status = wait_for_status(&api, &stack, "beta", &format!("try-{index}"), "failed").await;
         assert_eq!(status["error"], message.as_str(), "{topic}: {status}");
         assert_eq!(status["records_in"], 0, "{topic}: {status}");
     }
@@ -258,8 +290,9 @@ async fn a_team_reads_only_its_topics_whoever_asks_and_however() {
         api.call(Method::PUT, "/api/v1/teams/beta/topics/orders", &mallory, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     for bad in ["aerogrid.*", "*", "__consumer_offsets"] {
-        let (status, problem) =
-            api.call(Method::PUT, &format!("/api/v1/teams/beta/topics/{bad}"), &api.admin, None).await;
+        let (status, problem) = api
+            .call(Method::PUT, &format!("/api/v1/teams/beta/topics/{bad}"), &api.admin, None)
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {problem}");
     }
     api.admin(Method::PUT, "/api/v1/teams/beta/topics/orders", None).await;
@@ -269,16 +302,16 @@ async fn a_team_reads_only_its_topics_whoever_asks_and_however() {
     let (status, problem) =
         api.call(Method::POST, "/api/v1/teams/beta/apps/try-0/start", &mallory, None).await;
     assert_eq!(status, StatusCode::OK, "{problem}");
-    wait_for_status(&api, "beta", "try-0", "running").await;
+    wait_for_status(&api, &stack, "beta", "try-0", "running").await;
     let mut stream = open(&stack.url, &mallory, grid("beta", "try-0", "product_sum")).await;
 
     // Revoking the grant fails the app within seconds, with the reason, and ends its streams.
     let revoked_at = Instant::now();
     api.admin(Method::DELETE, "/api/v1/teams/beta/topics/orders", None).await;
-    let (status, after) = ended(&mut stream, "the grant's revocation").await;
+    let (status, after) = ended(&mut stream, "the grant's revocation", revoked_at).await;
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains(&refused("orders")), "{status:?}");
-    let failed = wait_for_status(&api, "beta", "try-0", "failed").await;
+    let failed = wait_for_status(&api, &stack, "beta", "try-0", "failed").await;
     let app_stopped = revoked_at.elapsed();
     assert_eq!(failed["error"], refused("orders").as_str(), "{failed}");
     assert!(app_stopped < REVOCATION_BOUND, "the app failed {app_stopped:?} after the revocation");
@@ -347,16 +380,20 @@ async fn quotas_hold_and_connectors_do_not_share_a_user() {
     assert_eq!(team["usage"]["running_apps"], 2, "{team}");
 
     // Each connector runs as a user of its own (the node runs as root here).
-    wait_for_status(&api, "beta", "one", "running").await;
-    wait_for_status(&api, "beta", "two", "running").await;
+    wait_for_status(&api, &stack, "beta", "one", "running").await;
+    wait_for_status(&api, &stack, "beta", "two", "running").await;
     let mut uids = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while uids.len() < 2 {
         assert!(Instant::now() < deadline, "the apps did not say who they are: {uids:?}");
         for app in ["one", "two"] {
-            let logs = api.admin(Method::GET, &format!("/api/v1/teams/beta/apps/{app}/logs"), None).await;
+            let logs =
+                api.admin(Method::GET, &format!("/api/v1/teams/beta/apps/{app}/logs"), None).await;
             if let Some(line) = logs.as_array().unwrap().iter().find_map(|line| {
-                line["message"].as_str().and_then(|text| text.strip_prefix("uid ")).map(str::to_owned)
+                line["message"]
+                    .as_str()
+                    .and_then(|text| text.strip_prefix("uid "))
+                    .map(str::to_owned)
             }) {
                 uids.insert(app, line.parse::<u32>().unwrap());
             }
@@ -376,7 +413,7 @@ async fn quotas_hold_and_connectors_do_not_share_a_user() {
         .execute(&pool)
         .await
         .unwrap();
-    let failed = wait_for_status(&api, "beta", "three", "failed").await;
+    let failed = wait_for_status(&api, &stack, "beta", "three", "failed").await;
     assert_eq!(
         failed["error"],
         "the app asks for 60000 MiB of memory; a connector on this node may have at most 4096 MiB",
@@ -391,7 +428,9 @@ async fn streams_end_within_seconds_once_their_access_is_withdrawn() {
     let api = Api::new(&stack);
     acme_running(&api, &stack).await;
     api.admin(Method::POST, "/api/v1/teams", Some(json!({ "name": "customer" }))).await;
-    for (user, team, role) in [("ed", "acme", "editor"), ("vi", "acme", "viewer"), ("cu", "customer", "viewer")] {
+    for (user, team, role) in
+        [("ed", "acme", "editor"), ("vi", "acme", "viewer"), ("cu", "customer", "viewer")]
+    {
         api.create_user(user, PASSWORD).await;
         let path = format!("/api/v1/teams/{team}/members/{user}");
         api.admin(Method::PUT, &path, Some(json!({ "role": role }))).await;
@@ -407,8 +446,9 @@ async fn streams_end_within_seconds_once_their_access_is_withdrawn() {
     let mut stream = open(&stack.url, &token, product_sum()).await;
     let (_, tokens) = api.call(Method::GET, "/api/v1/me/tokens", &ed, None).await;
     let id = tokens[0]["id"].as_str().unwrap().to_owned();
+    let at = Instant::now();
     api.call(Method::DELETE, &format!("/api/v1/me/tokens/{id}"), &ed, None).await;
-    let (status, after) = ended(&mut stream, "a revoked token").await;
+    let (status, after) = ended(&mut stream, "a revoked token", at).await;
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
     timings.push(("token revoked (gRPC)", after));
 
@@ -416,21 +456,23 @@ async fn streams_end_within_seconds_once_their_access_is_withdrawn() {
     let session = api.sign_in("vi", PASSWORD).await;
     let mut stream = open(&stack.url, &session, product_sum()).await;
     let Credentials::Session { cookie, .. } = &session else { unreachable!() };
+    let at = Instant::now();
     api.client
         .post(format!("{}/api/v1/auth/sign-out", stack.url))
         .header("cookie", cookie)
         .send()
         .await
         .unwrap();
-    let (status, after) = ended(&mut stream, "a session signed out").await;
+    let (status, after) = ended(&mut stream, "a session signed out", at).await;
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
     timings.push(("session ended (gRPC)", after));
 
     // The share withdrawn: PERMISSION_DENIED for the customer's member.
     let cu = api.sign_in("cu", PASSWORD).await;
     let mut stream = open(&stack.url, &cu, product_sum()).await;
+    let at = Instant::now();
     api.admin(Method::DELETE, share, None).await;
-    let (status, after) = ended(&mut stream, "a share withdrawn").await;
+    let (status, after) = ended(&mut stream, "a share withdrawn", at).await;
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("withdrawn"), "{status:?}");
     timings.push(("share withdrawn (gRPC)", after));
@@ -454,9 +496,10 @@ async fn streams_end_within_seconds_once_their_access_is_withdrawn() {
     let mut text = String::new();
     let sse_deadline = removed_at + REVOCATION_BOUND;
     while !text.contains("event: end") {
-        let chunk = tokio::time::timeout_at(sse_deadline.into(), futures::StreamExt::next(&mut events))
-            .await
-            .unwrap_or_else(|_| panic!("the followed log still runs: {text}"));
+        let chunk =
+            tokio::time::timeout_at(sse_deadline.into(), futures::StreamExt::next(&mut events))
+                .await
+                .unwrap_or_else(|_| panic!("the followed log still runs: {text}"));
         match chunk {
             Some(Ok(bytes)) => text.push_str(&String::from_utf8_lossy(&bytes)),
             other => panic!("the followed log ended without its `end` event: {other:?} {text}"),
@@ -526,17 +569,30 @@ async fn every_grpc_method_answers_each_caller_without_telling_what_exists() {
             "        product_sum[order.product] = { 'units_sold': units_sold }",
             "        product_sum[order.product] = { 'units_sold': units_sold }\n        secret[order_id] = {'n': 1}",
         );
-    api.admin(Method::PUT, "/api/v1/teams/acme/apps/orders", Some(json!({ "code": two_grids }))).await;
+    api.admin(Method::PUT, "/api/v1/teams/acme/apps/orders", Some(json!({ "code": two_grids })))
+        .await;
     api.admin(Method::POST, "/api/v1/teams/acme/apps/orders/restart", None).await;
     let kafka = aerogrid_kafka::KafkaSettings::new(stack.file("broker"));
     for team in ["customer", "rival"] {
         api.admin(Method::POST, "/api/v1/teams", Some(json!({ "name": team }))).await;
     }
-    for (user, team, role) in [("vi", "acme", "viewer"), ("cu", "customer", "viewer"), ("ri", "rival", "owner")] {
+    for (user, team, role) in
+        [("vi", "acme", "viewer"), ("cu", "customer", "viewer"), ("ri", "rival", "owner")]
+    {
         api.create_user(user, PASSWORD).await;
-        api.admin(Method::PUT, &format!("/api/v1/teams/{team}/members/{user}"), Some(json!({ "role": role }))).await;
+        api.admin(
+            Method::PUT,
+            &format!("/api/v1/teams/{team}/members/{user}"),
+            Some(json!({ "role": role })),
+        )
+        .await;
     }
-    api.admin(Method::PUT, "/api/v1/teams/acme/apps/orders/grids/product_sum/shares/customer", None).await;
+    api.admin(
+        Method::PUT,
+        "/api/v1/teams/acme/apps/orders/grids/product_sum/shares/customer",
+        None,
+    )
+    .await;
     // The service's methods are exactly those with a rule here.
     let descriptor =
         <descriptor::FileSet as prost::Message>::decode(aerogrid_proto::v1::FILE_DESCRIPTOR_SET)

@@ -117,6 +117,13 @@ pub(crate) async fn delete(url: &str) -> ApiResult<()> {
     send::<()>(Request::delete(url), None).await
 }
 
+/// Lets `team` read `topic` (administrators only).
+pub(crate) async fn grant_topic(team: &str, topic: &str) -> ApiResult<()> {
+    let url = format!("/api/v1/teams/{}/topics/{}", segment(team), segment(topic));
+    let _: serde_json::Value = send(Request::put(&url), None).await?;
+    Ok(())
+}
+
 /// Path segments as they go into a URL.
 pub(crate) fn segment(text: &str) -> String {
     js_sys::encode_uri_component(text).into()
@@ -228,6 +235,9 @@ pub(crate) struct Diagnostic {
     pub(crate) end_column: u32,
     pub(crate) severity: String,
     pub(crate) message: String,
+    /// On a topic the team may not read: the topic an administrator can grant.
+    #[serde(default)]
+    pub(crate) grantable_topic: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -302,8 +312,10 @@ struct Validation {
     diagnostics: Vec<Diagnostic>,
 }
 
-pub(crate) async fn validate(code: &str) -> ApiResult<Vec<Diagnostic>> {
-    let validation: Validation = post("/api/v1/validate", Some(json!({ "code": code }))).await?;
+/// The diagnostics of `code` as an app of `team` (topics it may not read included).
+pub(crate) async fn validate(team: &str, code: &str) -> ApiResult<Vec<Diagnostic>> {
+    let body = json!({ "code": code, "team": team });
+    let validation: Validation = post("/api/v1/validate", Some(body)).await?;
     Ok(validation.diagnostics)
 }
 

@@ -81,7 +81,7 @@ pub(crate) async fn run_app(
     app_id: Uuid,
     epoch: i64,
     stop: watch::Receiver<Stop>,
-    grants: watch::Receiver<Vec<String>>,
+    grants: watch::Receiver<Option<Vec<String>>>,
 ) {
     match supervise(&context, app_id, epoch, stop, grants).await {
         Stop::Stopped => {
@@ -102,7 +102,7 @@ async fn supervise(
     app_id: Uuid,
     epoch: i64,
     mut stop: watch::Receiver<Stop>,
-    mut grants: watch::Receiver<Vec<String>>,
+    mut grants: watch::Receiver<Option<Vec<String>>>,
 ) -> Stop {
     let mut failures = 0u32;
     loop {
@@ -204,7 +204,7 @@ async fn run_once(
     app_id: Uuid,
     epoch: i64,
     stop: &mut watch::Receiver<Stop>,
-    grants: &mut watch::Receiver<Vec<String>>,
+    grants: &mut watch::Receiver<Option<Vec<String>>>,
 ) -> Result<Outcome> {
     let Some(code) = db::app_code(&context.db, app_id).await? else {
         return Ok(Outcome::Failed { message: "the app has no saved code".into(), line: None });
@@ -290,8 +290,11 @@ async fn run_once(
         tracing::debug!(%app_id, elapsed = ?started.elapsed(), "Start: input found.");
         Ok::<_, Error>(input)
     };
-    let ((writer, mut state, replayed), mut input, ()) =
-        tokio::try_join!(recovery, input, db::set_grids(&context.db, app_id, &columns, &topic_names))?;
+    let ((writer, mut state, replayed), mut input, ()) = tokio::try_join!(
+        recovery,
+        input,
+        db::set_grids(&context.db, app_id, &columns, &topic_names)
+    )?;
     state.reshape(&columns);
     let mut usage = GridUsage::of(&state);
     let mut change_rate = ChangeRate::new(limits.changes_per_second);

@@ -92,8 +92,9 @@ impl NodeArgs {
 
 struct RunningApp {
     stop: watch::Sender<Stop>,
-    /// The app's team's topic grants, as of the last renewal.
-    grants: watch::Sender<Vec<String>>,
+    /// The app's team's topic grants, as of the last renewal (None before the first): the run
+    /// checks again whenever they change.
+    grants: watch::Sender<Option<Vec<String>>>,
     task: JoinHandle<()>,
     /// The app's Start/Restart count this run began with.
     start_generation: i64,
@@ -163,9 +164,9 @@ pub async fn run(
                         }
                         Some(held) => {
                             app.grants.send_if_modified(|grants| {
-                                let changed = *grants != held.grants;
+                                let changed = grants.as_ref() != Some(&held.grants);
                                 if changed {
-                                    grants.clone_from(&held.grants);
+                                    *grants = Some(held.grants.clone());
                                 }
                                 changed
                             });
@@ -183,8 +184,10 @@ pub async fn run(
                         continue;
                     }
                     let (stop, stop_receiver) = watch::channel(Stop::Run);
-                    // A run checks the grants it starts with itself; this carries changes.
-                    let (grants, grants_receiver) = watch::channel(Vec::new());
+                    // A run checks the grants it starts with itself; this carries changes. The
+                    // first renewal counts as one: the grants may have changed since the run
+                    // read them.
+                    let (grants, grants_receiver) = watch::channel(None);
                     let task = tokio::spawn(run_app(
                         context.clone(),
                         claim.app_id,
@@ -194,12 +197,7 @@ pub async fn run(
                     ));
                     running.insert(
                         claim.app_id,
-                        RunningApp {
-                            stop,
-                            grants,
-                            task,
-                            start_generation: claim.start_generation,
-                        },
+                        RunningApp { stop, grants, task, start_generation: claim.start_generation },
                     );
                 }
             }

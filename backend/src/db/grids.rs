@@ -92,10 +92,10 @@ pub async fn app_inputs(db: &sqlx::PgPool, app_id: Uuid) -> Result<AppInputs> {
     )
     .fetch_optional(db)
     .await?;
-    Ok(row.map_or(
-        AppInputs { team: String::new(), topics: Vec::new(), grants: Vec::new() },
-        |row| AppInputs { team: row.team, topics: row.topics, grants: row.grants },
-    ))
+    Ok(row
+        .map_or(AppInputs { team: String::new(), topics: Vec::new(), grants: Vec::new() }, |row| {
+            AppInputs { team: row.team, topics: row.topics, grants: row.grants }
+        }))
 }
 
 /// Where the app's changelog's newest complete snapshot starts (0 when it has none).

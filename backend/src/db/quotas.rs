@@ -54,7 +54,8 @@ impl QuotaSettings {
     /// Refuses quotas that cannot mean anything.
     pub fn check(&self) -> Result<()> {
         let counts = [("apps", self.apps), ("running_apps", self.running_apps)];
-        let sizes = [("app_memory_mib", self.app_memory_mib), ("total_memory_mib", self.total_memory_mib)];
+        let sizes =
+            [("app_memory_mib", self.app_memory_mib), ("total_memory_mib", self.total_memory_mib)];
         for (name, value) in counts {
             if value.is_some_and(|value| value < 0) {
                 return Err(Error::BadRequest(format!("quota `{name}` is 0 or more")));

@@ -350,8 +350,7 @@ pub async fn revoke_token(
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(name) = &name {
-        audit(&mut *tx, team, actor, "token.revoke", name, serde_json::json!({ "id": id }))
-            .await?;
+        audit(&mut *tx, team, actor, "token.revoke", name, serde_json::json!({ "id": id })).await?;
     }
     tx.commit().await?;
     Ok(name)

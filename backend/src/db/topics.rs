@@ -68,17 +68,13 @@ pub async fn revoke(
     actor: (Uuid, &str),
 ) -> Result<bool> {
     let mut tx = db.begin().await?;
-    let removed = sqlx::query!(
-        "DELETE FROM topic_grants WHERE team_id = $1 AND pattern = $2",
-        team,
-        pattern
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    let removed =
+        sqlx::query!("DELETE FROM topic_grants WHERE team_id = $1 AND pattern = $2", team, pattern)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
     if removed > 0 {
-        teams::audit(&mut *tx, team, actor, "topic.revoke", pattern, serde_json::json!({}))
-            .await?;
+        teams::audit(&mut *tx, team, actor, "topic.revoke", pattern, serde_json::json!({})).await?;
     }
     tx.commit().await?;
     Ok(removed > 0)

@@ -498,7 +498,10 @@ pub(crate) async fn follow_logs(
                             .id(line.id.to_string())
                             .json_data(&line)
                             .unwrap_or_default();
-                        return Some((Ok::<_, Infallible>(event), (pending, cursor, false, access)));
+                        return Some((
+                            Ok::<_, Infallible>(event),
+                            (pending, cursor, false, access),
+                        ));
                     }
                     tokio::select! {
                         () = tokio::time::sleep(FOLLOW_EVERY) => {}

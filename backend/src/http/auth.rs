@@ -218,9 +218,9 @@ impl Caller {
                 "a token of one team cannot act on the account: use a session or a personal token"
                     .to_owned(),
             )),
-            Credential::Token { scope: Scope::Read, .. } if writes => Err(Error::Forbidden(
-                "a read-only token cannot change the account".to_owned(),
-            )),
+            Credential::Token { scope: Scope::Read, .. } if writes => {
+                Err(Error::Forbidden("a read-only token cannot change the account".to_owned()))
+            }
             _ => Ok(()),
         }
     }

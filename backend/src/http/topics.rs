@@ -53,10 +53,7 @@ pub(crate) async fn revoke_topic(
     caller.require_admin()?;
     let team = caller.in_team(&state, &team, Need::Own).await?;
     if !topics::revoke(state.db(), team.id, &pattern, caller.actor()).await? {
-        return Err(Error::NotFound(format!(
-            "team `{}` has no grant `{pattern}`",
-            team.name
-        )));
+        return Err(Error::NotFound(format!("team `{}` has no grant `{pattern}`", team.name)));
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -214,7 +214,10 @@ pub(crate) fn filter_system_calls() -> Result<&'static str> {
         libc::SYS_setpriority,
         vec![
             rule(vec![condition(0, SeccompCmpOp::Ne, libc::PRIO_PROCESS as u64)?])?,
-            rule(vec![condition(1, SeccompCmpOp::Ne, 0)?, condition(1, SeccompCmpOp::Ne, own_pid)?])?,
+            rule(vec![
+                condition(1, SeccompCmpOp::Ne, 0)?,
+                condition(1, SeccompCmpOp::Ne, own_pid)?,
+            ])?,
         ],
     );
     // Limits and scheduling of this process only (0 means this process).

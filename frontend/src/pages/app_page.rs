@@ -66,16 +66,18 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
     // Validation, once typing pauses.
     let revalidate = {
         let edits = edits.clone();
+        let team = team.clone();
         move |text: String| {
             let edit = edits.get() + 1;
             edits.set(edit);
             let edits = edits.clone();
+            let team = team.clone();
             leptos::task::spawn_local(async move {
                 gloo_timers::future::sleep(VALIDATE_AFTER).await;
                 if edits.get() != edit {
                     return;
                 }
-                if let Ok(found) = api::validate(&text).await
+                if let Ok(found) = api::validate(&team, &text).await
                     && edits.get() == edit
                 {
                     // The page may be gone by now.
@@ -227,6 +229,37 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
     let (start, stop, restart) = (act.clone(), act.clone(), act);
     let save_click = save.clone();
 
+    // An administrator grants a topic the code reads from its diagnostic, in one click.
+    let is_admin = Memo::new(move |_| {
+        session.me.with(|me| me.as_ref().and_then(Option::as_ref).is_some_and(|me| me.is_admin))
+    });
+    let team_name = team.clone();
+    // The button asks, an effect grants (the grant needs the page's non-`Send` revalidation).
+    let grant_asked = RwSignal::new(None::<String>);
+    {
+        let team = team.clone();
+        let revalidate = revalidate.clone();
+        Effect::new(move |_| {
+            let Some(topic) = grant_asked.get() else { return };
+            let team = team.clone();
+            let revalidate = revalidate.clone();
+            busy.set(true);
+            leptos::task::spawn_local(async move {
+                match api::grant_topic(&team, &topic).await {
+                    Ok(()) => {
+                        message.set(Some((true, format!("Team {team} may now read `{topic}`"))));
+                        let text = editor
+                            .with_value(|editor| editor.as_ref().map(Editor::value))
+                            .unwrap_or_else(|| code.get_untracked());
+                        revalidate(text);
+                    }
+                    Err(failure) => message.set(Some((false, failure.message))),
+                }
+                busy.set(false);
+            });
+        });
+    }
+
     let state = move || status.get().map(|s| s.state).unwrap_or_else(|| "loading".into());
     let title = format!("{team} / {app}");
     view! {
@@ -262,6 +295,13 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
                         <For each=move || diagnostics.get() key=|d| (d.line, d.column, d.message.clone()) let(d)>
                             <li class=format!("problem {}", d.severity) data-line=d.line>
                                 {format!("Line {}, column {}: {}", d.line, d.column, d.message)}
+                                {d.grantable_topic.clone().filter(|_| is_admin.get()).map(|topic| {
+                                    let label = format!("Grant `{topic}` to team {}", team_name.clone());
+                                    view! {
+                                        <button class="grant" data-testid="grant-topic" disabled=move || busy.get()
+                                            on:click=move |_| grant_asked.set(Some(topic.clone()))>{label}</button>
+                                    }
+                                })}
                             </li>
                         </For>
                     </ul>
