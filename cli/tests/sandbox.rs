@@ -54,6 +54,39 @@ fn the_connector_reports_every_layer() {
     );
 }
 
+/// As root, a connector runs as the user the node gives it, never as root.
+#[test]
+fn the_connector_runs_as_the_user_it_is_given() {
+    // SAFETY: geteuid has no preconditions.
+    #[allow(unsafe_code, reason = "geteuid has no safe wrapper in std")]
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("not root: connectors keep the test's user");
+        return;
+    }
+    let mut connector = ConnectorProcess::start_with(&["--uid=1879048500"]);
+    assert!(
+        connector.layers.iter().any(|layer| layer == "user 1879048500 of its own"),
+        "{:?}",
+        connector.layers
+    );
+    let program = format!("{HEADER}import os\n@app.timer(seconds=0.001)\ndef say():\n    print(os.getuid(), os.getgid(), os.getgroups())\n");
+    assert!(matches!(connector.load(&program), Kind::Loaded(_)));
+    std::thread::sleep(Duration::from_millis(20));
+    let Kind::Result(result) = connector.send(node_message::Kind::Tick(Tick {})) else {
+        panic!("a tick answers with a result")
+    };
+    assert_eq!(result.logs[0].message, "1879048500 1879048500 []");
+    // Root is never a connector's user.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
+        .args(["connector", "--uid=0"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("never runs as root"));
+}
+
 #[test]
 fn secrets_and_system_files_cannot_be_read() {
     const READ: &str =
@@ -279,6 +312,8 @@ results = {{
     "exec": outcome(libc.execv(b"/bin/true", (ctypes.c_char_p * 2)(b"true", None))),
     "signal the node": outcome(libc.kill(os.getppid(), 0)),
     "become root": outcome(libc.setuid(0)),
+    "renice every process of its user": outcome(libc.setpriority(2, 0, 19)),
+    "renice its process group": outcome(libc.setpriority(1, 0, 19)),
     "new namespaces": outcome(libc.unshare(0x40000000)),
     "shared memory": raised(lambda: mmap.mmap(-1, 1 << 20, flags=mmap.MAP_SHARED)),
     "thread": "allowed" if start_thread() == 0 else "refused",
@@ -294,7 +329,7 @@ print(json.dumps(results))
         result.logs.iter().find(|log| log.message.starts_with('{')).expect("the probe printed");
     let results: std::collections::BTreeMap<String, String> =
         serde_json::from_str(&line.message).unwrap();
-    assert_eq!(results.len(), 11, "{results:?}");
+    assert_eq!(results.len(), 13, "{results:?}");
     for (action, outcome) in &results {
         assert_ne!(outcome, "allowed", "{action} was allowed: {results:?}");
     }

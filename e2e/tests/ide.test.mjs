@@ -1,7 +1,8 @@
 // The IDE journey in a real browser against a real `aerogrid dev`: sign in with a password,
 // create an app from the seed template, start it, produce orders to the broker and see the
 // values tick in the live preview, make a syntax error and see its marker on the right line,
-// fix it and save, stop; then tenancy: a viewer can look but not edit or start.
+// fix it and save, stop; then tenancy: a viewer can look but not edit or start, and a topic the
+// team may not read is an error an administrator clears with one click.
 //
 // Run from the repo root: AEROGRID_BIN=target/debug/aerogrid node --test e2e/tests/
 
@@ -191,6 +192,32 @@ describe('IDE', { timeout: 300_000 }, () => {
     await page.locator('[data-version="2"]').waitFor();
     assert.equal(await page.getByTestId('rollback-1').count(), 0, 'no rollback for viewers');
     await screenshot('06-viewer');
+    assert.deepEqual(problems.splice(0), []);
+  });
+
+  it('shows a topic the team may not read on its line, and an administrator grants it in one click', async () => {
+    const seed = await readFile(path.join('runtime', 'python', 'tests', 'seed.py'), 'utf8');
+    await api('POST', '/teams/acme/apps', { name: 'prices', code: seed.replace("app.topic('orders'", "app.topic('prices'") });
+    // The editor `ada` sees the error, with no way to grant it.
+    await page.getByTestId('sign-out').click();
+    await signIn('ada');
+    await page.goto(`${stack.baseUrl}/teams/acme/apps/prices`);
+    const refused = page.getByTestId('problems').locator('li[data-line="9"]');
+    await refused.waitFor();
+    assert.match(await refused.textContent(), /team `acme` may not read topic `prices`; an administrator can grant it/);
+    assert.equal(await page.getByTestId('grant-topic').count(), 0, 'only administrators grant');
+    // The dev admin, signed in with its one-time link, grants it from the diagnostic.
+    await page.getByTestId('sign-out').click();
+    const link = (await readFile(path.join(stack.dataDir, 'login-url'), 'utf8')).trim();
+    await page.goto(link);
+    await page.getByTestId('teams').waitFor();
+    await page.goto(`${stack.baseUrl}/teams/acme/apps/prices`);
+    await page.getByTestId('grant-topic').click();
+    await page.getByTestId('message').filter({ hasText: 'may now read `prices`' }).waitFor();
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid="problems"] li').length === 0);
+    const grants = await api('GET', '/teams/acme/topics');
+    assert.ok(grants.some((grant) => grant.pattern === 'prices'), JSON.stringify(grants));
+    await screenshot('07-granted');
     assert.deepEqual(problems.splice(0), []);
   });
 });
