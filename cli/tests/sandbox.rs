@@ -70,7 +70,9 @@ fn the_connector_runs_as_the_user_it_is_given() {
         "{:?}",
         connector.layers
     );
-    let program = format!("{HEADER}import os\n@app.timer(seconds=0.001)\ndef say():\n    print(os.getuid(), os.getgid(), os.getgroups())\n");
+    let program = format!(
+        "{HEADER}import os\n@app.timer(seconds=0.001)\ndef say():\n    print(os.getuid(), os.getgid(), os.getgroups())\n"
+    );
     assert!(matches!(connector.load(&program), Kind::Loaded(_)));
     std::thread::sleep(Duration::from_millis(20));
     let Kind::Result(result) = connector.send(node_message::Kind::Tick(Tick {})) else {

@@ -229,12 +229,12 @@ describe('custom functions against aerogrid dev', { skip: skip || false }, () =>
     assert.match(error.message, /no column "price"/);
   });
 
-  test('an unknown app is #N/A with a message', async () => {
+  test('an unknown app is #N/A with a message (the same as for a grid one may not read)', async () => {
     const rt = await runtime();
     const cell = rt.cell('VALUE', 'acme/nope', 'product_sum', 'apple', 'units_sold');
     const error = await cell.until((v) => isError(v), { what: 'an error' });
     assert.equal(error.code, ErrorCode.notAvailable);
-    assert.match(error.message, /no app `acme\/nope`/);
+    assert.match(error.message, /there is no such grid, or you may not read it/);
   });
 
   test('bad arguments are #VALUE! at once', async () => {
@@ -315,5 +315,18 @@ describe('custom functions against aerogrid dev', { skip: skip || false }, () =>
     await startApp(server, 'acme', 'orders');
     assert.equal(await cell.until((v) => v === 5, { timeout: 60_000, what: 'apple = 5 again' }), 5);
     assert.ok(subscribeRequests(rt.requests).length >= 2, 'it subscribed again by itself');
+  });
+
+  test('a live cell turns #VALUE! within 5 s of its token being revoked', async () => {
+    const minted = await server.api('POST', '/teams/acme/tokens', { name: 'soon revoked', scope: 'read' });
+    const rt = await runtime({ 'aerogrid.token': minted.token });
+    const cell = rt.cell('VALUE', 'acme/orders', 'product_sum', 'apple', 'units_sold');
+    await cell.until((v) => v === 5, { what: 'apple = 5' });
+    const revoked = Date.now();
+    await server.api('DELETE', `/teams/acme/tokens/${minted.id}`);
+    const error = await cell.until((v) => isError(v), { timeout: 5000, what: 'an error within 5 s' });
+    assert.equal(error.code, ErrorCode.invalidValue);
+    assert.match(error.message, /unknown or revoked/);
+    console.log(`Excel cell ended ${Date.now() - revoked} ms after its token was revoked`);
   });
 });
