@@ -8,7 +8,8 @@
 //!
 //! Invariants:
 //! - The gateway only reads changelogs; it never writes to the broker.
-//! - Every call is authorised against Postgres before any grid data is read.
+//! - Every call is authorised against Postgres before any grid data is read, and every open
+//!   stream again whenever access may have shrunk (`crate::access`).
 
 use std::{
     collections::HashMap,
