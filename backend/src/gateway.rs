@@ -53,6 +53,9 @@ const FEED_BUFFER: usize = 1024;
 /// How long a new feed may take to read its changelog up to the end.
 const FEED_LOAD_TIMEOUT: Duration = Duration::from_secs(20);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// Columns and row keys one subscription may name.
+const MAX_VIEW_COLUMNS: usize = 1_000;
+const MAX_VIEW_ROW_KEYS: usize = 10_000;
 /// Changelog records applied and broadcast as one event at most.
 const MAX_BURST: usize = 64;
 
@@ -219,7 +222,7 @@ impl GridService for GridGateway {
             .ok_or_else(|| Status::invalid_argument("name the grid: team, app and grid"))?;
         let allowed = allow(&self.state, &credentials, &grid_ref).await.map_err(Denied::on_open)?;
         let feed = self.feed(allowed.app.app_id).await?;
-        let view = GridView::new(&grid_ref.grid, &request);
+        let view = GridView::new(&grid_ref.grid, &request)?;
         let (snapshot, changes) = feed.subscribe(&grid_ref.grid, &view).map_err(|known| {
             // Only a reader of the whole app learns the names of its other grids.
             let listed = if !allowed.whole_app {
@@ -782,19 +785,31 @@ impl PickedColumns {
 }
 
 impl GridView {
-    fn new(grid: &str, request: &SubscribeRequest) -> Self {
-        let mut sorted_keys = request.row_keys.clone();
+    /// The view a request asks for. Columns are deduplicated (each then matches at most one
+    /// column of the grid, so a view is never wider than its grid) and both lists are capped:
+    /// what a subscriber costs does not grow with what it sends.
+    fn new(grid: &str, request: &SubscribeRequest) -> Result<Self, Status> {
+        if request.columns.len() > MAX_VIEW_COLUMNS || request.row_keys.len() > MAX_VIEW_ROW_KEYS {
+            return Err(Status::invalid_argument(format!(
+                "a subscription names at most {MAX_VIEW_COLUMNS} columns and {MAX_VIEW_ROW_KEYS} row keys"
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let columns: Vec<String> =
+            request.columns.iter().filter(|column| seen.insert(column.as_str())).cloned().collect();
+        let row_keys: std::collections::HashSet<String> =
+            request.row_keys.iter().cloned().collect();
+        let mut sorted_keys: Vec<String> = row_keys.iter().cloned().collect();
         sorted_keys.sort();
-        sorted_keys.dedup();
-        Self {
-            columns: request.columns.clone(),
-            row_keys: request.row_keys.iter().cloned().collect(),
+        Ok(Self {
             key: Arc::new(ViewKey {
                 grid: grid.to_owned(),
-                columns: request.columns.clone(),
+                columns: columns.clone(),
                 row_keys: sorted_keys,
             }),
-        }
+            columns,
+            row_keys,
+        })
     }
 
     fn columns(&self, layout: &[String]) -> PickedColumns {
@@ -1226,7 +1241,7 @@ mod tests {
     /// A delta prepared for the view of a subscriber that asked for everything.
     fn prepared(sequence: u64, rows: Vec<RowChange>) -> Arc<Prepared> {
         let encoded = Changes { sequence, rows: rows.clone() }.encode_to_vec().into();
-        let view = GridView::new("g", &SubscribeRequest::default());
+        let view = GridView::new("g", &SubscribeRequest::default()).unwrap();
         Arc::new(Prepared {
             view: view.key,
             touched: Some(Touched {
@@ -1282,12 +1297,12 @@ mod tests {
             offsets: vec![],
         };
         let shared = Mutex::default();
-        let everything = || GridView::new("g", &SubscribeRequest::default());
+        let everything = || GridView::new("g", &SubscribeRequest::default()).unwrap();
         let first = prepare(&shared, 5, &delta, &everything());
         let second = prepare(&shared, 5, &delta, &everything());
         assert!(Arc::ptr_eq(&first, &second));
         let price_only = SubscribeRequest { columns: vec!["price".into()], ..Default::default() };
-        let narrow = prepare(&shared, 5, &delta, &GridView::new("g", &price_only));
+        let narrow = prepare(&shared, 5, &delta, &GridView::new("g", &price_only).unwrap());
         assert!(!Arc::ptr_eq(&first, &narrow));
         let touched = narrow.touched.as_ref().unwrap();
         assert_eq!(touched.columns, ["price"]);
@@ -1296,7 +1311,8 @@ mod tests {
         assert_eq!(changes.rows.len(), 2);
         assert_eq!(changes.rows, touched.changes.as_ref().unwrap().rows);
         // A grid the delta leaves alone.
-        let other = prepare(&shared, 5, &delta, &GridView::new("h", &SubscribeRequest::default()));
+        let other =
+            prepare(&shared, 5, &delta, &GridView::new("h", &SubscribeRequest::default()).unwrap());
         assert!(other.touched.is_none());
     }
 
@@ -1380,7 +1396,7 @@ mod tests {
             _counted: Counted::new(),
             feed: feed.clone(),
             grid: "g".into(),
-            view: GridView::new("g", &SubscribeRequest::default()),
+            view: GridView::new("g", &SubscribeRequest::default()).unwrap(),
             changes: feed.changes.subscribe(),
             subscriber: Subscriber::new(&Snapshot::default()),
             first: None,
@@ -1425,10 +1441,34 @@ mod tests {
             row_keys: vec!["a".into()],
             ..Default::default()
         };
-        let view = GridView::new("g", &request);
+        let view = GridView::new("g", &request).unwrap();
         let picked = view.columns(&["units".into(), "name".into(), "price".into()]);
         assert_eq!(picked.names, ["price", "units"]);
         assert_eq!(picked.positions, [2, 0]);
         assert!(view.wants_row("a") && !view.wants_row("b"));
+    }
+
+    #[test]
+    fn a_view_is_never_wider_than_its_grid_nor_longer_than_its_caps() {
+        // One column named over and over (the 4 MB request that took 3 GB) is one column.
+        let request = SubscribeRequest {
+            columns: vec!["units".into(); MAX_VIEW_COLUMNS],
+            ..Default::default()
+        };
+        let view = GridView::new("g", &request).unwrap();
+        assert_eq!(view.columns(&["units".into(), "price".into()]).names, ["units"]);
+        for too_many in [
+            SubscribeRequest {
+                columns: vec!["a".into(); MAX_VIEW_COLUMNS + 1],
+                ..Default::default()
+            },
+            SubscribeRequest {
+                row_keys: vec!["k".into(); MAX_VIEW_ROW_KEYS + 1],
+                ..Default::default()
+            },
+        ] {
+            let refused = GridView::new("g", &too_many).err().expect("refused");
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        }
     }
 }
