@@ -308,8 +308,7 @@ async fn run_once(
     tracing::info!(%app_id, team = %code.team, app = %code.app, version = code.version, replayed, pid = connector.pid(), elapsed = ?started.elapsed(), "App running.");
 
     let mut records_since_snapshot = replayed;
-    let mut next_timer =
-        next_timer_in.map(|seconds| tokio::time::Instant::now() + Duration::from_secs_f64(seconds));
+    let mut next_timer = timer_deadline(next_timer_in)?;
     let mut pending = Pending::default();
     let mut flush = tokio::time::interval(STATUS_FLUSH);
     // Status goes to Postgres from a task of its own: the loop never waits for the database.
@@ -365,7 +364,7 @@ async fn run_once(
                 };
                 let result = expect_result(answer)?;
                 tracing::trace!(%app_id, in_flight = in_flight.len(), "Connector answered.");
-                next_timer = result.next_timer_in.map(|seconds| tokio::time::Instant::now() + Duration::from_secs_f64(seconds));
+                next_timer = timer_deadline(result.next_timer_in)?;
                 let Some(request) = in_flight.pop_front() else {
                     return Err(Error::Connector("an answer to no request".into()));
                 };
@@ -461,6 +460,24 @@ async fn run_once(
             records_since_snapshot = 0;
         }
     }
+}
+
+/// When the connector's next timer is due. The answer comes from user code's process: a time
+/// that is not a number, negative or beyond a year fails the app (never a panic).
+fn timer_deadline(seconds: Option<f64>) -> Result<Option<tokio::time::Instant>> {
+    const MAX_TIMER: Duration = Duration::from_secs(366 * 24 * 3600);
+    let Some(seconds) = seconds else { return Ok(None) };
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|wait| *wait <= MAX_TIMER)
+        .and_then(|wait| tokio::time::Instant::now().checked_add(wait))
+        .map(Some)
+        .ok_or_else(|| Error::Refused {
+            message: format!(
+                "the app's next timer is due in {seconds} s: a timer runs every 1 ms to a year"
+            ),
+            line: None,
+        })
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
@@ -625,4 +642,20 @@ async fn restore(connector: &mut ConnectorProcess, state: &GridState) -> Result<
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timer_the_connector_asks_for_is_a_finite_time_within_a_year() {
+        assert!(timer_deadline(None).unwrap().is_none());
+        assert!(timer_deadline(Some(0.0)).unwrap().is_some());
+        assert!(timer_deadline(Some(30.0)).unwrap().is_some());
+        for bad in [f64::INFINITY, f64::NAN, -1.0, 1e19, 400.0 * 24.0 * 3600.0] {
+            let refused = timer_deadline(Some(bad)).expect_err("refused");
+            assert!(matches!(refused, Error::Refused { .. }), "{bad}");
+        }
+    }
 }

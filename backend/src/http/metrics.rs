@@ -98,7 +98,7 @@ pub(crate) async fn record(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = method_label(request.method()).to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -107,6 +107,22 @@ pub(crate) async fn record(
     let seconds = started.elapsed().as_secs_f64();
     state.inner.http_metrics.observe(&method, &route, response.status().as_u16(), seconds);
     response
+}
+
+/// The HTTP methods a label may name; any other (hyper accepts any token) is `OTHER`, so that
+/// requests with made-up methods cannot grow the metrics without bound.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 /// `GET /metrics`.
@@ -150,4 +166,16 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response> {
     }
     state.inner.http_metrics.render(&mut out);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        let made_up = axum::http::Method::from_bytes(b"M12345AAAA").unwrap();
+        assert_eq!(method_label(&made_up), "OTHER");
+        assert_eq!(method_label(&axum::http::Method::DELETE), "DELETE");
+    }
 }

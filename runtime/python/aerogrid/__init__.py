@@ -8,6 +8,7 @@ streams and collects grid changes.
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from typing import Any, Callable, Iterator, Optional
@@ -23,6 +24,9 @@ __all__ = [
 
 # The platform's broker; `App(broker=...)` is accepted and ignored.
 BROKER_URI = "aerogrid://platform"
+# What `@app.timer` takes: at least a millisecond, at most a year (the node refuses the rest too).
+MIN_TIMER_SECONDS = 0.001
+MAX_TIMER_SECONDS = 365 * 24 * 3600
 
 # JSON scalars a grid cell may hold.
 _SCALARS = (str, int, float, bool, type(None))
@@ -618,8 +622,15 @@ class App:
         return register
 
     def timer(self, seconds: float) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
-            raise ValueError(f"@app.timer takes a positive number of seconds, not {seconds!r}")
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not math.isfinite(seconds)
+            or not MIN_TIMER_SECONDS <= seconds <= MAX_TIMER_SECONDS
+        ):
+            raise ValueError(
+                f"@app.timer takes {MIN_TIMER_SECONDS} to {MAX_TIMER_SECONDS:g} seconds, not {seconds!r}"
+            )
 
         def register(function: Callable[[], Any]) -> Callable[[], Any]:
             if not callable(function):

@@ -101,6 +101,13 @@ class Loading(ConnectorTest):
             Connector("import aerogrid\napp = aerogrid.App('x')\ndef broken(:\n")
         self.assertEqual(raised.exception.line, 3)
 
+    def test_timers_run_every_millisecond_to_a_year(self):
+        for seconds in ["float('inf')", "float('nan')", "0", "0.0001", "1e19", "-1", "True"]:
+            with self.assertRaises(LoadError, msg=seconds) as raised:
+                Connector(f"import aerogrid\napp = aerogrid.App('x')\n@app.timer({seconds})\ndef t(): pass\n")
+            self.assertIn("@app.timer takes 0.001 to 3.1536e+07 seconds", raised.exception.message)
+            self.assertEqual(raised.exception.line, 3)
+
     def test_an_app_is_required_and_only_one(self):
         with self.assertRaises(LoadError) as raised:
             Connector("import aerogrid\n")
