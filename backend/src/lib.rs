@@ -49,6 +49,7 @@ struct StateInner {
     access_generation: tokio::sync::watch::Sender<u64>,
     http_metrics: http::HttpMetrics,
     sign_in_limiter: http::SignInLimiter,
+    health: http::HealthCache,
     quotas: QuotaDefaults,
 }
 
@@ -80,6 +81,7 @@ impl AppState {
                 access_generation: tokio::sync::watch::Sender::new(0),
                 http_metrics: http::HttpMetrics::default(),
                 sign_in_limiter: http::SignInLimiter::default(),
+                health: http::HealthCache::default(),
                 quotas: server.quotas,
             }),
         })

@@ -29,6 +29,16 @@ async fn dev_serves_health_and_credentials_then_sigterm_stops_everything() {
     assert_eq!(health["status"], "ok", "{health}");
     assert_eq!(health["database"]["ok"], true, "{health}");
     assert_eq!(health["broker"]["ok"], true, "{health}");
+    // Anonymous callers share one check a second: a burst costs no database or broker work of
+    // its own (the answers, latencies included, are the same check's).
+    let burst = futures::future::join_all((0..50).map(|_| {
+        let client = client.clone();
+        let url = format!("{}/healthz", stack.url);
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    }))
+    .await;
+    let checks: std::collections::BTreeSet<&String> = burst.iter().collect();
+    assert!(checks.len() <= 2, "50 calls at once made {} checks", checks.len());
 
     // The data-dir files of the contract.
     let broker = stack.file("broker");

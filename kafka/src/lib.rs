@@ -141,16 +141,13 @@ impl KafkaSettings {
 
     /// Asks the cluster for its metadata: proves the brokers answer.
     pub async fn probe(&self, timeout: Duration) -> Result<BrokerInfo> {
+        self.prober()?.probe(timeout).await
+    }
+
+    /// A client for repeated probes (health checks): one client and its connections, reused.
+    pub fn prober(&self) -> Result<Prober> {
         let consumer: BaseConsumer = self.consumer_config().create().map_err(Error::Client)?;
-        let brokers = self.brokers.clone();
-        // rdkafka's metadata call blocks its thread.
-        tokio::task::spawn_blocking(move || {
-            let metadata = consumer
-                .fetch_metadata(None, timeout)
-                .map_err(|source| Error::Unreachable { brokers, source })?;
-            Ok(BrokerInfo { brokers: metadata.brokers().len(), topics: metadata.topics().len() })
-        })
-        .await?
+        Ok(Prober { consumer: std::sync::Arc::new(consumer), brokers: self.brokers.clone() })
     }
 
     /// Creates a topic; one that exists already is fine.
@@ -219,5 +216,28 @@ mod tests {
             error.to_string(),
             "invalid Kafka option `security.protocol`: expected KEY=VALUE"
         );
+    }
+}
+
+/// One Kafka client that answers probes again and again (see [`KafkaSettings::prober`]).
+#[derive(Clone)]
+pub struct Prober {
+    consumer: std::sync::Arc<BaseConsumer>,
+    brokers: String,
+}
+
+impl Prober {
+    /// Asks the cluster for its metadata: proves the brokers answer.
+    pub async fn probe(&self, timeout: Duration) -> Result<BrokerInfo> {
+        let consumer = self.consumer.clone();
+        let brokers = self.brokers.clone();
+        // rdkafka's metadata call blocks its thread.
+        tokio::task::spawn_blocking(move || {
+            let metadata = consumer
+                .fetch_metadata(None, timeout)
+                .map_err(|source| Error::Unreachable { brokers, source })?;
+            Ok(BrokerInfo { brokers: metadata.brokers().len(), topics: metadata.topics().len() })
+        })
+        .await?
     }
 }

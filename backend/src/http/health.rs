@@ -6,8 +6,19 @@ use serde::Serialize;
 use crate::{AppState, db};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one check answers every caller: `/healthz` is unauthenticated, and each check
+/// costs a database round trip and a broker metadata request.
+const CACHED_FOR: Duration = Duration::from_secs(1);
 
-#[derive(Serialize)]
+/// The latest check and when it was made, and the broker client checks reuse. Callers that
+/// come while a check runs wait for it instead of starting their own.
+#[derive(Default)]
+pub(crate) struct HealthCache {
+    latest: tokio::sync::Mutex<Option<(Instant, Health)>>,
+    prober: std::sync::OnceLock<aerogrid_kafka::Prober>,
+}
+
+#[derive(Clone, Serialize)]
 pub(crate) struct Health {
     /// `ok` when every dependency answers, else `degraded`.
     status: &'static str,
@@ -15,7 +26,7 @@ pub(crate) struct Health {
     broker: Probe,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 pub(crate) struct Probe {
     ok: bool,
     latency_ms: f64,
@@ -47,6 +58,19 @@ pub(crate) async fn is_healthy(state: &AppState) -> bool {
 }
 
 async fn check(state: &AppState) -> Health {
+    let cache = &state.inner.health;
+    let mut latest = cache.latest.lock().await;
+    if let Some((at, health)) = latest.as_ref()
+        && at.elapsed() < CACHED_FOR
+    {
+        return health.clone();
+    }
+    let health = check_now(state, cache).await;
+    *latest = Some((Instant::now(), health.clone()));
+    health
+}
+
+async fn check_now(state: &AppState, cache: &HealthCache) -> Health {
     let database = async {
         let started = Instant::now();
         let result = match tokio::time::timeout(PROBE_TIMEOUT, db::ping(state.db())).await {
@@ -57,7 +81,21 @@ async fn check(state: &AppState) -> Health {
     };
     let broker = async {
         let started = Instant::now();
-        let result = state.inner.kafka.probe(PROBE_TIMEOUT).await.map(|_| ());
+        let prober = match cache.prober.get() {
+            Some(prober) => Ok(prober.clone()),
+            None => {
+                state.inner.kafka.prober().map(|prober| cache.prober.get_or_init(|| prober).clone())
+            }
+        };
+        let result = match prober {
+            Ok(prober) => prober.probe(PROBE_TIMEOUT).await.map(|_| ()),
+            Err(error) => Err(error),
+        };
+        // The detail (broker addresses among it) goes to the log, not to anonymous callers.
+        let result = result.map_err(|error| {
+            tracing::warn!(%error, "The broker does not answer the health check.");
+            "the broker does not answer"
+        });
         Probe::from_result(started, result)
     };
     let (database, broker) = tokio::join!(database, broker);

@@ -21,7 +21,7 @@ use utoipa::OpenApi as _;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub(crate) use auth::{SignInLimiter, authenticate};
-pub(crate) use health::is_healthy;
+pub(crate) use health::{HealthCache, is_healthy};
 pub(crate) use metrics::HttpMetrics;
 
 use crate::{AppState, Error, Result, error::problem};
