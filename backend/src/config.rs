@@ -36,6 +36,13 @@ pub struct ServerArgs {
 /// (`PATCH /api/v1/teams/{team}`).
 #[derive(Clone, Copy, Debug, clap::Args)]
 pub struct QuotaDefaults {
+    /// Teams one user (not an administrator) may own.
+    #[arg(
+        long = "quota-teams-per-user",
+        env = "AEROGRID_QUOTA_TEAMS_PER_USER",
+        default_value_t = 10
+    )]
+    pub teams_per_user: i32,
     /// Apps a team may have.
     #[arg(long = "quota-apps", env = "AEROGRID_QUOTA_APPS", default_value_t = 100)]
     pub apps: i32,

@@ -220,6 +220,8 @@ impl GridService for GridGateway {
             .grid
             .clone()
             .ok_or_else(|| Status::invalid_argument("name the grid: team, app and grid"))?;
+        // Watched from before the check: a revocation while the feed loads is not missed.
+        let generation = self.state.inner.access_generation.subscribe();
         let allowed = allow(&self.state, &credentials, &grid_ref).await.map_err(Denied::on_open)?;
         let feed = self.feed(allowed.app.app_id).await?;
         let view = GridView::new(&grid_ref.grid, &request)?;
@@ -245,7 +247,7 @@ impl GridService for GridGateway {
             checks: self.checks.clone(),
             credentials,
             target: format!("{}/{}", allowed.app.app_id, grid_ref.grid),
-            generation: self.state.inner.access_generation.subscribe(),
+            generation,
             grid: grid_ref.clone(),
         };
         let subscription = Subscription {
@@ -396,9 +398,13 @@ async fn allow(
         if let Err(refusal) =
             aerogrid_policy::topics::check_topic(&inputs.team, &inputs.grants, topic)
         {
-            return Err(Denied::Topic(format!(
-                "the app's grids are not served: {refusal} (it reads that topic)"
-            )));
+            // Readers of a shared grid learn nothing of the owning team's topics.
+            return Err(Denied::Topic(if readable == grids::Readable::WholeApp {
+                format!("the app's grids are not served: {refusal} (it reads that topic)")
+            } else {
+                "the app's grids are not served: its team may no longer read one of its topics"
+                    .to_owned()
+            }));
         }
     }
     Ok(Allowed {
@@ -1374,6 +1380,7 @@ mod tests {
                 app_memory_mib: 1,
                 total_memory_mib: 1,
                 default_app_memory_mib: 1,
+                teams_per_user: 1,
             },
         };
         let state =

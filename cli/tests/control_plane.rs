@@ -171,10 +171,13 @@ fn expected(rule: Rule, ok: u16, who: Who) -> u16 {
     }
 }
 
-/// Team tokens cannot make teams (a read-only one cannot make anything).
+/// Team tokens cannot make teams, nor tokens (a leaked one must not mint its successors).
 fn expected_for(rule: Rule, ok: u16, who: Who, route: &str) -> u16 {
     let team_token = matches!(who, Who::Reader | Who::Manager | Who::OtherToken);
     if route == "POST /api/v1/teams" && team_token {
+        return 403;
+    }
+    if route == "POST /api/v1/teams/{team}/tokens" && matches!(who, Who::Reader | Who::Manager) {
         return 403;
     }
     expected(rule, ok, who)

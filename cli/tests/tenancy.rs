@@ -198,6 +198,26 @@ async fn a_team_reads_only_its_topics_whoever_asks_and_however() {
             api.call(Method::POST, "/api/v1/teams", &mallory, Some(json!({ "name": name }))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {problem}");
     }
+    // Nor may a new team's namespace take topics granted to another team, or topics that exist
+    // (an administrator may create such a team on purpose).
+    let kafka = aerogrid_kafka::KafkaSettings::new(stack.file("broker"));
+    kafka.ensure_topic("hr.salaries", 1).await.unwrap();
+    api.admin(Method::PUT, "/api/v1/teams/acme/topics/payments.*", None).await;
+    for name in ["payments", "hr"] {
+        let (status, problem) =
+            api.call(Method::POST, "/api/v1/teams", &mallory, Some(json!({ "name": name }))).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{name}: {problem}");
+    }
+    api.admin(Method::POST, "/api/v1/teams", Some(json!({ "name": "hr" }))).await;
+    // A user owns a bounded number of teams (10 by default; beta is the first).
+    for index in 1..10 {
+        let body = json!({ "name": format!("mine-{index}") });
+        let (status, problem) = api.call(Method::POST, "/api/v1/teams", &mallory, Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{problem}");
+    }
+    let (status, problem) =
+        api.call(Method::POST, "/api/v1/teams", &mallory, Some(json!({ "name": "mine-10" }))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
 
     // Every way of naming acme's data is an error on the `app.topic` line (9), for validation,
     // save and Start alike; a topic that does not exist reads exactly like one that does.
@@ -378,6 +398,19 @@ async fn quotas_hold_and_connectors_do_not_share_a_user() {
     assert_eq!(three["desired_state"], "stopped");
     let team = api.admin(Method::GET, "/api/v1/teams/beta", None).await;
     assert_eq!(team["usage"]["running_apps"], 2, "{team}");
+    // A running app's memory cannot grow past the team's total either (its next restart would
+    // take it): 512 + 600 > 1024.
+    let (status, problem) = api
+        .call(
+            Method::PATCH,
+            "/api/v1/teams/beta/apps/two",
+            &api.admin,
+            Some(json!({ "memory_limit_mib": 600 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    let two = api.admin(Method::GET, "/api/v1/teams/beta/apps/two", None).await;
+    assert_eq!(two["memory_limit_mib"], Value::Null, "{two}");
 
     // Each connector runs as a user of its own (the node runs as root here).
     wait_for_status(&api, &stack, "beta", "one", "running").await;

@@ -227,6 +227,19 @@ pub struct Prober {
 }
 
 impl Prober {
+    /// The names of the cluster's topics (those this client may describe).
+    pub async fn topic_names(&self, timeout: Duration) -> Result<Vec<String>> {
+        let consumer = self.consumer.clone();
+        let brokers = self.brokers.clone();
+        tokio::task::spawn_blocking(move || {
+            let metadata = consumer
+                .fetch_metadata(None, timeout)
+                .map_err(|source| Error::Unreachable { brokers, source })?;
+            Ok(metadata.topics().iter().map(|topic| topic.name().to_owned()).collect())
+        })
+        .await?
+    }
+
     /// Asks the cluster for its metadata: proves the brokers answer.
     pub async fn probe(&self, timeout: Duration) -> Result<BrokerInfo> {
         let consumer = self.consumer.clone();

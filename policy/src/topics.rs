@@ -69,6 +69,15 @@ pub fn check_topic<S: AsRef<str>>(
     }
 }
 
+/// Whether a grant `pattern` covers any topic of the namespace `<team>.*`.
+pub fn pattern_overlaps_namespace(pattern: &str, team: &str) -> bool {
+    let namespace = format!("{team}.");
+    match pattern.strip_suffix('*') {
+        Some(prefix) => prefix.starts_with(&namespace) || namespace.starts_with(prefix),
+        None => pattern.starts_with(&namespace),
+    }
+}
+
 /// Checks a grant an administrator asks for: a topic name or a prefix ending in `*`, in
 /// Kafka's topic alphabet, that can match some topic a connector may read.
 pub fn check_grant_pattern(pattern: &str) -> Result<(), String> {
@@ -126,6 +135,16 @@ mod tests {
                 ),
                 "{topic}"
             );
+        }
+    }
+
+    #[test]
+    fn a_namespace_overlaps_the_grants_that_cover_some_of_it() {
+        for overlapping in ["payments.*", "payments.cards", "pay*", "payments.eu.*"] {
+            assert!(pattern_overlaps_namespace(overlapping, "payments"), "{overlapping}");
+        }
+        for apart in ["payments", "paymentsx.*", "orders", "paymentsy*"] {
+            assert!(!pattern_overlaps_namespace(apart, "payments"), "{apart}");
         }
     }
 

@@ -208,23 +208,32 @@ pub async fn password_of(db: &sqlx::PgPool, name: &str) -> Result<Option<(User, 
 /// of the user is revoked too.
 pub async fn set_password(
     db: &sqlx::PgPool,
-    user: Uuid,
+    user: (Uuid, &str),
     password_hash: &str,
     keep: Option<&[u8]>,
     revoke_tokens: bool,
 ) -> Result<u64> {
     let mut tx = db.begin().await?;
-    let revoked = if revoke_tokens {
-        sqlx::query!(
-            "UPDATE api_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
-            user
+    let mut revoked = 0;
+    if revoke_tokens {
+        let tokens = sqlx::query!(
+            "UPDATE api_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL
+             RETURNING id, name, team_id",
+            user.0
         )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-    } else {
-        0
-    };
+        .fetch_all(&mut *tx)
+        .await?;
+        revoked = tokens.len() as u64;
+        // Each team's log says its tokens went (personal ones belong to no team's log).
+        for token in tokens {
+            if let Some(team) = token.team_id {
+                let detail = serde_json::json!({ "id": token.id, "why": "password changed" });
+                crate::db::teams::audit(&mut *tx, team, user, "token.revoke", &token.name, detail)
+                    .await?;
+            }
+        }
+    }
+    let user = user.0;
     sqlx::query!("UPDATE users SET password_hash = $2 WHERE id = $1", user, password_hash)
         .execute(&mut *tx)
         .await?;

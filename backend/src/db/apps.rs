@@ -214,17 +214,6 @@ pub async fn rename(db: &sqlx::PgPool, app: Uuid, team: Uuid, name: &str) -> Res
     Ok(())
 }
 
-pub async fn set_memory_limit(db: &sqlx::PgPool, app: Uuid, mib: Option<i32>) -> Result<()> {
-    sqlx::query!(
-        "UPDATE apps SET memory_limit_mib = $2, updated_at = now() WHERE id = $1",
-        app,
-        mib
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
 /// Deletes the app and everything of it in Postgres (nodes hear of it and stop it); returns the
 /// changelog topic it had.
 pub async fn delete(db: &sqlx::PgPool, app: Uuid) -> Result<Option<String>> {

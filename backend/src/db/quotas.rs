@@ -201,6 +201,46 @@ pub(crate) async fn admit_start(
     Ok(())
 }
 
+/// Sets an app's memory limit (None: the default) within the team's quotas: what one app may
+/// ask for, and, for a running app (its next restart takes the new limit), the team's total.
+pub async fn set_app_memory(
+    db: &sqlx::PgPool,
+    team: Uuid,
+    app: Uuid,
+    mib: Option<i32>,
+    defaults: &QuotaDefaults,
+) -> Result<()> {
+    let mut tx = db.begin().await?;
+    let quotas = lock_team(&mut tx, team, defaults).await?;
+    let memory = mib.unwrap_or(defaults.default_app_memory_mib);
+    check_app_memory(memory, &quotas)?;
+    let running = sqlx::query_scalar!(
+        r#"SELECT desired_state = 'running' AS "running!" FROM apps WHERE id = $1"#,
+        app
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if running {
+        let usage =
+            usage_except(&mut *tx, team, Some(app), defaults.default_app_memory_mib).await?;
+        if usage.memory_mib + i64::from(memory) > i64::from(quotas.total_memory_mib) {
+            return Err(Error::Conflict(format!(
+                "the team's other running apps have {} MiB of {} MiB: this app's {memory} MiB does not fit; stop one first, or ask an administrator to raise the quota",
+                usage.memory_mib, quotas.total_memory_mib
+            )));
+        }
+    }
+    sqlx::query!(
+        "UPDATE apps SET memory_limit_mib = $2, updated_at = now() WHERE id = $1",
+        app,
+        mib
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Refuses a memory limit above what one app of the team may ask for (422).
 pub fn check_app_memory(memory_mib: i32, quotas: &Quotas) -> Result<()> {
     if memory_mib > quotas.app_memory_mib {

@@ -73,6 +73,17 @@ pub async fn create(db: &sqlx::PgPool, name: &str, owner: (Uuid, &str)) -> Resul
     Ok(Team { id, name: name.to_owned(), role: Role::Owner, created_at })
 }
 
+/// How many teams `user` owns.
+pub async fn owned_by(db: &sqlx::PgPool, user: Uuid) -> Result<i64> {
+    let owned = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM team_members WHERE user_id = $1 AND role = 'owner'"#,
+        user
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(owned)
+}
+
 /// The teams `user` belongs to (every team for an admin).
 pub async fn list(db: &sqlx::PgPool, user: Uuid, is_admin: bool) -> Result<Vec<Team>> {
     let rows = sqlx::query!(

@@ -79,3 +79,13 @@ pub async fn revoke(
     tx.commit().await?;
     Ok(removed > 0)
 }
+
+/// Whether any team's grant covers topics of the namespace `<team>.*` (a new team of that name
+/// would read them too).
+pub async fn namespace_is_granted(db: &sqlx::PgPool, team: &str) -> Result<bool> {
+    let patterns =
+        sqlx::query_scalar!("SELECT DISTINCT pattern FROM topic_grants").fetch_all(db).await?;
+    Ok(patterns
+        .iter()
+        .any(|pattern| aerogrid_policy::topics::pattern_overlaps_namespace(pattern, team)))
+}

@@ -252,14 +252,19 @@ pub(crate) async fn change_app(
     if let Some(new_name) = &new_name {
         super::check_name("app", new_name)?;
     }
+    if body.memory_limit_mib.is_some_and(|mib| !(0..=65_536).contains(&mib)) {
+        return Err(Error::BadRequest(
+            "memory_limit_mib is 1 to 65536, or 0 for the default".into(),
+        ));
+    }
+    // The memory first: the team's total may still refuse it, and then nothing changed.
     if let Some(mib) = body.memory_limit_mib {
-        if !(0..=65_536).contains(&mib) {
-            return Err(Error::BadRequest(
-                "memory_limit_mib is 1 to 65536, or 0 for the default".into(),
-            ));
-        }
-        let quotas = crate::db::quotas::quotas(state.db(), team.id, state.quotas()).await?;
-        crate::db::quotas::check_app_memory(mib, &quotas)?;
+        let limit = (mib > 0).then_some(mib);
+        crate::db::quotas::set_app_memory(state.db(), team.id, app.id, limit, state.quotas())
+            .await?;
+        let detail = json!({ "memory_limit_mib": limit });
+        teams::audit(state.db(), team.id, caller.actor(), "app.settings", &app.name, detail)
+            .await?;
     }
     let mut name = app.name.clone();
     if let Some(new_name) = new_name {
@@ -267,12 +272,6 @@ pub(crate) async fn change_app(
         let detail = json!({ "from": app.name });
         teams::audit(state.db(), team.id, caller.actor(), "app.rename", &new_name, detail).await?;
         name = new_name;
-    }
-    if let Some(mib) = body.memory_limit_mib {
-        let limit = (mib > 0).then_some(mib);
-        apps::set_memory_limit(state.db(), app.id, limit).await?;
-        let detail = json!({ "memory_limit_mib": limit });
-        teams::audit(state.db(), team.id, caller.actor(), "app.settings", &name, detail).await?;
     }
     let summary = apps::list(state.db(), team.id)
         .await?
@@ -454,6 +453,8 @@ pub(crate) async fn follow_logs(
     ApiPath((team, app)): AppPath,
     ApiQuery(query): ApiQuery<LogQuery>,
 ) -> Result<Response> {
+    // Watched from before the check: a revocation meanwhile is not missed.
+    let generation = state.inner.access_generation.subscribe();
     let (team_access, app) = find_app(&state, &caller, &team, &app, Need::Read).await?;
     let resume = headers
         .get("last-event-id")
@@ -469,7 +470,7 @@ pub(crate) async fn follow_logs(
         credentials: crate::access::credentials(&headers),
         team: team_access.name,
         app_id,
-        generation: state.inner.access_generation.subscribe(),
+        generation,
     };
     let events = futures::stream::unfold(
         (first, cursor, false, access),

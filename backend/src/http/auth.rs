@@ -415,7 +415,7 @@ pub(crate) async fn set_password(
     let current_session = session_cookie(&headers).map(secret::digest);
     accounts::set_password(
         state.db(),
-        caller.user().id,
+        caller.actor(),
         &hash,
         current_session.as_deref(),
         body.revoke_tokens,

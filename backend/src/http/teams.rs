@@ -42,6 +42,7 @@ pub(crate) async fn create_team(
     }
     super::check_name("team", &body.name)?;
     check_team_name(&body.name)?;
+    check_namespace_is_free(&state, &caller, &body.name).await?;
     let team = teams::create(state.db(), &body.name, caller.actor()).await?;
     Ok((StatusCode::CREATED, Json(team)))
 }
@@ -57,6 +58,38 @@ fn check_team_name(name: &str) -> Result<()> {
     }
     if aerogrid_policy::topics::is_platform_topic(&format!("{name}.")) {
         return Err(Error::BadRequest(format!("`{name}` is reserved for the platform")));
+    }
+    Ok(())
+}
+
+/// A new team reads `<team>.*` without a grant: its name may not claim topics granted to
+/// another team, nor (unless an administrator creates it) topics that exist already. Users
+/// other than administrators own a bounded number of teams.
+async fn check_namespace_is_free(state: &AppState, caller: &Caller, name: &str) -> Result<()> {
+    if crate::db::topics::namespace_is_granted(state.db(), name).await? {
+        return Err(Error::Conflict(format!(
+            "topics of `{name}.*` are granted to a team already: a new team cannot take that namespace; choose another name"
+        )));
+    }
+    if caller.0.is_admin() {
+        return Ok(());
+    }
+    let owned = teams::owned_by(state.db(), caller.user().id).await?;
+    if owned >= i64::from(state.quotas().teams_per_user) {
+        return Err(Error::Conflict(format!(
+            "you own {owned} teams, as many as a user may: an administrator can create more"
+        )));
+    }
+    let topics = state.inner.kafka.prober().map_err(|error| Error::Config(error.to_string()))?;
+    let topics = topics
+        .topic_names(std::time::Duration::from_secs(5))
+        .await
+        .map_err(|error| Error::Config(format!("cannot list the broker's topics: {error}")))?;
+    let namespace = format!("{name}.");
+    if topics.iter().any(|topic| topic.starts_with(&namespace)) {
+        return Err(Error::Conflict(format!(
+            "topics named `{name}.*` exist already: a new team cannot take their namespace; an administrator can create the team"
+        )));
     }
     Ok(())
 }
@@ -212,17 +245,21 @@ pub(crate) async fn create_token(
     ApiPath(team): ApiPath<String>,
     ApiJson(body): ApiJson<NewToken>,
 ) -> Result<(StatusCode, Json<TokenCreated>)> {
-    // Any member may mint a token for themselves; it can never do more than they can, and a
-    // read-only token mints only read-only ones.
+    // Any member may mint a token for themselves (with a session or a personal token); it can
+    // never do more than they can, and a read-only token mints only read-only ones.
     let team = caller.in_team(&state, &team, Need::Read).await?;
-    let scope = match caller.0.credential {
-        Credential::Token { scope: Scope::Read, .. } if body.scope == Scope::Manage => {
-            return Err(Error::Forbidden(
-                "a read-only token can only mint read-only tokens".into(),
-            ));
-        }
-        _ => body.scope,
-    };
+    // A leaked token must not mint others that outlive its revocation.
+    if matches!(caller.0.credential, Credential::Token { team: Some(_), .. }) {
+        return Err(Error::Forbidden(
+            "a token of one team cannot mint tokens: use a session or a personal token".into(),
+        ));
+    }
+    if matches!(caller.0.credential, Credential::Token { scope: Scope::Read, .. })
+        && body.scope == Scope::Manage
+    {
+        return Err(Error::Forbidden("a read-only token can only mint read-only tokens".into()));
+    }
+    let scope = body.scope;
     let name = body.name.trim();
     if name.is_empty() || name.len() > 200 {
         return Err(Error::BadRequest("a token's name is 1 to 200 bytes".into()));
