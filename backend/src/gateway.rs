@@ -428,7 +428,7 @@ impl GridGateway {
                 match live_feed(&feeds, app_id) {
                     Some(feed) => feed,
                     None => {
-                        let feed = AppFeed::start(&self.state.inner.kafka, app_id, from);
+                        let feed = AppFeed::start(&self.state.inner.kafka, app_id, from)?;
                         feeds.retain(|_, feed| feed.strong_count() > 0);
                         feeds.insert(app_id, Arc::downgrade(&feed));
                         feed
@@ -506,7 +506,9 @@ impl Drop for AppFeed {
 }
 
 impl AppFeed {
-    fn start(kafka: &KafkaSettings, app_id: Uuid, from: i64) -> Arc<Self> {
+    /// Starts the feed's consumer thread; an error when the thread cannot start (the process
+    /// is out of threads): the caller answers UNAVAILABLE, nothing panics under a lock.
+    fn start(kafka: &KafkaSettings, app_id: Uuid, from: i64) -> Result<Arc<Self>, Status> {
         let (changes, _) = broadcast::channel(FEED_BUFFER);
         let (loaded_sender, loaded) = watch::channel(FeedLoad::Loading);
         let stop = Arc::new(AtomicBool::new(false));
@@ -527,8 +529,11 @@ impl AppFeed {
                     let _ = loaded_sender.send(FeedLoad::Failed(message));
                 }
             })
-            .expect("spawn a grid feed thread");
-        feed
+            .map_err(|error| {
+                tracing::error!(%error, %app_id, "Cannot start a grid feed thread.");
+                Status::unavailable("the server cannot start a grid feed now: try again later")
+            })?;
+        Ok(feed)
     }
 
     /// A snapshot of `grid` and the changes after it; or the names of the grids there are.

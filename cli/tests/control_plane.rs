@@ -679,6 +679,21 @@ async fn sessions_need_the_csrf_token_and_sign_in_is_rate_limited() {
         )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Attempts are counted before the password is verified: forty at once for one name get
+    // five verifies, not forty.
+    api.create_user("carol", PASSWORD).await;
+    let burst = futures::future::join_all((0..40).map(|_| {
+        api.client
+            .post(format!("{}/api/v1/auth/sign-in", api.base))
+            .json(&json!({ "name": "carol", "password": "not carol's password" }))
+            .send()
+    }))
+    .await;
+    let mut statuses = BTreeMap::new();
+    for response in burst {
+        *statuses.entry(response.unwrap().status().as_u16()).or_insert(0) += 1;
+    }
+    assert_eq!(statuses, BTreeMap::from([(401, 5), (429, 35)]), "{statuses:?}");
     let (status, short) = api
         .call(
             Method::POST,

@@ -1,7 +1,11 @@
 //! Connector processes: spawning them ahead of time (the warm pool) and talking to one over its
 //! pipes (`proto/aerogrid/runtime/v1/connector.proto`).
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
 
 use aerogrid_proto::runtime::v1::{
     ConnectorMessage, NodeMessage, connector_message::Kind, node_message,
@@ -264,12 +268,93 @@ fn log_sandbox_once(sandbox: bool, layers: &[String]) {
     });
 }
 
-/// Anything a connector writes to stderr (crashes of the interpreter itself) goes to the node's log.
+/// A line of connector stderr beyond this is cut (with a marker saying how much was cut).
+const STDERR_LINE_BYTES: usize = 4096;
+/// Lines of one connector's stderr logged per second; the rest are counted, not logged.
+const STDERR_LINES_PER_SECOND: u32 = 20;
+
+/// Anything a connector writes to stderr (crashes of the interpreter itself, or user code
+/// writing to fd 2) goes to the node's log: read in bounded chunks, lines cut, a rate kept, so
+/// what user code writes costs the node neither memory nor a flooded log.
 async fn forward_stderr(stderr: tokio::process::ChildStderr) {
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::warn!(target: "aerogrid_runtime::connector", "Connector stderr: {line}");
+    use tokio::io::AsyncReadExt;
+    let mut stderr = stderr;
+    let mut chunk = vec![0u8; 8192];
+    let mut lines = StderrLines::default();
+    let mut rate = StderrRate { since: Instant::now(), logged: 0, dropped: 0 };
+    loop {
+        let read = match stderr.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        for line in lines.push(&chunk[..read]) {
+            rate.log(&line);
+        }
+    }
+    if let Some(line) = lines.finish() {
+        rate.log(&line);
+    }
+}
+
+/// How many lines of one connector's stderr were logged and dropped in the current second.
+struct StderrRate {
+    since: Instant,
+    logged: u32,
+    dropped: u64,
+}
+
+impl StderrRate {
+    fn log(&mut self, line: &str) {
+        if self.since.elapsed() >= Duration::from_secs(1) {
+            if self.dropped > 0 {
+                tracing::warn!(target: "aerogrid_runtime::connector", dropped = self.dropped, "Connector stderr: lines beyond {STDERR_LINES_PER_SECOND}/s were not logged.");
+            }
+            *self = Self { since: Instant::now(), logged: 0, dropped: 0 };
+        }
+        if self.logged < STDERR_LINES_PER_SECOND {
+            self.logged += 1;
+            tracing::warn!(target: "aerogrid_runtime::connector", "Connector stderr: {line}");
+        } else {
+            self.dropped += 1;
+        }
+    }
+}
+
+/// Splits a byte stream into lines of at most [`STDERR_LINE_BYTES`], holding no more than one
+/// line's worth however long the input runs without a newline.
+#[derive(Default)]
+struct StderrLines {
+    line: Vec<u8>,
+    cut: usize,
+}
+
+impl StderrLines {
+    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        let mut done = Vec::new();
+        for &byte in bytes {
+            if byte == b'\n' {
+                done.push(self.take());
+            } else if self.line.len() < STDERR_LINE_BYTES {
+                self.line.push(byte);
+            } else {
+                self.cut += 1;
+            }
+        }
+        done
+    }
+
+    fn finish(&mut self) -> Option<String> {
+        (!self.line.is_empty() || self.cut > 0).then(|| self.take())
+    }
+
+    fn take(&mut self) -> String {
+        let mut text = String::from_utf8_lossy(&self.line).into_owned();
+        if self.cut > 0 {
+            text.push_str(&format!(" [... {} bytes cut]", self.cut));
+        }
+        self.line.clear();
+        self.cut = 0;
+        text
     }
 }
 
@@ -323,6 +408,24 @@ impl WarmPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stderr_lines_are_cut_and_a_line_without_end_holds_no_more_than_a_line() {
+        let mut lines = StderrLines::default();
+        assert_eq!(lines.push(b"one\ntw"), ["one"]);
+        assert_eq!(lines.push(b"o\n"), ["two"]);
+        for _ in 0..1000 {
+            assert!(lines.push(&[b'A'; 16 * 1024]).is_empty());
+        }
+        assert!(lines.line.capacity() <= 2 * STDERR_LINE_BYTES, "bounded, whatever comes");
+        let cut = lines.push(b"\n");
+        assert_eq!(cut.len(), 1);
+        assert!(
+            cut[0].ends_with(&format!(" [... {} bytes cut]", 16 * 1024 * 1000 - STDERR_LINE_BYTES))
+        );
+        assert_eq!(lines.push(b"tail"), Vec::<String>::new());
+        assert_eq!(lines.finish().as_deref(), Some("tail"));
+    }
 
     #[test]
     fn every_connector_gets_a_user_of_its_own_and_ids_come_back() {

@@ -62,7 +62,8 @@ pub struct NodeArgs {
     pub max_grid_changes_per_second: f64,
     /// User ids for connectors, `FIRST-LAST`, when this node runs as root: each connector
     /// process runs as one no other running connector has (and its own group), so no two apps
-    /// share a user. Ids of no account on the machine: they own no file.
+    /// share a user. Ids of no account on the machine: they own no file. Nodes on one host need
+    /// ranges of their own.
     #[arg(long, env = "AEROGRID_CONNECTOR_UIDS", default_value = "1879048192-1879113727", value_parser = parse_uid_range)]
     pub connector_uids: (u32, u32),
     /// Run user code without the sandbox (no namespaces, landlock, seccomp or audit hook).

@@ -41,6 +41,16 @@ const MIN_PASSWORD_CHARS: usize = 10;
 const SIGN_IN_FAILURES_PER_NAME: u32 = 5;
 const SIGN_IN_FAILURES_PER_ADDRESS: u32 = 20;
 const SIGN_IN_WINDOW: Duration = Duration::from_secs(60);
+/// Names and addresses the limiter tracks at once; beyond, sign-ins wait for the window.
+const SIGN_IN_KEYS: usize = 100_000;
+/// Longer names cannot exist (see `check_name`); longer passwords cannot be set.
+const MAX_SIGN_IN_NAME: usize = 64;
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Password hashes computed at once: argon2 takes ~19 MiB and a core for tens of ms each.
+static ARGON2_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from))
+});
 
 /// How the caller proved who they are.
 #[derive(Clone, Debug)]
@@ -303,29 +313,37 @@ pub(crate) async fn sign_in(
     ApiJson(body): ApiJson<SignIn>,
 ) -> Result<Response> {
     let limiter = &state.inner.sign_in_limiter;
-    limiter.check(&body.name, peer.ip())?;
+    // Counted before the verify: concurrent attempts cannot all pass the check.
+    limiter.attempt(&body.name, peer.ip())?;
+    if body.name.len() > MAX_SIGN_IN_NAME || body.password.len() > MAX_PASSWORD_BYTES {
+        // No user has such a name or password: refused without a verify (still counted).
+        return Err(Error::Unauthenticated("wrong user name or password".to_owned()));
+    }
     let found = accounts::password_of(state.db(), &body.name).await?;
     let hash = found.as_ref().and_then(|(_, hash)| hash.clone());
     let password = body.password;
     // Verified even for unknown users (against a fixed hash), so timing does not tell which
-    // names exist.
-    let verified = tokio::task::spawn_blocking(move || {
-        verify_password(&password, hash.as_deref().unwrap_or(DUMMY_HASH.as_str()))
-    })
-    .await
-    .unwrap_or(false);
+    // names exist; a few at a time (each takes ~19 MiB), the rest wait their turn.
+    let verified = {
+        let _permit = ARGON2_SLOTS
+            .acquire()
+            .await
+            .map_err(|_| Error::Config("the password checker is closed".to_owned()))?;
+        tokio::task::spawn_blocking(move || {
+            verify_password(&password, hash.as_deref().unwrap_or(DUMMY_HASH.as_str()))
+        })
+        .await
+        .unwrap_or(false)
+    };
     match found {
         Some((user, Some(_))) if verified => {
-            limiter.forget(&body.name);
+            limiter.forget(&body.name, peer.ip());
             let (cookie, csrf_token) = start_session(&state, user.id).await?;
             let mut response = axum::Json(Me::of(user, Some(csrf_token))).into_response();
             response.headers_mut().insert(header::SET_COOKIE, cookie);
             Ok(response)
         }
-        _ => {
-            limiter.failed(&body.name, peer.ip());
-            Err(Error::Unauthenticated("wrong user name or password".to_owned()))
-        }
+        _ => Err(Error::Unauthenticated("wrong user name or password".to_owned())),
     }
 }
 
@@ -507,7 +525,7 @@ async fn hash_password(password: String) -> Result<String> {
             "a password has at least {MIN_PASSWORD_CHARS} characters"
         )));
     }
-    if password.len() > 1024 {
+    if password.len() > MAX_PASSWORD_BYTES {
         return Err(Error::BadRequest("a password has at most 1024 bytes".to_owned()));
     }
     tokio::task::spawn_blocking(move || {
@@ -539,7 +557,8 @@ static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         .unwrap_or_default()
 });
 
-/// Counts failed sign-ins per user name and per client address (per server process).
+/// Counts sign-in attempts per user name and per client address (per server process), before
+/// the password is verified; successful ones are forgotten.
 #[derive(Default)]
 pub(crate) struct SignInLimiter {
     failures: Mutex<HashMap<String, (u32, Instant)>>,
@@ -547,41 +566,49 @@ pub(crate) struct SignInLimiter {
 
 impl SignInLimiter {
     fn keys(name: &str, ip: IpAddr) -> [(String, u32); 2] {
+        // Names are at most 64 bytes; a longer one is cut for its key (and fails anyway).
+        let name: String = name.chars().take(MAX_SIGN_IN_NAME).collect();
         [
             (format!("user:{name}"), SIGN_IN_FAILURES_PER_NAME),
             (format!("ip:{ip}"), SIGN_IN_FAILURES_PER_ADDRESS),
         ]
     }
 
-    fn check(&self, name: &str, ip: IpAddr) -> Result<()> {
+    /// Counts an attempt for the name and the address, or refuses it when either used its
+    /// window's attempts (a successful sign-in forgets the name's).
+    fn attempt(&self, name: &str, ip: IpAddr) -> Result<()> {
         let mut failures = self.failures.lock().expect("sign-in limiter");
         let now = Instant::now();
         failures.retain(|_, (_, since)| now.duration_since(*since) < SIGN_IN_WINDOW);
-        for (key, allowed) in Self::keys(name, ip) {
-            if let Some((count, since)) = failures.get(&key)
-                && *count >= allowed
+        let keys = Self::keys(name, ip);
+        let too_many = |wait: Duration| Error::TooManyRequests {
+            message: format!("too many sign-ins: try again in {} s", wait.as_secs().max(1)),
+            retry_after_seconds: wait.as_secs().max(1),
+        };
+        for (key, allowed) in &keys {
+            if let Some((count, since)) = failures.get(key)
+                && *count >= *allowed
             {
-                let wait = SIGN_IN_WINDOW.saturating_sub(now.duration_since(*since));
-                return Err(Error::TooManyRequests {
-                    message: format!(
-                        "too many failed sign-ins: try again in {} s",
-                        wait.as_secs().max(1)
-                    ),
-                    retry_after_seconds: wait.as_secs().max(1),
-                });
+                return Err(too_many(SIGN_IN_WINDOW.saturating_sub(now.duration_since(*since))));
             }
+        }
+        if failures.len() + keys.len() > SIGN_IN_KEYS {
+            return Err(too_many(SIGN_IN_WINDOW));
+        }
+        for (key, _) in keys {
+            failures.entry(key).or_insert((0, now)).0 += 1;
         }
         Ok(())
     }
 
-    fn failed(&self, name: &str, ip: IpAddr) {
+    /// A sign-in succeeded: its name starts afresh, and its attempt does not count against
+    /// its address (many people may sign in from one).
+    fn forget(&self, name: &str, ip: IpAddr) {
+        let [(name_key, _), (ip_key, _)] = Self::keys(name, ip);
         let mut failures = self.failures.lock().expect("sign-in limiter");
-        for (key, _) in Self::keys(name, ip) {
-            failures.entry(key).or_insert((0, Instant::now())).0 += 1;
+        failures.remove(&name_key);
+        if let Some((count, _)) = failures.get_mut(&ip_key) {
+            *count = count.saturating_sub(1);
         }
-    }
-
-    fn forget(&self, name: &str) {
-        self.failures.lock().expect("sign-in limiter").remove(&format!("user:{name}"));
     }
 }
