@@ -295,13 +295,17 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
                         <For each=move || diagnostics.get() key=|d| (d.line, d.column, d.message.clone()) let(d)>
                             <li class=format!("problem {}", d.severity) data-line=d.line>
                                 {format!("Line {}, column {}: {}", d.line, d.column, d.message)}
-                                {d.grantable_topic.clone().filter(|_| is_admin.get()).map(|topic| {
-                                    let label = format!("Grant `{topic}` to team {}", team_name.clone());
-                                    view! {
-                                        <button class="grant" data-testid="grant-topic" disabled=move || busy.get()
-                                            on:click=move |_| grant_asked.set(Some(topic.clone()))>{label}</button>
-                                    }
-                                })}
+                                {
+                                    // Reactive: who is signed in may be known after the problems.
+                                    let (topic, team_name) = (d.grantable_topic.clone(), team_name.clone());
+                                    move || topic.clone().filter(|_| is_admin.get()).map(|topic| {
+                                        let label = format!("Grant `{topic}` to team {team_name}");
+                                        view! {
+                                            <button class="grant" data-testid="grant-topic" disabled=move || busy.get()
+                                                on:click=move |_| grant_asked.set(Some(topic.clone()))>{label}</button>
+                                        }
+                                    })
+                                }
                             </li>
                         </For>
                     </ul>
