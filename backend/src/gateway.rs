@@ -220,11 +220,11 @@ impl GridService for GridGateway {
             .grid
             .clone()
             .ok_or_else(|| Status::invalid_argument("name the grid: team, app and grid"))?;
+        let view = GridView::new(&grid_ref.grid, &request)?;
         // Watched from before the check: a revocation while the feed loads is not missed.
         let generation = self.state.inner.access_generation.subscribe();
         let allowed = allow(&self.state, &credentials, &grid_ref).await.map_err(Denied::on_open)?;
         let feed = self.feed(allowed.app.app_id).await?;
-        let view = GridView::new(&grid_ref.grid, &request)?;
         let (snapshot, changes) = feed.subscribe(&grid_ref.grid, &view).map_err(|known| {
             // Only a reader of the whole app learns the names of its other grids.
             let listed = if !allowed.whole_app {

@@ -364,7 +364,13 @@ async fn run_once(
                 };
                 let result = expect_result(answer)?;
                 tracing::trace!(%app_id, in_flight = in_flight.len(), "Connector answered.");
-                next_timer = timer_deadline(result.next_timer_in)?;
+                next_timer = match timer_deadline(result.next_timer_in) {
+                    Ok(next) => next,
+                    Err(refused) => {
+                        status.finish(pending).await?;
+                        return Err(refused);
+                    }
+                };
                 let Some(request) = in_flight.pop_front() else {
                     return Err(Error::Connector("an answer to no request".into()));
                 };
