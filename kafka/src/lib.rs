@@ -229,19 +229,27 @@ pub struct Prober {
 impl Prober {
     /// The names of the cluster's topics (those this client may describe).
     pub async fn topic_names(&self, timeout: Duration) -> Result<Vec<String>> {
-        let consumer = self.consumer.clone();
-        let brokers = self.brokers.clone();
-        tokio::task::spawn_blocking(move || {
-            let metadata = consumer
-                .fetch_metadata(None, timeout)
-                .map_err(|source| Error::Unreachable { brokers, source })?;
-            Ok(metadata.topics().iter().map(|topic| topic.name().to_owned()).collect())
+        self.metadata(timeout, |metadata| {
+            metadata.topics().iter().map(|topic| topic.name().to_owned()).collect()
         })
-        .await?
+        .await
     }
 
     /// Asks the cluster for its metadata: proves the brokers answer.
     pub async fn probe(&self, timeout: Duration) -> Result<BrokerInfo> {
+        self.metadata(timeout, |metadata| BrokerInfo {
+            brokers: metadata.brokers().len(),
+            topics: metadata.topics().len(),
+        })
+        .await
+    }
+
+    /// What `read` takes of the cluster's metadata.
+    async fn metadata<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        read: impl FnOnce(&rdkafka::metadata::Metadata) -> T + Send + 'static,
+    ) -> Result<T> {
         let consumer = self.consumer.clone();
         let brokers = self.brokers.clone();
         // rdkafka's metadata call blocks its thread.
@@ -249,7 +257,7 @@ impl Prober {
             let metadata = consumer
                 .fetch_metadata(None, timeout)
                 .map_err(|source| Error::Unreachable { brokers, source })?;
-            Ok(BrokerInfo { brokers: metadata.brokers().len(), topics: metadata.topics().len() })
+            Ok(read(&metadata))
         })
         .await?
     }

@@ -192,13 +192,7 @@ pub(crate) async fn admit_start(
             usage.running_apps
         )));
     }
-    if usage.memory_mib + i64::from(memory) > i64::from(quotas.total_memory_mib) {
-        return Err(Error::Conflict(format!(
-            "the team's running apps have {} MiB of {} MiB: this app's {memory} MiB does not fit; stop one, lower its memory, or ask an administrator to raise the quota",
-            usage.memory_mib, quotas.total_memory_mib
-        )));
-    }
-    Ok(())
+    check_total_memory(&usage, memory, &quotas)
 }
 
 /// Sets an app's memory limit (None: the default) within the team's quotas: what one app may
@@ -223,12 +217,7 @@ pub async fn set_app_memory(
     if running {
         let usage =
             usage_except(&mut *tx, team, Some(app), defaults.default_app_memory_mib).await?;
-        if usage.memory_mib + i64::from(memory) > i64::from(quotas.total_memory_mib) {
-            return Err(Error::Conflict(format!(
-                "the team's other running apps have {} MiB of {} MiB: this app's {memory} MiB does not fit; stop one first, or ask an administrator to raise the quota",
-                usage.memory_mib, quotas.total_memory_mib
-            )));
-        }
+        check_total_memory(&usage, memory, &quotas)?;
     }
     sqlx::query!(
         "UPDATE apps SET memory_limit_mib = $2, updated_at = now() WHERE id = $1",
@@ -238,6 +227,17 @@ pub async fn set_app_memory(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// Refuses an app's `memory` beside the team's other running apps (`usage`) beyond its total.
+fn check_total_memory(usage: &Usage, memory: i32, quotas: &Quotas) -> Result<()> {
+    if usage.memory_mib + i64::from(memory) > i64::from(quotas.total_memory_mib) {
+        return Err(Error::Conflict(format!(
+            "the team's other running apps have {} MiB of {} MiB: this app's {memory} MiB does not fit; stop one, lower its memory, or ask an administrator to raise the quota",
+            usage.memory_mib, quotas.total_memory_mib
+        )));
+    }
     Ok(())
 }
 
