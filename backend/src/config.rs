@@ -1,4 +1,4 @@
-use std::{path::PathBuf, sync::Arc};
+use std::{net::IpAddr, path::PathBuf, sync::Arc};
 
 use crate::{Error, Result};
 
@@ -28,8 +28,87 @@ pub struct ServerArgs {
     #[arg(long, env = "AEROGRID_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// Addresses (`10.0.0.7`) or ranges (`10.0.0.0/8`) of proxies in front of this server:
+    /// from them, the client's address is the last one in `X-Forwarded-For` that is not a
+    /// trusted proxy's (per-address limits apply to it). Repeat, or separate with commas.
+    #[arg(long = "trusted-proxy", env = "AEROGRID_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<AddressRange>,
+
     #[command(flatten)]
     pub quotas: QuotaDefaults,
+
+    #[command(flatten)]
+    pub connections: crate::server::ConnectionLimits,
+}
+
+/// An IP address range: an address and how many leading bits of it must match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddressRange {
+    address: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for AddressRange {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        let (address, prefix) = text.trim().split_once('/').unwrap_or((text.trim(), ""));
+        let address: IpAddr =
+            address.parse().map_err(|_| format!("`{text}` is not an IP address or range"))?;
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = if prefix.is_empty() {
+            bits
+        } else {
+            prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|prefix| *prefix <= bits)
+                .ok_or_else(|| format!("`{text}`: a prefix length is 0 to {bits}"))?
+        };
+        Ok(Self { address, prefix })
+    }
+}
+
+impl AddressRange {
+    pub fn contains(&self, address: IpAddr) -> bool {
+        // Both as 128 bits, IPv4 in the high ones, so one mask serves both.
+        let (range, address) = match (self.address, address.to_canonical()) {
+            (IpAddr::V4(range), IpAddr::V4(address)) => {
+                (u128::from(range.to_bits()) << 96, u128::from(address.to_bits()) << 96)
+            }
+            (IpAddr::V6(range), IpAddr::V6(address)) => (range.to_bits(), address.to_bits()),
+            _ => return false,
+        };
+        let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
+        range & mask == address & mask
+    }
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy, the last address
+/// in `X-Forwarded-For` that is not a trusted proxy's (the ones before it could be forged).
+pub fn client_address(
+    peer: IpAddr,
+    forwarded_for: Option<&str>,
+    trusted: &[AddressRange],
+) -> IpAddr {
+    let is_trusted = |address: IpAddr| trusted.iter().any(|range| range.contains(address));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for hop in forwarded_for.unwrap_or_default().rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(address) => {
+                client = address;
+                if !is_trusted(address) {
+                    break;
+                }
+            }
+            // Garbage: nothing before it can be believed.
+            Err(_) => break,
+        }
+    }
+    client
 }
 
 /// What each team may take of the platform unless an administrator sets its own quotas
@@ -71,6 +150,13 @@ pub struct QuotaDefaults {
         default_value_t = 512
     )]
     pub default_app_memory_mib: i32,
+    /// Versions kept per app (the newest; the one running is always kept).
+    #[arg(
+        long = "quota-versions-per-app",
+        env = "AEROGRID_QUOTA_VERSIONS_PER_APP",
+        default_value_t = 200
+    )]
+    pub versions_per_app: i32,
 }
 
 impl ServerArgs {
@@ -112,4 +198,38 @@ fn default_web_dir() -> PathBuf {
         .ok()
         .and_then(|exe| exe.parent()?.parent().map(|dir| dir.join("web")))
         .unwrap_or_else(|| PathBuf::from("web"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn ranges_match_their_prefix() {
+        let range: AddressRange = "10.1.0.0/16".parse().unwrap();
+        assert!(range.contains(ip("10.1.200.3")));
+        assert!(!range.contains(ip("10.2.0.1")));
+        assert!(range.contains(ip("::ffff:10.1.0.9")), "an IPv4-mapped address");
+        let one: AddressRange = "fd00::1".parse().unwrap();
+        assert!(one.contains(ip("fd00::1")) && !one.contains(ip("fd00::2")));
+        assert!("10.0.0.0/33".parse::<AddressRange>().is_err());
+        assert!("proxy".parse::<AddressRange>().is_err());
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies() {
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        // From the proxy: the address it saw (forged entries before it are ignored).
+        let forwarded = Some("6.6.6.6, 203.0.113.9, 10.0.0.2");
+        assert_eq!(client_address(ip("10.0.0.1"), forwarded, &trusted), ip("203.0.113.9"));
+        // From anyone else, the header is ignored.
+        assert_eq!(client_address(ip("198.51.100.4"), forwarded, &trusted), ip("198.51.100.4"));
+        // Garbage ends the walk; no header: the proxy itself.
+        assert_eq!(client_address(ip("10.0.0.1"), Some("x, 10.0.0.3"), &trusted), ip("10.0.0.3"));
+        assert_eq!(client_address(ip("10.0.0.1"), None, &trusted), ip("10.0.0.1"));
+    }
 }

@@ -30,6 +30,9 @@ pub enum Error {
     Invalid { message: String, diagnostics: Vec<crate::validate::Diagnostic> },
     #[error("{message}")]
     TooManyRequests { message: String, retry_after_seconds: u64 },
+    /// The server has no room for the request now (its bounded work queues are full).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -50,6 +53,7 @@ impl Error {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Invalid { .. } | Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Migration(_) | Self::Config(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -60,7 +64,7 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
-        let detail = if status.is_server_error() {
+        let detail = if status.is_server_error() && !matches!(self, Self::Unavailable(_)) {
             tracing::error!(error = %self, "Request failed.");
             "internal error; the server log has the details".to_owned()
         } else {

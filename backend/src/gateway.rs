@@ -1306,6 +1306,7 @@ mod tests {
                 deleted: vec!["b".into()],
             }],
             offsets: vec![],
+            counts: None,
         };
         let shared = Mutex::default();
         let everything = || GridView::new("g", &SubscribeRequest::default()).unwrap();
@@ -1342,6 +1343,7 @@ mod tests {
                 deleted: deleted.into_iter().map(Into::into).collect(),
             }],
             offsets: vec![InputOffset { topic: "t".into(), partition: 0, offset }],
+            counts: None,
         };
         let mut merged = delta(vec![row("a", 1), row("b", 1)], vec!["c"], 1);
         merge_delta(&mut merged, delta(vec![row("a", 2), row("c", 3)], vec!["b"], 2));
@@ -1386,6 +1388,14 @@ mod tests {
                 total_memory_mib: 1,
                 default_app_memory_mib: 1,
                 teams_per_user: 1,
+                versions_per_app: 1,
+            },
+            trusted_proxies: Vec::new(),
+            connections: crate::ConnectionLimits {
+                max_connections: 1,
+                max_connections_per_address: 1,
+                header_timeout_seconds: 1.0,
+                keepalive_seconds: 1.0,
             },
         };
         let state =

@@ -15,7 +15,7 @@ mod error;
 mod gateway;
 mod http;
 mod secret;
-mod tls;
+mod server;
 pub mod validate;
 
 use std::{future::Future, path::PathBuf, sync::Arc};
@@ -26,6 +26,7 @@ use axum::http::HeaderValue;
 pub use config::{QuotaDefaults, ServerArgs};
 pub use error::{Error, Result};
 pub use http::openapi;
+pub use server::ConnectionLimits;
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -51,6 +52,9 @@ struct StateInner {
     sign_in_limiter: http::SignInLimiter,
     health: http::HealthCache,
     quotas: QuotaDefaults,
+    connection_limits: server::ConnectionLimits,
+    /// Proxies whose `X-Forwarded-For` tells the client's address (`--trusted-proxy`).
+    trusted_proxies: Vec<config::AddressRange>,
 }
 
 impl AppState {
@@ -83,6 +87,8 @@ impl AppState {
                 sign_in_limiter: http::SignInLimiter::default(),
                 health: http::HealthCache::default(),
                 quotas: server.quotas,
+                connection_limits: server.connections,
+                trusted_proxies: server.trusted_proxies.clone(),
             }),
         })
     }
@@ -120,16 +126,7 @@ pub async fn serve(
         shutdown.await;
         shutting_down.send_replace(true);
     };
+    let limits = state.inner.connection_limits;
     let router = http::router(state);
-    let listener = connection::Listener(listener);
-    match tls {
-        None => {
-            // (Tapping nothing: axum gives tapped listeners' connections their client address
-            // as `ConnectInfo<SocketAddr>`, as it does its own `TcpListener`'s.)
-            let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
-            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            axum::serve(listener, service).with_graceful_shutdown(shutdown).await
-        }
-        Some(tls) => tls::serve(listener, tls, router, shutdown).await,
-    }
+    server::serve(connection::Listener(listener), tls, limits, router, shutdown).await
 }

@@ -68,11 +68,17 @@ pub async fn validate(code: String, scope: Option<TopicScope>) -> Vec<Diagnostic
             ),
         )];
     }
+    // A few checks at a time (each may take a large stack on hostile code); the rest wait their
+    // turn, for a while.
+    let Ok(Ok(permit)) = tokio::time::timeout(CHECKER_WAIT, CHECKER_SLOTS.acquire()).await else {
+        return vec![internal("the checker is busy")];
+    };
     let (done, result) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name("validate".into())
         .stack_size(PARSER_STACK_BYTES)
         .spawn(move || {
+            let _permit = permit;
             let _ = done.send(validate_now(&code, scope.as_ref()));
         });
     match spawned {
@@ -80,6 +86,14 @@ pub async fn validate(code: String, scope: Option<TopicScope>) -> Vec<Diagnostic
         Err(error) => vec![internal(&format!("cannot start the checker: {error}"))],
     }
 }
+
+/// Checks (and diffs) that run at once: one per core.
+pub(crate) static CHECKER_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> =
+    std::sync::LazyLock::new(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from))
+    });
+/// How long a check waits for a slot before the code is saved unchecked.
+pub(crate) const CHECKER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn internal(why: &str) -> Diagnostic {
     Diagnostic::at_start(

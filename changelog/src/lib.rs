@@ -9,15 +9,18 @@
 //! - A record of a lease epoch older than one already applied is ignored: it comes from a node
 //!   that lost the app.
 //! - A snapshot replaces the state only once all its parts are read.
-//! - A writer's records are numbered from its fence; after a gap (a write that failed while
-//!   later ones landed) the rest of that writer's records are ignored.
+//! - A writer's records are numbered from its fence; a record numbered below the next one
+//!   expected was applied already (a retried write) and is passed over; after a gap (a write
+//!   that failed while later ones landed) the rest of that writer's records are ignored.
 
 mod cursor;
+mod split;
 mod state;
 
 use aerogrid_proto::v1::{ChangelogDelta, ChangelogRecord, SnapshotPart, changelog_record};
 
 pub use cursor::{Cursor, Step};
+pub use split::{RowTooLarge, split_delta};
 pub use state::{Grid, GridState, Offsets, offsets_to_wire};
 
 /// The changelog topic of an app.
@@ -63,7 +66,11 @@ impl Replay {
         if record.sequence != 0 {
             // (Unnumbered records, written before numbering existed, are taken as they come.)
             let expected = *self.next_sequence.get_or_insert(record.sequence);
-            if record.sequence != expected {
+            if record.sequence < expected {
+                // Written twice (a producer's retry, or a reader's re-read): applied already.
+                return Applied::Nothing;
+            }
+            if record.sequence > expected {
                 self.after_gap = true;
             }
             self.next_sequence = Some(record.sequence + 1);
@@ -119,6 +126,7 @@ mod tests {
                     deleted: vec![],
                 }],
                 offsets: vec![],
+                counts: None,
             })),
         }
     }
@@ -145,6 +153,24 @@ mod tests {
         let grid = &replay.state.grids["g"];
         assert_eq!(grid.rows.len(), 1);
         assert_eq!(grid.rows["a"][0].kind, Some(value::Kind::Int(2)));
+    }
+
+    #[test]
+    fn records_written_twice_apply_once() {
+        let mut replay = Replay::default();
+        replay.apply(fence(1));
+        let mut applied = Vec::new();
+        // A retried batch lands again after the first copy: fence, 1, 2, 1, 2, 3.
+        for (sequence, n) in [(1, 1), (2, 2), (1, 1), (2, 2), (3, 3)] {
+            if let Applied::Delta(_) = replay.apply(numbered(1, sequence, &format!("k{n}"), n)) {
+                applied.push(sequence);
+            }
+        }
+        assert_eq!(applied, [1, 2, 3]);
+        assert!(!replay.after_gap);
+        // The writer goes on after the duplicates: nothing was taken as a gap.
+        assert!(matches!(replay.apply(numbered(1, 4, "k4", 4)), Applied::Delta(_)));
+        assert_eq!(replay.state.grids["g"].rows.len(), 4);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use aerogrid_proto::{
     runtime::v1::GridChanges,
-    v1::{ChangelogDelta, GridDelta, InputOffset, Row, SnapshotPart, Value},
+    v1::{ChangelogDelta, GridDelta, InputOffset, Row, SnapshotPart, StatusCounts, Value},
 };
 
 /// Input positions: the next offset to read per (topic, partition).
@@ -17,11 +17,13 @@ pub struct Grid {
     pub rows: HashMap<String, Vec<Value>>,
 }
 
-/// Every grid of an app, and the input offsets they reflect.
+/// Every grid of an app, the input offsets they reflect, and the app's status counters there.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct GridState {
     pub grids: BTreeMap<String, Grid>,
     pub offsets: Offsets,
+    /// None when the records carried none (written before they did).
+    pub counts: Option<StatusCounts>,
 }
 
 impl GridState {
@@ -76,12 +78,16 @@ impl GridState {
             self.apply_grid_delta(grid);
         }
         set_offsets(&mut self.offsets, &delta.offsets);
+        if delta.counts.is_some() {
+            self.counts = delta.counts;
+        }
     }
 
     /// Replays a complete snapshot (all its parts): it replaces the state.
     pub fn replace_with_snapshot(&mut self, parts: &[SnapshotPart]) {
         self.grids.clear();
         self.offsets.clear();
+        self.counts = parts.iter().find_map(|part| part.counts);
         for part in parts {
             for grid in &part.grids {
                 self.apply_grid_delta(grid);
@@ -90,51 +96,20 @@ impl GridState {
         }
     }
 
-    /// The state as snapshot parts of at most `rows_per_part` rows.
-    pub fn snapshot_parts(&self, snapshot_id: u64, rows_per_part: usize) -> Vec<SnapshotPart> {
-        let offsets = offsets_to_wire(&self.offsets);
-        let mut parts: Vec<SnapshotPart> = Vec::new();
-        let mut current =
-            SnapshotPart { snapshot_id, offsets: offsets.clone(), ..SnapshotPart::default() };
-        let mut rows_in_current = 0;
-        for (name, grid) in &self.grids {
-            let mut delta = GridDelta {
-                grid: name.clone(),
-                columns: grid.columns.clone(),
-                ..GridDelta::default()
-            };
-            for (key, values) in &grid.rows {
-                if rows_in_current == rows_per_part {
-                    current.grids.push(std::mem::replace(
-                        &mut delta,
-                        GridDelta {
-                            grid: name.clone(),
-                            columns: grid.columns.clone(),
-                            ..GridDelta::default()
-                        },
-                    ));
-                    parts.push(std::mem::replace(
-                        &mut current,
-                        SnapshotPart {
-                            snapshot_id,
-                            offsets: offsets.clone(),
-                            ..SnapshotPart::default()
-                        },
-                    ));
-                    rows_in_current = 0;
-                }
-                delta.upserted.push(Row { key: key.clone(), values: values.clone() });
-                rows_in_current += 1;
-            }
-            current.grids.push(delta);
-        }
-        parts.push(current);
-        let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
-        for (index, part) in parts.iter_mut().enumerate() {
-            part.index = u32::try_from(index).unwrap_or(u32::MAX);
-            part.count = count;
-        }
-        parts
+    /// The state as the parts of snapshot `snapshot_id`, each record at most
+    /// `max_record_bytes`.
+    pub fn snapshot_parts(
+        &self,
+        snapshot_id: u64,
+        max_record_bytes: usize,
+    ) -> Result<Vec<SnapshotPart>, crate::RowTooLarge> {
+        crate::split::snapshot_parts(
+            self.grids.iter(),
+            offsets_to_wire(&self.offsets),
+            self.counts,
+            snapshot_id,
+            max_record_bytes,
+        )
     }
 
     /// Puts every grid in the column layout the running version declares (matching columns by
@@ -199,7 +174,7 @@ mod tests {
             ("g".to_owned(), vec!["n".to_owned()]),
             ("h".to_owned(), vec!["m".to_owned()]),
         ]);
-        let rows = (0..7)
+        let rows = (0..100)
             .map(|index| GridRow { key: format!("k{index}"), values: vec![int(index)] })
             .collect();
         state.apply_changes(
@@ -210,9 +185,12 @@ mod tests {
             &columns,
         );
         state.offsets.insert(("orders".into(), 0), 42);
-        let parts = state.snapshot_parts(9, 3);
-        assert_eq!(parts.len(), 3);
-        assert!(parts.iter().all(|part| part.count == 3 && part.offsets.len() == 1));
+        state.counts = Some(StatusCounts { records_in: 42, bad_records: 2 });
+        let parts = state.snapshot_parts(9, 400).unwrap();
+        let count = parts.len();
+        assert!(count >= 2, "{count}");
+        assert!(parts.iter().all(|part| part.count as usize == count && part.offsets.len() == 1));
+        assert!(parts.iter().all(|part| prost::Message::encoded_len(part) <= 400));
         let mut restored = GridState::default();
         restored.replace_with_snapshot(&parts);
         assert_eq!(restored, state);
@@ -233,6 +211,7 @@ mod tests {
         let delta = ChangelogDelta {
             grids: deltas,
             offsets: vec![InputOffset { topic: "t".into(), partition: 0, offset: 5 }],
+            counts: Some(StatusCounts { records_in: 5, bad_records: 1 }),
         };
         let mut once = GridState::default();
         once.apply_delta(&delta);
@@ -240,5 +219,6 @@ mod tests {
         twice.apply_delta(&delta);
         assert_eq!(once, twice);
         assert_eq!(once.offsets[&("t".to_owned(), 0)], 5);
+        assert_eq!(once.counts, delta.counts);
     }
 }

@@ -33,7 +33,7 @@ struct Cli {
 enum Command {
     /// Run everything on this machine: server, runtime node, and (unless DATABASE_URL and
     /// KAFKA_BROKERS are set) a private PostgreSQL and a local broker.
-    Dev(dev::DevArgs),
+    Dev(Box<dev::DevArgs>),
     /// Run the backend: REST API, grid gateway and web frontend, on one port.
     Server(services::ServerCommand),
     /// Run a runtime node, which runs the apps' connectors.
@@ -84,7 +84,7 @@ fn main() -> ExitCode {
     // tied to the thread that forked them, and the main thread lives as long as the process.
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Dev(args) => dev::run(args).await,
+            Command::Dev(args) => dev::run(*args).await,
             Command::Server(command) => command.run().await.map(|()| ExitCode::SUCCESS),
             Command::Runtime(command) => command.run().await.map(|()| ExitCode::SUCCESS),
             Command::Snapshot(command) => command.run().await.map(|()| ExitCode::SUCCESS),

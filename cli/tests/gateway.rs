@@ -498,8 +498,20 @@ fn follow(
 ) -> tokio::sync::watch::Receiver<BTreeMap<String, i64>> {
     let (sender, receiver) = tokio::sync::watch::channel(BTreeMap::new());
     tokio::spawn(async move {
-        let request = SubscribeRequest { grid: product_sum(), ..Default::default() };
-        let mut stream = client.subscribe(authorized(request, &token)).await.unwrap().into_inner();
+        // The app may not have published its grid yet: NOT_FOUND until it has.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut stream = loop {
+            let request = SubscribeRequest { grid: product_sum(), ..Default::default() };
+            match client.subscribe(authorized(request, &token)).await {
+                Ok(response) => break response.into_inner(),
+                Err(status)
+                    if status.code() == tonic::Code::NotFound && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(status) => panic!("subscribe: {status:?}"),
+            }
+        };
         let mut grid = BTreeMap::new();
         // Ends when the server goes (at the end of the test); waiting for totals then fails.
         while let Ok(Some(message)) = stream.message().await {

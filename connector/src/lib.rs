@@ -87,6 +87,11 @@ fn run(sandbox: Sandbox, uid: Option<u32>) -> Result<()> {
             (None, Err(Error::OutOfMemory { line })) => {
                 refused(out_of_memory_message(memory_limit, line), line)
             }
+            // What user code made that the interpreter cannot hand over: the same input would
+            // fail a restarted connector the same way, so the app fails with the reason.
+            (None, Err(Error::Python(message))) => {
+                refused(format!("the app's answer cannot be read: {message}"), None)
+            }
             (None, answer) => answer?,
         };
         write(&output, answer)?;

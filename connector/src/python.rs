@@ -271,7 +271,7 @@ impl Session {
                 topic: bad.getattr("topic")?.extract()?,
                 partition: bad.getattr("partition")?.extract()?,
                 offset: bad.getattr("offset")?.extract()?,
-                reason: bad.getattr("reason")?.extract()?,
+                reason: text(&bad.getattr("reason")?)?,
                 line: bad.getattr("line")?.extract()?,
                 key: bad.getattr("key")?.extract()?,
                 value: bad.getattr("value")?.extract()?,
@@ -280,13 +280,19 @@ impl Session {
         for log in connector.call_method0("take_logs")?.try_iter()? {
             let log = log?;
             result.logs.push(LogLine {
-                level: log.getattr("level")?.extract()?,
-                message: log.getattr("message")?.extract()?,
+                level: text(&log.getattr("level")?)?,
+                message: text(&log.getattr("message")?)?,
             });
         }
         result.next_timer_in = next_timer_in(py, connector)?;
         Ok(Kind::Result(result))
     }
+}
+
+/// A str from user code as UTF-8: lone surrogates (which UTF-8 cannot hold) become U+FFFD
+/// instead of failing the batch.
+fn text(object: &Bound<'_, PyAny>) -> PyResult<String> {
+    Ok(object.cast::<PyString>()?.to_string_lossy().into_owned())
 }
 
 /// The innermost line of the user's module in an exception's traceback.
@@ -351,7 +357,7 @@ fn to_value(object: &Bound<'_, PyAny>) -> Result<Value> {
     } else if object.cast::<PyFloat>().is_ok() {
         value::Kind::Float(object.extract::<f64>()?)
     } else if let Ok(text) = object.cast::<PyString>() {
-        value::Kind::String(text.to_str()?.to_owned())
+        value::Kind::String(text.to_string_lossy().into_owned())
     } else {
         return Err(Error::Python(format!("a grid cell of type {}", object.get_type())));
     };

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rdkafka::{
     ClientConfig,
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication},
     client::DefaultClientContext,
     consumer::{BaseConsumer, Consumer},
     types::RDKafkaErrorCode,
@@ -167,6 +167,23 @@ impl KafkaSettings {
             }
         }
         Ok(())
+    }
+
+    /// The largest record batch the broker takes on `topic` (its `max.message.bytes`), where
+    /// the broker says (`DescribeConfigs`); None where it cannot (tansu 0.6 does not answer).
+    pub async fn max_message_bytes(&self, topic: &str, timeout: Duration) -> Option<usize> {
+        let admin = self.admin().ok()?;
+        let options = AdminOptions::new().request_timeout(Some(timeout));
+        let described = tokio::time::timeout(
+            timeout,
+            admin.describe_configs([&ResourceSpecifier::Topic(topic)], &options),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        let resource = described.into_iter().next()?.ok()?;
+        let entry = resource.get("max.message.bytes")?;
+        entry.value.as_deref()?.parse().ok()
     }
 
     /// Deletes a topic; one that does not exist is fine. Some brokers cannot delete topics

@@ -24,6 +24,7 @@ use crate::{
     db,
     input::Input,
     limits::{ChangeRate, GridUsage, Limits},
+    status::{BatchPositions, Output, OutputLimits, Pending, StatusWriter},
 };
 
 /// Changelog records between snapshots: bounds what recovery replays.
@@ -32,7 +33,7 @@ const RECORDS_PER_SNAPSHOT: u64 = 1000;
 const MAX_IN_FLIGHT: usize = 2;
 /// Changelog writes queued before the broker confirms them; beyond this, input waits.
 const MAX_UNCONFIRMED_WRITES: usize = 64;
-/// How often counters, logs and bad records go to Postgres.
+/// How often counters, logs and bad records go to Postgres (see `status.rs`).
 const STATUS_FLUSH: Duration = Duration::from_millis(250);
 /// Input offsets are committed (for operators' lag tools) at most this often while busy.
 const COMMIT_EVERY: Duration = Duration::from_millis(100);
@@ -66,6 +67,7 @@ pub(crate) struct NodeContext {
     /// Create missing input topics (the dev stack's own broker) instead of waiting for them.
     pub(crate) create_topics: bool,
     pub(crate) limits: Limits,
+    pub(crate) output: OutputLimits,
     /// Wakes the node's loop (a released app is claimed again at once).
     pub(crate) wake: std::sync::Arc<tokio::sync::Notify>,
 }
@@ -112,7 +114,8 @@ async fn supervise(
             Ok(Outcome::Stop(reason)) => return reason,
             Ok(Outcome::Failed { message, line }) | Err(Error::Refused { message, line }) => {
                 tracing::info!(%app_id, %message, "App failed; it stays failed until started again.");
-                // In the app's log too, where the user follows it.
+                // In the app's log too, where the user follows it (it may quote user code).
+                let message = crate::status::clean_text(&message, context.output.line_bytes);
                 report(
                     db::insert_logs(
                         &context.db,
@@ -129,6 +132,8 @@ async fn supervise(
                 // Not restarted in a loop: its code cannot run as it is.
                 return stopped(&mut stop).await;
             }
+            // Another node runs it now (this one was paused past its lease, say).
+            Err(Error::LeaseLost) => return Stop::Leave,
             Err(Error::TopicMissing(topic)) => {
                 let message = format!("waiting for topic `{topic}` to exist");
                 report(
@@ -260,10 +265,16 @@ async fn run_once(
     let recovery = async {
         // Grids back from the changelog, up to a fence only this run writes.
         context.kafka.ensure_topic(&changelog_topic, 1).await?;
+        let max_record_bytes = context
+            .kafka
+            .max_message_bytes(&changelog_topic, Duration::from_secs(2))
+            .await
+            .unwrap_or(limits.changelog_record_bytes);
         let writer = ChangelogWriter::new(
             &context.kafka,
             changelog_topic.clone(),
             u64::try_from(epoch).unwrap_or(0),
+            max_record_bytes,
         )?;
         let fence = writer.write_fence(&context.node_id).await?;
         let mut from = db::snapshot_offset(&context.db, app_id).await?.unwrap_or(0);
@@ -293,8 +304,9 @@ async fn run_once(
     let ((writer, mut state, replayed), mut input, ()) = tokio::try_join!(
         recovery,
         input,
-        db::set_grids(&context.db, app_id, &columns, &topic_names)
+        db::set_grids(&context.db, app_id, &columns, &topic_names),
     )?;
+    let (counted, totals) = crate::status::reconcile(&context.db, app_id, &state).await?;
     state.reshape(&columns);
     let mut usage = GridUsage::of(&state);
     let mut change_rate = ChangeRate::new(limits.changes_per_second);
@@ -312,7 +324,10 @@ async fn run_once(
     let mut pending = Pending::default();
     let mut flush = tokio::time::interval(STATUS_FLUSH);
     // Status goes to Postgres from a task of its own: the loop never waits for the database.
-    let mut status = StatusWriter::start(context.db.clone(), app_id);
+    let lease = db::Lease { node_id: context.node_id.clone(), epoch };
+    let mut status = StatusWriter::start(context.db.clone(), app_id, lease, &context.output);
+    // Logs, bad records and counts of records the status has counted before are not repeated.
+    let mut output = Output::new(context.output.clone(), counted, totals);
     // Requests the connector is working on, oldest first, and the input offsets that each
     // leaves the grids at: while it runs user code on one batch, the next is decoded.
     let mut in_flight: VecDeque<Request> = VecDeque::new();
@@ -324,146 +339,172 @@ async fn run_once(
     let mut confirmed: Option<Offsets> = None;
     let mut last_commit = Instant::now() - COMMIT_EVERY;
     let mut last_lag = Instant::now();
-    loop {
-        // Timers run between batches, never while the connector works on one.
-        let timer_due = next_timer.filter(|_| in_flight.is_empty() && paused_until.is_none());
-        let paused = paused_until.is_some();
-        let timer = async move {
-            match timer_due {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            batch = batches.recv(), if !paused && in_flight.len() < MAX_IN_FLIGHT && writes.len() < MAX_UNCONFIRMED_WRITES => {
-                let Some(batch) = batch else { return Err(Error::Connector("the input consumer stopped".into())) };
-                let batch = batch?;
-                tracing::trace!(%app_id, records = batch.messages.len(), in_flight = in_flight.len(), "Input batch.");
-                for message in &batch.messages {
-                    sent_offsets.insert((batch.topic.clone(), message.partition), message.offset + 1);
+    // Whatever ends the run, the status taken so far is written (and the writer done) before
+    // it returns: the next run starts from what Postgres has.
+    let result: Result<Outcome> = async {
+        loop {
+            // Timers run between batches, never while the connector works on one.
+            let timer_due = next_timer.filter(|_| in_flight.is_empty() && paused_until.is_none());
+            let paused = paused_until.is_some();
+            let timer = async move {
+                match timer_due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
                 }
-                in_flight.push_back(Request::Batch { records: batch.messages.len(), offsets: sent_offsets.clone() });
-                connector.send(node_message::Kind::Batch(Batch { topic: batch.topic, messages: batch.messages })).await?;
-            }
-            () = sleep_until(paused_until), if paused => {
-                paused_until = None;
-            }
-            () = timer => {
-                in_flight.push_back(Request::Tick);
-                connector.send(node_message::Kind::Tick(Tick {})).await?;
-            }
-            // Always listened to: a connector that dies while idle is noticed at once.
-            answer = connector.receive() => {
-                let answer = match answer {
-                    Err(error @ Error::Refused { .. }) => {
-                        // What the app logged before it broke the rules stays visible.
-                        status.finish(pending).await?;
-                        return Err(error);
+            };
+            tokio::select! {
+                batch = batches.recv(), if !paused && in_flight.len() < MAX_IN_FLIGHT && writes.len() < MAX_UNCONFIRMED_WRITES => {
+                    let Some(batch) = batch else { return Err(Error::Connector("the input consumer stopped".into())) };
+                    let batch = batch?;
+                    tracing::trace!(%app_id, records = batch.messages.len(), in_flight = in_flight.len(), "Input batch.");
+                    for message in &batch.messages {
+                        sent_offsets.insert((batch.topic.clone(), message.partition), message.offset + 1);
                     }
-                    answer => answer?,
-                };
-                let result = expect_result(answer)?;
-                tracing::trace!(%app_id, in_flight = in_flight.len(), "Connector answered.");
-                next_timer = match timer_deadline(result.next_timer_in) {
-                    Ok(next) => next,
-                    Err(refused) => {
-                        status.finish(pending).await?;
-                        return Err(refused);
-                    }
-                };
-                let Some(request) = in_flight.pop_front() else {
-                    return Err(Error::Connector("an answer to no request".into()));
-                };
-                let is_batch = match request {
-                    Request::Batch { records, offsets } => {
-                        pending.records_in += records as i64;
-                        state.offsets = offsets;
-                        true
-                    }
-                    Request::Tick => false,
-                };
-                if let Err(message) = usage.admit(&state, &columns, &result.changes, limits) {
-                    status.finish(pending).await?;
-                    return Err(Error::Refused { message, line: None });
+                    let positions = BatchPositions {
+                        topic: batch.topic.clone(),
+                        records: batch.messages.iter().map(|message| (message.partition, message.offset)).collect(),
+                    };
+                    in_flight.push_back(Request::Batch { positions, offsets: sent_offsets.clone() });
+                    connector.send(node_message::Kind::Batch(Batch { topic: batch.topic, messages: batch.messages })).await?;
                 }
-                let changed: usize = result.changes.iter().map(|grid| grid.upserted.len() + grid.deleted.len()).sum();
-                if let Some(wait) = change_rate.spend(changed) {
-                    paused_until = Some(tokio::time::Instant::now() + wait);
-                    if !warned_rate {
-                        warned_rate = true;
-                        tracing::info!(%app_id, "App slowed down to its change rate limit.");
-                        pending.log_levels.push("warning".into());
-                        pending.log_messages.push(format!(
-                            "the app changes its grids faster than {} rows/s, the limit of an app: it is slowed down to that rate",
-                            limits.changes_per_second
-                        ));
+                () = sleep_until(paused_until), if paused => {
+                    paused_until = None;
+                }
+                () = timer => {
+                    in_flight.push_back(Request::Tick);
+                    connector.send(node_message::Kind::Tick(Tick {})).await?;
+                }
+                // Always listened to: a connector that dies while idle is noticed at once.
+                answer = connector.receive() => {
+                    let answer = match answer {
+                        Err(error @ Error::Refused { .. }) => {
+                            // What the app logged before it broke the rules stays visible.
+                            return Err(error);
+                        }
+                        answer => answer?,
+                    };
+                    let mut result = expect_result(answer)?;
+                    tracing::trace!(%app_id, in_flight = in_flight.len(), "Connector answered.");
+                    next_timer = match timer_deadline(result.next_timer_in) {
+                        Ok(next) => next,
+                        Err(refused) => {
+                            return Err(refused);
+                        }
+                    };
+                    let Some(request) = in_flight.pop_front() else {
+                        return Err(Error::Connector("an answer to no request".into()));
+                    };
+                    let is_batch = match request {
+                        Request::Batch { positions, offsets } => {
+                            output.take(&mut pending, Some(&positions), std::mem::take(&mut result.logs), std::mem::take(&mut result.bad_records));
+                            state.offsets = offsets;
+                            true
+                        }
+                        Request::Tick => {
+                            output.take(&mut pending, None, std::mem::take(&mut result.logs), std::mem::take(&mut result.bad_records));
+                            false
+                        }
+                    };
+                    if let Err(message) = usage.admit(&state, &columns, &result.changes, limits) {
+                        return Err(Error::Refused { message, line: None });
+                    }
+                    let changed: usize = result.changes.iter().map(|grid| grid.upserted.len() + grid.deleted.len()).sum();
+                    if let Some(wait) = change_rate.spend(changed) {
+                        paused_until = Some(tokio::time::Instant::now() + wait);
+                        if !warned_rate {
+                            warned_rate = true;
+                            tracing::info!(%app_id, "App slowed down to its change rate limit.");
+                            output.note(&mut pending, "warning", &format!(
+                                "the app changes its grids faster than {} rows/s, the limit of an app: it is slowed down to that rate",
+                                limits.changes_per_second
+                            ));
+                        }
+                    }
+                    let grids = state.apply_changes(result.changes, &columns);
+                    state.counts = Some(output.totals());
+                    let delta = ChangelogDelta { grids, offsets: offsets_to_wire(&state.offsets), counts: state.counts };
+                    if is_batch || !delta.grids.is_empty() {
+                        let pieces = writer.queue_delta(delta)?;
+                        let count = pieces.len();
+                        for (index, delivery) in pieces.into_iter().enumerate() {
+                            let written = if index + 1 == count { Written::Delta(state.offsets.clone()) } else { Written::DeltaPiece };
+                            writes.push_back((delivery, written));
+                        }
+                        records_since_snapshot += count as u64;
                     }
                 }
-                let delta = take_result(&mut state, &columns, result, &mut pending);
-                if is_batch || !delta.grids.is_empty() {
-                    writes.push_back((writer.queue_delta(delta)?, Written::Delta(state.offsets.clone())));
-                    records_since_snapshot += 1;
+                written = oldest_write(&mut writes), if !writes.is_empty() => {
+                    let offset = written?;
+                    tracing::trace!(%app_id, offset, unconfirmed = writes.len() - 1, "Changelog write confirmed.");
+                    match writes.pop_front().expect("polled the oldest write").1 {
+                        // At most every COMMIT_EVERY (the flush tick commits the rest): only the
+                        // newest position matters, and a commit per write would load the broker as
+                        // much as the writes do.
+                        Written::Delta(offsets) if last_commit.elapsed() >= COMMIT_EVERY => {
+                            input.commit(&offsets);
+                            last_commit = Instant::now();
+                            confirmed = None;
+                        }
+                        Written::Delta(offsets) => confirmed = Some(offsets),
+                        Written::DeltaPiece => {}
+                        Written::SnapshotPart { first, last } => {
+                            if first {
+                                snapshot_start = Some(offset);
+                            }
+                            if last && let Some(start) = snapshot_start.take() {
+                                // Recovery starts here from now on.
+                                db::set_snapshot_offset(&context.db, app_id, &changelog_topic, start).await?;
+                            }
+                        }
+                    }
                 }
-            }
-            written = oldest_write(&mut writes), if !writes.is_empty() => {
-                let offset = written?;
-                tracing::trace!(%app_id, offset, unconfirmed = writes.len() - 1, "Changelog write confirmed.");
-                match writes.pop_front().expect("polled the oldest write").1 {
-                    // At most every COMMIT_EVERY (the flush tick commits the rest): only the
-                    // newest position matters, and a commit per write would load the broker as
-                    // much as the writes do.
-                    Written::Delta(offsets) if last_commit.elapsed() >= COMMIT_EVERY => {
+                _ = flush.tick() => {
+                    if let Some(offsets) = confirmed.take() {
                         input.commit(&offsets);
                         last_commit = Instant::now();
-                        confirmed = None;
                     }
-                    Written::Delta(offsets) => confirmed = Some(offsets),
-                    Written::SnapshotPart { first, last } => {
-                        if first {
-                            snapshot_start = Some(offset);
-                        }
-                        if last && let Some(start) = snapshot_start.take() {
-                            // Recovery starts here from now on.
-                            db::set_snapshot_offset(&context.db, app_id, &changelog_topic, start).await?;
-                        }
+                    if last_lag.elapsed() >= LAG_EVERY {
+                        last_lag = Instant::now();
+                        pending.lag = input.lag(&state.offsets);
+                    }
+                    status.offer(&mut pending)?;
+                }
+                reason = stopped(stop) => {
+                    return Ok(Outcome::Stop(reason));
+                }
+                // The node saw the team's grants change: the database says what they are now (the
+                // node's view may predate this run's).
+                Ok(()) = grants.changed() => {
+                    let now = db::team_grants(&context.db, app_id).await?;
+                    if let Err(message) = check_topics(&code.team, &now, &topic_names) {
+                        return Ok(Outcome::Failed { message, line: None });
                     }
                 }
             }
-            _ = flush.tick() => {
-                if let Some(offsets) = confirmed.take() {
-                    input.commit(&offsets);
-                    last_commit = Instant::now();
+            if records_since_snapshot >= RECORDS_PER_SNAPSHOT {
+                // Queued, not awaited (input goes on meanwhile), after every delta before it: when
+                // it is written, so are they.
+                let parts = writer.queue_snapshot(&state, records_since_snapshot)?;
+                let count = parts.len();
+                for (index, delivery) in parts.into_iter().enumerate() {
+                    let part = Written::SnapshotPart { first: index == 0, last: index + 1 == count };
+                    writes.push_back((delivery, part));
                 }
-                if last_lag.elapsed() >= LAG_EVERY {
-                    last_lag = Instant::now();
-                    pending.lag = input.lag(&state.offsets);
-                }
-                status.offer(&mut pending)?;
-            }
-            reason = stopped(stop) => {
-                status.finish(pending).await?;
-                return Ok(Outcome::Stop(reason));
-            }
-            // The node saw the team's grants change: the database says what they are now (the
-            // node's view may predate this run's).
-            Ok(()) = grants.changed() => {
-                let now = db::team_grants(&context.db, app_id).await?;
-                if let Err(message) = check_topics(&code.team, &now, &topic_names) {
-                    status.finish(pending).await?;
-                    return Ok(Outcome::Failed { message, line: None });
-                }
+                records_since_snapshot = 0;
             }
         }
-        if records_since_snapshot >= RECORDS_PER_SNAPSHOT {
-            // Queued, not awaited (input goes on meanwhile), after every delta before it: when
-            // it is written, so are they.
-            let parts = writer.queue_snapshot(&state, records_since_snapshot)?;
-            let count = parts.len();
-            for (index, delivery) in parts.into_iter().enumerate() {
-                let part = Written::SnapshotPart { first: index == 0, last: index + 1 == count };
-                writes.push_back((delivery, part));
-            }
-            records_since_snapshot = 0;
+    }
+    .await;
+    let finished = status.finish(pending).await;
+    match (result, finished) {
+        (Ok(stop @ Outcome::Stop(_)), Err(error)) => {
+            tracing::warn!(%app_id, %error, "The app's last status was not written.");
+            Ok(stop)
+        }
+        (result, finished) => {
+            let outcome = result?;
+            finished?;
+            Ok(outcome)
         }
     }
 }
@@ -495,8 +536,10 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 
 /// What a queued changelog write means once the broker confirms it.
 enum Written {
-    /// A delta: these input offsets may be committed.
+    /// A delta (its last record, when it took several): these input offsets may be committed.
     Delta(Offsets),
+    /// A record of a delta before its last.
+    DeltaPiece,
     /// A part of a snapshot: once the last is written, recovery may start at the first.
     SnapshotPart { first: bool, last: bool },
 }
@@ -510,7 +553,11 @@ async fn oldest_write(writes: &mut VecDeque<(Delivery, Written)>) -> Result<i64>
 
 /// What the connector was asked, for matching its answers.
 enum Request {
-    Batch { records: usize, offsets: Offsets },
+    /// A batch of input, and the input offsets the grids are at once it is applied.
+    Batch {
+        positions: BatchPositions,
+        offsets: Offsets,
+    },
     Tick,
 }
 
@@ -518,118 +565,6 @@ fn expect_result(answer: Kind) -> Result<BatchResult> {
     match answer {
         Kind::Result(result) => Ok(result),
         other => Err(Error::Connector(format!("expected a batch result, got {other:?}"))),
-    }
-}
-
-/// Applies a connector result to the grids and queues its logs and bad records.
-fn take_result(
-    state: &mut GridState,
-    columns: &HashMap<String, Vec<String>>,
-    result: BatchResult,
-    pending: &mut Pending,
-) -> ChangelogDelta {
-    for log in result.logs {
-        pending.log_levels.push(log.level);
-        pending.log_messages.push(log.message);
-    }
-    for bad in result.bad_records {
-        pending.bad.topics.push(bad.topic);
-        pending.bad.partitions.push(bad.partition);
-        pending.bad.offsets.push(bad.offset);
-        pending.bad.reasons.push(bad.reason);
-        pending.bad.lines.push(bad.line.and_then(|line| i32::try_from(line).ok()));
-        pending.bad.keys.push(bad.key);
-        pending.bad.values.push(bad.value);
-    }
-    let grids = state.apply_changes(result.changes, columns);
-    ChangelogDelta { grids, offsets: offsets_to_wire(&state.offsets) }
-}
-
-/// Writes an app's status batches to Postgres in order, on a task of its own.
-struct StatusWriter {
-    batches: tokio::sync::mpsc::Sender<Pending>,
-    task: tokio::task::JoinHandle<Result<()>>,
-}
-
-impl StatusWriter {
-    fn start(db: sqlx::PgPool, app_id: Uuid) -> Self {
-        // One batch waits while one is written; beyond that, the next batch grows instead.
-        let (batches, mut receiver) = tokio::sync::mpsc::channel::<Pending>(1);
-        let task = tokio::spawn(async move {
-            while let Some(mut batch) = receiver.recv().await {
-                if let Err(error) = batch.flush(&db, app_id).await {
-                    tracing::warn!(%app_id, %error, "Cannot write the app's status.");
-                    return Err(error);
-                }
-            }
-            Ok(())
-        });
-        Self { batches, task }
-    }
-
-    /// Hands `pending` over unless the writer is still busy (then it keeps growing); fails
-    /// when the writer failed.
-    fn offer(&mut self, pending: &mut Pending) -> Result<()> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        match self.batches.try_reserve() {
-            Ok(permit) => {
-                permit.send(std::mem::take(pending));
-                Ok(())
-            }
-            Err(tokio::sync::mpsc::error::TrySendError::Full(())) => Ok(()),
-            Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => {
-                Err(Error::Connector("the status writer stopped".into()))
-            }
-        }
-    }
-
-    /// Writes `last` after everything handed over, and waits until all is written.
-    async fn finish(self, last: Pending) -> Result<()> {
-        if !last.is_empty() {
-            let _ = self.batches.send(last).await;
-        }
-        drop(self.batches);
-        self.task.await?
-    }
-}
-
-/// Status to write to Postgres at the next flush.
-#[derive(Default)]
-struct Pending {
-    records_in: i64,
-    /// A new lag measurement.
-    lag: Option<i64>,
-    log_levels: Vec<String>,
-    log_messages: Vec<String>,
-    bad: db::BadRecords,
-}
-
-impl Pending {
-    fn is_empty(&self) -> bool {
-        self.records_in == 0
-            && self.lag.is_none()
-            && self.log_levels.is_empty()
-            && self.bad.topics.is_empty()
-    }
-
-    async fn flush(&mut self, pool: &sqlx::PgPool, app_id: Uuid) -> Result<()> {
-        let bad_count = self.bad.topics.len() as i64;
-        if self.records_in > 0 || bad_count > 0 {
-            db::add_counts(pool, app_id, self.records_in, bad_count).await?;
-        }
-        if !self.log_levels.is_empty() {
-            db::insert_logs(pool, app_id, &self.log_levels, &self.log_messages).await?;
-        }
-        if bad_count > 0 {
-            db::insert_bad_records(pool, app_id, &self.bad).await?;
-        }
-        if let Some(lag) = self.lag {
-            db::set_lag(pool, app_id, Some(lag)).await?;
-        }
-        *self = Self::default();
-        Ok(())
     }
 }
 

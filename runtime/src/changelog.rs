@@ -24,7 +24,6 @@ use aerogrid_changelog::{Applied, Cursor, Replay, Step};
 use crate::{Error, Result};
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
-const SNAPSHOT_ROWS_PER_PART: usize = 5000;
 
 /// A queued changelog write: the offset it got, once the broker has it.
 pub(crate) type Delivery = std::pin::Pin<Box<dyn std::future::Future<Output = Result<i64>> + Send>>;
@@ -38,14 +37,24 @@ pub(crate) struct ChangelogWriter {
     epoch: u64,
     /// The sequence number of the next record (see `ChangelogRecord.sequence`).
     next_sequence: AtomicU64,
+    /// The largest record the broker takes: snapshots and deltas are cut below it.
+    max_record_bytes: usize,
 }
 
 impl ChangelogWriter {
-    pub(crate) fn new(kafka: &KafkaSettings, topic: String, epoch: u64) -> Result<Self> {
+    pub(crate) fn new(
+        kafka: &KafkaSettings,
+        topic: String,
+        epoch: u64,
+        max_record_bytes: usize,
+    ) -> Result<Self> {
         let mut config = kafka.client_config();
         // One request in flight keeps records in order across retries (recovery replays them in
-        // offset order); writes queued meanwhile go together in the next request.
+        // offset order); writes queued meanwhile go together in the next request. Idempotence:
+        // a retried request is not written twice (readers pass over a copy anyway, by its
+        // sequence number).
         config
+            .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "0")
             .set("max.in.flight.requests.per.connection", "1")
@@ -53,10 +62,10 @@ impl ChangelogWriter {
             // ask again soon rather than after librdkafka's default 100 ms, at Start.
             .set("topic.metadata.refresh.fast.interval.ms", "10")
             .set("retry.backoff.ms", "10")
-            .set("message.max.bytes", "10000000");
+            .set("message.max.bytes", max_record_bytes.to_string());
         let producer =
             config.create().map_err(|error| Error::Broker(aerogrid_kafka::Error::Client(error)))?;
-        Ok(Self { producer, topic, epoch, next_sequence: AtomicU64::new(1) })
+        Ok(Self { producer, topic, epoch, next_sequence: AtomicU64::new(1), max_record_bytes })
     }
 
     /// Writes a record and waits until the broker has it; returns its offset.
@@ -91,16 +100,22 @@ impl ChangelogWriter {
         snapshot_id: u64,
     ) -> Result<Vec<Delivery>> {
         state
-            .snapshot_parts(snapshot_id, SNAPSHOT_ROWS_PER_PART)
+            .snapshot_parts(snapshot_id, self.max_record_bytes)
+            .map_err(too_large)?
             .into_iter()
             .map(|part| self.queue(changelog_record::Kind::Snapshot(part)))
             .collect()
     }
 
-    /// Queues a delta without waiting; the future resolves once the broker has it. Records go
-    /// to the broker in the order they are queued.
-    pub(crate) fn queue_delta(&self, delta: ChangelogDelta) -> Result<Delivery> {
-        self.queue(changelog_record::Kind::Delta(delta))
+    /// Queues a delta, in as many records as its size needs, without waiting; each future
+    /// resolves once the broker has its record. Records go to the broker in the order they are
+    /// queued.
+    pub(crate) fn queue_delta(&self, delta: ChangelogDelta) -> Result<Vec<Delivery>> {
+        aerogrid_changelog::split_delta(delta, self.max_record_bytes)
+            .map_err(too_large)?
+            .into_iter()
+            .map(|piece| self.queue(changelog_record::Kind::Delta(piece)))
+            .collect()
     }
 
     fn queue(&self, kind: changelog_record::Kind) -> Result<Delivery> {
@@ -127,6 +142,11 @@ impl ChangelogWriter {
     pub(crate) async fn write_fence(&self, node_id: &str) -> Result<i64> {
         self.write(changelog_record::Kind::Fence(Fence { node_id: node_id.to_owned() })).await
     }
+}
+
+/// A row no record can hold fails the app (a restart would meet it again).
+fn too_large(refused: aerogrid_changelog::RowTooLarge) -> Error {
+    Error::Refused { message: refused.to_string(), line: None }
 }
 
 /// Rebuilds an app's grids from its changelog: from `from_offset` up to the fence at

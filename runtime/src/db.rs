@@ -235,30 +235,204 @@ pub(crate) async fn count_restart(db: &sqlx::PgPool, app_id: Uuid) -> Result<()>
     Ok(())
 }
 
-pub(crate) async fn add_counts(
+/// Writes one status batch and the input offsets it covers, at once: on a restart, records
+/// before those offsets are not counted again.
+///
+/// Only while this node holds the app's lease at `epoch`: a node that lost it (paused past its
+/// lease, say) writes nothing more, and its run ends.
+pub(crate) async fn write_status(
     db: &sqlx::PgPool,
     app_id: Uuid,
-    records_in: i64,
-    bad_records: i64,
+    lease: &Lease,
+    status: &crate::status::Pending,
+) -> Result<()> {
+    let mut transaction = db.begin().await?;
+    let held = sqlx::query_scalar!(
+        "SELECT 1 AS held FROM app_leases WHERE app_id = $1 AND node_id = $2 AND epoch = $3 FOR SHARE",
+        app_id,
+        lease.node_id,
+        lease.epoch,
+    )
+    .fetch_optional(&mut *transaction)
+    .await?;
+    if held.is_none() {
+        return Err(crate::Error::LeaseLost);
+    }
+    let bad = &status.bad;
+    let bad_count = bad.topics.len() as i64;
+    if status.records_in > 0 || bad_count > 0 || status.lag.is_some() {
+        sqlx::query!(
+            "UPDATE app_status SET records_in = records_in + $2, bad_records = bad_records + $3,
+               lag = COALESCE($4, lag), updated_at = now()
+             WHERE app_id = $1",
+            app_id,
+            status.records_in,
+            bad_count,
+            status.lag,
+        )
+        .execute(&mut *transaction)
+        .await?;
+    }
+    if !status.log_levels.is_empty() {
+        sqlx::query!(
+            "INSERT INTO app_logs (app_id, level, message) SELECT $1, * FROM UNNEST($2::text[], $3::text[])",
+            app_id,
+            &status.log_levels,
+            &status.log_messages,
+        )
+        .execute(&mut *transaction)
+        .await?;
+    }
+    if bad_count > 0 {
+        sqlx::query!(
+            r#"INSERT INTO bad_records (app_id, topic, partition, "offset", reason, line, key, value, key_size, value_size)
+               SELECT $1, * FROM UNNEST($2::text[], $3::int[], $4::bigint[], $5::text[], $6::int[], $7::bytea[], $8::bytea[], $9::int[], $10::int[])"#,
+            app_id,
+            &bad.topics,
+            &bad.partitions,
+            &bad.offsets,
+            &bad.reasons,
+            &bad.lines as &[Option<i32>],
+            &bad.keys as &[Option<Vec<u8>>],
+            &bad.values as &[Option<Vec<u8>>],
+            &bad.key_sizes as &[Option<i32>],
+            &bad.value_sizes as &[Option<i32>],
+        )
+        .execute(&mut *transaction)
+        .await?;
+    }
+    if !status.progress.is_empty() {
+        let (topics, (partitions, offsets)): (Vec<String>, (Vec<i32>, Vec<i64>)) = status
+            .progress
+            .iter()
+            .map(|((topic, partition), offset)| (topic.clone(), (*partition, *offset)))
+            .unzip();
+        sqlx::query!(
+            "INSERT INTO app_input_progress (app_id, topic, partition, next_offset)
+             SELECT $1, * FROM UNNEST($2::text[], $3::int[], $4::bigint[])
+             ON CONFLICT (app_id, topic, partition)
+               DO UPDATE SET next_offset = GREATEST(app_input_progress.next_offset, EXCLUDED.next_offset)",
+            app_id,
+            &topics,
+            &partitions,
+            &offsets,
+        )
+        .execute(&mut *transaction)
+        .await?;
+    }
+    transaction.commit().await?;
+    Ok(())
+}
+
+/// Which node runs an app, and under which epoch of its lease.
+#[derive(Clone, Debug)]
+pub(crate) struct Lease {
+    pub(crate) node_id: String,
+    pub(crate) epoch: i64,
+}
+
+/// The app's counters in Postgres.
+pub(crate) async fn status_counts(
+    db: &sqlx::PgPool,
+    app_id: Uuid,
+) -> Result<aerogrid_proto::v1::StatusCounts> {
+    let counts =
+        sqlx::query!("SELECT records_in, bad_records FROM app_status WHERE app_id = $1", app_id)
+            .fetch_optional(db)
+            .await?;
+    Ok(counts.map_or_else(Default::default, |row| aerogrid_proto::v1::StatusCounts {
+        records_in: row.records_in,
+        bad_records: row.bad_records,
+    }))
+}
+
+/// Sets the app's counters and the input offsets they cover (the changelog's, when it is
+/// further than Postgres: see `status::reconcile`).
+pub(crate) async fn set_counts(
+    db: &sqlx::PgPool,
+    app_id: Uuid,
+    counts: aerogrid_proto::v1::StatusCounts,
+    progress: &aerogrid_changelog::Offsets,
+) -> Result<()> {
+    let mut transaction = db.begin().await?;
+    sqlx::query!(
+        "UPDATE app_status SET records_in = $2, bad_records = $3, updated_at = now() WHERE app_id = $1",
+        app_id,
+        counts.records_in,
+        counts.bad_records,
+    )
+    .execute(&mut *transaction)
+    .await?;
+    let (topics, (partitions, offsets)): (Vec<String>, (Vec<i32>, Vec<i64>)) = progress
+        .iter()
+        .map(|((topic, partition), offset)| (topic.clone(), (*partition, *offset)))
+        .unzip();
+    sqlx::query!(
+        "INSERT INTO app_input_progress (app_id, topic, partition, next_offset)
+         SELECT $1, * FROM UNNEST($2::text[], $3::int[], $4::bigint[])
+         ON CONFLICT (app_id, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+        app_id,
+        &topics,
+        &partitions,
+        &offsets,
+    )
+    .execute(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
+    Ok(())
+}
+
+/// The input offsets the app's status covers (see `write_status`).
+pub(crate) async fn input_progress(
+    db: &sqlx::PgPool,
+    app_id: Uuid,
+) -> Result<aerogrid_changelog::Offsets> {
+    let rows = sqlx::query!(
+        "SELECT topic, partition, next_offset FROM app_input_progress WHERE app_id = $1",
+        app_id
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|row| ((row.topic, row.partition), row.next_offset)).collect())
+}
+
+/// Deletes an app's logs and bad records beyond the newest `logs_kept` and `bad_records_kept`.
+pub(crate) async fn prune_output(
+    db: &sqlx::PgPool,
+    app_id: Uuid,
+    logs_kept: i64,
+    bad_records_kept: i64,
 ) -> Result<()> {
     sqlx::query!(
-        "UPDATE app_status SET records_in = records_in + $2, bad_records = bad_records + $3, updated_at = now()
-         WHERE app_id = $1",
+        "DELETE FROM app_logs WHERE app_id = $1 AND id <= (
+           SELECT id FROM app_logs WHERE app_id = $1 ORDER BY id DESC OFFSET $2 LIMIT 1)",
         app_id,
-        records_in,
-        bad_records,
+        logs_kept,
+    )
+    .execute(db)
+    .await?;
+    sqlx::query!(
+        "DELETE FROM bad_records WHERE app_id = $1 AND id <= (
+           SELECT id FROM bad_records WHERE app_id = $1 ORDER BY id DESC OFFSET $2 LIMIT 1)",
+        app_id,
+        bad_records_kept,
     )
     .execute(db)
     .await?;
     Ok(())
 }
 
-/// Records how far the app's input is behind its topics' ends (None when unknown).
-pub(crate) async fn set_lag(db: &sqlx::PgPool, app_id: Uuid, lag: Option<i64>) -> Result<()> {
+/// Deletes logs and bad records older than `max_age_seconds`, of every app.
+pub(crate) async fn delete_old_output(db: &sqlx::PgPool, max_age_seconds: f64) -> Result<()> {
     sqlx::query!(
-        "UPDATE app_status SET lag = $2, updated_at = now() WHERE app_id = $1",
-        app_id,
-        lag
+        "DELETE FROM app_logs WHERE at < now() - make_interval(secs => $1)",
+        max_age_seconds
+    )
+    .execute(db)
+    .await?;
+    sqlx::query!(
+        "DELETE FROM bad_records WHERE at < now() - make_interval(secs => $1)",
+        max_age_seconds
     )
     .execute(db)
     .await?;
@@ -292,26 +466,7 @@ pub(crate) struct BadRecords {
     pub(crate) lines: Vec<Option<i32>>,
     pub(crate) keys: Vec<Option<Vec<u8>>>,
     pub(crate) values: Vec<Option<Vec<u8>>>,
-}
-
-pub(crate) async fn insert_bad_records(
-    db: &sqlx::PgPool,
-    app_id: Uuid,
-    records: &BadRecords,
-) -> Result<()> {
-    sqlx::query!(
-        r#"INSERT INTO bad_records (app_id, topic, partition, "offset", reason, line, key, value)
-           SELECT $1, * FROM UNNEST($2::text[], $3::int[], $4::bigint[], $5::text[], $6::int[], $7::bytea[], $8::bytea[])"#,
-        app_id,
-        &records.topics,
-        &records.partitions,
-        &records.offsets,
-        &records.reasons,
-        &records.lines as &[Option<i32>],
-        &records.keys as &[Option<Vec<u8>>],
-        &records.values as &[Option<Vec<u8>>],
-    )
-    .execute(db)
-    .await?;
-    Ok(())
+    /// The sizes of key and value before they were cut.
+    pub(crate) key_sizes: Vec<Option<i32>>,
+    pub(crate) value_sizes: Vec<Option<i32>>,
 }

@@ -15,6 +15,7 @@ mod db;
 mod input;
 mod limits;
 mod node;
+mod status;
 
 pub use node::{NodeArgs, run};
 
@@ -38,6 +39,8 @@ pub enum Error {
     TopicMissing(String),
     #[error("changelog: {0}")]
     Changelog(String),
+    #[error("this node no longer holds the app's lease")]
+    LeaseLost,
     #[error("a runtime task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }

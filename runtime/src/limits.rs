@@ -28,6 +28,12 @@ pub(crate) struct Limits {
     pub(crate) grid_bytes: u64,
     /// Row changes per second, over all grids of an app; faster apps are slowed down.
     pub(crate) changes_per_second: f64,
+    /// Bytes of a row key.
+    pub(crate) key_bytes: usize,
+    /// Bytes of one text cell.
+    pub(crate) cell_bytes: usize,
+    /// The largest changelog record, where the broker does not say (its `max.message.bytes`).
+    pub(crate) changelog_record_bytes: usize,
 }
 
 /// Why a connector's answer breaks the limits; the app fails with this message.
@@ -51,7 +57,9 @@ impl GridUsage {
         Self { bytes }
     }
 
-    /// Checks `changes` against the grids before they are applied, and counts them.
+    /// Checks `changes` against the grids before they are applied, and counts them. What counts
+    /// is the answer's final effect, as `GridState::apply_changes` applies it (changes in order;
+    /// in each, upserts then deletes): a key upserted or deleted twice counts once.
     pub(crate) fn admit(
         &mut self,
         state: &GridState,
@@ -59,7 +67,8 @@ impl GridUsage {
         changes: &[GridChanges],
         limits: &Limits,
     ) -> Result<(), Breach> {
-        let mut bytes = self.bytes;
+        // Per grid, each key the answer touches and the row it leaves (None: deleted).
+        let mut effect: HashMap<&str, HashMap<&str, Option<&[Value]>>> = HashMap::new();
         for change in changes {
             let Some(grid_columns) = columns.get(&change.grid) else {
                 return Err(format!(
@@ -67,34 +76,35 @@ impl GridUsage {
                     change.grid
                 ));
             };
-            let rows = state.grids.get(&change.grid).map(|grid| &grid.rows);
-            let existing = |key: &str| rows.and_then(|rows| rows.get(key));
-            let mut row_count = rows.map_or(0, HashMap::len);
+            let keys = effect.entry(&change.grid).or_default();
             for row in &change.upserted {
-                if row.values.len() != grid_columns.len() {
-                    return Err(format!(
-                        "the app sent a row of grid `{}` with {} values for {} columns",
-                        change.grid,
-                        row.values.len(),
-                        grid_columns.len()
-                    ));
-                }
-                match existing(&row.key) {
-                    Some(old) => bytes = bytes.saturating_sub(row_bytes(&row.key, old)),
-                    None => row_count += 1,
-                }
-                bytes += row_bytes(&row.key, &row.values);
+                check_row(&change.grid, grid_columns, &row.key, &row.values, limits)?;
+                keys.insert(&row.key, Some(&row.values));
             }
             for key in &change.deleted {
-                if let Some(old) = existing(key) {
-                    bytes = bytes.saturating_sub(row_bytes(key, old));
-                    row_count -= 1;
+                keys.insert(key, None);
+            }
+        }
+        let mut bytes = self.bytes;
+        for (grid, keys) in effect {
+            let rows = state.grids.get(grid).map(|grid| &grid.rows);
+            let mut row_count = rows.map_or(0, HashMap::len);
+            for (key, new) in keys {
+                match rows.and_then(|rows| rows.get(key)) {
+                    Some(old) => bytes = bytes.saturating_sub(row_bytes(key, old)),
+                    None if new.is_some() => row_count += 1,
+                    None => {}
+                }
+                match new {
+                    Some(values) => bytes += row_bytes(key, values),
+                    None if rows.is_some_and(|rows| rows.contains_key(key)) => row_count -= 1,
+                    None => {}
                 }
             }
             if row_count > limits.grid_rows {
                 return Err(format!(
-                    "grid `{}` grew beyond {} rows, the limit of a grid",
-                    change.grid, limits.grid_rows
+                    "grid `{grid}` grew beyond {} rows, the limit of a grid",
+                    limits.grid_rows
                 ));
             }
         }
@@ -107,6 +117,43 @@ impl GridUsage {
         self.bytes = bytes;
         Ok(())
     }
+}
+
+/// A row's shape and the sizes of its key and cells.
+fn check_row(
+    grid: &str,
+    columns: &[String],
+    key: &str,
+    values: &[Value],
+    limits: &Limits,
+) -> Result<(), Breach> {
+    if values.len() != columns.len() {
+        return Err(format!(
+            "the app sent a row of grid `{grid}` with {} values for {} columns",
+            values.len(),
+            columns.len()
+        ));
+    }
+    if key.len() > limits.key_bytes {
+        return Err(format!(
+            "the app sent a row of grid `{grid}` with a key of {} bytes; keys are at most {}",
+            key.len(),
+            limits.key_bytes
+        ));
+    }
+    for (column, value) in columns.iter().zip(values) {
+        if let Some(value::Kind::String(text)) = &value.kind
+            && text.len() > limits.cell_bytes
+        {
+            return Err(format!(
+                "the app sent a row of grid `{grid}` whose `{column}` holds {} bytes of text; \
+                 a cell holds at most {}",
+                text.len(),
+                limits.cell_bytes
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn row_bytes(key: &str, values: &[Value]) -> u64 {
@@ -159,6 +206,9 @@ mod tests {
             grid_rows: 3,
             grid_bytes: 1 << 20,
             changes_per_second: 10.0,
+            key_bytes: 16,
+            cell_bytes: 1 << 20,
+            changelog_record_bytes: 1 << 20,
         }
     }
 
@@ -210,6 +260,55 @@ mod tests {
         assert_eq!(breach.unwrap_err(), "the app's grids grew beyond 1 MiB, the limit of an app");
         let breach = usage.admit(&state, &columns, &[upsert("h", &["a"], "x")], &limits());
         assert!(breach.unwrap_err().contains("does not declare"));
+    }
+
+    #[test]
+    fn a_key_repeated_in_one_answer_counts_once() {
+        let columns = HashMap::from([("g".to_owned(), vec!["c".to_owned()])]);
+        let mut state = GridState::default();
+        let mut usage = GridUsage::default();
+        let big = "x".repeat(400 * 1024);
+        let changes = vec![upsert("g", &["a", "b"], &big)];
+        usage.admit(&state, &columns, &changes, &limits()).unwrap();
+        state.apply_changes(changes, &columns);
+        // Deleting `a` many times (in one change and across changes) frees it once; the room it
+        // seems to free must not let a big `c` in.
+        let mut hostile = upsert("g", &["c"], &big);
+        hostile.deleted = vec!["a".into(), "a".into(), "a".into()];
+        let again = GridChanges { grid: "g".into(), upserted: vec![], deleted: vec!["a".into()] };
+        let more = upsert("g", &["d"], &big);
+        let breach = usage.admit(&state, &columns, &[hostile, again, more], &limits());
+        assert_eq!(breach.unwrap_err(), "the app's grids grew beyond 1 MiB, the limit of an app");
+        // Replacing a big row twice with a small one subtracts the old row once.
+        let shrink = upsert("g", &["a", "a"], "y");
+        usage.admit(&state, &columns, std::slice::from_ref(&shrink), &limits()).unwrap();
+        state.apply_changes(vec![shrink], &columns);
+        assert_eq!(usage.bytes, GridUsage::of(&state).bytes);
+        // New keys spread over two changes of one grid add up against the row limit.
+        let breach = usage.admit(
+            &state,
+            &columns,
+            &[upsert("g", &["c", "d"], "z"), upsert("g", &["e"], "z")],
+            &limits(),
+        );
+        assert_eq!(breach.unwrap_err(), "grid `g` grew beyond 3 rows, the limit of a grid");
+        // A key upserted then deleted in one answer adds nothing.
+        let mut gone = upsert("g", &["c", "d", "e"], "z");
+        gone.deleted = vec!["c".into(), "d".into(), "e".into()];
+        usage.admit(&state, &columns, &[gone], &limits()).unwrap();
+    }
+
+    #[test]
+    fn long_keys_and_cells_are_refused() {
+        let columns = HashMap::from([("g".to_owned(), vec!["c".to_owned()])]);
+        let state = GridState::default();
+        let mut usage = GridUsage::default();
+        let key = "k".repeat(17);
+        let breach = usage.admit(&state, &columns, &[upsert("g", &[&key], "x")], &limits());
+        assert!(breach.unwrap_err().contains("a key of 17 bytes; keys are at most 16"));
+        let cell = "x".repeat((1 << 20) + 1);
+        let breach = usage.admit(&state, &columns, &[upsert("g", &["a"], &cell)], &limits());
+        assert!(breach.unwrap_err().contains("`c` holds 1048577 bytes of text"));
     }
 
     #[test]

@@ -13,10 +13,13 @@ use crate::{
     connector::{ConnectorUids, WarmPool},
     db,
     limits::Limits,
+    status::OutputLimits,
 };
 
 /// Leases are renewed and apps claimed this often, and at once when Postgres notifies a change.
 const POLL: Duration = Duration::from_secs(1);
+/// Logs and bad records past their retention are deleted this often.
+const SWEEP: Duration = Duration::from_secs(60);
 /// The channel `migrations/*_app_notify.up.sql` notifies on a Start or Stop.
 const APPS_CHANNEL: &str = "aerogrid_apps";
 /// The channel `migrations/*_tenant_isolation.up.sql` notifies on a revoked grant (and other
@@ -60,6 +63,35 @@ pub struct NodeArgs {
     /// Row changes per second of one app (all its grids); a faster app is slowed down.
     #[arg(long, env = "AEROGRID_MAX_GRID_CHANGES_PER_SECOND", default_value_t = 500_000.0)]
     pub max_grid_changes_per_second: f64,
+    /// Bytes of a grid row's key; an app that sends a longer one fails.
+    #[arg(long, env = "AEROGRID_MAX_GRID_KEY_BYTES", default_value_t = 4096)]
+    pub max_grid_key_bytes: usize,
+    /// Bytes of text in one grid cell; an app that sends more fails.
+    #[arg(long, env = "AEROGRID_MAX_GRID_CELL_BYTES", default_value_t = 1 << 20)]
+    pub max_grid_cell_bytes: usize,
+    /// Bytes of one changelog record, unless the broker tells its `max.message.bytes`:
+    /// snapshots and deltas are cut below it; an app with a row larger fails.
+    #[arg(long, env = "AEROGRID_CHANGELOG_RECORD_BYTES", default_value_t = 1_000_000)]
+    pub changelog_record_bytes: usize,
+    /// Bytes of one log line (or bad-record reason) of an app; longer ones are cut, with their
+    /// size.
+    #[arg(long, env = "AEROGRID_MAX_LOG_LINE_BYTES", default_value_t = 8192)]
+    pub max_log_line_bytes: usize,
+    /// Bytes kept of a bad record's key and of its value (their sizes are kept in full).
+    #[arg(long, env = "AEROGRID_MAX_BAD_RECORD_BYTES", default_value_t = 16384)]
+    pub max_bad_record_bytes: usize,
+    /// Log lines per second of one app; lines beyond are dropped, with one warning per run.
+    #[arg(long, env = "AEROGRID_MAX_LOG_LINES_PER_SECOND", default_value_t = 1000.0)]
+    pub max_log_lines_per_second: f64,
+    /// Newest log lines kept per app.
+    #[arg(long, env = "AEROGRID_LOGS_KEPT_PER_APP", default_value_t = 100_000)]
+    pub logs_kept_per_app: i64,
+    /// Newest bad records kept per app.
+    #[arg(long, env = "AEROGRID_BAD_RECORDS_KEPT_PER_APP", default_value_t = 10_000)]
+    pub bad_records_kept_per_app: i64,
+    /// Days logs and bad records are kept.
+    #[arg(long, env = "AEROGRID_OUTPUT_RETENTION_DAYS", default_value_t = 7.0)]
+    pub output_retention_days: f64,
     /// User ids for connectors, `FIRST-LAST`, when this node runs as root: each connector
     /// process runs as one no other running connector has (and its own group), so no two apps
     /// share a user. Ids of no account on the machine: they own no file. Nodes on one host need
@@ -136,6 +168,16 @@ pub async fn run(
             grid_rows: args.max_grid_rows,
             grid_bytes: args.max_grid_mib << 20,
             changes_per_second: args.max_grid_changes_per_second.max(1.0),
+            key_bytes: args.max_grid_key_bytes,
+            cell_bytes: args.max_grid_cell_bytes,
+            changelog_record_bytes: args.changelog_record_bytes.max(4096),
+        },
+        output: OutputLimits {
+            line_bytes: args.max_log_line_bytes.max(64),
+            payload_bytes: args.max_bad_record_bytes,
+            lines_per_second: args.max_log_lines_per_second.max(1.0),
+            logs_kept: args.logs_kept_per_app.max(1),
+            bad_records_kept: args.bad_records_kept_per_app.max(1),
         },
     };
     tracing::info!(node = %node_id, brokers = %kafka.brokers, "Runtime node ready.");
@@ -143,6 +185,7 @@ pub async fn run(
     let mut running: HashMap<Uuid, RunningApp> = HashMap::new();
     let mut poll = tokio::time::interval(POLL);
     let listener = tokio::spawn(listen_for_app_changes(db.clone(), changed.clone()));
+    let sweeper = tokio::spawn(delete_old_output(db.clone(), args.output_retention_days));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -207,6 +250,7 @@ pub async fn run(
     }
 
     listener.abort();
+    sweeper.abort();
     for app in running.values() {
         let _ = app.stop.send(Stop::Leave);
     }
@@ -221,6 +265,19 @@ pub async fn run(
     }
     tracing::info!("Runtime node stopped.");
     Ok(())
+}
+
+/// Deletes logs and bad records past their retention, every `SWEEP`. (Every node sweeps; a
+/// sweep that finds nothing costs an index lookup.)
+async fn delete_old_output(db: sqlx::PgPool, retention_days: f64) {
+    let max_age_seconds = retention_days.max(0.0) * 86_400.0;
+    let mut sweep = tokio::time::interval(SWEEP);
+    loop {
+        sweep.tick().await;
+        if let Err(error) = db::delete_old_output(&db, max_age_seconds).await {
+            tracing::warn!(%error, "Cannot delete old logs and bad records.");
+        }
+    }
 }
 
 /// Wakes the main loop whenever an app's desired state changes. Polling still runs: a lost

@@ -122,6 +122,7 @@ pub async fn save(
     code: &str,
     user: Uuid,
     note: &str,
+    versions_kept: i32,
 ) -> Result<i32> {
     let stale = || {
         Error::Conflict(
@@ -149,6 +150,7 @@ pub async fn save(
                 sqlx::query!("UPDATE apps SET updated_at = now() WHERE id = $1", app)
                     .execute(db)
                     .await?;
+                prune_versions(db, app, versions_kept).await?;
                 return Ok(version);
             }
             Ok(None) => return Err(stale()),
@@ -162,6 +164,22 @@ pub async fn save(
         }
     }
     Err(Error::Conflict("the app is being saved by many at once: try again".to_owned()))
+}
+
+/// Deletes the app's versions beyond the newest `kept`, except the one it is told to run and
+/// the one running now.
+async fn prune_versions(db: &sqlx::PgPool, app: Uuid, kept: i32) -> Result<()> {
+    sqlx::query!(
+        "DELETE FROM app_versions WHERE app_id = $1
+           AND version <= (SELECT max(version) FROM app_versions WHERE app_id = $1) - $2
+           AND version IS DISTINCT FROM (SELECT run_version FROM apps WHERE id = $1)
+           AND version IS DISTINCT FROM (SELECT version FROM app_status WHERE app_id = $1)",
+        app,
+        kept.max(1),
+    )
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -365,14 +383,18 @@ pub struct BadRecord {
     pub reason: String,
     /// The line of the user's code that raised, when it was user code.
     pub line: Option<i32>,
-    /// The message's key and value as text (invalid UTF-8 replaced).
+    /// The message's key and value as text (invalid UTF-8 replaced), cut to the runtime's
+    /// `--max-bad-record-bytes`.
     pub key: Option<String>,
     pub value: Option<String>,
+    /// The sizes of key and value in full, in bytes (larger than the text when it was cut).
+    pub key_size: Option<i32>,
+    pub value_size: Option<i32>,
 }
 
 pub async fn bad_records(db: &sqlx::PgPool, app: Uuid, limit: i64) -> Result<Vec<BadRecord>> {
     let rows = sqlx::query!(
-        r#"SELECT id, at, topic, partition, "offset", reason, line, key, value
+        r#"SELECT id, at, topic, partition, "offset", reason, line, key, value, key_size, value_size
            FROM bad_records WHERE app_id = $1 ORDER BY id DESC LIMIT $2"#,
         app,
         limit
@@ -391,6 +413,10 @@ pub async fn bad_records(db: &sqlx::PgPool, app: Uuid, limit: i64) -> Result<Vec
             offset: row.offset,
             reason: row.reason,
             line: row.line,
+            key_size: row.key_size.or_else(|| row.key.as_ref().map(|key| size_of_payload(key))),
+            value_size: row
+                .value_size
+                .or_else(|| row.value.as_ref().map(|value| size_of_payload(value))),
             key: text(row.key),
             value: text(row.value),
         })
@@ -426,4 +452,9 @@ pub async fn totals(db: &sqlx::PgPool) -> Result<Totals> {
         bad_records: sums.bad_records,
         lag: sums.lag,
     })
+}
+
+/// A payload's size as the API gives it (records kept before sizes were).
+fn size_of_payload(payload: &[u8]) -> i32 {
+    i32::try_from(payload.len()).unwrap_or(i32::MAX)
 }

@@ -218,8 +218,16 @@ pub(crate) async fn save_app(
         }
         (a, b) => a.or(b),
     };
-    let version =
-        apps::save(state.db(), app.id, base, &body.code, caller.user().id, "saved").await?;
+    let version = apps::save(
+        state.db(),
+        app.id,
+        base,
+        &body.code,
+        caller.user().id,
+        "saved",
+        state.quotas().versions_per_app,
+    )
+    .await?;
     let detail = json!({ "version": version });
     teams::audit(state.db(), team.id, caller.actor(), "app.save", &app.name, detail).await?;
     let diagnostics = diagnostics(&state, &team, body.code).await?;
@@ -619,6 +627,9 @@ pub(crate) struct DiffQuery {
     to: Option<i32>,
 }
 
+/// How long a diff may search for the smallest one.
+const DIFF_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Serialize, ToSchema)]
 pub(crate) struct VersionDiff {
     from: i32,
@@ -641,12 +652,28 @@ pub(crate) async fn diff_versions(
     let to = query.to.unwrap_or(app.latest_version);
     let old = version_code(&state, &app, version).await?;
     let new = version_code(&state, &app, to).await?;
-    let diff = similar::TextDiff::from_lines(&old, &new)
-        .unified_diff()
-        .context_radius(3)
-        .header(&format!("version {version}"), &format!("version {to}"))
-        .to_string();
-    let diff = if old == new { String::new() } else { diff };
+    if old == new {
+        return Ok(Json(VersionDiff { from: version, to, diff: String::new() }));
+    }
+    // Off the async threads, a few at a time, and within a deadline (past it, `similar` gives a
+    // coarser diff rather than going on).
+    let busy = || Error::Unavailable("the server is busy comparing versions: try again".into());
+    let permit = tokio::time::timeout(validate::CHECKER_WAIT, validate::CHECKER_SLOTS.acquire())
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
+    let diff = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        similar::TextDiff::configure()
+            .deadline(std::time::Instant::now() + DIFF_DEADLINE)
+            .diff_lines(&old, &new)
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("version {version}"), &format!("version {to}"))
+            .to_string()
+    })
+    .await
+    .map_err(|_| busy())?;
     Ok(Json(VersionDiff { from: version, to, diff }))
 }
 
@@ -672,7 +699,16 @@ pub(crate) async fn rollback(
     let (team, app) = find_app(&state, &caller, &team, &app, Need::Edit).await?;
     let code = version_code(&state, &app, version).await?;
     let note = format!("rollback to {version}");
-    let saved = apps::save(state.db(), app.id, None, &code, caller.user().id, &note).await?;
+    let saved = apps::save(
+        state.db(),
+        app.id,
+        None,
+        &code,
+        caller.user().id,
+        &note,
+        state.quotas().versions_per_app,
+    )
+    .await?;
     let detail = json!({ "to": version, "version": saved });
     teams::audit(state.db(), team.id, caller.actor(), "app.rollback", &app.name, detail).await?;
     let diagnostics = diagnostics(&state, &team, code).await?;

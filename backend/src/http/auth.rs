@@ -310,11 +310,15 @@ pub(crate) struct SignIn {
 pub(crate) async fn sign_in(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<SignIn>,
 ) -> Result<Response> {
     let limiter = &state.inner.sign_in_limiter;
+    let forwarded_for = headers.get("x-forwarded-for").and_then(|value| value.to_str().ok());
+    let client =
+        crate::config::client_address(peer.ip(), forwarded_for, &state.inner.trusted_proxies);
     // Counted before the verify: concurrent attempts cannot all pass the check.
-    limiter.attempt(&body.name, peer.ip())?;
+    limiter.attempt(&body.name, client)?;
     if body.name.len() > MAX_SIGN_IN_NAME || body.password.len() > MAX_PASSWORD_BYTES {
         // No user has such a name or password: refused without a verify (still counted).
         return Err(Error::Unauthenticated("wrong user name or password".to_owned()));

@@ -1,0 +1,204 @@
+//! The listener: accepts connections within bounds and serves the router on each, as HTTP/2
+//! (native gRPC) or HTTP/1.1 (browsers, gRPC-web), behind rustls when TLS is set (chosen by
+//! ALPN) or in cleartext (HTTP/2 by prior knowledge).
+//!
+//! Bounds (flags in [`ConnectionLimits`]): connections in all and per client address (beyond
+//! them, new connections are closed at once), a TLS handshake and an HTTP/1 request head must
+//! arrive within their timeouts (slowloris), an idle HTTP/1 connection closes after the head
+//! timeout, HTTP/2 peers that stop answering pings are dropped, and HTTP/2 streams per
+//! connection and header sizes are capped.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{Router, extract::ConnectInfo};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tower_http::add_extension::AddExtension;
+
+/// How long open connections get to finish after shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Headers of one request (HTTP/1 and HTTP/2 alike).
+const MAX_HEADER_BYTES: u32 = 64 * 1024;
+/// HTTP/2 streams open at once on one connection (each grid subscription is one).
+const MAX_STREAMS_PER_CONNECTION: u32 = 1000;
+
+/// What connections may take of the server.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct ConnectionLimits {
+    /// Open connections in all; beyond it, new ones are closed at once.
+    #[arg(long, env = "AEROGRID_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Open connections from one client address (behind a proxy, the proxy's: raise it there).
+    #[arg(long, env = "AEROGRID_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 1_000)]
+    pub max_connections_per_address: usize,
+    /// Seconds a client has for its TLS handshake, and for each HTTP/1 request head (also how
+    /// long an idle HTTP/1 connection stays open).
+    #[arg(long, env = "AEROGRID_HEADER_TIMEOUT_SECONDS", default_value_t = 10.0)]
+    pub header_timeout_seconds: f64,
+    /// Seconds between HTTP/2 pings; a peer that does not answer one within as long is dropped.
+    #[arg(long, env = "AEROGRID_KEEPALIVE_SECONDS", default_value_t = 30.0)]
+    pub keepalive_seconds: f64,
+}
+
+impl ConnectionLimits {
+    fn header_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.header_timeout_seconds.clamp(0.1, 3600.0))
+    }
+
+    fn keepalive(&self) -> Duration {
+        Duration::from_secs_f64(self.keepalive_seconds.clamp(1.0, 3600.0))
+    }
+}
+
+/// Open connections, in all and per client address.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// A connection's place in [`Open`], given back when it closes.
+struct Slot {
+    open: Arc<Mutex<Open>>,
+    address: IpAddr,
+}
+
+impl Slot {
+    fn take(open: &Arc<Mutex<Open>>, address: IpAddr, limits: &ConnectionLimits) -> Option<Self> {
+        let mut counts = open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let from_address = counts.by_address.get(&address).copied().unwrap_or(0);
+        if counts.total >= limits.max_connections
+            || from_address >= limits.max_connections_per_address
+        {
+            return None;
+        }
+        counts.total += 1;
+        counts.by_address.insert(address, from_address + 1);
+        Some(Self { open: open.clone(), address })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts.total -= 1;
+        if let Some(count) = counts.by_address.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                counts.by_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// Serves `router` on every connection `listener` accepts until `shutdown` completes, then lets
+/// open requests finish (up to `DRAIN_TIMEOUT`).
+pub(crate) async fn serve(
+    mut listener: crate::connection::Listener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: ConnectionLimits,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let graceful = GracefulShutdown::new();
+    let open = Arc::new(Mutex::new(Open::default()));
+    let mut refused_warned = false;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+            () = &mut shutdown => break,
+        };
+        let Some(slot) = Slot::take(&open, peer.ip(), &limits) else {
+            if !refused_warned {
+                refused_warned = true;
+                tracing::warn!(%peer, "Connection limit reached: new connections are closed.");
+            }
+            continue;
+        };
+        let service = service_for(&router, peer);
+        let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let served = match acceptor {
+                None => watcher
+                    .watch(connection(stream, service, &limits))
+                    .await
+                    .map_err(|error| error.to_string()),
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    let stream =
+                        match tokio::time::timeout(limits.header_timeout(), handshake).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed.");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    watcher
+                        .watch(connection(stream, service, &limits))
+                        .await
+                        .map_err(|error| error.to_string())
+                }
+            };
+            if let Err(error) = served {
+                tracing::debug!(%peer, %error, "Connection ended with an error.");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        tracing::warn!(
+            "Connections still open {DRAIN_TIMEOUT:?} after shutdown began: closing them."
+        );
+    }
+    Ok(())
+}
+
+type Service = TowerToHyperService<AddExtension<Router, ConnectInfo<SocketAddr>>>;
+
+/// The router for one connection: each request carries the client's address (what axum's
+/// `into_make_service_with_connect_info` would give).
+fn service_for(router: &Router, peer: SocketAddr) -> Service {
+    TowerToHyperService::new(AddExtension::new(router.clone(), ConnectInfo(peer)))
+}
+
+/// One connection, HTTP/1.1 or HTTP/2, within the limits.
+fn connection<I>(
+    io: I,
+    service: Service,
+    limits: &ConnectionLimits,
+) -> impl hyper_util::server::graceful::GracefulConnection<
+    Error = Box<dyn std::error::Error + Send + Sync>,
+> + use<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout())
+        .max_buf_size(MAX_HEADER_BYTES as usize * 2);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.keepalive())
+        .keep_alive_timeout(limits.keepalive())
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .max_header_list_size(MAX_HEADER_BYTES);
+    builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned()
+}

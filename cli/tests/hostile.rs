@@ -1,0 +1,267 @@
+//! Hostile input against a real `aerogrid dev`: what an app writes and what a client sends is
+//! bounded, each test with the hostile input itself. Connector output (NUL, lone surrogates,
+//! 100 KB lines, a flood of lines, large bad records) is escaped, cut and rate limited and the
+//! app keeps running; a row too large for a changelog record fails its app once, with the
+//! reason; a client that never finishes its request head, or holds many connections, is cut
+//! off; `X-Forwarded-For` counts only from a trusted proxy.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::{DevStack, api::Api};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const NOISY: &str = r#"
+import sys
+import aerogrid
+
+app = aerogrid.App('noisy', broker=BROKER_URI)
+
+class Order(aerogrid.Record):
+    product: str
+    quantity: int
+
+orders_topic = app.topic('orders', key_type=str, value_type=Order)
+product_sum = app.Grid('product_sum', columns=['units_sold'], default=lambda: {'units_sold': 0})
+
+@app.stream(orders_topic)
+async def sum_orders(orders):
+    first = True
+    async for order_id, order in orders.items():
+        if first:
+            first = False
+            print('y' * 100000)
+            print('lone \udcff surrogate')
+            sys.stderr.write('z' * 100000 + '\n')
+        print(f'order {order_id}\0nul')
+        units_sold = product_sum[order.product]['units_sold'] + order.quantity
+        product_sum[order.product] = {'units_sold': units_sold}
+"#;
+
+const HUGE_ROWS: &str = r#"
+import aerogrid
+
+app = aerogrid.App('huge', broker=BROKER_URI)
+
+class Order(aerogrid.Record):
+    product: str
+    quantity: int
+
+orders_topic = app.topic('orders', key_type=str, value_type=Order)
+big = app.Grid('big', columns=['blob'])
+
+@app.stream(orders_topic)
+async def fill(orders):
+    async for order_id, order in orders.items():
+        if order_id == 'order-3':
+            big[order_id] = {'blob': 'x' * 1500000}
+"#;
+
+async fn status_of(api: &Api, app: &str) -> Value {
+    api.admin(Method::GET, &format!("/api/v1/teams/acme/apps/{app}/status"), None).await
+}
+
+async fn wait_until(what: &str, stack: &DevStack, mut done: impl AsyncFnMut() -> Option<Value>) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if done().await.is_some() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never {what}:\n{}", stack.stderr());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn produce(kafka: &aerogrid_kafka::KafkaSettings, records: Vec<(String, String)>) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = kafka.client_config().create().unwrap();
+    for (key, payload) in records {
+        let record = FutureRecord::to("orders").key(&key).payload(&payload);
+        producer.send(record, Duration::from_secs(30)).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_connector_output_is_bounded_and_a_row_too_large_fails_its_app_once() {
+    let temp = tempfile::tempdir().unwrap();
+    let stack = DevStack::start_with_args(
+        &temp.path().join("data"),
+        &[
+            "--max-log-lines-per-second",
+            "20",
+            "--max-log-line-bytes",
+            "1024",
+            "--max-bad-record-bytes",
+            "100",
+            "--bad-records-kept-per-app",
+            "2",
+            "--max-grid-cell-bytes",
+            "2000000",
+        ],
+    );
+    let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
+    let kafka = aerogrid_kafka::KafkaSettings::new(stack.file("broker"));
+    kafka.ensure_topic("orders", 1).await.unwrap();
+    support::produce_orders(&kafka, 0..50, 7).await;
+    let bad_value = "not json ".repeat(600);
+    let bad: Vec<(String, String)> =
+        (0..5).map(|index| (format!("bad-{index}"), bad_value.clone())).collect();
+    produce(&kafka, bad).await;
+    let noisy = support::create_running_app(&pool, NOISY).await;
+    let team: uuid::Uuid = sqlx::query_scalar("SELECT team_id FROM apps WHERE id = $1")
+        .bind(noisy)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let huge = support::create_app(&pool, team, "huge", HUGE_ROWS, None).await;
+    support::start_app(&pool, huge).await;
+    let api = Api::new(&stack);
+    let started = Instant::now();
+
+    // The noisy app reads everything and keeps running.
+    wait_until("noisy read all 55 records", &stack, async || {
+        let status = status_of(&api, "orders").await;
+        (status["records_in"] == 55 && status["bad_records"] == 5).then_some(status)
+    })
+    .await;
+    let running_for = started.elapsed().as_secs_f64();
+    let status = status_of(&api, "orders").await;
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(status["restarts"], 0, "{status}");
+
+    let logs = api.admin(Method::GET, "/api/v1/teams/acme/apps/orders/logs?limit=1000", None).await;
+    let messages: Vec<&str> =
+        logs.as_array().unwrap().iter().map(|line| line["message"].as_str().unwrap()).collect();
+    let cut: Vec<&&str> =
+        messages.iter().filter(|message| message.contains("[cut: 100000 bytes in all]")).collect();
+    assert_eq!(cut.len(), 2, "print and sys.stderr lines, each cut: {:?}", messages.len());
+    assert!(cut.iter().all(|message| message.len() < 1024 + 64), "cut near 1 KiB");
+    // (PyO3 replaces each byte of the surrogate's encoding.)
+    let replaced =
+        |message: &&str| message.starts_with("lone \u{fffd}") && message.ends_with(" surrogate");
+    assert!(messages.iter().any(replaced), "{messages:?}");
+    assert!(messages.iter().any(|message| message.ends_with("\\0nul")), "NUL escaped");
+    assert!(
+        messages.iter().any(|message| message.contains("more than 20 lines/s")),
+        "one warning about the rate: {messages:?}"
+    );
+    // 53 lines printed; 20 may come at once, then 20 a second, and one warning.
+    let bound = 21 + (running_for * 20.0).ceil() as usize;
+    assert!(messages.len() <= bound.min(53), "{} lines, bound {bound}", messages.len());
+
+    // Bad records: payloads cut, sizes kept, only the newest two kept.
+    let bad_path = "/api/v1/teams/acme/apps/orders/bad-records";
+    wait_until("bad records pruned to 2", &stack, async || {
+        let bad = api.admin(Method::GET, bad_path, None).await;
+        (bad.as_array().unwrap().len() == 2).then_some(bad)
+    })
+    .await;
+    let bad = api.admin(Method::GET, bad_path, None).await;
+    for record in bad.as_array().unwrap() {
+        assert_eq!(record["value"].as_str().unwrap().len(), 100, "{record}");
+        assert_eq!(record["value_size"], bad_value.len(), "{record}");
+    }
+
+    // The app with rows too large for a changelog record fails once, saying why.
+    wait_until("huge failed", &stack, async || {
+        let status = status_of(&api, "huge").await;
+        (status["state"] == "failed").then_some(status)
+    })
+    .await;
+    let status = status_of(&api, "huge").await;
+    let error = status["error"].as_str().unwrap();
+    assert!(
+        error.contains("of grid `big` takes") && error.contains("a changelog record holds at most"),
+        "{error}"
+    );
+    assert_eq!(status["restarts"], 0, "not restarted in a loop: {status}");
+}
+
+/// Reads until the server closes the connection; returns how long that took (None: still open
+/// after `within`).
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let left = within.checked_sub(started.elapsed())?;
+        match tokio::time::timeout(left, stream.read(&mut buffer)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_and_greedy_clients_are_cut_off_and_forwarded_addresses_need_a_trusted_proxy() {
+    let temp = tempfile::tempdir().unwrap();
+    let stack = DevStack::start_with_args(
+        &temp.path().join("data"),
+        &[
+            "--header-timeout-seconds",
+            "1",
+            "--max-connections-per-address",
+            "16",
+            "--trusted-proxy",
+            "127.0.0.1",
+            "--no-runtime",
+        ],
+    );
+    let address = stack.url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+
+    // Slowloris: a request head that never ends is cut off after the timeout.
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+    let took = closed_within(&mut slow, Duration::from_secs(10)).await;
+    let took = took.expect("a head that never ends is cut off");
+    assert!(took >= Duration::from_millis(900), "not before the timeout: {took:?}");
+    // An idle keep-alive connection closes after as long.
+    let mut idle = tokio::net::TcpStream::connect(&address).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let took = closed_within(&mut idle, Duration::from_secs(10)).await;
+    assert!(took.is_some(), "an idle connection is closed");
+
+    // Connections from one address beyond the cap are closed at once; the rest stay.
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        // A complete request: the connection is kept open (idle) after its answer.
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut refused = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let _ = refused.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let took = closed_within(&mut refused, Duration::from_millis(500)).await;
+    assert!(took.is_some(), "the 17th connection from one address is closed at once");
+    drop(held);
+    // Once the held ones are gone, connections are served again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let health = support::http().get(format!("{}/healthz", stack.url)).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    // Sign-in limits per address: from the trusted proxy, the forwarded address counts.
+    let client = support::http();
+    let sign_in = |name: String, forwarded: &'static str| {
+        client
+            .post(format!("{}/api/v1/auth/sign-in", stack.url))
+            .header("x-forwarded-for", forwarded)
+            .json(&json!({ "name": name, "password": "wrong" }))
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for index in 0..21 {
+        statuses.push(sign_in(format!("nobody-{index}"), "203.0.113.7").await.unwrap().status());
+    }
+    assert!(
+        statuses[..20].iter().all(|status| *status == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[20], StatusCode::TOO_MANY_REQUESTS, "the 21st from one client address");
+    // Another client behind the same proxy is not locked out.
+    let other = sign_in("nobody-else".into(), "203.0.113.8").await.unwrap();
+    assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
+}
