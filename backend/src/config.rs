@@ -39,6 +39,25 @@ pub struct ServerArgs {
 
     #[command(flatten)]
     pub connections: crate::server::ConnectionLimits,
+
+    #[command(flatten)]
+    pub gateway: GatewayLimits,
+}
+
+/// What grid streams may hold of the server's memory.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct GatewayLimits {
+    /// MiB of recent changes each app's feed keeps for its subscribers (also at most 1,024
+    /// changes); a subscriber further behind gets a new snapshot.
+    #[arg(long, env = "AEROGRID_FEED_BUFFER_MIB", default_value_t = 64)]
+    pub feed_buffer_mib: usize,
+    /// MiB one caller's grid streams may hold that their clients have not read; beyond, the
+    /// stream that would pass it ends with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "AEROGRID_UNREAD_MIB_PER_CALLER", default_value_t = 256)]
+    pub unread_mib_per_caller: usize,
+    /// MiB all callers' grid streams may hold unread together.
+    #[arg(long, env = "AEROGRID_UNREAD_MIB", default_value_t = 2048)]
+    pub unread_mib: usize,
 }
 
 /// An IP address range: an address and how many leading bits of it must match.

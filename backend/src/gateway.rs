@@ -3,8 +3,10 @@
 //! Each app with subscribers has one feed: a consumer of its changelog topic that keeps the
 //! app's grids materialised (through `aerogrid_changelog::Replay`, as recovery does) and
 //! broadcasts every applied change with a sequence number. A subscriber gets a snapshot taken
-//! under the feed's lock, then the changes after it. One that falls behind the broadcast's bound
-//! gets a fresh snapshot: memory stays bounded and nobody waits for it.
+//! under the feed's lock, then the changes after it. One that falls behind the feed's ring
+//! (bounded in events and bytes, `crate::feed_ring`) gets a fresh snapshot: memory stays bounded
+//! and nobody waits for it. What a client has been handed but not read is bounded per caller and
+//! in all (`crate::unread`): beyond, its streams end with RESOURCE_EXHAUSTED.
 //!
 //! Invariants:
 //! - The gateway only reads changelogs; it never writes to the broker.
@@ -37,7 +39,7 @@ use rdkafka::{
     error::KafkaError,
     types::RDKafkaErrorCode,
 };
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -45,6 +47,8 @@ use crate::{
     AppState,
     access::SharedChecks,
     db::{accounts, grids},
+    feed_ring::{Next, Position, Ring},
+    unread::{Unread, UnreadBudget},
 };
 use axum::http::HeaderMap;
 
@@ -66,8 +70,17 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(state: &AppState) -> axum
     let feeds: Feeds = Arc::default();
     tokio::spawn(end_streams_of_stopped_apps(state.clone(), feeds.clone()));
     tokio::spawn(end_streams_on_shutdown(state.inner.shutting_down.subscribe(), feeds.clone()));
-    let grids =
-        GridServiceServer::new(GridGateway { state: state.clone(), feeds, checks: Arc::default() });
+    let limits = state.inner.gateway_limits;
+    let grids = GridServiceServer::new(GridGateway {
+        state: state.clone(),
+        feeds,
+        checks: Arc::default(),
+        unread: UnreadBudget::new(
+            limits.unread_mib_per_caller << 20,
+            limits.unread_mib.max(limits.unread_mib_per_caller) << 20,
+        ),
+        feed_bytes: limits.feed_buffer_mib << 20,
+    });
     let (health_reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(report_health(state.clone(), health_reporter));
     let reflection = || {
@@ -202,6 +215,9 @@ pub(crate) struct GridGateway {
     feeds: Feeds,
     /// Open streams' access checks, shared by streams with the same caller and grid.
     checks: Arc<SharedChecks<Result<(), Status>>>,
+    unread: Arc<UnreadBudget>,
+    /// The bytes of each feed's ring.
+    feed_bytes: usize,
 }
 
 #[tonic::async_trait]
@@ -250,10 +266,17 @@ impl GridService for GridGateway {
             generation,
             grid: grid_ref.clone(),
         };
+        // The snapshot is held from now until the client reads it: counted from now.
+        let first = encoded_snapshot(&snapshot);
+        let caller: Arc<str> = allowed.user.as_str().into();
+        let unread = self
+            .unread
+            .take(&caller, first.encoded_len())
+            .map_err(|exhausted| exhausted_status(&exhausted))?;
         let subscription = Subscription {
             _counted: Counted::new(),
             subscriber: Subscriber::new(&snapshot),
-            first: Some(encoded_snapshot(&snapshot)),
+            first: Some(first),
             feed,
             grid: grid_ref.grid,
             view,
@@ -265,6 +288,9 @@ impl GridService for GridGateway {
             shutting_down: self.state.inner.shutting_down.subscribe(),
             access,
             ended: false,
+            caller,
+            budget: self.unread.clone(),
+            unread: Some(unread),
         };
         // No task of its own: the response body polls it, when the connection takes more.
         let stream = futures::stream::unfold(subscription, |mut subscription| async move {
@@ -428,7 +454,8 @@ impl GridGateway {
                 match live_feed(&feeds, app_id) {
                     Some(feed) => feed,
                     None => {
-                        let feed = AppFeed::start(&self.state.inner.kafka, app_id, from)?;
+                        let feed =
+                            AppFeed::start(&self.state.inner.kafka, app_id, from, self.feed_bytes)?;
                         feeds.retain(|_, feed| feed.strong_count() > 0);
                         feeds.insert(app_id, Arc::downgrade(&feed));
                         feed
@@ -471,7 +498,7 @@ enum FeedLoad {
 /// One app's materialised grids, kept current from its changelog while anyone subscribes.
 struct AppFeed {
     state: Mutex<FeedState>,
-    changes: broadcast::Sender<Arc<FeedEvent>>,
+    changes: Ring<FeedEvent>,
     /// Why the feed's streams ended (the app stopped, the server shuts down), once they have:
     /// for a subscriber that fell behind and so skipped the `Ended` event.
     ended: std::sync::OnceLock<Status>,
@@ -499,6 +526,20 @@ enum FeedEvent {
     Ended(Status),
 }
 
+/// What a `Reset` or `Ended` event is counted as in a feed's ring.
+const SMALL_EVENT_BYTES: usize = 64;
+
+impl FeedEvent {
+    /// The bytes the event is counted as: a delta's, twice (the views' encodings of it are
+    /// shared by subscribers of the same view, and each is at most the delta).
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Delta { delta, .. } => 2 * delta.encoded_len() + SMALL_EVENT_BYTES,
+            Self::Reset | Self::Ended(_) => SMALL_EVENT_BYTES,
+        }
+    }
+}
+
 impl Drop for AppFeed {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -508,8 +549,13 @@ impl Drop for AppFeed {
 impl AppFeed {
     /// Starts the feed's consumer thread; an error when the thread cannot start (the process
     /// is out of threads): the caller answers UNAVAILABLE, nothing panics under a lock.
-    fn start(kafka: &KafkaSettings, app_id: Uuid, from: i64) -> Result<Arc<Self>, Status> {
-        let (changes, _) = broadcast::channel(FEED_BUFFER);
+    fn start(
+        kafka: &KafkaSettings,
+        app_id: Uuid,
+        from: i64,
+        ring_bytes: usize,
+    ) -> Result<Arc<Self>, Status> {
+        let changes = Ring::new(FEED_BUFFER, ring_bytes);
         let (loaded_sender, loaded) = watch::channel(FeedLoad::Loading);
         let stop = Arc::new(AtomicBool::new(false));
         let feed = Arc::new(Self {
@@ -538,23 +584,19 @@ impl AppFeed {
 
     /// A snapshot of `grid` and the changes after it; or the names of the grids there are.
     #[allow(clippy::type_complexity, reason = "a pair, named at the one call site")]
-    fn subscribe(
-        &self,
-        grid: &str,
-        view: &GridView,
-    ) -> Result<(Snapshot, broadcast::Receiver<Arc<FeedEvent>>), Vec<String>> {
+    fn subscribe(&self, grid: &str, view: &GridView) -> Result<(Snapshot, Position), Vec<String>> {
         let state = self.state.lock().expect("feed lock");
         let snapshot = snapshot_of(&state, grid, view)
             .ok_or_else(|| state.replay.state.grids.keys().cloned().collect::<Vec<_>>())?;
         // Under the lock: no change falls between the snapshot and the subscription.
-        Ok((snapshot, self.changes.subscribe()))
+        Ok((snapshot, self.changes.end()))
     }
 
     /// Ends every stream of the feed with `status`, those that fell behind included.
     fn end(&self, status: Status) {
         // Set before the event is sent: a subscriber that starts over after the send sees it.
         let _ = self.ended.set(status.clone());
-        let _ = self.changes.send(Arc::new(FeedEvent::Ended(status)));
+        self.changes.send(Arc::new(FeedEvent::Ended(status)), SMALL_EVENT_BYTES);
     }
 
     fn snapshot(&self, grid: &str, view: &GridView) -> Option<Snapshot> {
@@ -680,7 +722,8 @@ fn apply_burst(feed: &AppFeed, records: Vec<ChangelogRecord>) {
     // Sent under the lock, so subscribers see events in sequence order after their snapshot.
     let send = |state: &mut FeedState, event: FeedEvent| {
         state.sequence += 1;
-        let _ = feed.changes.send(Arc::new(event));
+        let bytes = event.bytes();
+        feed.changes.send(Arc::new(event), bytes);
     };
     let send_delta = |state: &mut FeedState, delta: ChangelogDelta| {
         let sequence = state.sequence + 1;
@@ -736,14 +779,17 @@ fn merge_delta(into: &mut ChangelogDelta, next: ChangelogDelta) {
             into.grids.push(grid);
             continue;
         };
+        // Sets, not scans: a burst may merge deltas of many thousand rows each.
         let mut index: HashMap<String, usize> = existing
             .upserted
             .iter()
             .enumerate()
             .map(|(position, row)| (row.key.clone(), position))
             .collect();
+        let upserted_now: std::collections::HashSet<&str> =
+            grid.upserted.iter().map(|row| row.key.as_str()).collect();
+        existing.deleted.retain(|key| !upserted_now.contains(key.as_str()));
         for row in grid.upserted {
-            existing.deleted.retain(|key| *key != row.key);
             match index.get(&row.key) {
                 Some(&position) => existing.upserted[position] = row,
                 None => {
@@ -753,15 +799,22 @@ fn merge_delta(into: &mut ChangelogDelta, next: ChangelogDelta) {
             }
         }
         if !grid.deleted.is_empty() {
-            existing.upserted.retain(|row| !grid.deleted.contains(&row.key));
+            let deleted_now: std::collections::HashSet<&str> =
+                grid.deleted.iter().map(String::as_str).collect();
+            existing.upserted.retain(|row| !deleted_now.contains(row.key.as_str()));
+            let mut already: std::collections::HashSet<String> =
+                existing.deleted.iter().cloned().collect();
             for key in grid.deleted {
-                if !existing.deleted.contains(&key) {
+                if already.insert(key.clone()) {
                     existing.deleted.push(key);
                 }
             }
         }
     }
     into.offsets = next.offsets;
+    if next.counts.is_some() {
+        into.counts = next.counts;
+    }
 }
 
 /// What one subscriber asked to see.
@@ -879,7 +932,8 @@ struct Subscription {
     feed: Arc<AppFeed>,
     grid: String,
     view: GridView,
-    changes: broadcast::Receiver<Arc<FeedEvent>>,
+    /// The subscription's place in the feed's ring.
+    changes: Position,
     subscriber: Subscriber,
     /// The snapshot, sent first.
     first: Option<EncodedSubscribeResponse>,
@@ -893,6 +947,11 @@ struct Subscription {
     shutting_down: watch::Receiver<bool>,
     access: StreamAccess,
     ended: bool,
+    /// Who subscribed, for the bound of what their clients have not read.
+    caller: Arc<str>,
+    budget: Arc<UnreadBudget>,
+    /// The last message handed over, until the next is asked for (then it has been read).
+    unread: Option<Unread>,
 }
 
 /// What a stream checks again whenever access may have shrunk (see [`crate::access`]).
@@ -920,10 +979,24 @@ impl StreamAccess {
 }
 
 impl Subscription {
+    /// The next message, counted as unread until the one after is asked for.
     async fn next(&mut self) -> Option<Result<EncodedSubscribeResponse, Status>> {
         if let Some(first) = self.first.take() {
+            // (Counted since the subscription began: it was held from then.)
             return Some(Ok(first));
         }
+        self.unread = None;
+        let next = self.next_message().await;
+        if let Some(Ok(message)) = &next {
+            match self.budget.take(&self.caller, message.encoded_len()) {
+                Ok(unread) => self.unread = Some(unread),
+                Err(exhausted) => return self.end(exhausted_status(&exhausted)),
+            }
+        }
+        next
+    }
+
+    async fn next_message(&mut self) -> Option<Result<EncodedSubscribeResponse, Status>> {
         if self.ended {
             return None;
         }
@@ -933,19 +1006,18 @@ impl Subscription {
             }
             // Everything broadcast since the last message, without waiting.
             loop {
-                match self.changes.try_recv() {
-                    Ok(event) => {
+                match self.feed.changes.try_next(&mut self.changes) {
+                    Next::Event(event) => {
                         if let Some(message) = self.take_event(&event) {
                             return Some(message);
                         }
                     }
-                    Err(broadcast::error::TryRecvError::Empty) => break,
-                    Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                    Next::Empty => break,
+                    Next::Lagged => {
                         if let Some(message) = self.start_over() {
                             return Some(message);
                         }
                     }
-                    Err(broadcast::error::TryRecvError::Closed) => return None,
                 }
             }
             if self.subscriber.has_pending() {
@@ -970,18 +1042,18 @@ impl Subscription {
                         return self.end(status);
                     }
                 }
-                event = self.changes.recv() => match event {
-                    Ok(event) => {
+                event = self.feed.changes.next(&mut self.changes) => match event {
+                    Next::Event(event) => {
                         if let Some(message) = self.take_event(&event) {
                             return Some(message);
                         }
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Next::Lagged => {
                         if let Some(message) = self.start_over() {
                             return Some(message);
                         }
                     }
-                    Err(broadcast::error::RecvError::Closed) => return None,
+                    Next::Empty => {}
                 },
                 () = self.heartbeat.as_mut() => {
                     let due = self.last_sent + HEARTBEAT_EVERY;
@@ -1032,7 +1104,7 @@ impl Subscription {
     /// Fell behind the feed itself: starts over from the feed's current state, or ends if the
     /// feed has (its `Ended` event may be among the events skipped).
     fn start_over(&mut self) -> Option<Result<EncodedSubscribeResponse, Status>> {
-        self.changes = self.changes.resubscribe();
+        self.changes = self.feed.changes.end();
         if let Some(status) = self.feed.ended.get() {
             return self.end(status.clone());
         }
@@ -1051,6 +1123,14 @@ impl Subscription {
         self.ended = true;
         Some(Err(status))
     }
+}
+
+fn exhausted_status(exhausted: &crate::unread::Exhausted) -> Status {
+    Status::resource_exhausted(format!(
+        "the streams of this caller (or of all callers) hold {} MiB their clients have not \
+         read, the bound being {} MiB: read faster, or subscribe again",
+        exhausted.waiting_mib, exhausted.bound_mib
+    ))
 }
 
 fn encoded(event: encoded_subscribe_response::Event) -> EncodedSubscribeResponse {
@@ -1361,7 +1441,7 @@ mod tests {
 
     /// A feed with no consumer behind it: the test sends its events.
     fn feed_without_consumer() -> Arc<AppFeed> {
-        let (changes, _) = broadcast::channel(FEED_BUFFER);
+        let changes = Ring::new(FEED_BUFFER, 64 << 20);
         let (_, loaded) = watch::channel(FeedLoad::Loaded);
         Arc::new(AppFeed {
             state: Mutex::new(FeedState { replay: Replay::default(), sequence: 0 }),
@@ -1397,6 +1477,11 @@ mod tests {
                 header_timeout_seconds: 1.0,
                 keepalive_seconds: 1.0,
             },
+            gateway: crate::config::GatewayLimits {
+                feed_buffer_mib: 1,
+                unread_mib_per_caller: 1,
+                unread_mib: 1,
+            },
         };
         let state =
             AppState::new(db, KafkaSettings::new("localhost:1"), &server).expect("plain settings");
@@ -1419,7 +1504,7 @@ mod tests {
             feed: feed.clone(),
             grid: "g".into(),
             view: GridView::new("g", &SubscribeRequest::default()).unwrap(),
-            changes: feed.changes.subscribe(),
+            changes: feed.changes.end(),
             subscriber: Subscriber::new(&Snapshot::default()),
             first: None,
             min_interval: None,
@@ -1429,15 +1514,18 @@ mod tests {
             shutting_down,
             access: unchecked_access(),
             ended: false,
+            caller: "tester".into(),
+            budget: UnreadBudget::new(1 << 20, 1 << 20),
+            unread: None,
         };
         // More events than the feed keeps, then the end: the `Ended` event itself is among
         // those the subscriber skips when it starts over.
         for _ in 0..FEED_BUFFER + 10 {
-            assert!(feed.changes.send(Arc::new(FeedEvent::Reset)).is_ok());
+            feed.changes.send(Arc::new(FeedEvent::Reset), SMALL_EVENT_BYTES);
         }
         feed.end(Status::unavailable("the app was stopped"));
         for _ in 0..FEED_BUFFER {
-            assert!(feed.changes.send(Arc::new(FeedEvent::Reset)).is_ok());
+            feed.changes.send(Arc::new(FeedEvent::Reset), SMALL_EVENT_BYTES);
         }
         let next = tokio::time::timeout(Duration::from_secs(5), subscription.next())
             .await

@@ -12,10 +12,12 @@ pub mod config;
 mod connection;
 pub mod db;
 mod error;
+mod feed_ring;
 mod gateway;
 mod http;
 mod secret;
 mod server;
+mod unread;
 pub mod validate;
 
 use std::{future::Future, path::PathBuf, sync::Arc};
@@ -53,6 +55,7 @@ struct StateInner {
     health: http::HealthCache,
     quotas: QuotaDefaults,
     connection_limits: server::ConnectionLimits,
+    gateway_limits: config::GatewayLimits,
     /// Proxies whose `X-Forwarded-For` tells the client's address (`--trusted-proxy`).
     trusted_proxies: Vec<config::AddressRange>,
 }
@@ -88,6 +91,7 @@ impl AppState {
                 health: http::HealthCache::default(),
                 quotas: server.quotas,
                 connection_limits: server.connections,
+                gateway_limits: server.gateway,
                 trusted_proxies: server.trusted_proxies.clone(),
             }),
         })

@@ -265,3 +265,113 @@ async fn slow_and_greedy_clients_are_cut_off_and_forwarded_addresses_need_a_trus
     let other = sign_in("nobody-else".into(), "203.0.113.8").await.unwrap();
     assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
 }
+
+const WIDE_ROWS: &str = r#"
+import aerogrid
+
+app = aerogrid.App('wide', broker=BROKER_URI)
+
+class Order(aerogrid.Record):
+    product: str
+    quantity: int
+
+orders_topic = app.topic('orders', key_type=str, value_type=Order)
+wide = app.Grid('wide', columns=['blob'])
+
+@app.stream(orders_topic)
+async def fill(orders):
+    async for order_id, order in orders.items():
+        wide[order_id] = {'blob': order_id * 20000}
+"#;
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+fn wide_request(token: &str) -> tonic::Request<aerogrid_proto::v1::SubscribeRequest> {
+    let grid = aerogrid_proto::v1::GridRef {
+        team: "acme".into(),
+        app: "orders".into(),
+        grid: "wide".into(),
+    };
+    let mut request = tonic::Request::new(aerogrid_proto::v1::SubscribeRequest {
+        grid: Some(grid),
+        ..Default::default()
+    });
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribers_that_do_not_read_hold_a_bounded_number_of_bytes() {
+    use aerogrid_proto::v1::{grid_service_client::GridServiceClient, subscribe_response};
+    let temp = tempfile::tempdir().unwrap();
+    let stack = DevStack::start_with_args(
+        &temp.path().join("data"),
+        &["--unread-mib-per-caller", "6", "--unread-mib", "64"],
+    );
+    let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
+    let kafka = aerogrid_kafka::KafkaSettings::new(stack.file("broker"));
+    kafka.ensure_topic("orders", 1).await.unwrap();
+    support::produce_orders(&kafka, 0..20, 7).await;
+    support::create_running_app(&pool, WIDE_ROWS).await;
+    let token = stack.file("admin-token");
+    let channel = tonic::transport::Endpoint::from_shared(stack.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = GridServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20);
+
+    // A reader that reads: the grid's 20 rows (~3 MB, in records cut under the broker's limit).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let snapshot_bytes = loop {
+        assert!(Instant::now() < deadline, "the wide grid never had 20 rows:\n{}", stack.stderr());
+        if let Ok(response) = client.subscribe(wide_request(&token)).await {
+            let message = response.into_inner().message().await.unwrap().unwrap();
+            if let Some(subscribe_response::Event::Snapshot(snapshot)) = message.event
+                && snapshot.rows.len() == 20
+            {
+                break prost::Message::encoded_len(&snapshot);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(snapshot_bytes > 2 << 20, "{snapshot_bytes}");
+
+    // 100 subscriptions that never read, on one connection: their snapshots would pin 300 MB.
+    let before = rss(stack.pid());
+    let mut held = Vec::new();
+    let mut exhausted = 0;
+    for _ in 0..100 {
+        match client.subscribe(wide_request(&token)).await {
+            Ok(response) => held.push(response.into_inner()),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                assert!(status.message().contains("have not read"), "{status:?}");
+                exhausted += 1;
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = rss(stack.pid()).saturating_sub(before);
+    eprintln!(
+        "100 unread subscriptions: {} held, {exhausted} refused, RSS +{} MiB",
+        held.len(),
+        grown >> 20
+    );
+    // 6 MiB per caller holds two ~3 MB snapshots in the server; what the client's own windows
+    // took in (hyper's client: 5 MB a connection) has left the server and frees its share.
+    assert!(exhausted >= 90, "{exhausted} of 100 refused, {} held", held.len());
+    assert!(grown < 64 << 20, "RSS grew {} MiB", grown >> 20);
+
+    // Once they are gone, the caller subscribes again.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut stream = client.subscribe(wide_request(&token)).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(matches!(first.event, Some(subscribe_response::Event::Snapshot(_))));
+}
