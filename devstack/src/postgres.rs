@@ -28,6 +28,15 @@ pub struct PrivatePostgres {
 impl PrivatePostgres {
     /// Initialises the cluster in `dir` if needed, starts it and creates the `aerogrid` database.
     pub async fn start(dir: &Path, lock: &DataDirLock) -> Result<Self> {
+        Self::start_on(dir, lock, None).await
+    }
+
+    /// As [`Self::start`], on `preferred_port` if that is free (a restart keeps its URL).
+    pub async fn start_on(
+        dir: &Path,
+        lock: &DataDirLock,
+        preferred_port: Option<u16>,
+    ) -> Result<Self> {
         let bindir = find_bindir()?;
         std::fs::create_dir_all(dir)
             .map_err(|source| Error::io(format!("creating `{}`", dir.display()), source))?;
@@ -52,7 +61,11 @@ impl PrivatePostgres {
         let mut attempts = 0;
         let (child, server_url, mut connection) = loop {
             attempts += 1;
-            let port = crate::free_loopback_port()?;
+            let port = if attempts == 1 {
+                crate::loopback_port_or_free(preferred_port)?
+            } else {
+                crate::free_loopback_port()?
+            };
             let mut command = tokio::process::Command::new(bindir.join("postgres"));
             command.arg("-D").arg(&data).args(["-p", &port.to_string()]).args([
                 "-c",

@@ -87,6 +87,13 @@ pub(crate) async fn run_app(
 ) {
     match supervise(&context, app_id, epoch, stop, grants).await {
         Stop::Stopped => {
+            // Unless another node took the app over (this one was paused past its lease): then
+            // the state is that node's to tell.
+            match db::lease_is_ours(&context.db, &context.node_id, app_id).await {
+                Ok(false) => return,
+                Ok(true) => {}
+                Err(error) => report(Err(error)),
+            }
             report(db::set_state(&context.db, app_id, "stopped", None, None, None).await);
             // Free at once, so a new Start is picked up without waiting for the lease to expire.
             report(db::release_lease(&context.db, &context.node_id, app_id).await);

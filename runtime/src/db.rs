@@ -76,6 +76,18 @@ pub(crate) async fn renew_leases(
     Ok(kept)
 }
 
+/// Whether this node is the last to have held the app's lease (expired or not).
+pub(crate) async fn lease_is_ours(db: &sqlx::PgPool, node_id: &str, app_id: Uuid) -> Result<bool> {
+    let ours = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM app_leases WHERE app_id = $1 AND node_id = $2) AS "ours!""#,
+        app_id,
+        node_id
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(ours)
+}
+
 /// Lets the next claim take the app at once. The row stays (expired), so the next claim's epoch
 /// is still higher than every epoch before it: the changelog ignores older epochs.
 pub(crate) async fn release_lease(db: &sqlx::PgPool, node_id: &str, app_id: Uuid) -> Result<()> {

@@ -44,6 +44,13 @@ impl DevStack {
         stack
     }
 
+    /// Starts with extra environment and arguments.
+    pub(crate) fn start_with(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
+        let mut stack = Self::spawn_with(data_dir, env, args);
+        stack.wait_ready();
+        stack
+    }
+
     /// Starts without waiting.
     pub(crate) fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> Self {
         Self::spawn_with(data_dir, env, &[])
