@@ -52,12 +52,16 @@ pub struct GatewayLimits {
     #[arg(long, env = "AEROGRID_FEED_BUFFER_MIB", default_value_t = 64)]
     pub feed_buffer_mib: usize,
     /// MiB one caller's grid streams may hold that their clients have not read; beyond, the
-    /// stream that would pass it ends with RESOURCE_EXHAUSTED.
-    #[arg(long, env = "AEROGRID_UNREAD_MIB_PER_CALLER", default_value_t = 256)]
+    /// stream that would pass it ends with RESOURCE_EXHAUSTED (a first message always goes).
+    #[arg(long, env = "AEROGRID_UNREAD_MIB_PER_CALLER", default_value_t = 32)]
     pub unread_mib_per_caller: usize,
     /// MiB all callers' grid streams may hold unread together.
-    #[arg(long, env = "AEROGRID_UNREAD_MIB", default_value_t = 2048)]
+    #[arg(long, env = "AEROGRID_UNREAD_MIB", default_value_t = 1024)]
     pub unread_mib: usize,
+    /// KiB of one gRPC request (a view of 1,000 columns and 10,000 row keys fits in far less);
+    /// larger ones are refused from their length prefix.
+    #[arg(long, env = "AEROGRID_MAX_GRPC_REQUEST_KIB", default_value_t = 1024)]
+    pub max_request_kib: usize,
 }
 
 /// An IP address range: an address and how many leading bits of it must match.

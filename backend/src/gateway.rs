@@ -80,7 +80,9 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(state: &AppState) -> axum
             limits.unread_mib.max(limits.unread_mib_per_caller) << 20,
         ),
         feed_bytes: limits.feed_buffer_mib << 20,
-    });
+    })
+    // Refused from its length prefix, before anything of it is decoded.
+    .max_decoding_message_size(limits.max_request_kib << 10);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(report_health(state.clone(), health_reporter));
     let reflection = || {
@@ -91,9 +93,15 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(state: &AppState) -> axum
     let reflection_v1 = reflection().build_v1().expect("the descriptors are valid");
     let reflection_v1alpha = reflection().build_v1alpha().expect("the descriptors are valid");
     let grpc_web = tonic_web::GrpcWebLayer::new();
+    // A body larger than the largest request (base64 gRPC-web text: 4/3 of it, and framing) is
+    // refused from its Content-Length, unread.
+    let body_limit =
+        tower_http::limit::RequestBodyLimitLayer::new((limits.max_request_kib << 10) * 2 + 1024);
+    let grid_service = tower::Layer::layer(&body_limit, tower::Layer::layer(&grpc_web, grids));
+    let health_service = tower::Layer::layer(&body_limit, tower::Layer::layer(&grpc_web, health));
     let routes = axum::Router::new()
-        .route_service("/aerogrid.v1.GridService/{*method}", tower::Layer::layer(&grpc_web, grids))
-        .route_service("/grpc.health.v1.Health/{*method}", tower::Layer::layer(&grpc_web, health));
+        .route_service("/aerogrid.v1.GridService/{*method}", grid_service)
+        .route_service("/grpc.health.v1.Health/{*method}", health_service);
     let routes = match cors(&state.inner.cors_origins) {
         Some(cors) => routes.layer(cors),
         None => routes,
@@ -1481,6 +1489,7 @@ mod tests {
                 feed_buffer_mib: 1,
                 unread_mib_per_caller: 1,
                 unread_mib: 1,
+                max_request_kib: 1,
             },
         };
         let state =

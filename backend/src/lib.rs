@@ -19,6 +19,7 @@ mod secret;
 mod server;
 mod unread;
 pub mod validate;
+mod workers;
 
 use std::{future::Future, path::PathBuf, sync::Arc};
 
@@ -29,6 +30,13 @@ pub use config::{QuotaDefaults, ServerArgs};
 pub use error::{Error, Result};
 pub use http::openapi;
 pub use server::ConnectionLimits;
+
+/// How many of one kind of CPU-heavy request work (a password's argon2, a code check) run at
+/// once: half the cores, at least one. The rest stay for serving streams and for whatever else
+/// runs on the machine (a runtime node, in `aerogrid dev`).
+pub(crate) fn heavy_work_slots() -> usize {
+    (std::thread::available_parallelism().map_or(2, usize::from) / 2).max(1)
+}
 
 /// What every request handler can reach.
 #[derive(Clone)]

@@ -89,9 +89,7 @@ pub async fn validate(code: String, scope: Option<TopicScope>) -> Vec<Diagnostic
 
 /// Checks (and diffs) that run at once: one per core.
 pub(crate) static CHECKER_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> =
-    std::sync::LazyLock::new(|| {
-        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from))
-    });
+    std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(crate::heavy_work_slots()));
 /// How long a check waits for a slot before the code is saved unchecked.
 pub(crate) const CHECKER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 

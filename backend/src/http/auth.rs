@@ -29,6 +29,7 @@ use crate::{
         teams::{self, Role, Scope},
     },
     secret,
+    workers::PASSWORDS,
 };
 
 const SESSION_COOKIE: &str = "aerogrid_session";
@@ -46,11 +47,6 @@ const SIGN_IN_KEYS: usize = 100_000;
 /// Longer names cannot exist (see `check_name`); longer passwords cannot be set.
 const MAX_SIGN_IN_NAME: usize = 64;
 const MAX_PASSWORD_BYTES: usize = 1024;
-
-/// Password hashes computed at once: argon2 takes ~19 MiB and a core for tens of ms each.
-static ARGON2_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
-    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from))
-});
 
 /// How the caller proved who they are.
 #[derive(Clone, Debug)]
@@ -328,20 +324,13 @@ pub(crate) async fn sign_in(
     let password = body.password;
     // Verified even for unknown users (against a fixed hash), so timing does not tell which
     // names exist; a few at a time (each takes ~19 MiB), the rest wait their turn.
-    let verified = {
-        let _permit = ARGON2_SLOTS
-            .acquire()
-            .await
-            .map_err(|_| Error::Config("the password checker is closed".to_owned()))?;
-        tokio::task::spawn_blocking(move || {
-            verify_password(&password, hash.as_deref().unwrap_or(DUMMY_HASH.as_str()))
-        })
+    let verified = PASSWORDS
+        .run(move || verify_password(&password, hash.as_deref().unwrap_or(DUMMY_HASH.as_str())))
         .await
-        .unwrap_or(false)
-    };
+        .ok_or_else(busy)?;
     match found {
         Some((user, Some(_))) if verified => {
-            limiter.forget(&body.name, peer.ip());
+            limiter.forget(&body.name, client);
             let (cookie, csrf_token) = start_session(&state, user.id).await?;
             let mut response = axum::Json(Me::of(user, Some(csrf_token))).into_response();
             response.headers_mut().insert(header::SET_COOKIE, cookie);
@@ -426,9 +415,7 @@ pub(crate) async fn set_password(
         .ok_or_else(|| Error::NotFound("the user is gone".to_owned()))?;
     if let Some(current) = current {
         let given = body.current_password.unwrap_or_default();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&given, &current))
-            .await
-            .unwrap_or(false);
+        let ok = PASSWORDS.run(move || verify_password(&given, &current)).await.ok_or_else(busy)?;
         if !ok {
             return Err(Error::Forbidden("the current password is wrong".to_owned()));
         }
@@ -532,23 +519,58 @@ async fn hash_password(password: String) -> Result<String> {
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(Error::BadRequest("a password has at most 1024 bytes".to_owned()));
     }
-    tokio::task::spawn_blocking(move || {
-        use argon2::{PasswordHasher, password_hash::SaltString};
-        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-        argon2::Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-            .map_err(|error| Error::Config(format!("cannot hash a password: {error}")))
-    })
-    .await
-    .map_err(|error| Error::Config(format!("password hashing stopped: {error}")))?
+    PASSWORDS
+        .run(move || {
+            use argon2::{PasswordHasher, password_hash::SaltString};
+            let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+            argon2::Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|hash| hash.to_string())
+                .map_err(|error| Error::Config(format!("cannot hash a password: {error}")))
+        })
+        .await
+        .ok_or_else(busy)?
 }
 
+/// The password workers' queue is full.
+fn busy() -> Error {
+    Error::Unavailable("the server is busy checking passwords: try again in a moment".to_owned())
+}
+
+/// Whether `password` is the one of the PHC string `hash`. Its argon2 memory (~19 MiB) is the
+/// worker thread's, kept for the next: freed and taken again at each verify, it was not
+/// reused and the server grew by as much at every sign-in.
 fn verify_password(password: &str, hash: &str) -> bool {
-    use argon2::{PasswordHash, PasswordVerifier};
-    PasswordHash::new(hash).is_ok_and(|hash| {
-        argon2::Argon2::default().verify_password(password.as_bytes(), &hash).is_ok()
-    })
+    use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
+    thread_local! {
+        static BLOCKS: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let Ok(parsed) = PasswordHash::new(hash) else { return false };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else { return false };
+    let (Ok(algorithm), Ok(params)) =
+        (Algorithm::try_from(parsed.algorithm), Params::try_from(&parsed))
+    else {
+        return false;
+    };
+    let version =
+        parsed.version.and_then(|version| Version::try_from(version).ok()).unwrap_or_default();
+    let mut salt_buffer = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buffer) else { return false };
+    let mut computed = vec![0u8; expected.len()];
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    let hashed = BLOCKS.with(|blocks| {
+        let mut blocks = blocks.borrow_mut();
+        blocks.resize(params.block_count(), Block::default());
+        argon2.hash_password_into_with_memory(
+            password.as_bytes(),
+            salt,
+            &mut computed,
+            &mut blocks[..],
+        )
+    });
+    // `Output`'s comparison takes the same time whatever the bytes.
+    hashed.is_ok()
+        && argon2::password_hash::Output::new(&computed).is_ok_and(|computed| computed == expected)
 }
 
 /// An argon2id hash of nothing anyone types, verified for unknown users.
