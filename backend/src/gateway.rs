@@ -249,6 +249,15 @@ impl GridService for GridGateway {
         let generation = self.state.inner.access_generation.subscribe();
         let allowed = allow(&self.state, &credentials, &grid_ref).await.map_err(Denied::on_open)?;
         let feed = self.feed(allowed.app.app_id).await?;
+        // Room for the snapshot first (waiting for it while others are read), then the snapshot:
+        // callers that do not read wait, rather than each holding one made for nothing.
+        let caller: Arc<str> = allowed.user.as_str().into();
+        let expected_bytes = feed.snapshot_bytes(&grid_ref.grid, &view).unwrap_or(0);
+        let unread = self
+            .unread
+            .take_waiting(&caller, expected_bytes)
+            .await
+            .map_err(|exhausted| exhausted_status(&exhausted))?;
         let (snapshot, changes) = feed.subscribe(&grid_ref.grid, &view).map_err(|known| {
             // Only a reader of the whole app learns the names of its other grids.
             let listed = if !allowed.whole_app {
@@ -274,13 +283,8 @@ impl GridService for GridGateway {
             generation,
             grid: grid_ref.clone(),
         };
-        // The snapshot is held from now until the client reads it: counted from now.
+        // Held from now until the client reads it: counted (as estimated) from before it was made.
         let first = encoded_snapshot(&snapshot);
-        let caller: Arc<str> = allowed.user.as_str().into();
-        let unread = self
-            .unread
-            .take(&caller, first.encoded_len())
-            .map_err(|exhausted| exhausted_status(&exhausted))?;
         let subscription = Subscription {
             _counted: Counted::new(),
             subscriber: Subscriber::new(&snapshot),
@@ -607,6 +611,21 @@ impl AppFeed {
         self.changes.send(Arc::new(FeedEvent::Ended(status)), SMALL_EVENT_BYTES);
     }
 
+    /// About what a snapshot of `grid` in `view` takes encoded, without making it (None: no
+    /// such grid).
+    fn snapshot_bytes(&self, grid: &str, view: &GridView) -> Option<usize> {
+        let state = self.state.lock().expect("feed lock");
+        let found = state.replay.state.grids.get(grid)?;
+        let columns = view.columns(&found.columns);
+        let rows: usize = found
+            .rows
+            .iter()
+            .filter(|(key, _)| view.wants_row(key))
+            .map(|(key, values)| columns.row_bytes(key, values))
+            .sum();
+        Some(rows + columns.names.iter().map(|name| name.len() + 2).sum::<usize>() + 16)
+    }
+
     fn snapshot(&self, grid: &str, view: &GridView) -> Option<Snapshot> {
         snapshot_of(&self.state.lock().expect("feed lock"), grid, view)
     }
@@ -848,6 +867,17 @@ struct PickedColumns {
 }
 
 impl PickedColumns {
+    /// The encoded bytes of a row of this view, without building it.
+    fn row_bytes(&self, key: &str, values: &[aerogrid_proto::v1::Value]) -> usize {
+        let field = |len: usize| 1 + prost::length_delimiter_len(len) + len;
+        let cells: usize = self
+            .positions
+            .iter()
+            .map(|&position| field(values.get(position).map_or(0, prost::Message::encoded_len)))
+            .sum();
+        field(field(key.len()) + cells)
+    }
+
     fn pick(&self, values: &[aerogrid_proto::v1::Value]) -> Vec<aerogrid_proto::v1::Value> {
         self.positions
             .iter()
@@ -996,7 +1026,7 @@ impl Subscription {
         self.unread = None;
         let next = self.next_message().await;
         if let Some(Ok(message)) = &next {
-            match self.budget.take(&self.caller, message.encoded_len()) {
+            match self.budget.take_waiting(&self.caller, message.encoded_len()).await {
                 Ok(unread) => self.unread = Some(unread),
                 Err(exhausted) => return self.end(exhausted_status(&exhausted)),
             }
@@ -1502,6 +1532,55 @@ mod tests {
             grid: GridRef::default(),
             target: String::new(),
         }
+    }
+
+    #[test]
+    fn a_snapshots_size_is_known_before_it_is_made() {
+        use aerogrid_proto::v1::{ChangelogRecord, GridDelta, Value, changelog_record, value};
+        let feed = feed_without_consumer();
+        let rows = (0..500)
+            .map(|index| Row {
+                key: format!("key-{index}"),
+                values: vec![
+                    Value { kind: Some(value::Kind::String("x".repeat(index))) },
+                    Value { kind: Some(value::Kind::Int(index as i64)) },
+                    Value { kind: Some(value::Kind::Null(true)) },
+                ],
+            })
+            .collect();
+        let record = ChangelogRecord {
+            epoch: 1,
+            sequence: 0,
+            kind: Some(changelog_record::Kind::Delta(ChangelogDelta {
+                grids: vec![GridDelta {
+                    grid: "g".into(),
+                    columns: vec!["text".into(), "n".into(), "nothing".into()],
+                    upserted: rows,
+                    deleted: vec![],
+                }],
+                offsets: vec![],
+                counts: None,
+            })),
+        };
+        feed.state.lock().unwrap().replay.apply(record);
+        let views = [
+            SubscribeRequest::default(),
+            SubscribeRequest { columns: vec!["n".into()], ..Default::default() },
+            SubscribeRequest {
+                row_keys: vec!["key-7".into(), "key-400".into()],
+                ..Default::default()
+            },
+        ];
+        for request in views {
+            let view = GridView::new("g", &request).unwrap();
+            let estimate = feed.snapshot_bytes("g", &view).unwrap();
+            let actual = feed.snapshot("g", &view).unwrap().encoded_len();
+            assert!(actual <= estimate && estimate <= actual + 64, "{estimate} for {actual}");
+        }
+        assert!(
+            feed.snapshot_bytes("h", &GridView::new("h", &SubscribeRequest::default()).unwrap())
+                .is_none()
+        );
     }
 
     #[tokio::test]

@@ -3,20 +3,28 @@
 //! A grid stream is pulled: the connection asks for its next message only once it has sent the
 //! last one. A message asked for and not yet followed by the next ask sits in the connection's
 //! buffers, and a client that stops reading pins it there. Each caller may have so many bytes
-//! waiting like that, and all callers together so many; a stream whose next message would pass
-//! either ends with RESOURCE_EXHAUSTED. (A caller's first message always goes: a single large
-//! snapshot is not refused for being large.)
+//! waiting like that, and all callers together so many. A message that would pass either waits
+//! for room (others being read) up to `WAIT`; after that its stream ends with
+//! RESOURCE_EXHAUSTED. (A caller's first message always goes: a single large snapshot is not
+//! refused for being large.)
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Duration,
 };
+
+/// How long a message waits for room before its stream ends: a burst of snapshots (a dashboard
+/// opening) is read in far less; a client that stopped reading never frees any.
+const WAIT: Duration = Duration::from_secs(10);
 
 /// The bounds, and what is waiting now.
 pub(crate) struct UnreadBudget {
     per_caller: usize,
     in_all: usize,
     waiting: Mutex<Waiting>,
+    /// Told whenever a message is read.
+    freed: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -42,7 +50,35 @@ pub(crate) struct Exhausted {
 
 impl UnreadBudget {
     pub(crate) fn new(per_caller: usize, in_all: usize) -> Arc<Self> {
-        Arc::new(Self { per_caller, in_all, waiting: Mutex::default() })
+        Arc::new(Self {
+            per_caller,
+            in_all,
+            waiting: Mutex::default(),
+            freed: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// As [`Self::take`], waiting up to `WAIT` for room.
+    pub(crate) async fn take_waiting(
+        self: &Arc<Self>,
+        caller: &Arc<str>,
+        bytes: usize,
+    ) -> Result<Unread, Exhausted> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let freed = self.freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            // Registered before trying: a release between the try and the wait is not missed.
+            freed.as_mut().enable();
+            match self.take(caller, bytes) {
+                Ok(unread) => return Ok(unread),
+                Err(exhausted) => {
+                    if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                        return Err(exhausted);
+                    }
+                }
+            }
+        }
     }
 
     /// Counts `bytes` for `caller` until the returned guard is dropped.
@@ -82,6 +118,8 @@ impl Drop for Unread {
                 waiting.by_caller.remove(&self.caller);
             }
         }
+        drop(waiting);
+        self.budget.freed.notify_waiters();
     }
 }
 
@@ -107,5 +145,20 @@ mod tests {
         drop(more);
         assert!(budget.take(&mallory, 3 << 20).is_ok());
         assert!(budget.waiting.lock().unwrap().by_caller.is_empty(), "nothing left over");
+    }
+
+    #[tokio::test]
+    async fn a_message_waits_for_room_while_others_are_read() {
+        let budget = UnreadBudget::new(2 << 20, 8 << 20);
+        let caller: Arc<str> = "alice".into();
+        let first = budget.take(&caller, 2 << 20).unwrap();
+        let waiting = {
+            let (budget, caller) = (budget.clone(), caller.clone());
+            tokio::spawn(async move { budget.take_waiting(&caller, 1 << 20).await.is_ok() })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "no room yet");
+        drop(first);
+        assert!(waiting.await.unwrap(), "room once the first was read");
     }
 }

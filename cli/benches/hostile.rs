@@ -493,26 +493,25 @@ async fn run() {
     }
     // An app that writes 10 MB of log lines per timer tick, and to its stderr, beside the
     // neighbour on the same node.
-    if !wanted("noisy app") {
-        return;
-    }
-    let base = window(pids, &pool, neighbour, seconds, None).await;
-    support::start_app(&pool, noisy).await;
-    let attacked = window(pids, &pool, neighbour, seconds, None).await;
-    sqlx::query("UPDATE apps SET desired_state = 'stopped' WHERE id = $1")
+    if wanted("noisy app") {
+        let base = window(pids, &pool, neighbour, seconds, None).await;
+        support::start_app(&pool, noisy).await;
+        let attacked = window(pids, &pool, neighbour, seconds, None).await;
+        sqlx::query("UPDATE apps SET desired_state = 'stopped' WHERE id = $1")
+            .bind(noisy)
+            .execute(&pool)
+            .await
+            .unwrap();
+        all_met &= report("noisy app (logs)", base, attacked);
+        let (lines, bytes): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), COALESCE(sum(octet_length(message)), 0)::bigint FROM app_logs WHERE app_id = $1",
+        )
         .bind(noisy)
-        .execute(&pool)
+        .fetch_one(&pool)
         .await
         .unwrap();
-    all_met &= report("noisy app (logs)", base, attacked);
-    let (lines, bytes): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), COALESCE(sum(octet_length(message)), 0)::bigint FROM app_logs WHERE app_id = $1",
-    )
-    .bind(noisy)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    println!("  the noisy app's log: {lines} lines, {:.1} MiB kept", mib(bytes as u64));
+        println!("  the noisy app's log: {lines} lines, {:.1} MiB kept", mib(bytes as u64));
+    }
     if records_in(&pool, neighbour).await >= orders as i64 {
         println!(
             "(the neighbour read all {orders} orders before the end: rates after that are 0; raise ORDERS)"

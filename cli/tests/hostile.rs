@@ -343,11 +343,17 @@ async fn subscribers_that_do_not_read_hold_a_bounded_number_of_bytes() {
     assert!(snapshot_bytes > 2 << 20, "{snapshot_bytes}");
 
     // 100 subscriptions that never read, on one connection: their snapshots would pin 300 MB.
+    // All at once: those without room wait 10 s for some, in vain.
     let before = rss(stack.pid());
+    let attempts = (0..100).map(|_| {
+        let mut client = client.clone();
+        let request = wide_request(&token);
+        async move { client.subscribe(request).await }
+    });
     let mut held = Vec::new();
     let mut exhausted = 0;
-    for _ in 0..100 {
-        match client.subscribe(wide_request(&token)).await {
+    for answer in futures::future::join_all(attempts).await {
+        match answer {
             Ok(response) => held.push(response.into_inner()),
             Err(status) => {
                 assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
@@ -374,4 +380,85 @@ async fn subscribers_that_do_not_read_hold_a_bounded_number_of_bytes() {
     let mut stream = client.subscribe(wide_request(&token)).await.unwrap().into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert!(matches!(first.event, Some(subscribe_response::Event::Snapshot(_))));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_views_and_requests_are_refused_and_sign_ins_do_not_grow_the_server() {
+    use aerogrid_proto::v1::grid_service_client::GridServiceClient;
+    let temp = tempfile::tempdir().unwrap();
+    let stack = DevStack::start_with_args(&temp.path().join("data"), &["--no-runtime"]);
+    let token = stack.file("admin-token");
+    let channel = tonic::transport::Endpoint::from_shared(stack.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = GridServiceClient::new(channel);
+    let grid = aerogrid_proto::v1::GridRef {
+        team: "acme".into(),
+        app: "orders".into(),
+        grid: "product_sum".into(),
+    };
+    let subscribe = |columns: Vec<String>, row_keys: Vec<String>| {
+        let mut request = tonic::Request::new(aerogrid_proto::v1::SubscribeRequest {
+            grid: Some(grid.clone()),
+            columns,
+            row_keys,
+            ..Default::default()
+        });
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    };
+    let before = rss(stack.pid());
+    // Beyond the view's caps: refused before anything is looked up.
+    let keys: Vec<String> = (0..10_001).map(|index| format!("k{index}")).collect();
+    let refused = client.subscribe(subscribe(vec![], keys)).await.map(|_| ()).unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let columns: Vec<String> = (0..1_001).map(|index| format!("c{index}")).collect();
+    let refused = client.subscribe(subscribe(columns, vec![])).await.map(|_| ()).unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    // A request larger than 1 MiB is refused from its length prefix (one column named 300,000
+    // times: 3.6 MB), again and again.
+    for _ in 0..20 {
+        let refused = client
+            .subscribe(subscribe(vec!["units_sold".to_owned(); 300_000], vec![]))
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            matches!(refused.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted),
+            "{refused:?}"
+        );
+    }
+    // Twenty sign-ins verified one after another: the argon2 memory is reused.
+    let http = support::http();
+    for index in 0..20 {
+        let response = http
+            .post(format!("{}/api/v1/auth/sign-in", stack.url))
+            .json(&json!({ "name": format!("nobody-{index}"), "password": "wrong" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    // A 250 KiB program is checked within the checker's bounds.
+    let mut code = String::from("import aerogrid\n");
+    let mut index = 0;
+    while code.len() < 250 * 1024 {
+        code.push_str(&format!("value_{index} = [{index}, ({index} + 1) * 2]\n"));
+        index += 1;
+    }
+    let started = Instant::now();
+    let checked = http
+        .post(format!("{}/api/v1/validate", stack.url))
+        .bearer_auth(stack.file("admin-token"))
+        .json(&json!({ "code": code }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(checked.status(), StatusCode::OK);
+    let took = started.elapsed();
+    let grown = rss(stack.pid()).saturating_sub(before);
+    eprintln!("a 250 KiB check took {took:?}; the server grew {} MiB in all", grown >> 20);
+    assert!(grown < 64 << 20, "the server grew {} MiB", grown >> 20);
 }
