@@ -12,6 +12,7 @@
 //! generation, so a revocation costs one query set per distinct (credential, target), not one
 //! per stream.
 
+use crate::LockExt as _;
 use std::{
     collections::HashMap,
     future::Future,
@@ -111,7 +112,7 @@ impl<T: Clone> SharedChecks<T> {
         check: impl FnOnce() -> F,
     ) -> T {
         let cell = {
-            let mut checks = self.checks.lock().expect("access checks lock");
+            let mut checks = self.checks.locked();
             if checks.number != generation {
                 // A new generation: every earlier answer may be stale.
                 *checks = Generation { number: generation, results: HashMap::new() };

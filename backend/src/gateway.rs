@@ -13,6 +13,7 @@
 //! - Every call is authorised against Postgres before any grid data is read, and every open
 //!   stream again whenever access may have shrunk (`crate::access`).
 
+use crate::LockExt as _;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, Weak, atomic::AtomicBool},
@@ -178,7 +179,7 @@ async fn end_streams_of_stopped_apps(state: AppState, feeds: Feeds) {
             loop {
                 let notification = listener.recv().await?;
                 let Ok(app_id) = notification.payload().parse::<Uuid>() else { continue };
-                let feed = live_feed(&feeds.lock().expect("feeds lock"), app_id);
+                let feed = live_feed(&feeds.locked(), app_id);
                 let Some(feed) = feed else { continue };
                 let ended = match grids::desired_state(state.db(), app_id).await {
                     Ok(None) => Status::not_found("the app was deleted"),
@@ -207,8 +208,7 @@ async fn end_streams_on_shutdown(mut shutting_down: watch::Receiver<bool>, feeds
     if shutting_down.wait_for(|down| *down).await.is_err() {
         return;
     }
-    let live: Vec<Arc<AppFeed>> =
-        feeds.lock().expect("feeds lock").values().filter_map(Weak::upgrade).collect();
+    let live: Vec<Arc<AppFeed>> = feeds.locked().values().filter_map(Weak::upgrade).collect();
     for feed in live {
         feed.end(shutting_down_status());
     }
@@ -455,13 +455,13 @@ async fn allow(
 impl GridGateway {
     /// The app's feed, started if it has none, once it has read its changelog to the end.
     async fn feed(&self, app_id: Uuid) -> Result<Arc<AppFeed>, Status> {
-        let existing = live_feed(&self.feeds.lock().expect("feeds lock"), app_id);
+        let existing = live_feed(&self.feeds.locked(), app_id);
         let feed = match existing {
             Some(feed) => feed,
             None => {
                 let from =
                     grids::snapshot_offset(self.state.db(), app_id).await.map_err(internal)?;
-                let mut feeds = self.feeds.lock().expect("feeds lock");
+                let mut feeds = self.feeds.locked();
                 // Another call may have started one meanwhile.
                 match live_feed(&feeds, app_id) {
                     Some(feed) => feed,
@@ -597,7 +597,7 @@ impl AppFeed {
     /// A snapshot of `grid` and the changes after it; or the names of the grids there are.
     #[allow(clippy::type_complexity, reason = "a pair, named at the one call site")]
     fn subscribe(&self, grid: &str, view: &GridView) -> Result<(Snapshot, Position), Vec<String>> {
-        let state = self.state.lock().expect("feed lock");
+        let state = self.state.locked();
         let snapshot = snapshot_of(&state, grid, view)
             .ok_or_else(|| state.replay.state.grids.keys().cloned().collect::<Vec<_>>())?;
         // Under the lock: no change falls between the snapshot and the subscription.
@@ -614,7 +614,7 @@ impl AppFeed {
     /// About what a snapshot of `grid` in `view` takes encoded, without making it (None: no
     /// such grid).
     fn snapshot_bytes(&self, grid: &str, view: &GridView) -> Option<usize> {
-        let state = self.state.lock().expect("feed lock");
+        let state = self.state.locked();
         let found = state.replay.state.grids.get(grid)?;
         let columns = view.columns(&found.columns);
         let rows: usize = found
@@ -627,7 +627,7 @@ impl AppFeed {
     }
 
     fn snapshot(&self, grid: &str, view: &GridView) -> Option<Snapshot> {
-        snapshot_of(&self.state.lock().expect("feed lock"), grid, view)
+        snapshot_of(&self.state.locked(), grid, view)
     }
 }
 
@@ -744,7 +744,7 @@ fn consume(
 
 /// Applies records in order and broadcasts what they changed: consecutive deltas as one.
 fn apply_burst(feed: &AppFeed, records: Vec<ChangelogRecord>) {
-    let mut state = feed.state.lock().expect("feed lock");
+    let mut state = feed.state.locked();
     let mut merged: Option<ChangelogDelta> = None;
     // Sent under the lock, so subscribers see events in sequence order after their snapshot.
     let send = |state: &mut FeedState, event: FeedEvent| {
@@ -1217,7 +1217,7 @@ fn prepare(
     delta: &ChangelogDelta,
     view: &GridView,
 ) -> Arc<Prepared> {
-    let mut prepared = prepared.lock().expect("prepared lock");
+    let mut prepared = prepared.locked();
     if let Some(found) = prepared
         .iter()
         .find(|candidate| Arc::ptr_eq(&candidate.view, &view.key) || candidate.view == view.key)
@@ -1514,6 +1514,8 @@ mod tests {
                 max_connections_per_address: 1,
                 header_timeout_seconds: 1.0,
                 keepalive_seconds: 1.0,
+                requests_per_second_per_address: 1.0,
+                request_burst_per_address: 1.0,
             },
             gateway: crate::config::GatewayLimits {
                 feed_buffer_mib: 1,

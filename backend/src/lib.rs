@@ -31,6 +31,18 @@ pub use error::{Error, Result};
 pub use http::openapi;
 pub use server::ConnectionLimits;
 
+/// A mutex taken even if a panic poisoned it: what it guards (maps and counters) stays usable,
+/// and a request never panics for a panic elsewhere.
+pub(crate) trait LockExt<T> {
+    fn locked(&self) -> std::sync::MutexGuard<'_, T>;
+}
+
+impl<T> LockExt<T> for std::sync::Mutex<T> {
+    fn locked(&self) -> std::sync::MutexGuard<'_, T> {
+        self.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// How many of one kind of CPU-heavy request work (a password's argon2, a code check) run at
 /// once: half the cores, at least one. The rest stay for serving streams and for whatever else
 /// runs on the machine (a runtime node, in `aerogrid dev`).
@@ -64,6 +76,7 @@ struct StateInner {
     quotas: QuotaDefaults,
     connection_limits: server::ConnectionLimits,
     gateway_limits: config::GatewayLimits,
+    request_rate: http::RequestRate,
     /// Proxies whose `X-Forwarded-For` tells the client's address (`--trusted-proxy`).
     trusted_proxies: Vec<config::AddressRange>,
 }
@@ -100,6 +113,10 @@ impl AppState {
                 quotas: server.quotas,
                 connection_limits: server.connections,
                 gateway_limits: server.gateway,
+                request_rate: http::RequestRate::new(
+                    server.connections.requests_per_second_per_address,
+                    server.connections.request_burst_per_address,
+                ),
                 trusted_proxies: server.trusted_proxies.clone(),
             }),
         })

@@ -207,6 +207,10 @@ async fn slow_and_greedy_clients_are_cut_off_and_forwarded_addresses_need_a_trus
             "16",
             "--trusted-proxy",
             "127.0.0.1",
+            "--requests-per-second-per-address",
+            "50",
+            "--request-burst-per-address",
+            "50",
             "--no-runtime",
         ],
     );
@@ -264,6 +268,32 @@ async fn slow_and_greedy_clients_are_cut_off_and_forwarded_addresses_need_a_trus
     // Another client behind the same proxy is not locked out.
     let other = sign_in("nobody-else".into(), "203.0.113.8").await.unwrap();
     assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
+
+    // 300 requests from one address, ten at a time, at 50 a second with a burst of 50: the
+    // burst goes at once, the rest waits its turn (the unit test has the refusals beyond 2 s).
+    let started = Instant::now();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(10));
+    let flood = (0..300).map(|_| {
+        let (client, gate) = (client.clone(), gate.clone());
+        let url = format!("{}/healthz", stack.url);
+        async move {
+            let _turn = gate.acquire().await.unwrap();
+            client.get(url).header("x-forwarded-for", "198.51.100.9").send().await.unwrap().status()
+        }
+    });
+    let statuses = futures::future::join_all(flood).await;
+    let took = started.elapsed();
+    eprintln!("300 requests at 50/s: {took:?}");
+    assert!(statuses.iter().all(|status| *status == StatusCode::OK), "{statuses:?}");
+    assert!(took >= Duration::from_secs(4), "250 beyond the burst at 50/s take 5 s: {took:?}");
+    // Another address (behind the same proxy) is served at once.
+    let other = client
+        .get(format!("{}/healthz", stack.url))
+        .header("x-forwarded-for", "198.51.100.10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
 }
 
 const WIDE_ROWS: &str = r#"

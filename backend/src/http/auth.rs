@@ -4,6 +4,7 @@
 //! see is NOT FOUND (its existence is not revealed), a role or token scope too small for the
 //! action is FORBIDDEN with what it would take.
 
+use crate::LockExt as _;
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
@@ -603,7 +604,7 @@ impl SignInLimiter {
     /// Counts an attempt for the name and the address, or refuses it when either used its
     /// window's attempts (a successful sign-in forgets the name's).
     fn attempt(&self, name: &str, ip: IpAddr) -> Result<()> {
-        let mut failures = self.failures.lock().expect("sign-in limiter");
+        let mut failures = self.failures.locked();
         let now = Instant::now();
         failures.retain(|_, (_, since)| now.duration_since(*since) < SIGN_IN_WINDOW);
         let keys = Self::keys(name, ip);
@@ -631,7 +632,7 @@ impl SignInLimiter {
     /// its address (many people may sign in from one).
     fn forget(&self, name: &str, ip: IpAddr) {
         let [(name_key, _), (ip_key, _)] = Self::keys(name, ip);
-        let mut failures = self.failures.lock().expect("sign-in limiter");
+        let mut failures = self.failures.locked();
         failures.remove(&name_key);
         if let Some((count, _)) = failures.get_mut(&ip_key) {
             *count = count.saturating_sub(1);

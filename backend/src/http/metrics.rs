@@ -4,6 +4,7 @@
 //! Figures are totals over all teams: per-app series would name every team's apps to anyone who
 //! can reach the endpoint (the app's own figures are in its status).
 
+use crate::LockExt as _;
 use std::{collections::BTreeMap, fmt::Write, sync::Mutex, time::Instant};
 
 use axum::{
@@ -34,7 +35,7 @@ pub(crate) struct HttpMetrics {
 
 impl HttpMetrics {
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let mut requests = self.requests.lock().expect("metrics lock");
+        let mut requests = self.requests.locked();
         let histogram = requests.entry((method.to_owned(), route.to_owned(), status)).or_default();
         for (bound, count) in BUCKETS.iter().zip(histogram.counts.iter_mut()) {
             if seconds <= *bound {
@@ -46,7 +47,7 @@ impl HttpMetrics {
     }
 
     fn render(&self, out: &mut String) {
-        let requests = self.requests.lock().expect("metrics lock");
+        let requests = self.requests.locked();
         out.push_str("# HELP aerogrid_http_requests_total HTTP requests answered.\n");
         out.push_str("# TYPE aerogrid_http_requests_total counter\n");
         for ((method, route, status), histogram) in requests.iter() {

@@ -11,6 +11,7 @@ mod excel;
 mod extract;
 mod health;
 mod metrics;
+mod rate;
 mod teams;
 mod topics;
 mod web;
@@ -23,6 +24,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 pub(crate) use auth::{SignInLimiter, authenticate};
 pub(crate) use health::{HealthCache, is_healthy};
 pub(crate) use metrics::HttpMetrics;
+pub(crate) use rate::RequestRate;
 
 use crate::{AppState, Error, Result, error::problem};
 
@@ -114,6 +116,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(crate::gateway::router(&state))
         .merge(excel::router(&state))
         .fallback_service(web::service(&state))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), rate::limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
