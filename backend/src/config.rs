@@ -107,19 +107,40 @@ impl AddressRange {
     }
 }
 
-/// The client's address: the peer's, or, when the peer is a trusted proxy, the last address
-/// in `X-Forwarded-For` that is not a trusted proxy's (the ones before it could be forged).
+/// The client's address as limits count it: the peer's, or, when the peer is a trusted proxy,
+/// the last address in `X-Forwarded-For` (all its header lines, in order) that is not a trusted
+/// proxy's (the ones before it could be forged). An IPv6 address counts as its /64: one host
+/// gets a whole /64 and could otherwise take as many addresses as it likes.
 pub fn client_address(
     peer: IpAddr,
-    forwarded_for: Option<&str>,
+    headers: &axum::http::HeaderMap,
     trusted: &[AddressRange],
 ) -> IpAddr {
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|value| value.to_str().unwrap_or("garbage"))
+        .collect();
+    limit_key(forwarded_client(peer.to_canonical(), &forwarded.join(","), trusted))
+}
+
+/// An address as per-address limits key it: IPv6 by its /64.
+pub fn limit_key(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => {
+            IpAddr::V6(std::net::Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 64) - 1)))
+        }
+        v4 => v4,
+    }
+}
+
+fn forwarded_client(peer: IpAddr, forwarded_for: &str, trusted: &[AddressRange]) -> IpAddr {
     let is_trusted = |address: IpAddr| trusted.iter().any(|range| range.contains(address));
     if !is_trusted(peer) {
         return peer;
     }
     let mut client = peer;
-    for hop in forwarded_for.unwrap_or_default().rsplit(',') {
+    for hop in forwarded_for.rsplit(',') {
         match hop.trim().parse::<IpAddr>() {
             Ok(address) => {
                 client = address;
@@ -243,16 +264,32 @@ mod tests {
         assert!("proxy".parse::<AddressRange>().is_err());
     }
 
+    fn headers(lines: &[&str]) -> axum::http::HeaderMap {
+        let mut headers = axum::http::HeaderMap::new();
+        for line in lines {
+            headers.append("x-forwarded-for", line.parse().unwrap());
+        }
+        headers
+    }
+
     #[test]
     fn forwarded_addresses_count_only_from_trusted_proxies() {
         let trusted = ["10.0.0.0/8".parse().unwrap()];
         // From the proxy: the address it saw (forged entries before it are ignored).
-        let forwarded = Some("6.6.6.6, 203.0.113.9, 10.0.0.2");
-        assert_eq!(client_address(ip("10.0.0.1"), forwarded, &trusted), ip("203.0.113.9"));
+        let forwarded = headers(&["6.6.6.6, 203.0.113.9, 10.0.0.2"]);
+        assert_eq!(client_address(ip("10.0.0.1"), &forwarded, &trusted), ip("203.0.113.9"));
+        // A proxy that adds a header line of its own: the lines count in order.
+        let two_lines = headers(&["6.6.6.6", "203.0.113.9"]);
+        assert_eq!(client_address(ip("10.0.0.1"), &two_lines, &trusted), ip("203.0.113.9"));
         // From anyone else, the header is ignored.
-        assert_eq!(client_address(ip("198.51.100.4"), forwarded, &trusted), ip("198.51.100.4"));
+        assert_eq!(client_address(ip("198.51.100.4"), &forwarded, &trusted), ip("198.51.100.4"));
         // Garbage ends the walk; no header: the proxy itself.
-        assert_eq!(client_address(ip("10.0.0.1"), Some("x, 10.0.0.3"), &trusted), ip("10.0.0.3"));
-        assert_eq!(client_address(ip("10.0.0.1"), None, &trusted), ip("10.0.0.1"));
+        let garbage = headers(&["x, 10.0.0.3"]);
+        assert_eq!(client_address(ip("10.0.0.1"), &garbage, &trusted), ip("10.0.0.3"));
+        assert_eq!(client_address(ip("10.0.0.1"), &headers(&[]), &trusted), ip("10.0.0.1"));
+        // IPv6 counts by its /64.
+        let host = client_address(ip("2001:db8:1:2:aaaa::1"), &headers(&[]), &trusted);
+        assert_eq!(host, ip("2001:db8:1:2::"));
+        assert_eq!(host, client_address(ip("2001:db8:1:2:ffff::9"), &headers(&[]), &trusted));
     }
 }

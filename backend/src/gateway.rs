@@ -249,9 +249,15 @@ impl GridService for GridGateway {
         let generation = self.state.inner.access_generation.subscribe();
         let allowed = allow(&self.state, &credentials, &grid_ref).await.map_err(Denied::on_open)?;
         let feed = self.feed(allowed.app.app_id).await?;
+        // The view itself is held as long as the stream (up to ~3 MiB for 10,000 long keys):
+        // counted against the same bound, for the stream's life.
+        let caller: Arc<str> = allowed.user.as_str().into();
+        let view_held = self
+            .unread
+            .take(&caller, view.bytes())
+            .map_err(|exhausted| exhausted_status(&exhausted))?;
         // Room for the snapshot first (waiting for it while others are read), then the snapshot:
         // callers that do not read wait, rather than each holding one made for nothing.
-        let caller: Arc<str> = allowed.user.as_str().into();
         let expected_bytes = feed.snapshot_bytes(&grid_ref.grid, &view).unwrap_or(0);
         let unread = self
             .unread
@@ -303,6 +309,7 @@ impl GridService for GridGateway {
             caller,
             budget: self.unread.clone(),
             unread: Some(unread),
+            _view_held: view_held,
         };
         // No task of its own: the response body polls it, when the connection takes more.
         let stream = futures::stream::unfold(subscription, |mut subscription| async move {
@@ -540,13 +547,17 @@ enum FeedEvent {
 
 /// What a `Reset` or `Ended` event is counted as in a feed's ring.
 const SMALL_EVENT_BYTES: usize = 64;
+/// Views whose encodings of a delta an event keeps for the subscribers that share them.
+const MAX_SHARED_VIEWS: usize = 4;
 
 impl FeedEvent {
-    /// The bytes the event is counted as: a delta's, twice (the views' encodings of it are
-    /// shared by subscribers of the same view, and each is at most the delta).
+    /// The bytes the event is counted as: its delta's, and as much again for each view's
+    /// encoding of it it may keep (each is at most the delta).
     fn bytes(&self) -> usize {
         match self {
-            Self::Delta { delta, .. } => 2 * delta.encoded_len() + SMALL_EVENT_BYTES,
+            Self::Delta { delta, .. } => {
+                (1 + MAX_SHARED_VIEWS) * delta.encoded_len() + SMALL_EVENT_BYTES
+            }
             Self::Reset | Self::Ended(_) => SMALL_EVENT_BYTES,
         }
     }
@@ -854,6 +865,8 @@ struct GridView {
 
 #[derive(Debug, PartialEq, Eq)]
 struct ViewKey {
+    /// Of the rest: views with different hashes differ, without comparing 10,000 keys.
+    hash: u64,
     grid: String,
     columns: Vec<String>,
     /// Sorted.
@@ -887,6 +900,13 @@ impl PickedColumns {
 }
 
 impl GridView {
+    /// About what the view holds: its row keys twice (a set and the sorted key) and columns.
+    fn bytes(&self) -> usize {
+        let keys: usize = self.key.row_keys.iter().map(|key| 2 * (key.len() + 32)).sum();
+        let columns: usize = self.columns.iter().map(|column| 2 * (column.len() + 24)).sum();
+        256 + keys + columns
+    }
+
     /// The view a request asks for. Columns are deduplicated (each then matches at most one
     /// column of the grid, so a view is never wider than its grid) and both lists are capped:
     /// what a subscriber costs does not grow with what it sends.
@@ -903,8 +923,15 @@ impl GridView {
             request.row_keys.iter().cloned().collect();
         let mut sorted_keys: Vec<String> = row_keys.iter().cloned().collect();
         sorted_keys.sort();
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (grid, &columns, &sorted_keys).hash(&mut hasher);
+            hasher.finish()
+        };
         Ok(Self {
             key: Arc::new(ViewKey {
+                hash,
                 grid: grid.to_owned(),
                 columns: columns.clone(),
                 row_keys: sorted_keys,
@@ -990,6 +1017,8 @@ struct Subscription {
     budget: Arc<UnreadBudget>,
     /// The last message handed over, until the next is asked for (then it has been read).
     unread: Option<Unread>,
+    /// The view's own bytes, for the stream's life.
+    _view_held: Unread,
 }
 
 /// What a stream checks again whenever access may have shrunk (see [`crate::access`]).
@@ -1218,10 +1247,10 @@ fn prepare(
     view: &GridView,
 ) -> Arc<Prepared> {
     let mut prepared = prepared.locked();
-    if let Some(found) = prepared
-        .iter()
-        .find(|candidate| Arc::ptr_eq(&candidate.view, &view.key) || candidate.view == view.key)
-    {
+    if let Some(found) = prepared.iter().find(|candidate| {
+        Arc::ptr_eq(&candidate.view, &view.key)
+            || (candidate.view.hash == view.key.hash && candidate.view == view.key)
+    }) {
         return found.clone();
     }
     let touched = grid_changes(delta, &view.key.grid, view).map(|(columns, rows)| Touched {
@@ -1233,7 +1262,11 @@ fn prepare(
         }),
     });
     let new = Arc::new(Prepared { view: view.key.clone(), touched });
-    prepared.push(new.clone());
+    // The first few views are shared (and counted in the ring's bytes); a subscriber of any
+    // other view gets its own, dropped once taken.
+    if prepared.len() < MAX_SHARED_VIEWS {
+        prepared.push(new.clone());
+    }
     new
 }
 
@@ -1607,6 +1640,7 @@ mod tests {
             caller: "tester".into(),
             budget: UnreadBudget::new(1 << 20, 1 << 20),
             unread: None,
+            _view_held: UnreadBudget::new(1 << 20, 1 << 20).take(&"tester".into(), 1).unwrap(),
         };
         // More events than the feed keeps, then the end: the `Ended` event itself is among
         // those the subscriber skips when it starts over.

@@ -127,7 +127,7 @@ pub(crate) async fn serve(
             accepted = axum::serve::Listener::accept(&mut listener) => accepted,
             () = &mut shutdown => break,
         };
-        let Some(slot) = Slot::take(&open, peer.ip(), &limits) else {
+        let Some(slot) = Slot::take(&open, crate::config::limit_key(peer.ip()), &limits) else {
             if !refused_warned {
                 refused_warned = true;
                 tracing::warn!(%peer, "Connection limit reached: new connections are closed.");
@@ -141,7 +141,11 @@ pub(crate) async fn serve(
             let _slot = slot;
             let served = match acceptor {
                 None => watcher
-                    .watch(connection(stream, service, &limits))
+                    .watch(connection(
+                        FirstBytesWithin::new(stream, limits.header_timeout()),
+                        service,
+                        &limits,
+                    ))
                     .await
                     .map_err(|error| error.to_string()),
                 Some(acceptor) => {
@@ -156,7 +160,11 @@ pub(crate) async fn serve(
                             Err(_) => return,
                         };
                     watcher
-                        .watch(connection(stream, service, &limits))
+                        .watch(connection(
+                            FirstBytesWithin::new(stream, limits.header_timeout()),
+                            service,
+                            &limits,
+                        ))
                         .await
                         .map_err(|error| error.to_string())
                 }
@@ -173,6 +181,88 @@ pub(crate) async fn serve(
         );
     }
     Ok(())
+}
+
+/// Bytes that tell HTTP/1 from HTTP/2 (the length of HTTP/2's preface).
+const PROTOCOL_BYTES: usize = 24;
+
+/// A connection that must send its first bytes (enough to tell its protocol) within a time:
+/// hyper has no timeout of its own before it knows the protocol, so a connection that sends
+/// nothing, or part of HTTP/2's preface, would stay open for good.
+struct FirstBytesWithin<I> {
+    inner: I,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    read: usize,
+}
+
+impl<I> FirstBytesWithin<I> {
+    fn new(inner: I, within: Duration) -> Self {
+        Self { inner, deadline: Some(Box::pin(tokio::time::sleep(within))), read: 0 }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for FirstBytesWithin<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.deadline.is_none() {
+            return polled;
+        }
+        if polled.is_ready() {
+            self.read += buf.filled().len() - before;
+            if self.read >= PROTOCOL_BYTES || buf.filled().len() == before {
+                self.deadline = None;
+            }
+            return polled;
+        }
+        match self.deadline.as_mut().map(|deadline| deadline.as_mut().poll(cx)) {
+            Some(std::task::Poll::Ready(())) => std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no request within the header timeout",
+            ))),
+            _ => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for FirstBytesWithin<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, data)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 type Service = TowerToHyperService<AddExtension<Router, ConnectInfo<SocketAddr>>>;

@@ -1,4 +1,5 @@
-//! Bytes handed to subscribers' connections that their clients have not read yet.
+//! Bytes handed to subscribers' connections that their clients have not read yet (and the
+//! views their streams hold, for as long as they are open).
 //!
 //! A grid stream is pulled: the connection asks for its next message only once it has sent the
 //! last one. A message asked for and not yet followed by the next ask sits in the connection's

@@ -52,7 +52,10 @@ impl Workers {
     ) -> Option<T> {
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = done.send(work());
+            // Nobody waits for it any more (the client went away): not run.
+            if !done.is_closed() {
+                let _ = done.send(work());
+            }
         });
         self.jobs.as_ref()?.try_send(job).ok()?;
         result.await.ok()

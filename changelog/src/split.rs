@@ -8,15 +8,16 @@ use prost::Message as _;
 /// Kafka's record and batch framing.
 const ENVELOPE_BYTES: usize = 256;
 
-/// A single row too large for one changelog record: the app cannot run as it is.
+/// A single row, or a grid's declaration (its name and columns), too large for one changelog
+/// record: the app cannot run as it is.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "row `{key}` of grid `{grid}` takes {bytes} bytes; a changelog record holds at most {limit} \
-     (the broker's max.message.bytes)"
+    "{what} takes {bytes} bytes; a changelog record holds at most {limit} (the broker's \
+     max.message.bytes)"
 )]
 pub struct RowTooLarge {
-    pub grid: String,
-    pub key: String,
+    /// "row `k` of grid `g`", or "the declaration of grid `g`".
+    pub what: String,
     pub bytes: usize,
     pub limit: usize,
 }
@@ -48,15 +49,27 @@ impl Packer {
     }
 
     /// The header of `grid` (name and columns) in the current piece, as the newest grid.
-    fn open(&mut self, grid: &str, columns: &[String]) {
+    fn open(&mut self, grid: &str, columns: &[String]) -> Result<(), RowTooLarge> {
         if self.current.last().is_some_and(|last| last.grid == grid) {
-            return;
+            return Ok(());
         }
         let header =
             GridDelta { grid: grid.to_owned(), columns: columns.to_vec(), ..GridDelta::default() };
         // A length prefix of up to 5 bytes: the grid's rows change its length.
-        self.size += header.encoded_len() + 6;
+        let bytes = header.encoded_len() + 6;
+        if self.size + bytes > self.budget && !self.current.is_empty() {
+            self.cut();
+        }
+        if bytes > self.budget {
+            return Err(RowTooLarge {
+                what: format!("the declaration of grid `{grid}` ({} columns)", columns.len()),
+                bytes,
+                limit: self.limit,
+            });
+        }
+        self.size += bytes;
         self.current.push(header);
+        Ok(())
     }
 
     fn push(&mut self, grid: &str, columns: &[String], item: Item) -> Result<(), RowTooLarge> {
@@ -64,18 +77,17 @@ impl Packer {
             Item::Upsert(row) => field_bytes(row.encoded_len()),
             Item::Delete(key) => field_bytes(key.len()),
         };
-        self.open(grid, columns);
+        self.open(grid, columns)?;
         if self.size + item_bytes > self.budget {
             self.cut();
-            self.open(grid, columns);
+            self.open(grid, columns)?;
             if self.size + item_bytes > self.budget {
                 let key = match item {
                     Item::Upsert(row) => row.key,
                     Item::Delete(key) => key,
                 };
                 return Err(RowTooLarge {
-                    grid: grid.to_owned(),
-                    key,
+                    what: format!("row `{key}` of grid `{grid}`"),
                     bytes: item_bytes,
                     limit: self.limit,
                 });
@@ -120,7 +132,7 @@ pub fn split_delta(
     // (Counters: two varints in a message, on the last piece.)
     let mut packer = Packer::new(max_record_bytes, offsets_bytes(&delta.offsets) + 24);
     for grid in delta.grids {
-        packer.open(&grid.grid, &grid.columns);
+        packer.open(&grid.grid, &grid.columns)?;
         for row in grid.upserted {
             packer.push(&grid.grid, &grid.columns, Item::Upsert(row))?;
         }
@@ -151,7 +163,7 @@ pub(crate) fn snapshot_parts<'a>(
 ) -> Result<Vec<SnapshotPart>, RowTooLarge> {
     let mut packer = Packer::new(max_record_bytes, offsets_bytes(&offsets) + 40);
     for (name, grid) in grids {
-        packer.open(name, &grid.columns);
+        packer.open(name, &grid.columns)?;
         for (key, values) in &grid.rows {
             let row = Row { key: key.clone(), values: values.clone() };
             packer.push(name, &grid.columns, Item::Upsert(row))?;
@@ -249,7 +261,42 @@ mod tests {
             counts: None,
         };
         let refused = split_delta(delta, 10_000).unwrap_err();
-        assert_eq!((refused.grid.as_str(), refused.key.as_str()), ("g", "huge"));
+        assert_eq!(refused.what, "row `huge` of grid `g`");
         assert!(refused.to_string().contains("a changelog record holds at most 10000"));
+    }
+
+    #[test]
+    fn many_wide_grids_are_cut_across_records_and_one_too_wide_is_refused() {
+        let columns: Vec<String> = (0..40).map(|index| format!("column_{index}")).collect();
+        let grids = (0..300)
+            .map(|index| GridDelta {
+                grid: format!("grid_{index}"),
+                columns: columns.clone(),
+                ..GridDelta::default()
+            })
+            .collect();
+        let pieces =
+            split_delta(ChangelogDelta { grids, offsets: vec![], counts: None }, 10_000).unwrap();
+        assert!(pieces.len() > 1);
+        assert!(pieces.iter().all(|piece| record_bytes(piece.clone()) <= 10_000));
+        assert_eq!(pieces.iter().map(|piece| piece.grids.len()).sum::<usize>(), 300);
+        let wide: Vec<String> = (0..2000).map(|index| format!("column_{index}")).collect();
+        let refused = split_delta(
+            ChangelogDelta {
+                grids: vec![GridDelta {
+                    grid: "wide".into(),
+                    columns: wide,
+                    ..GridDelta::default()
+                }],
+                offsets: vec![],
+                counts: None,
+            },
+            10_000,
+        )
+        .unwrap_err();
+        assert!(
+            refused.what.contains("the declaration of grid `wide` (2000 columns)"),
+            "{refused}"
+        );
     }
 }

@@ -145,7 +145,9 @@ async fn hostile_connector_output_is_bounded_and_a_row_too_large_fails_its_app_o
     assert!(messages.iter().any(replaced), "{messages:?}");
     assert!(messages.iter().any(|message| message.ends_with("\\0nul")), "NUL escaped");
     assert!(
-        messages.iter().any(|message| message.contains("more than 20 lines/s")),
+        messages
+            .iter()
+            .any(|message| message.contains("more than 20 lines and bad records a second")),
         "one warning about the rate: {messages:?}"
     );
     // 53 lines printed; 20 may come at once, then 20 a second, and one warning.
@@ -222,6 +224,15 @@ async fn slow_and_greedy_clients_are_cut_off_and_forwarded_addresses_need_a_trus
     let took = closed_within(&mut slow, Duration::from_secs(10)).await;
     let took = took.expect("a head that never ends is cut off");
     assert!(took >= Duration::from_millis(900), "not before the timeout: {took:?}");
+    // A connection that sends nothing, or part of HTTP/2's preface, too.
+    let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(10)).await.is_some(), "silent");
+    let mut preface = tokio::net::TcpStream::connect(&address).await.unwrap();
+    preface.write_all(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..23]).await.unwrap();
+    assert!(
+        closed_within(&mut preface, Duration::from_secs(10)).await.is_some(),
+        "a partial preface"
+    );
     // An idle keep-alive connection closes after as long.
     let mut idle = tokio::net::TcpStream::connect(&address).await.unwrap();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();

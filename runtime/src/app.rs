@@ -313,7 +313,8 @@ async fn run_once(
         input,
         db::set_grids(&context.db, app_id, &columns, &topic_names),
     )?;
-    let (counted, totals) = crate::status::reconcile(&context.db, app_id, &state).await?;
+    let lease = db::Lease { node_id: context.node_id.clone(), epoch };
+    let (counted, totals) = crate::status::reconcile(&context.db, app_id, &lease, &state).await?;
     state.reshape(&columns);
     let mut usage = GridUsage::of(&state);
     let mut change_rate = ChangeRate::new(limits.changes_per_second);
@@ -331,7 +332,6 @@ async fn run_once(
     let mut pending = Pending::default();
     let mut flush = tokio::time::interval(STATUS_FLUSH);
     // Status goes to Postgres from a task of its own: the loop never waits for the database.
-    let lease = db::Lease { node_id: context.node_id.clone(), epoch };
     let mut status = StatusWriter::start(context.db.clone(), app_id, lease, &context.output);
     // Logs, bad records and counts of records the status has counted before are not repeated.
     let mut output = Output::new(context.output.clone(), counted, totals);
@@ -504,6 +504,8 @@ async fn run_once(
     .await;
     let finished = status.finish(pending).await;
     match (result, finished) {
+        // Whatever the loop saw of it (the writer "stopped"), the run ends for that reason.
+        (_, Err(Error::LeaseLost)) => Err(Error::LeaseLost),
         (Ok(stop @ Outcome::Stop(_)), Err(error)) => {
             tracing::warn!(%app_id, %error, "The app's last status was not written.");
             Ok(stop)
@@ -520,10 +522,14 @@ async fn run_once(
 /// that is not a number, negative or beyond a year fails the app (never a panic).
 fn timer_deadline(seconds: Option<f64>) -> Result<Option<tokio::time::Instant>> {
     const MAX_TIMER: Duration = Duration::from_secs(366 * 24 * 3600);
+    // A timer already due (0) waits the shortest period still: however the connector answers,
+    // the node ticks it at most every millisecond.
+    const MIN_TIMER: Duration = Duration::from_millis(1);
     let Some(seconds) = seconds else { return Ok(None) };
     Duration::try_from_secs_f64(seconds)
         .ok()
         .filter(|wait| *wait <= MAX_TIMER)
+        .map(|wait| wait.max(MIN_TIMER))
         .and_then(|wait| tokio::time::Instant::now().checked_add(wait))
         .map(Some)
         .ok_or_else(|| Error::Refused {

@@ -259,17 +259,7 @@ pub(crate) async fn write_status(
     status: &crate::status::Pending,
 ) -> Result<()> {
     let mut transaction = db.begin().await?;
-    let held = sqlx::query_scalar!(
-        "SELECT 1 AS held FROM app_leases WHERE app_id = $1 AND node_id = $2 AND epoch = $3 FOR SHARE",
-        app_id,
-        lease.node_id,
-        lease.epoch,
-    )
-    .fetch_optional(&mut *transaction)
-    .await?;
-    if held.is_none() {
-        return Err(crate::Error::LeaseLost);
-    }
+    hold_lease(&mut transaction, app_id, lease).await?;
     let bad = &status.bad;
     let bad_count = bad.topics.len() as i64;
     if status.records_in > 0 || bad_count > 0 || status.lag.is_some() {
@@ -343,6 +333,27 @@ pub(crate) struct Lease {
     pub(crate) epoch: i64,
 }
 
+/// Fails with `LeaseLost` unless this node holds the app's lease at its epoch; holds it (no
+/// other node can claim the app) until the transaction ends.
+async fn hold_lease(
+    transaction: &mut sqlx::PgConnection,
+    app_id: Uuid,
+    lease: &Lease,
+) -> Result<()> {
+    let held = sqlx::query_scalar!(
+        "SELECT 1 AS held FROM app_leases WHERE app_id = $1 AND node_id = $2 AND epoch = $3 FOR SHARE",
+        app_id,
+        lease.node_id,
+        lease.epoch,
+    )
+    .fetch_optional(transaction)
+    .await?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(crate::Error::LeaseLost),
+    }
+}
+
 /// The app's counters in Postgres.
 pub(crate) async fn status_counts(
     db: &sqlx::PgPool,
@@ -363,10 +374,12 @@ pub(crate) async fn status_counts(
 pub(crate) async fn set_counts(
     db: &sqlx::PgPool,
     app_id: Uuid,
+    lease: &Lease,
     counts: aerogrid_proto::v1::StatusCounts,
     progress: &aerogrid_changelog::Offsets,
 ) -> Result<()> {
     let mut transaction = db.begin().await?;
+    hold_lease(&mut transaction, app_id, lease).await?;
     sqlx::query!(
         "UPDATE app_status SET records_in = $2, bad_records = $3, updated_at = now() WHERE app_id = $1",
         app_id,

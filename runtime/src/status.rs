@@ -20,6 +20,9 @@ use uuid::Uuid;
 
 use crate::{Error, Result, db};
 
+/// Log lines and bad records waiting for Postgres at most (it is slow, or down): beyond, they are
+/// dropped as lines beyond the rate are.
+const MAX_WAITING_LINES: usize = 10_000;
 /// Old logs and bad records of an app beyond the count kept are deleted this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
@@ -108,6 +111,7 @@ impl Counted {
 pub(crate) async fn reconcile(
     db: &sqlx::PgPool,
     app_id: Uuid,
+    lease: &db::Lease,
     recovered: &GridState,
 ) -> Result<(Counted, StatusCounts)> {
     let progress = db::input_progress(db, app_id).await?;
@@ -119,7 +123,7 @@ pub(crate) async fn reconcile(
     match recovered.counts {
         Some(recovered_counts) if changelog_further => {
             tracing::info!(%app_id, ?counts, ?recovered_counts, "The changelog is further than the status: taking its counters.");
-            db::set_counts(db, app_id, recovered_counts, &recovered.offsets).await?;
+            db::set_counts(db, app_id, lease, recovered_counts, &recovered.offsets).await?;
             Ok((Counted::new(recovered.offsets.clone()), recovered_counts))
         }
         _ => Ok((Counted::new(progress), counts)),
@@ -196,8 +200,16 @@ impl Output {
         bad_records: Vec<BadRecord>,
     ) {
         let mut any_new = batch.is_none();
+        // A bad record names a record of the batch it answers, once: others come from user code
+        // meddling with the driver, and are dropped.
+        let mut of_batch: std::collections::HashSet<(i32, i64)> = match batch {
+            Some(batch) if !bad_records.is_empty() => batch.records.iter().copied().collect(),
+            _ => std::collections::HashSet::new(),
+        };
         for bad in bad_records {
-            if self.counted.is_new(&bad.topic, bad.partition, bad.offset) {
+            let in_batch = batch.is_some_and(|batch| batch.topic == bad.topic)
+                && of_batch.remove(&(bad.partition, bad.offset));
+            if in_batch && self.counted.is_new(&bad.topic, bad.partition, bad.offset) {
                 self.totals.bad_records += 1;
                 self.push_bad(pending, bad);
             }
@@ -222,34 +234,48 @@ impl Output {
         pending.log_messages.push(clean_text(message, self.limits.line_bytes));
     }
 
-    fn push_log(&mut self, pending: &mut Pending, log: LogLine) {
+    /// Takes a line's worth of the rate (and of what may wait for Postgres); false, with one
+    /// warning per run, when there is none.
+    fn take_line(&mut self, pending: &mut Pending) -> bool {
         let now = Instant::now();
         let per_second = self.limits.lines_per_second;
         self.lines_available = (self.lines_available
             + now.duration_since(self.refilled).as_secs_f64() * per_second)
             .min(per_second);
         self.refilled = now;
-        if self.lines_available < 1.0 {
+        let waiting = pending.log_messages.len() + pending.bad.topics.len();
+        if self.lines_available < 1.0 || waiting >= MAX_WAITING_LINES {
             self.dropped_lines += 1;
             if self.dropped_lines == 1 {
                 self.note(
                     pending,
                     "warning",
                     &format!(
-                        "the app logs more than {per_second} lines/s, the limit of an app: \
-                         lines beyond it are dropped"
+                        "the app logs more than {per_second} lines and bad records a second, \
+                         the limit of an app: those beyond it are not kept (bad records are \
+                         still counted)"
                     ),
                 );
             }
-            return;
+            return false;
         }
         self.lines_available -= 1.0;
+        true
+    }
+
+    fn push_log(&mut self, pending: &mut Pending, log: LogLine) {
+        if !self.take_line(pending) {
+            return;
+        }
         let level = clean_text(&log.level, 16);
         pending.log_levels.push(level);
         pending.log_messages.push(clean_text(&log.message, self.limits.line_bytes));
     }
 
-    fn push_bad(&self, pending: &mut Pending, bad: BadRecord) {
+    fn push_bad(&mut self, pending: &mut Pending, bad: BadRecord) {
+        if !self.take_line(pending) {
+            return;
+        }
         let size = |payload: &Option<Vec<u8>>| {
             payload.as_ref().map(|bytes| i32::try_from(bytes.len()).unwrap_or(i32::MAX))
         };
@@ -260,7 +286,7 @@ impl Output {
             payload
         };
         let bad_records = &mut pending.bad;
-        bad_records.topics.push(bad.topic);
+        bad_records.topics.push(clean_text(&bad.topic, 256));
         bad_records.partitions.push(bad.partition);
         bad_records.offsets.push(bad.offset);
         bad_records.reasons.push(clean_text(&bad.reason, self.limits.line_bytes));
@@ -381,7 +407,13 @@ mod tests {
         let mut output = Output::new(limits(), counted, StatusCounts::default());
         let mut pending = Pending::default();
         // The replay after a restart reads 5..15: only 10..15 are new.
-        output.take(&mut pending, Some(&batch(5..15)), vec![log("x")], vec![bad(7), bad(12)]);
+        // (99 is no record of the batch, and 12 comes twice: user code forging bad records.)
+        output.take(
+            &mut pending,
+            Some(&batch(5..15)),
+            vec![log("x")],
+            vec![bad(7), bad(12), bad(12), bad(99)],
+        );
         assert_eq!(pending.records_in, 5);
         assert_eq!(pending.bad.offsets, [12]);
         assert_eq!(pending.log_messages, ["x"]);
@@ -407,7 +439,7 @@ mod tests {
         output.take(&mut pending, None, lines, vec![]);
         output.take(&mut pending, None, vec![log("more")], vec![]);
         assert_eq!(pending.log_messages.len(), 4, "{:?}", pending.log_messages);
-        assert!(pending.log_messages[3].contains("more than 3 lines/s"));
+        assert!(pending.log_messages[3].contains("more than 3 lines and bad records a second"));
         assert_eq!(pending.log_levels[3], "warning");
     }
 }

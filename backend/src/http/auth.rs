@@ -311,9 +311,7 @@ pub(crate) async fn sign_in(
     ApiJson(body): ApiJson<SignIn>,
 ) -> Result<Response> {
     let limiter = &state.inner.sign_in_limiter;
-    let forwarded_for = headers.get("x-forwarded-for").and_then(|value| value.to_str().ok());
-    let client =
-        crate::config::client_address(peer.ip(), forwarded_for, &state.inner.trusted_proxies);
+    let client = crate::config::client_address(peer.ip(), &headers, &state.inner.trusted_proxies);
     // Counted before the verify: concurrent attempts cannot all pass the check.
     limiter.attempt(&body.name, client)?;
     if body.name.len() > MAX_SIGN_IN_NAME || body.password.len() > MAX_PASSWORD_BYTES {
@@ -406,11 +404,15 @@ pub(crate) struct NewPassword {
     security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn set_password(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     caller: Caller,
     headers: HeaderMap,
     ApiJson(body): ApiJson<NewPassword>,
 ) -> Result<StatusCode> {
     caller.require_personal(true)?;
+    // Its verify counts against the sign-in limits: it is a password guess too.
+    let client = crate::config::client_address(peer.ip(), &headers, &state.inner.trusted_proxies);
+    state.inner.sign_in_limiter.attempt(&caller.user().name, client)?;
     let (_, current) = accounts::password_of(state.db(), &caller.user().name)
         .await?
         .ok_or_else(|| Error::NotFound("the user is gone".to_owned()))?;

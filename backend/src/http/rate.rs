@@ -76,10 +76,8 @@ pub(crate) async fn limit(
     request: Request,
     next: Next,
 ) -> Response {
-    let forwarded_for =
-        request.headers().get("x-forwarded-for").and_then(|value| value.to_str().ok());
     let client =
-        crate::config::client_address(peer.ip(), forwarded_for, &state.inner.trusted_proxies);
+        crate::config::client_address(peer.ip(), request.headers(), &state.inner.trusted_proxies);
     match state.inner.request_rate.admit(client) {
         Some(wait) if wait.is_zero() => next.run(request).await,
         Some(wait) => {
