@@ -3,6 +3,7 @@
 //! position; one whose next event is gone has fallen behind (it starts over from a snapshot),
 //! so a reader that stops reading pins nothing.
 
+use crate::LockExt as _;
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex},
@@ -47,7 +48,7 @@ impl<T> Ring<T> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner<T>> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.locked()
     }
 
     /// Adds an event counted as `bytes`, drops the oldest beyond the bounds (the newest always

@@ -8,6 +8,7 @@
 //! timeout, HTTP/2 peers that stop answering pings are dropped, and HTTP/2 streams per
 //! connection and header sizes are capped.
 
+use crate::LockExt as _;
 use std::{
     collections::HashMap,
     future::Future,
@@ -82,7 +83,7 @@ struct Slot {
 
 impl Slot {
     fn take(open: &Arc<Mutex<Open>>, address: IpAddr, limits: &ConnectionLimits) -> Option<Self> {
-        let mut counts = open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut counts = open.locked();
         let from_address = counts.by_address.get(&address).copied().unwrap_or(0);
         if counts.total >= limits.max_connections
             || from_address >= limits.max_connections_per_address
@@ -97,7 +98,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut counts = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut counts = self.open.locked();
         counts.total -= 1;
         if let Some(count) = counts.by_address.get_mut(&self.address) {
             *count -= 1;

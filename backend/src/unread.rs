@@ -9,6 +9,7 @@
 //! RESOURCE_EXHAUSTED. (A caller's first message always goes: a single large snapshot is not
 //! refused for being large.)
 
+use crate::LockExt as _;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -88,7 +89,7 @@ impl UnreadBudget {
         caller: &Arc<str>,
         bytes: usize,
     ) -> Result<Unread, Exhausted> {
-        let mut waiting = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut waiting = self.waiting.locked();
         let of_caller = waiting.by_caller.get(caller).copied().unwrap_or(0);
         if of_caller > 0 && of_caller + bytes > self.per_caller {
             return Err(Exhausted {
@@ -110,8 +111,7 @@ impl UnreadBudget {
 
 impl Drop for Unread {
     fn drop(&mut self) {
-        let mut waiting =
-            self.budget.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut waiting = self.budget.waiting.locked();
         waiting.total -= self.bytes;
         if let Some(of_caller) = waiting.by_caller.get_mut(&self.caller) {
             *of_caller -= self.bytes;
