@@ -6,8 +6,8 @@
 //! buffers, and a client that stops reading pins it there. Each caller may have so many bytes
 //! waiting like that, and all callers together so many. A message that would pass either waits
 //! for room (others being read) up to `WAIT`; after that its stream ends with
-//! RESOURCE_EXHAUSTED. (A caller's first message always goes: a single large snapshot is not
-//! refused for being large.)
+//! RESOURCE_EXHAUSTED. (A caller holding less than `ALWAYS_ROOM` always gets its next message:
+//! a single large snapshot is not refused for being large, nor for the views of its streams.)
 
 use crate::LockExt as _;
 use std::{
@@ -19,6 +19,8 @@ use std::{
 /// How long a message waits for room before its stream ends: a burst of snapshots (a dashboard
 /// opening) is read in far less; a client that stopped reading never frees any.
 const WAIT: Duration = Duration::from_secs(10);
+/// Below this, a caller's next message goes whatever its size.
+const ALWAYS_ROOM: usize = 1 << 20;
 
 /// The bounds, and what is waiting now.
 pub(crate) struct UnreadBudget {
@@ -91,7 +93,7 @@ impl UnreadBudget {
     ) -> Result<Unread, Exhausted> {
         let mut waiting = self.waiting.locked();
         let of_caller = waiting.by_caller.get(caller).copied().unwrap_or(0);
-        if of_caller > 0 && of_caller + bytes > self.per_caller {
+        if of_caller >= ALWAYS_ROOM.min(self.per_caller) && of_caller + bytes > self.per_caller {
             return Err(Exhausted {
                 waiting_mib: of_caller >> 20,
                 bound_mib: self.per_caller >> 20,
@@ -146,6 +148,10 @@ mod tests {
         drop(more);
         assert!(budget.take(&mallory, 3 << 20).is_ok());
         assert!(budget.waiting.lock().unwrap().by_caller.is_empty(), "nothing left over");
+        // A stream's view held (a few hundred bytes): its snapshot still goes whatever its size.
+        let view = budget.take(&alice, 300).unwrap();
+        assert!(budget.take(&alice, 4 << 20).is_ok(), "a large snapshot beside a view");
+        drop(view);
     }
 
     #[tokio::test]
