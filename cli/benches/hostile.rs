@@ -24,16 +24,11 @@ use aerogrid_proto::v1::{GridRef, SubscribeRequest, grid_service_client::GridSer
 use support::DevStack;
 use tokio::io::AsyncWriteExt;
 
-const NEIGHBOUR: &str = r#"
-import aerogrid
-
-app = aerogrid.App('neighbour', broker=BROKER_URI)
-
-class Order(aerogrid.Record):
-    product: str
-    quantity: int
-
-orders_topic = app.topic('orders', key_type=str, value_type=Order)
+fn neighbour() -> String {
+    support::orders_program(
+        "neighbour",
+        "orders",
+        r#"
 product_sum = app.Grid('product_sum', columns=['units_sold'], default=lambda: {'units_sold': 0})
 
 @app.stream(orders_topic)
@@ -43,25 +38,24 @@ async def sum_orders(orders):
         checksum = sum(range(3000))
         units_sold = product_sum[order.product]['units_sold'] + order.quantity
         product_sum[order.product] = {'units_sold': units_sold}
-"#;
+"#,
+    )
+}
 
-const WIDE: &str = r#"
-import aerogrid
-
-app = aerogrid.App('wide', broker=BROKER_URI)
-
-class Order(aerogrid.Record):
-    product: str
-    quantity: int
-
-orders_topic = app.topic('wide-input', key_type=str, value_type=Order)
+fn wide() -> String {
+    support::orders_program(
+        "wide",
+        "wide-input",
+        r#"
 wide = app.Grid('wide', columns=['blob'])
 
 @app.stream(orders_topic)
 async def fill(orders):
     async for order_id, order in orders.items():
         wide[order_id] = {'blob': order_id * 20000}
-"#;
+"#,
+    )
+}
 
 const NOISY: &str = r#"
 import os
@@ -413,7 +407,7 @@ async fn run() {
     .unwrap();
     support::grant_topic(&pool, team, "orders").await;
     support::grant_topic(&pool, team, "wide-input").await;
-    let wide = support::create_app(&pool, team, "wide", WIDE, None).await;
+    let wide = support::create_app(&pool, team, "wide", &wide(), None).await;
     support::start_app(&pool, wide).await;
     {
         // 20 rows of ~150 KB for the unread subscribers.
@@ -427,7 +421,7 @@ async fn run() {
             producer.send(record, Duration::from_secs(30)).await.unwrap();
         }
     }
-    let neighbour = support::create_app(&pool, team, "neighbour", NEIGHBOUR, None).await;
+    let neighbour = support::create_app(&pool, team, "neighbour", &neighbour(), None).await;
     support::start_app(&pool, neighbour).await;
     while records_in(&pool, neighbour).await == 0 {
         tokio::time::sleep(Duration::from_millis(100)).await;

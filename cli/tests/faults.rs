@@ -267,35 +267,36 @@ impl Scenario {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn postgres_restarted_under_load_loses_and_doubles_nothing() {
+/// Runs the seed app, restarts a service with `restart` once it is under way, and checks the
+/// grid and counters exact afterwards.
+async fn restarted_under_load(what: &str, restart: impl AsyncFnOnce(&mut Services)) {
     let temp = tempfile::tempdir().unwrap();
     let mut scenario = Scenario::start(temp.path(), &[]).await;
     let read = scenario.wait_until_under_way().await;
     let started = Instant::now();
-    scenario.services.restart_postgres(Duration::from_secs(2)).await;
+    restart(&mut scenario.services).await;
     eprintln!(
-        "PostgreSQL went down after {read} of {ORDERS} records, for {:.1} s",
+        "{what}: down after {read} of {ORDERS} records, for {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let Scenario { stack, services, app, mut grid, .. } = scenario;
-    assert_exact_after("PostgreSQL restart", &stack, &services.database_url(), app, &mut grid)
-        .await;
+    assert_exact_after(what, &stack, &services.database_url(), app, &mut grid).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_restarted_under_load_loses_and_doubles_nothing() {
+    restarted_under_load("PostgreSQL restart", async |services: &mut Services| {
+        services.restart_postgres(Duration::from_secs(2)).await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_broker_restarted_under_load_loses_and_doubles_nothing() {
-    let temp = tempfile::tempdir().unwrap();
-    let mut scenario = Scenario::start(temp.path(), &[]).await;
-    let read = scenario.wait_until_under_way().await;
-    let started = Instant::now();
-    scenario.services.restart_broker(Duration::from_secs(2)).await;
-    eprintln!(
-        "The broker went down after {read} of {ORDERS} records, for {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let Scenario { stack, services, app, mut grid, .. } = scenario;
-    assert_exact_after("broker restart", &stack, &services.database_url(), app, &mut grid).await;
+    restarted_under_load("broker restart", async |services: &mut Services| {
+        services.restart_broker(Duration::from_secs(2)).await;
+    })
+    .await;
 }
 
 fn spawn_node(services: &Services, log: &Path, name: &str) -> std::process::Child {

@@ -14,17 +14,12 @@ use serde_json::{Value, json};
 use support::{DevStack, api::Api};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const NOISY: &str = r#"
+fn noisy() -> String {
+    support::orders_program(
+        "noisy",
+        "orders",
+        r#"
 import sys
-import aerogrid
-
-app = aerogrid.App('noisy', broker=BROKER_URI)
-
-class Order(aerogrid.Record):
-    product: str
-    quantity: int
-
-orders_topic = app.topic('orders', key_type=str, value_type=Order)
 product_sum = app.Grid('product_sum', columns=['units_sold'], default=lambda: {'units_sold': 0})
 
 @app.stream(orders_topic)
@@ -39,18 +34,15 @@ async def sum_orders(orders):
         print(f'order {order_id}\0nul')
         units_sold = product_sum[order.product]['units_sold'] + order.quantity
         product_sum[order.product] = {'units_sold': units_sold}
-"#;
+"#,
+    )
+}
 
-const HUGE_ROWS: &str = r#"
-import aerogrid
-
-app = aerogrid.App('huge', broker=BROKER_URI)
-
-class Order(aerogrid.Record):
-    product: str
-    quantity: int
-
-orders_topic = app.topic('orders', key_type=str, value_type=Order)
+fn huge_rows() -> String {
+    support::orders_program(
+        "huge",
+        "orders",
+        r#"
 big = app.Grid('big', columns=['blob'])
 
 @app.stream(orders_topic)
@@ -58,16 +50,18 @@ async def fill(orders):
     async for order_id, order in orders.items():
         if order_id == 'order-3':
             big[order_id] = {'blob': 'x' * 1500000}
-"#;
+"#,
+    )
+}
 
 async fn status_of(api: &Api, app: &str) -> Value {
     api.admin(Method::GET, &format!("/api/v1/teams/acme/apps/{app}/status"), None).await
 }
 
-async fn wait_until(what: &str, stack: &DevStack, mut done: impl AsyncFnMut() -> Option<Value>) {
+async fn wait_until(what: &str, stack: &DevStack, mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        if done().await.is_some() {
+        if done().await {
             return;
         }
         assert!(Instant::now() < deadline, "never {what}:\n{}", stack.stderr());
@@ -110,13 +104,13 @@ async fn hostile_connector_output_is_bounded_and_a_row_too_large_fails_its_app_o
     let bad: Vec<(String, String)> =
         (0..5).map(|index| (format!("bad-{index}"), bad_value.clone())).collect();
     produce(&kafka, bad).await;
-    let noisy = support::create_running_app(&pool, NOISY).await;
+    let noisy = support::create_running_app(&pool, &noisy()).await;
     let team: uuid::Uuid = sqlx::query_scalar("SELECT team_id FROM apps WHERE id = $1")
         .bind(noisy)
         .fetch_one(&pool)
         .await
         .unwrap();
-    let huge = support::create_app(&pool, team, "huge", HUGE_ROWS, None).await;
+    let huge = support::create_app(&pool, team, "huge", &huge_rows(), None).await;
     support::start_app(&pool, huge).await;
     let api = Api::new(&stack);
     let started = Instant::now();
@@ -124,7 +118,7 @@ async fn hostile_connector_output_is_bounded_and_a_row_too_large_fails_its_app_o
     // The noisy app reads everything and keeps running.
     wait_until("noisy read all 55 records", &stack, async || {
         let status = status_of(&api, "orders").await;
-        (status["records_in"] == 55 && status["bad_records"] == 5).then_some(status)
+        status["records_in"] == 55 && status["bad_records"] == 5
     })
     .await;
     let running_for = started.elapsed().as_secs_f64();
@@ -158,7 +152,7 @@ async fn hostile_connector_output_is_bounded_and_a_row_too_large_fails_its_app_o
     let bad_path = "/api/v1/teams/acme/apps/orders/bad-records";
     wait_until("bad records pruned to 2", &stack, async || {
         let bad = api.admin(Method::GET, bad_path, None).await;
-        (bad.as_array().unwrap().len() == 2).then_some(bad)
+        bad.as_array().unwrap().len() == 2
     })
     .await;
     let bad = api.admin(Method::GET, bad_path, None).await;
@@ -168,11 +162,8 @@ async fn hostile_connector_output_is_bounded_and_a_row_too_large_fails_its_app_o
     }
 
     // The app with rows too large for a changelog record fails once, saying why.
-    wait_until("huge failed", &stack, async || {
-        let status = status_of(&api, "huge").await;
-        (status["state"] == "failed").then_some(status)
-    })
-    .await;
+    wait_until("huge failed", &stack, async || status_of(&api, "huge").await["state"] == "failed")
+        .await;
     let status = status_of(&api, "huge").await;
     let error = status["error"].as_str().unwrap();
     assert!(
@@ -307,23 +298,20 @@ async fn slow_and_greedy_clients_are_cut_off_and_forwarded_addresses_need_a_trus
     assert_eq!(other.status(), StatusCode::OK);
 }
 
-const WIDE_ROWS: &str = r#"
-import aerogrid
-
-app = aerogrid.App('wide', broker=BROKER_URI)
-
-class Order(aerogrid.Record):
-    product: str
-    quantity: int
-
-orders_topic = app.topic('orders', key_type=str, value_type=Order)
+fn wide_rows() -> String {
+    support::orders_program(
+        "wide",
+        "orders",
+        r#"
 wide = app.Grid('wide', columns=['blob'])
 
 @app.stream(orders_topic)
 async def fill(orders):
     async for order_id, order in orders.items():
         wide[order_id] = {'blob': order_id * 20000}
-"#;
+"#,
+    )
+}
 
 /// Resident memory of a process, in bytes.
 fn rss(pid: u32) -> u64 {
@@ -358,7 +346,7 @@ async fn subscribers_that_do_not_read_hold_a_bounded_number_of_bytes() {
     let kafka = aerogrid_kafka::KafkaSettings::new(stack.file("broker"));
     kafka.ensure_topic("orders", 1).await.unwrap();
     support::produce_orders(&kafka, 0..20, 7).await;
-    support::create_running_app(&pool, WIDE_ROWS).await;
+    support::create_running_app(&pool, &wide_rows()).await;
     let token = stack.file("admin-token");
     let channel = tonic::transport::Endpoint::from_shared(stack.url.clone())
         .unwrap()

@@ -304,23 +304,7 @@ pub(crate) async fn write_status(
         .await?;
     }
     if !status.progress.is_empty() {
-        let (topics, (partitions, offsets)): (Vec<String>, (Vec<i32>, Vec<i64>)) = status
-            .progress
-            .iter()
-            .map(|((topic, partition), offset)| (topic.clone(), (*partition, *offset)))
-            .unzip();
-        sqlx::query!(
-            "INSERT INTO app_input_progress (app_id, topic, partition, next_offset)
-             SELECT $1, * FROM UNNEST($2::text[], $3::int[], $4::bigint[])
-             ON CONFLICT (app_id, topic, partition)
-               DO UPDATE SET next_offset = GREATEST(app_input_progress.next_offset, EXCLUDED.next_offset)",
-            app_id,
-            &topics,
-            &partitions,
-            &offsets,
-        )
-        .execute(&mut *transaction)
-        .await?;
+        set_progress(&mut transaction, app_id, &status.progress).await?;
     }
     transaction.commit().await?;
     Ok(())
@@ -388,6 +372,17 @@ pub(crate) async fn set_counts(
     )
     .execute(&mut *transaction)
     .await?;
+    set_progress(&mut transaction, app_id, progress).await?;
+    transaction.commit().await?;
+    Ok(())
+}
+
+/// Moves the input offsets the app's status covers forward to `progress` (never back).
+async fn set_progress(
+    transaction: &mut sqlx::PgConnection,
+    app_id: Uuid,
+    progress: &aerogrid_changelog::Offsets,
+) -> Result<()> {
     let (topics, (partitions, offsets)): (Vec<String>, (Vec<i32>, Vec<i64>)) = progress
         .iter()
         .map(|((topic, partition), offset)| (topic.clone(), (*partition, *offset)))
@@ -395,15 +390,15 @@ pub(crate) async fn set_counts(
     sqlx::query!(
         "INSERT INTO app_input_progress (app_id, topic, partition, next_offset)
          SELECT $1, * FROM UNNEST($2::text[], $3::int[], $4::bigint[])
-         ON CONFLICT (app_id, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+         ON CONFLICT (app_id, topic, partition)
+           DO UPDATE SET next_offset = GREATEST(app_input_progress.next_offset, EXCLUDED.next_offset)",
         app_id,
         &topics,
         &partitions,
         &offsets,
     )
-    .execute(&mut *transaction)
+    .execute(transaction)
     .await?;
-    transaction.commit().await?;
     Ok(())
 }
 

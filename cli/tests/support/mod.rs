@@ -266,6 +266,16 @@ pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
+/// An app `name` reading the seed orders (`Order` records keyed by order id) from `topic` as
+/// `orders_topic`, then `rest`: its grids and streams.
+pub(crate) fn orders_program(name: &str, topic: &str, rest: &str) -> String {
+    format!(
+        "import aerogrid\n\napp = aerogrid.App('{name}', broker=BROKER_URI)\n\n\
+         class Order(aerogrid.Record):\n    product: str\n    quantity: int\n\n\
+         orders_topic = app.topic('{topic}', key_type=str, value_type=Order)\n{rest}"
+    )
+}
+
 /// Creates team `acme`, which may read topic `orders`, and app `orders` running `code`; returns
 /// the app id.
 pub(crate) async fn create_running_app(pool: &sqlx::PgPool, code: &str) -> uuid::Uuid {
