@@ -415,7 +415,10 @@ async fn subscribers_that_do_not_read_hold_a_bounded_number_of_bytes() {
 async fn oversized_views_and_requests_are_refused_and_sign_ins_do_not_grow_the_server() {
     use aerogrid_proto::v1::grid_service_client::GridServiceClient;
     let temp = tempfile::tempdir().unwrap();
-    let stack = DevStack::start_with_args(&temp.path().join("data"), &["--no-runtime"]);
+    let stack = DevStack::start_with_args(
+        &temp.path().join("data"),
+        &["--no-runtime", "--quota-versions-per-app", "3"],
+    );
     let token = stack.file("admin-token");
     let channel = tonic::transport::Endpoint::from_shared(stack.url.clone())
         .unwrap()
@@ -490,4 +493,26 @@ async fn oversized_views_and_requests_are_refused_and_sign_ins_do_not_grow_the_s
     let grown = rss(stack.pid()).saturating_sub(before);
     eprintln!("a 250 KiB check took {took:?}; the server grew {} MiB in all", grown >> 20);
     assert!(grown < 64 << 20, "the server grew {} MiB", grown >> 20);
+
+    // Ten saves of an app told to run version 2: the newest three are kept, and version 2.
+    let api = Api::new(&stack);
+    api.admin(Method::POST, "/api/v1/teams", Some(json!({ "name": "acme" }))).await;
+    let seed = include_str!("../../runtime/python/tests/seed.py");
+    let app = json!({ "name": "orders", "code": seed });
+    api.admin(Method::POST, "/api/v1/teams/acme/apps", Some(app)).await;
+    let path = "/api/v1/teams/acme/apps/orders";
+    for save in 2..=11 {
+        let code = format!("{seed}\n# save {save}\n");
+        api.admin(Method::PUT, path, Some(json!({ "code": code }))).await;
+        if save == 2 {
+            sqlx::query("UPDATE apps SET run_version = 2 WHERE name = 'orders'")
+                .execute(&sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap())
+                .await
+                .unwrap();
+        }
+    }
+    let versions = api.admin(Method::GET, &format!("{path}/versions"), None).await;
+    let kept: Vec<i64> =
+        versions.as_array().unwrap().iter().map(|v| v["version"].as_i64().unwrap()).collect();
+    assert_eq!(kept, vec![11, 10, 9, 2], "{versions}");
 }
