@@ -14,7 +14,9 @@ pub mod db;
 mod error;
 mod feed_ring;
 mod gateway;
+mod health;
 mod http;
+mod identity;
 mod secret;
 mod server;
 mod unread;
@@ -72,11 +74,11 @@ struct StateInner {
     access_generation: tokio::sync::watch::Sender<u64>,
     http_metrics: http::HttpMetrics,
     sign_in_limiter: http::SignInLimiter,
-    health: http::HealthCache,
+    health: health::HealthCache,
     quotas: QuotaDefaults,
     connection_limits: server::ConnectionLimits,
     gateway_limits: config::GatewayLimits,
-    request_rate: http::RequestRate,
+    request_rate: std::sync::Arc<http::RequestRate>,
     /// Proxies whose `X-Forwarded-For` tells the client's address (`--trusted-proxy`).
     trusted_proxies: Vec<config::AddressRange>,
 }
@@ -109,14 +111,14 @@ impl AppState {
                 access_generation: tokio::sync::watch::Sender::new(0),
                 http_metrics: http::HttpMetrics::default(),
                 sign_in_limiter: http::SignInLimiter::default(),
-                health: http::HealthCache::default(),
+                health: health::HealthCache::default(),
                 quotas: server.quotas,
                 connection_limits: server.connections,
                 gateway_limits: server.gateway,
-                request_rate: http::RequestRate::new(
+                request_rate: std::sync::Arc::new(http::RequestRate::new(
                     server.connections.requests_per_second_per_address,
                     server.connections.request_burst_per_address,
-                ),
+                )),
                 trusted_proxies: server.trusted_proxies.clone(),
             }),
         })
@@ -156,6 +158,7 @@ pub async fn serve(
         shutting_down.send_replace(true);
     };
     let limits = state.inner.connection_limits;
-    let router = http::router(state);
+    let grpc = gateway::router(&state);
+    let router = http::router(state, grpc);
     server::serve(connection::Listener(listener), tls, limits, router, shutdown).await
 }

@@ -49,8 +49,9 @@ pub struct ConnectionLimits {
     /// Seconds between HTTP/2 pings; a peer that does not answer one within as long is dropped.
     #[arg(long, env = "AEROGRID_KEEPALIVE_SECONDS", default_value_t = 30.0)]
     pub keepalive_seconds: f64,
-    /// Requests a second from one client address (each gRPC stream is one); beyond, requests
-    /// wait their turn, and are refused (429) when that would take over 2 s.
+    /// Requests a second from one client address (each gRPC stream is one, and every 64 KiB of
+    /// a request body one more); beyond, requests wait their turn, and are refused (429) when
+    /// that would take over 2 s.
     #[arg(long, env = "AEROGRID_REQUESTS_PER_SECOND_PER_ADDRESS", default_value_t = 1000.0)]
     pub requests_per_second_per_address: f64,
     /// Requests one client address may make at once beyond the rate.

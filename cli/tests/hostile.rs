@@ -296,6 +296,54 @@ async fn slow_and_greedy_clients_are_cut_off_and_forwarded_addresses_need_a_trus
         .await
         .unwrap();
     assert_eq!(other.status(), StatusCode::OK);
+
+    // Bodies cost by their bytes (one token per 64 KiB). Declared: 14 bodies of 1 MB at once
+    // cost 16 tokens each; nine fit the burst and the 2 s of waiting, the rest are refused,
+    // and only after those 2 s (a flooder cannot spin on refusals).
+    let body = vec![b'x'; 1_000_000];
+    let declared = (0..14).map(|_| {
+        let (client, body) = (client.clone(), body.clone());
+        let url = format!("{}/api/v1/auth/sign-in", stack.url);
+        async move {
+            let started = Instant::now();
+            let response = client
+                .post(url)
+                .header("x-forwarded-for", "198.51.100.11")
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (response.status(), started.elapsed())
+        }
+    });
+    let answers = futures::future::join_all(declared).await;
+    let refused: Vec<_> =
+        answers.iter().filter(|(status, _)| *status == StatusCode::TOO_MANY_REQUESTS).collect();
+    assert!((2..=5).contains(&refused.len()), "{answers:?}");
+    assert!(refused.iter().all(|(_, took)| *took >= Duration::from_secs(2)), "{answers:?}");
+    assert!(
+        answers.iter().all(|(status, _)| *status == StatusCode::TOO_MANY_REQUESTS
+            || *status == StatusCode::BAD_REQUEST),
+        "{answers:?}"
+    );
+    // Of unknown length (chunked), paid as read: six of 960 KiB (96 tokens) take about 1 s
+    // past the burst of 50, where loopback alone would take milliseconds.
+    let started = Instant::now();
+    for _ in 0..6 {
+        let chunks = (0..15).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 64 * 1024]));
+        let response = client
+            .post(format!("{}/api/v1/auth/sign-in", stack.url))
+            .header("x-forwarded-for", "198.51.100.12")
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(800), "chunked bodies are paid for as read: {took:?}");
 }
 
 fn wide_rows() -> String {

@@ -552,7 +552,7 @@ impl LogAccess {
     /// team, and the app is still the team's.
     async fn still_allowed(&mut self) -> Result<()> {
         self.generation.borrow_and_update();
-        let identity = super::authenticate(self.state.db(), &self.credentials).await?;
+        let identity = crate::identity::authenticate(self.state.db(), &self.credentials).await?;
         let team = Caller(identity).in_team(&self.state, &self.team, Need::Read).await?;
         if !apps::belongs_to(self.state.db(), self.app_id, team.id).await? {
             return Err(Error::NotFound("the app is gone".into()));

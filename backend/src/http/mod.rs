@@ -9,7 +9,6 @@ mod auth;
 mod docs;
 mod excel;
 mod extract;
-mod health;
 mod metrics;
 mod rate;
 mod teams;
@@ -21,8 +20,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-pub(crate) use auth::{SignInLimiter, authenticate};
-pub(crate) use health::{HealthCache, is_healthy};
+pub(crate) use auth::SignInLimiter;
 pub(crate) use metrics::HttpMetrics;
 pub(crate) use rate::RequestRate;
 
@@ -97,7 +95,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api
 }
 
-pub(crate) fn router(state: AppState) -> Router {
+/// Everything on the port: the REST API, health and metrics, the Excel add-in's files, `grpc`
+/// (the gateway's routes) and the web frontend, behind the per-address rate and the request
+/// metrics.
+pub(crate) fn router(state: AppState, grpc: Router<AppState>) -> Router {
     tokio::spawn(crate::access::watch_changes(
         state.db().clone(),
         state.inner.access_generation.clone(),
@@ -110,10 +111,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such API route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     Router::new()
-        .route("/healthz", get(health::healthz))
+        .route("/healthz", get(crate::health::healthz))
         .route("/metrics", get(metrics::metrics))
         .nest("/api/v1", api)
-        .merge(crate::gateway::router(&state))
+        .merge(grpc)
         .merge(excel::router(&state))
         .fallback_service(web::service(&state))
         .layer(axum::middleware::from_fn_with_state(state.clone(), rate::limit))

@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{
-    auth::{Caller, Credential, Need},
+    auth::{Caller, Need},
     extract::{ApiJson, ApiPath, ApiQuery},
 };
 use crate::{
@@ -16,6 +16,7 @@ use crate::{
         quotas::{self, QuotaSettings, Quotas, Usage},
         teams::{self, AuditEvent, Member, Role, Scope, SharedGrid, Team, Token},
     },
+    identity::Credential,
     secret,
 };
 

@@ -1,0 +1,609 @@
+//! An app's feed: one consumer thread per app with subscribers, reading its changelog into the
+//! app's grids (through `Replay`, as recovery does) and broadcasting each burst of changes, with
+//! a sequence number, on a ring bounded in events and bytes. Stopping or deleting the app, or
+//! shutting the server down, ends the feed's streams with a status.
+
+use crate::LockExt as _;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, Weak, atomic::AtomicBool},
+    time::Duration,
+};
+
+use aerogrid_changelog::{Applied, Cursor, Replay, Step};
+use aerogrid_kafka::KafkaSettings;
+use aerogrid_proto::v1::{ChangelogDelta, ChangelogRecord, Row, Snapshot, changelog_record};
+use prost::Message as _;
+use rdkafka::{
+    Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+    error::KafkaError,
+    types::RDKafkaErrorCode,
+};
+use tokio::sync::watch;
+use tonic::Status;
+use uuid::Uuid;
+
+use super::{
+    internal,
+    view::{GridView, Prepared},
+};
+use crate::{
+    AppState,
+    db::grids,
+    feed_ring::{Position, Ring},
+};
+
+/// Changes a subscriber may fall behind by before it is resynchronised with a snapshot.
+pub(super) const FEED_BUFFER: usize = 1024;
+/// How long a new feed may take to read its changelog up to the end.
+const FEED_LOAD_TIMEOUT: Duration = Duration::from_secs(20);
+/// Changelog records applied and broadcast as one event at most.
+const MAX_BURST: usize = 64;
+
+/// The feeds of apps with subscribers.
+pub(super) type Feeds = Arc<Mutex<HashMap<Uuid, Weak<AppFeed>>>>;
+
+/// The app's feed, if it has one that has not ended (a stopped app's next subscribers get a new
+/// one).
+pub(super) fn live_feed(
+    feeds: &HashMap<Uuid, Weak<AppFeed>>,
+    app_id: Uuid,
+) -> Option<Arc<AppFeed>> {
+    feeds.get(&app_id).and_then(Weak::upgrade).filter(|feed| feed.ended.get().is_none())
+}
+
+/// The channel the `apps` triggers notify on a Start, Stop or delete (payload: the app id).
+const APPS_CHANNEL: &str = "aerogrid_apps";
+
+/// Ends the streams of an app when it is stopped or deleted, with a status saying so.
+pub(super) async fn end_streams_of_stopped_apps(state: AppState, feeds: Feeds) {
+    loop {
+        let listening = async {
+            // Runs until the connection fails.
+            let mut listener = sqlx::postgres::PgListener::connect_with(state.db()).await?;
+            listener.listen(APPS_CHANNEL).await?;
+            loop {
+                let notification = listener.recv().await?;
+                let Ok(app_id) = notification.payload().parse::<Uuid>() else { continue };
+                let feed = live_feed(&feeds.locked(), app_id);
+                let Some(feed) = feed else { continue };
+                let ended = match grids::desired_state(state.db(), app_id).await {
+                    Ok(None) => Status::not_found("the app was deleted"),
+                    Ok(Some(desired)) if desired == "stopped" => Status::unavailable(
+                        "the app was stopped: its grids are no longer live (subscribe again once it runs)",
+                    ),
+                    Ok(Some(_)) => continue,
+                    Err(error) => {
+                        tracing::warn!(%error, %app_id, "Cannot read an app's state.");
+                        continue;
+                    }
+                };
+                feed.end(ended);
+            }
+        };
+        let result: std::result::Result<std::convert::Infallible, sqlx::Error> = listening.await;
+        let Err(error) = result;
+        tracing::warn!(%error, "Listening for app changes failed; retrying in 1 s.");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Ends every stream with UNAVAILABLE when the server begins to shut down, so connections drain.
+/// Through the feeds, like a Stop: a subscription waits on its feed alone.
+pub(super) async fn end_streams_on_shutdown(
+    mut shutting_down: watch::Receiver<bool>,
+    feeds: Feeds,
+) {
+    if shutting_down.wait_for(|down| *down).await.is_err() {
+        return;
+    }
+    let live: Vec<Arc<AppFeed>> = feeds.locked().values().filter_map(Weak::upgrade).collect();
+    for feed in live {
+        feed.end(shutting_down_status());
+    }
+}
+
+/// The status streams end with when the server shuts down.
+pub(super) fn shutting_down_status() -> Status {
+    Status::unavailable("the server is shutting down: subscribe again")
+}
+
+/// The app's feed, started if it has none, once it has read its changelog to the end.
+pub(super) async fn get_or_start(
+    state: &AppState,
+    feeds: &Feeds,
+    app_id: Uuid,
+    ring_bytes: usize,
+) -> Result<Arc<AppFeed>, Status> {
+    let existing = live_feed(&feeds.locked(), app_id);
+    let feed = match existing {
+        Some(feed) => feed,
+        None => {
+            let from = grids::snapshot_offset(state.db(), app_id).await.map_err(internal)?;
+            let mut feeds = feeds.locked();
+            // Another call may have started one meanwhile.
+            match live_feed(&feeds, app_id) {
+                Some(feed) => feed,
+                None => {
+                    let feed = AppFeed::start(&state.inner.kafka, app_id, from, ring_bytes)?;
+                    feeds.retain(|_, feed| feed.strong_count() > 0);
+                    feeds.insert(app_id, Arc::downgrade(&feed));
+                    feed
+                }
+            }
+        }
+    };
+    let mut loaded = feed.loaded.clone();
+    match tokio::time::timeout(
+        FEED_LOAD_TIMEOUT,
+        loaded.wait_for(|state| *state != FeedLoad::Loading),
+    )
+    .await
+    {
+        Ok(Ok(state)) if *state == FeedLoad::Loaded => Ok(feed),
+        Ok(Ok(state)) => match &*state {
+            FeedLoad::Failed(message) => Err(Status::unavailable(message.clone())),
+            _ => unreachable!("waited for a final state"),
+        },
+        Ok(Err(_)) => Err(Status::unavailable("the grid feed stopped")),
+        Err(_) => Err(Status::unavailable(format!(
+            "the app's changelog did not load within {FEED_LOAD_TIMEOUT:?}"
+        ))),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum FeedLoad {
+    Loading,
+    Loaded,
+    Failed(String),
+}
+
+/// One app's materialised grids, kept current from its changelog while anyone subscribes.
+pub(super) struct AppFeed {
+    pub(super) state: Mutex<FeedState>,
+    pub(super) changes: Ring<FeedEvent>,
+    /// Why the feed's streams ended (the app stopped, the server shuts down), once they have:
+    /// for a subscriber that fell behind and so skipped the `Ended` event.
+    pub(super) ended: std::sync::OnceLock<Status>,
+    pub(super) loaded: watch::Receiver<FeedLoad>,
+    /// Set when the last subscriber is gone: the consumer thread ends.
+    pub(super) stop: Arc<AtomicBool>,
+}
+
+pub(super) struct FeedState {
+    pub(super) replay: Replay,
+    /// Records applied so far: the sequence number of the state.
+    pub(super) sequence: u64,
+}
+
+pub(super) enum FeedEvent {
+    Delta {
+        sequence: u64,
+        delta: ChangelogDelta,
+        /// What each kind of subscriber sees of it, computed by the first one that asks.
+        prepared: Mutex<Vec<Arc<Prepared>>>,
+    },
+    /// A snapshot replaced everything: subscribers start over.
+    Reset,
+    /// The app was stopped or deleted: streams end with this status.
+    Ended(Status),
+}
+
+/// What a `Reset` or `Ended` event is counted as in a feed's ring.
+pub(super) const SMALL_EVENT_BYTES: usize = 64;
+/// Views whose encodings of a delta an event keeps for the subscribers that share them.
+pub(super) const MAX_SHARED_VIEWS: usize = 4;
+
+impl FeedEvent {
+    /// The bytes the event is counted as: its delta's, and as much again for each view's
+    /// encoding of it it may keep (each is at most the delta).
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Delta { delta, .. } => {
+                (1 + MAX_SHARED_VIEWS) * delta.encoded_len() + SMALL_EVENT_BYTES
+            }
+            Self::Reset | Self::Ended(_) => SMALL_EVENT_BYTES,
+        }
+    }
+}
+
+impl Drop for AppFeed {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl AppFeed {
+    /// Starts the feed's consumer thread; an error when the thread cannot start (the process
+    /// is out of threads): the caller answers UNAVAILABLE, nothing panics under a lock.
+    pub(super) fn start(
+        kafka: &KafkaSettings,
+        app_id: Uuid,
+        from: i64,
+        ring_bytes: usize,
+    ) -> Result<Arc<Self>, Status> {
+        let changes = Ring::new(FEED_BUFFER, ring_bytes);
+        let (loaded_sender, loaded) = watch::channel(FeedLoad::Loading);
+        let stop = Arc::new(AtomicBool::new(false));
+        let feed = Arc::new(Self {
+            state: Mutex::new(FeedState { replay: Replay::default(), sequence: 0 }),
+            changes,
+            ended: std::sync::OnceLock::new(),
+            loaded,
+            stop: stop.clone(),
+        });
+        let weak = Arc::downgrade(&feed);
+        let kafka = kafka.clone();
+        std::thread::Builder::new()
+            .name("aerogrid-grid-feed".into())
+            .spawn(move || {
+                if let Err(message) = consume(&kafka, app_id, from, &weak, &loaded_sender, &stop) {
+                    tracing::warn!(%app_id, %message, "Grid feed stopped.");
+                    let _ = loaded_sender.send(FeedLoad::Failed(message));
+                }
+            })
+            .map_err(|error| {
+                tracing::error!(%error, %app_id, "Cannot start a grid feed thread.");
+                Status::unavailable("the server cannot start a grid feed now: try again later")
+            })?;
+        Ok(feed)
+    }
+
+    /// A snapshot of `grid` and the changes after it; or the names of the grids there are.
+    #[allow(clippy::type_complexity, reason = "a pair, named at the one call site")]
+    pub(super) fn subscribe(
+        &self,
+        grid: &str,
+        view: &GridView,
+    ) -> Result<(Snapshot, Position), Vec<String>> {
+        let state = self.state.locked();
+        let snapshot = snapshot_of(&state, grid, view)
+            .ok_or_else(|| state.replay.state.grids.keys().cloned().collect::<Vec<_>>())?;
+        // Under the lock: no change falls between the snapshot and the subscription.
+        Ok((snapshot, self.changes.end()))
+    }
+
+    /// Ends every stream of the feed with `status`, those that fell behind included.
+    pub(super) fn end(&self, status: Status) {
+        // Set before the event is sent: a subscriber that starts over after the send sees it.
+        let _ = self.ended.set(status.clone());
+        self.changes.send(Arc::new(FeedEvent::Ended(status)), SMALL_EVENT_BYTES);
+    }
+
+    /// About what a snapshot of `grid` in `view` takes encoded, without making it (None: no
+    /// such grid).
+    pub(super) fn snapshot_bytes(&self, grid: &str, view: &GridView) -> Option<usize> {
+        let state = self.state.locked();
+        let found = state.replay.state.grids.get(grid)?;
+        let columns = view.columns(&found.columns);
+        let rows: usize = found
+            .rows
+            .iter()
+            .filter(|(key, _)| view.wants_row(key))
+            .map(|(key, values)| columns.row_bytes(key, values))
+            .sum();
+        Some(rows + columns.names.iter().map(|name| name.len() + 2).sum::<usize>() + 16)
+    }
+
+    pub(super) fn snapshot(&self, grid: &str, view: &GridView) -> Option<Snapshot> {
+        snapshot_of(&self.state.locked(), grid, view)
+    }
+}
+
+fn snapshot_of(state: &FeedState, grid: &str, view: &GridView) -> Option<Snapshot> {
+    let found = state.replay.state.grids.get(grid)?;
+    let columns = view.columns(&found.columns);
+    let rows = found
+        .rows
+        .iter()
+        .filter(|(key, _)| view.wants_row(key))
+        .map(|(key, values)| Row { key: key.clone(), values: columns.pick(values) })
+        .collect();
+    Some(Snapshot { sequence: state.sequence, columns: columns.names, rows })
+}
+
+/// Reads the changelog from `from` for as long as the feed has subscribers.
+fn consume(
+    kafka: &KafkaSettings,
+    app_id: Uuid,
+    from: i64,
+    feed: &Weak<AppFeed>,
+    loaded: &watch::Sender<FeedLoad>,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let topic = aerogrid_changelog::topic_name(app_id);
+    let mut config = kafka.consumer_config();
+    config
+        .set("group.id", "aerogrid-gateway")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true");
+    let consumer: BaseConsumer = config.create().map_err(|error| error.to_string())?;
+    let metadata = consumer
+        .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        .map_err(|error| format!("cannot read the changelog's metadata: {error}"))?;
+    let exists = metadata
+        .topics()
+        .first()
+        .is_some_and(|found| found.error().is_none() && !found.partitions().is_empty());
+    if !exists {
+        // The app has not run yet: it has no grids until it does.
+        let _ = loaded.send(FeedLoad::Loaded);
+        return Ok(());
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(&topic, 0, Offset::Offset(from))
+        .map_err(|error| error.to_string())?;
+    consumer.assign(&assignment).map_err(|error| error.to_string())?;
+    let mut cursor = Cursor::new(from);
+    // Records fetched together are applied and broadcast together: one event (one message per
+    // subscriber) for what arrived at once.
+    let mut burst: Vec<ChangelogRecord> = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let wait = if burst.is_empty() { Duration::from_millis(100) } else { Duration::ZERO };
+        let polled = consumer.poll(wait);
+        if burst.len() >= MAX_BURST || (!burst.is_empty() && !matches!(polled, Some(Ok(_)))) {
+            let Some(feed) = feed.upgrade() else { break };
+            apply_burst(&feed, std::mem::take(&mut burst));
+        }
+        let Some(polled) = polled else { continue };
+        let message = match polled {
+            Ok(message) => message,
+            Err(KafkaError::PartitionEOF(_)) => {
+                // Caught up (tansu reports the end a little short; later records follow).
+                loaded.send_if_modified(|state| {
+                    let first = *state == FeedLoad::Loading;
+                    *state = FeedLoad::Loaded;
+                    first
+                });
+                continue;
+            }
+            Err(error)
+                if error.rdkafka_error_code()
+                    == Some(RDKafkaErrorCode::UnknownTopicOrPartition) =>
+            {
+                return Err(format!("the changelog `{topic}` is gone"));
+            }
+            Err(error) => {
+                tracing::warn!(%app_id, %error, "Reading a changelog failed; retrying.");
+                continue;
+            }
+        };
+        // Records must be applied without a gap: a writer's records after a gap are ignored
+        // (see `Replay`), which would leave the grid stale for good. tansu's memory engine skips
+        // the rest of a record batch when a fetch starts inside it, so a skip is answered by
+        // reading again from a little earlier; records already applied are passed over.
+        let offset = message.offset();
+        let expected = cursor.next();
+        match cursor.step(offset) {
+            Step::Skip => continue,
+            Step::SeekBack(back) => {
+                tracing::debug!(%app_id, expected, got = offset, from = back, "The broker skipped changelog records; reading again.");
+                if let Err(error) =
+                    consumer.seek(&topic, 0, Offset::Offset(back), Duration::from_secs(5))
+                {
+                    tracing::warn!(%app_id, %error, "Cannot seek in the changelog.");
+                }
+                continue;
+            }
+            Step::Apply if offset > expected => {
+                // A real gap (compaction, or records the broker lost): Replay decides what follows.
+                tracing::warn!(%app_id, expected, got = offset, "Changelog offsets skipped.");
+            }
+            Step::Apply => {}
+        }
+        let Ok(record) = ChangelogRecord::decode(message.payload().unwrap_or_default()) else {
+            tracing::warn!(%app_id, offset = message.offset(), "A changelog record does not decode; skipped.");
+            continue;
+        };
+        burst.push(record);
+    }
+    Ok(())
+}
+
+/// Applies records in order and broadcasts what they changed: consecutive deltas as one.
+fn apply_burst(feed: &AppFeed, records: Vec<ChangelogRecord>) {
+    let mut state = feed.state.locked();
+    let mut merged: Option<ChangelogDelta> = None;
+    // Sent under the lock, so subscribers see events in sequence order after their snapshot.
+    let send = |state: &mut FeedState, event: FeedEvent| {
+        state.sequence += 1;
+        let bytes = event.bytes();
+        feed.changes.send(Arc::new(event), bytes);
+    };
+    let send_delta = |state: &mut FeedState, delta: ChangelogDelta| {
+        let sequence = state.sequence + 1;
+        send(state, FeedEvent::Delta { sequence, delta, prepared: Mutex::default() });
+    };
+    for record in records {
+        // The runtime writes a snapshot of the state its deltas already built, every 1,000
+        // records: subscribers only start over when it differs.
+        let completes_snapshot = matches!(&record.kind,
+            Some(changelog_record::Kind::Snapshot(part)) if part.index + 1 == part.count);
+        let before = completes_snapshot.then(|| state.replay.state.grids.clone());
+        match state.replay.apply(record) {
+            Applied::Nothing => {}
+            Applied::Delta(delta) => match merged.as_mut() {
+                Some(into) if same_layouts(into, &delta) => merge_delta(into, delta),
+                _ => {
+                    if let Some(previous) = merged.replace(delta) {
+                        send_delta(&mut state, previous);
+                    }
+                }
+            },
+            Applied::Snapshot if before.as_ref() == Some(&state.replay.state.grids) => {}
+            Applied::Snapshot => {
+                if let Some(previous) = merged.take() {
+                    send_delta(&mut state, previous);
+                }
+                send(&mut state, FeedEvent::Reset);
+            }
+        }
+    }
+    if let Some(last) = merged {
+        send_delta(&mut state, last);
+    }
+}
+
+/// Whether every grid both deltas touch has the same columns in both (else they stay apart, so
+/// subscribers see the new layout at its place).
+fn same_layouts(first: &ChangelogDelta, second: &ChangelogDelta) -> bool {
+    second.grids.iter().all(|grid| {
+        first
+            .grids
+            .iter()
+            .find(|candidate| candidate.grid == grid.grid)
+            .is_none_or(|candidate| candidate.columns == grid.columns)
+    })
+}
+
+/// `into` followed by `next`, as one delta: the latest row per key (or its deletion).
+fn merge_delta(into: &mut ChangelogDelta, next: ChangelogDelta) {
+    for grid in next.grids {
+        let Some(existing) = into.grids.iter_mut().find(|candidate| candidate.grid == grid.grid)
+        else {
+            into.grids.push(grid);
+            continue;
+        };
+        // Sets, not scans: a burst may merge deltas of many thousand rows each.
+        let mut index: HashMap<String, usize> = existing
+            .upserted
+            .iter()
+            .enumerate()
+            .map(|(position, row)| (row.key.clone(), position))
+            .collect();
+        let upserted_now: std::collections::HashSet<&str> =
+            grid.upserted.iter().map(|row| row.key.as_str()).collect();
+        existing.deleted.retain(|key| !upserted_now.contains(key.as_str()));
+        for row in grid.upserted {
+            match index.get(&row.key) {
+                Some(&position) => existing.upserted[position] = row,
+                None => {
+                    index.insert(row.key.clone(), existing.upserted.len());
+                    existing.upserted.push(row);
+                }
+            }
+        }
+        if !grid.deleted.is_empty() {
+            let deleted_now: std::collections::HashSet<&str> =
+                grid.deleted.iter().map(String::as_str).collect();
+            existing.upserted.retain(|row| !deleted_now.contains(row.key.as_str()));
+            let mut already: std::collections::HashSet<String> =
+                existing.deleted.iter().cloned().collect();
+            for key in grid.deleted {
+                if already.insert(key.clone()) {
+                    existing.deleted.push(key);
+                }
+            }
+        }
+    }
+    into.offsets = next.offsets;
+    if next.counts.is_some() {
+        into.counts = next.counts;
+    }
+}
+
+#[cfg(test)]
+/// A feed with no consumer behind it: the test sends its events.
+pub(super) fn feed_without_consumer() -> Arc<AppFeed> {
+    let changes = Ring::new(FEED_BUFFER, 64 << 20);
+    let (_, loaded) = watch::channel(FeedLoad::Loaded);
+    Arc::new(AppFeed {
+        state: Mutex::new(FeedState { replay: Replay::default(), sequence: 0 }),
+        changes,
+        ended: std::sync::OnceLock::new(),
+        loaded,
+        stop: Arc::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use aerogrid_proto::v1::{Value, value};
+
+    use super::*;
+    use crate::gateway::view::GridView;
+    use aerogrid_proto::v1::SubscribeRequest;
+
+    #[test]
+    fn deltas_fetched_together_merge_to_the_latest_row_per_key() {
+        use aerogrid_proto::v1::{GridDelta, InputOffset, Row};
+        let row = |key: &str, n: i64| Row {
+            key: key.into(),
+            values: vec![Value { kind: Some(value::Kind::Int(n)) }],
+        };
+        let delta = |upserted: Vec<Row>, deleted: Vec<&str>, offset: i64| ChangelogDelta {
+            grids: vec![GridDelta {
+                grid: "g".into(),
+                columns: vec!["n".into()],
+                upserted,
+                deleted: deleted.into_iter().map(Into::into).collect(),
+            }],
+            offsets: vec![InputOffset { topic: "t".into(), partition: 0, offset }],
+            counts: None,
+        };
+        let mut merged = delta(vec![row("a", 1), row("b", 1)], vec!["c"], 1);
+        merge_delta(&mut merged, delta(vec![row("a", 2), row("c", 3)], vec!["b"], 2));
+        merge_delta(&mut merged, delta(vec![row("d", 4)], vec![], 3));
+        let grid = &merged.grids[0];
+        assert_eq!(grid.upserted, vec![row("a", 2), row("c", 3), row("d", 4)]);
+        assert_eq!(grid.deleted, vec!["b".to_owned()]);
+        assert_eq!(merged.offsets[0].offset, 3);
+        // Another layout of the grid does not merge.
+        let mut relayout = delta(vec![], vec![], 4);
+        relayout.grids[0].columns.push("m".into());
+        assert!(!same_layouts(&merged, &relayout));
+        assert!(same_layouts(&merged, &delta(vec![], vec![], 4)));
+    }
+
+    #[test]
+    fn a_snapshots_size_is_known_before_it_is_made() {
+        use aerogrid_proto::v1::{ChangelogRecord, GridDelta, Value, changelog_record, value};
+        let feed = feed_without_consumer();
+        let rows = (0..500)
+            .map(|index| Row {
+                key: format!("key-{index}"),
+                values: vec![
+                    Value { kind: Some(value::Kind::String("x".repeat(index))) },
+                    Value { kind: Some(value::Kind::Int(index as i64)) },
+                    Value { kind: Some(value::Kind::Null(true)) },
+                ],
+            })
+            .collect();
+        let record = ChangelogRecord {
+            epoch: 1,
+            sequence: 0,
+            kind: Some(changelog_record::Kind::Delta(ChangelogDelta {
+                grids: vec![GridDelta {
+                    grid: "g".into(),
+                    columns: vec!["text".into(), "n".into(), "nothing".into()],
+                    upserted: rows,
+                    deleted: vec![],
+                }],
+                offsets: vec![],
+                counts: None,
+            })),
+        };
+        feed.state.lock().unwrap().replay.apply(record);
+        let views = [
+            SubscribeRequest::default(),
+            SubscribeRequest { columns: vec!["n".into()], ..Default::default() },
+            SubscribeRequest {
+                row_keys: vec!["key-7".into(), "key-400".into()],
+                ..Default::default()
+            },
+        ];
+        for request in views {
+            let view = GridView::new("g", &request).unwrap();
+            let estimate = feed.snapshot_bytes("g", &view).unwrap();
+            let actual = feed.snapshot("g", &view).unwrap().encoded_len();
+            assert!(actual <= estimate && estimate <= actual + 64, "{estimate} for {actual}");
+        }
+        assert!(
+            feed.snapshot_bytes("h", &GridView::new("h", &SubscribeRequest::default()).unwrap())
+                .is_none()
+        );
+    }
+}
