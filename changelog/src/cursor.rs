@@ -14,14 +14,14 @@ const MAX_REREADS: u32 = 6;
 
 /// The next offset a reader needs.
 #[derive(Debug)]
-pub struct Cursor {
+pub(crate) struct Cursor {
     next: i64,
     rereads: u32,
 }
 
 /// What to do with a record at some offset.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Apply it (it is the next one, or a real gap came before it).
     Apply,
     /// Already applied: pass over it.
@@ -32,21 +32,16 @@ pub enum Step {
 
 impl Cursor {
     /// A cursor that starts reading at `from`.
-    pub fn new(from: i64) -> Self {
+    pub(crate) fn new(from: i64) -> Self {
         Self { next: from, rereads: 0 }
     }
 
     /// The offset the reader needs next.
-    pub fn next(&self) -> i64 {
+    pub(crate) fn next(&self) -> i64 {
         self.next
     }
 
-    /// Whether records were missing before `offset` even after every re-read (log it).
-    pub fn is_gap(&self, offset: i64) -> bool {
-        offset > self.next
-    }
-
-    pub fn step(&mut self, offset: i64) -> Step {
+    pub(crate) fn step(&mut self, offset: i64) -> Step {
         if offset < self.next {
             return Step::Skip;
         }
@@ -82,7 +77,6 @@ mod tests {
         for _ in 0..MAX_REREADS {
             assert!(matches!(cursor.step(20), Step::SeekBack(_)));
         }
-        assert!(cursor.is_gap(20));
         assert_eq!(cursor.step(20), Step::Apply);
         assert_eq!(cursor.next(), 21);
         // The count starts over after a record is applied.

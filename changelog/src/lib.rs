@@ -14,12 +14,14 @@
 //!   that failed while later ones landed) the rest of that writer's records are ignored.
 
 mod cursor;
+mod reader;
 mod split;
 mod state;
 
 use aerogrid_proto::v1::{ChangelogDelta, ChangelogRecord, SnapshotPart, changelog_record};
 
-pub use cursor::{Cursor, Step};
+use cursor::{Cursor, Step};
+pub use reader::{ChangelogReader, Read, ReadError};
 pub use split::{RowTooLarge, split_delta};
 pub use state::{Grid, GridState, Offsets, offsets_to_wire};
 

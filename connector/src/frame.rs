@@ -5,26 +5,24 @@ use std::{
     os::fd::{FromRawFd, OwnedFd},
 };
 
-use aerogrid_proto::runtime::v1::{ConnectorMessage, NodeMessage};
+use aerogrid_proto::runtime::{
+    pipe,
+    v1::{ConnectorMessage, NodeMessage},
+};
 use prost::Message;
 
 use crate::{Error, Pipe, Result};
 
-/// Frames larger than this are refused (a batch is far smaller).
-const MAX_FRAME: usize = 256 * 1024 * 1024;
-
 /// Reads one message; `None` when the node closed the pipe.
 pub(crate) fn read(input: &mut impl Read) -> Result<Option<NodeMessage>> {
-    let mut length = [0u8; 4];
-    match input.read_exact(&mut length) {
+    let mut prefix = [0u8; pipe::PREFIX_BYTES];
+    match input.read_exact(&mut prefix) {
         Ok(()) => {}
         Err(error) if error.kind() == ErrorKind::UnexpectedEof => return Ok(None),
         Err(error) => return Err(error.into()),
     }
-    let length = u32::from_le_bytes(length) as usize;
-    if length > MAX_FRAME {
-        return Err(Error::Protocol(format!("a frame of {length} bytes")));
-    }
+    let length = pipe::length(prefix, pipe::MAX_REQUEST_BYTES)
+        .map_err(|too_large| Error::Protocol(too_large.to_string()))?;
     let mut bytes = vec![0u8; length];
     input.read_exact(&mut bytes)?;
     NodeMessage::decode(bytes.as_slice())
@@ -33,11 +31,10 @@ pub(crate) fn read(input: &mut impl Read) -> Result<Option<NodeMessage>> {
 }
 
 pub(crate) fn write(output: &mut impl Write, message: &ConnectorMessage) -> Result<()> {
-    let bytes = message.encode_to_vec();
-    let length = u32::try_from(bytes.len())
-        .map_err(|_| Error::Protocol(format!("an answer of {} bytes", bytes.len())))?;
-    output.write_all(&length.to_le_bytes())?;
-    output.write_all(&bytes)?;
+    // Any length a prefix can say: the node refuses what is past its limit with a message.
+    let frame = pipe::encode(message, usize::MAX)
+        .map_err(|too_large| Error::Protocol(too_large.to_string()))?;
+    output.write_all(&frame)?;
     output.flush()?;
     Ok(())
 }

@@ -26,4 +26,6 @@ pub mod runtime {
     pub mod v1 {
         tonic::include_proto!("aerogrid.runtime.v1");
     }
+
+    pub mod pipe;
 }

@@ -9,17 +9,11 @@ use std::{
     time::Duration,
 };
 
-use aerogrid_changelog::GridState;
+use aerogrid_changelog::{Applied, ChangelogReader, GridState, Read, Replay};
 use aerogrid_kafka::KafkaSettings;
 use aerogrid_proto::v1::{ChangelogDelta, ChangelogRecord, Fence, changelog_record};
 use prost::Message as _;
-use rdkafka::{
-    Message, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, Consumer},
-    producer::{FutureProducer, FutureRecord},
-};
-
-use aerogrid_changelog::{Applied, Cursor, Replay, Step};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::{Error, Result};
 
@@ -144,6 +138,10 @@ impl ChangelogWriter {
     }
 }
 
+fn read_error(error: aerogrid_changelog::ReadError) -> Error {
+    Error::Changelog(error.to_string())
+}
+
 /// A row no record can hold fails the app (a restart would meet it again).
 fn too_large(refused: aerogrid_changelog::RowTooLarge) -> Error {
     Error::Refused { message: refused.to_string(), line: None }
@@ -165,53 +163,26 @@ pub(crate) async fn recover(
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut config = kafka.consumer_config();
-        config.set("group.id", "aerogrid-recovery").set("enable.auto.commit", "false");
-        let consumer: BaseConsumer =
-            config.create().map_err(|error| Error::Broker(aerogrid_kafka::Error::Client(error)))?;
-        let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(&topic, 0, Offset::Offset(from_offset))
-            .map_err(|error| Error::Changelog(error.to_string()))?;
-        consumer.assign(&assignment).map_err(|error| Error::Changelog(error.to_string()))?;
+        config.set("group.id", "aerogrid-recovery");
+        let mut reader = ChangelogReader::open(config, &topic, from_offset).map_err(read_error)?;
         let mut replay = Replay::default();
         let mut records = 0u64;
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        // Without gaps: a record the broker skipped is read again (see `Cursor`).
-        let mut cursor = Cursor::new(from_offset);
-        while cursor.next() < fence_offset {
+        while reader.next_offset() < fence_offset {
             if std::time::Instant::now() > deadline {
                 return Err(Error::Changelog(format!(
                     "reading `{topic}` up to offset {fence_offset} timed out at {}",
-                    cursor.next()
+                    reader.next_offset()
                 )));
             }
-            let Some(polled) = consumer.poll(Duration::from_millis(100)) else { continue };
-            let message =
-                polled.map_err(|error| Error::Changelog(format!("reading `{topic}`: {error}")))?;
-            let offset = message.offset();
-            let expected = cursor.next();
-            match cursor.step(offset) {
-                Step::Skip => continue,
-                Step::SeekBack(back) => {
-                    tracing::debug!(%topic, expected, got = offset, from = back, "The broker skipped changelog records; reading again.");
-                    if let Err(error) =
-                        consumer.seek(&topic, 0, Offset::Offset(back), Duration::from_secs(5))
-                    {
-                        tracing::warn!(%topic, %error, "Cannot seek in the changelog.");
-                    }
-                    continue;
-                }
-                Step::Apply if offset > expected => {
-                    tracing::warn!(%topic, expected, got = offset, "Changelog offsets skipped.");
-                }
-                Step::Apply => {}
-            }
+            let Read::Record { offset, record } =
+                reader.poll(Duration::from_millis(100)).map_err(read_error)?
+            else {
+                continue;
+            };
             if offset >= fence_offset {
                 break;
             }
-            let record = ChangelogRecord::decode(message.payload().unwrap_or_default()).map_err(
-                |error| Error::Changelog(format!("`{topic}` offset {}: {error}", message.offset())),
-            )?;
             if replay.apply(record) != Applied::Nothing {
                 records += 1;
             }

@@ -7,8 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aerogrid_proto::runtime::v1::{
-    ConnectorMessage, NodeMessage, connector_message::Kind, node_message,
+use aerogrid_proto::runtime::{
+    pipe,
+    v1::{ConnectorMessage, NodeMessage, connector_message::Kind, node_message},
 };
 use prost::Message;
 use tokio::{
@@ -21,8 +22,6 @@ use crate::{Error, Result};
 
 /// How long a new connector process may take to start its interpreter.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
-/// The largest answer a connector may send (a batch's changes, logs and bad records).
-const MAX_FRAME: usize = 64 * 1024 * 1024;
 
 /// A running connector process, idle (from the pool) or running an app.
 ///
@@ -154,11 +153,9 @@ impl ConnectorProcess {
 
     /// Sends a request; its answer comes from `receive`, after those of earlier requests.
     pub(crate) async fn send(&mut self, kind: node_message::Kind) -> Result<()> {
-        let bytes = NodeMessage { kind: Some(kind) }.encode_to_vec();
-        let length = u32::try_from(bytes.len())
-            .map_err(|_| Error::Connector("a request too large for a frame".into()))?;
-        self.stdin.write_all(&length.to_le_bytes()).await.map_err(|error| self.gone(error))?;
-        self.stdin.write_all(&bytes).await.map_err(|error| self.gone(error))?;
+        let frame = pipe::encode(&NodeMessage { kind: Some(kind) }, pipe::MAX_REQUEST_BYTES)
+            .map_err(|too_large| Error::Connector(format!("a request too large: {too_large}")))?;
+        self.stdin.write_all(&frame).await.map_err(|error| self.gone(error))?;
         self.stdin.flush().await.map_err(|error| self.gone(error))
     }
 
@@ -222,19 +219,18 @@ async fn read_frames(
 ) {
     loop {
         let frame = async {
-            let mut length = [0u8; 4];
-            stdout.read_exact(&mut length).await?;
-            let length = u32::from_le_bytes(length) as usize;
-            if length > MAX_FRAME {
-                return Err(std::io::Error::new(
+            let mut prefix = [0u8; pipe::PREFIX_BYTES];
+            stdout.read_exact(&mut prefix).await?;
+            let length = pipe::length(prefix, pipe::MAX_ANSWER_BYTES).map_err(|too_large| {
+                std::io::Error::new(
                     std::io::ErrorKind::FileTooLarge,
                     format!(
                         "the app produced {} MiB of changes, logs and bad records in one batch, above the limit of {} MiB",
-                        length >> 20,
-                        MAX_FRAME >> 20
+                        too_large.bytes >> 20,
+                        too_large.limit >> 20
                     ),
-                ));
-            }
+                )
+            })?;
             let mut bytes = vec![0u8; length];
             stdout.read_exact(&mut bytes).await?;
             Ok(bytes)

@@ -10,22 +10,17 @@ use std::{
     time::Duration,
 };
 
-use aerogrid_changelog::{Applied, Cursor, Replay, Step};
+use aerogrid_changelog::{Applied, ChangelogReader, Read, ReadError, Replay};
 use aerogrid_kafka::KafkaSettings;
 use aerogrid_proto::v1::{ChangelogDelta, ChangelogRecord, Row, Snapshot, changelog_record};
 use prost::Message as _;
-use rdkafka::{
-    Message, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, Consumer},
-    error::KafkaError,
-    types::RDKafkaErrorCode,
-};
 use tokio::sync::watch;
 use tonic::Status;
 use uuid::Uuid;
 
 use super::{
     internal,
+    latest::LatestByKey,
     view::{GridView, Prepared},
 };
 use crate::{
@@ -315,90 +310,44 @@ fn consume(
 ) -> Result<(), String> {
     let topic = aerogrid_changelog::topic_name(app_id);
     let mut config = kafka.consumer_config();
-    config
-        .set("group.id", "aerogrid-gateway")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = config.create().map_err(|error| error.to_string())?;
-    let metadata = consumer
-        .fetch_metadata(Some(&topic), Duration::from_secs(10))
+    config.set("group.id", "aerogrid-gateway");
+    let mut reader =
+        ChangelogReader::open(config, &topic, from).map_err(|error| error.to_string())?;
+    let exists = reader
+        .exists(Duration::from_secs(10))
         .map_err(|error| format!("cannot read the changelog's metadata: {error}"))?;
-    let exists = metadata
-        .topics()
-        .first()
-        .is_some_and(|found| found.error().is_none() && !found.partitions().is_empty());
     if !exists {
         // The app has not run yet: it has no grids until it does.
         let _ = loaded.send(FeedLoad::Loaded);
         return Ok(());
     }
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(&topic, 0, Offset::Offset(from))
-        .map_err(|error| error.to_string())?;
-    consumer.assign(&assignment).map_err(|error| error.to_string())?;
-    let mut cursor = Cursor::new(from);
     // Records fetched together are applied and broadcast together: one event (one message per
     // subscriber) for what arrived at once.
     let mut burst: Vec<ChangelogRecord> = Vec::new();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let wait = if burst.is_empty() { Duration::from_millis(100) } else { Duration::ZERO };
-        let polled = consumer.poll(wait);
-        if burst.len() >= MAX_BURST || (!burst.is_empty() && !matches!(polled, Some(Ok(_)))) {
+        let read = reader.poll(wait);
+        if burst.len() >= MAX_BURST
+            || (!burst.is_empty() && !matches!(read, Ok(Read::Record { .. })))
+        {
             let Some(feed) = feed.upgrade() else { break };
             apply_burst(&feed, std::mem::take(&mut burst));
         }
-        let Some(polled) = polled else { continue };
-        let message = match polled {
-            Ok(message) => message,
-            Err(KafkaError::PartitionEOF(_)) => {
-                // Caught up (tansu reports the end a little short; later records follow).
+        match read {
+            Ok(Read::Record { record, .. }) => burst.push(record),
+            Ok(Read::End) => {
                 loaded.send_if_modified(|state| {
                     let first = *state == FeedLoad::Loading;
                     *state = FeedLoad::Loaded;
                     first
                 });
-                continue;
             }
-            Err(error)
-                if error.rdkafka_error_code()
-                    == Some(RDKafkaErrorCode::UnknownTopicOrPartition) =>
-            {
-                return Err(format!("the changelog `{topic}` is gone"));
-            }
+            Ok(Read::Idle) => {}
+            Err(gone @ ReadError::Gone(_)) => return Err(gone.to_string()),
             Err(error) => {
-                tracing::warn!(%app_id, %error, "Reading a changelog failed; retrying.");
-                continue;
+                tracing::warn!(%app_id, %error, "Reading a changelog failed; going on.");
             }
-        };
-        // Records must be applied without a gap: a writer's records after a gap are ignored
-        // (see `Replay`), which would leave the grid stale for good. tansu's memory engine skips
-        // the rest of a record batch when a fetch starts inside it, so a skip is answered by
-        // reading again from a little earlier; records already applied are passed over.
-        let offset = message.offset();
-        let expected = cursor.next();
-        match cursor.step(offset) {
-            Step::Skip => continue,
-            Step::SeekBack(back) => {
-                tracing::debug!(%app_id, expected, got = offset, from = back, "The broker skipped changelog records; reading again.");
-                if let Err(error) =
-                    consumer.seek(&topic, 0, Offset::Offset(back), Duration::from_secs(5))
-                {
-                    tracing::warn!(%app_id, %error, "Cannot seek in the changelog.");
-                }
-                continue;
-            }
-            Step::Apply if offset > expected => {
-                // A real gap (compaction, or records the broker lost): Replay decides what follows.
-                tracing::warn!(%app_id, expected, got = offset, "Changelog offsets skipped.");
-            }
-            Step::Apply => {}
         }
-        let Ok(record) = ChangelogRecord::decode(message.payload().unwrap_or_default()) else {
-            tracing::warn!(%app_id, offset = message.offset(), "A changelog record does not decode; skipped.");
-            continue;
-        };
-        burst.push(record);
     }
     Ok(())
 }
@@ -467,35 +416,18 @@ fn merge_delta(into: &mut ChangelogDelta, next: ChangelogDelta) {
             into.grids.push(grid);
             continue;
         };
-        // Sets, not scans: a burst may merge deltas of many thousand rows each.
-        let mut index: HashMap<String, usize> = existing
-            .upserted
-            .iter()
-            .enumerate()
-            .map(|(position, row)| (row.key.clone(), position))
-            .collect();
         let upserted_now: std::collections::HashSet<&str> =
             grid.upserted.iter().map(|row| row.key.as_str()).collect();
         existing.deleted.retain(|key| !upserted_now.contains(key.as_str()));
-        for row in grid.upserted {
-            match index.get(&row.key) {
-                Some(&position) => existing.upserted[position] = row,
-                None => {
-                    index.insert(row.key.clone(), existing.upserted.len());
-                    existing.upserted.push(row);
-                }
-            }
-        }
-        if !grid.deleted.is_empty() {
-            let deleted_now: std::collections::HashSet<&str> =
-                grid.deleted.iter().map(String::as_str).collect();
-            existing.upserted.retain(|row| !deleted_now.contains(row.key.as_str()));
-            let mut already: std::collections::HashSet<String> =
-                existing.deleted.iter().cloned().collect();
-            for key in grid.deleted {
-                if already.insert(key.clone()) {
-                    existing.deleted.push(key);
-                }
+        let mut rows = LatestByKey::new(std::mem::take(&mut existing.upserted));
+        rows.extend(grid.upserted);
+        rows.remove(grid.deleted.iter().map(String::as_str));
+        existing.upserted = rows.into_rows();
+        let mut already: std::collections::HashSet<String> =
+            existing.deleted.iter().cloned().collect();
+        for key in grid.deleted {
+            if already.insert(key.clone()) {
+                existing.deleted.push(key);
             }
         }
     }

@@ -16,10 +16,11 @@
 //! Modules: `access` (who may read a grid, at the call and for the stream's life), `feed` (one
 //! changelog consumer per app, its grids and its ring of changes), `view` (what a subscriber
 //! asked to see, and a delta as each view sees it, shared), `subscription` (one stream: its
-//! snapshot, then conflated changes and heartbeats). This module is the service itself.
+//! snapshot, then conflated changes and heartbeats), `latest` (the latest row per key, how deltas merge). This module is the service itself.
 
 mod access;
 mod feed;
+mod latest;
 mod subscription;
 mod view;
 

@@ -1,7 +1,7 @@
 //! One subscriber's stream: its snapshot, then the feed's changes conflated per row, at the rate
 //! it asked for and its connection takes, with heartbeats; a new snapshot when it falls behind.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use aerogrid_proto::{
     server::v1::{EncodedSubscribeResponse, encoded_subscribe_response},
@@ -14,6 +14,7 @@ use tonic::Status;
 use super::{
     access::StreamAccess,
     feed::{AppFeed, FeedEvent, shutting_down_status},
+    latest::LatestByKey,
     view::{GridView, Prepared, Touched, prepare},
 };
 use crate::{
@@ -258,12 +259,8 @@ enum Unsent {
     Nothing,
     /// One delta, sent as it was prepared.
     Shared(Arc<Prepared>),
-    /// Several deltas merged: the latest per row key, in the order rows first changed, and
-    /// their index by key.
-    Merged {
-        rows: Vec<RowChange>,
-        index: HashMap<String, usize>,
-    },
+    /// Several deltas merged: the latest per row key, in the order rows first changed.
+    Merged(LatestByKey<RowChange>),
 }
 
 impl Subscriber {
@@ -285,16 +282,11 @@ impl Subscriber {
         match &mut self.unsent {
             Unsent::Nothing => self.unsent = Unsent::Shared(prepared),
             Unsent::Shared(first) => {
-                let mut rows = first.rows().to_vec();
-                let mut index: HashMap<String, usize> = rows
-                    .iter()
-                    .enumerate()
-                    .map(|(position, row)| (row.key.clone(), position))
-                    .collect();
-                merge_rows(&mut rows, &mut index, prepared.rows());
-                self.unsent = Unsent::Merged { rows, index };
+                let mut rows = LatestByKey::new(first.rows().iter().cloned());
+                rows.extend(prepared.rows().iter().cloned());
+                self.unsent = Unsent::Merged(rows);
             }
-            Unsent::Merged { rows, index } => merge_rows(rows, index, prepared.rows()),
+            Unsent::Merged(rows) => rows.extend(prepared.rows().iter().cloned()),
         }
     }
 
@@ -307,20 +299,8 @@ impl Subscriber {
             Unsent::Shared(prepared) => {
                 prepared.changes().map(|changes| changes.encoded.clone()).unwrap_or_default()
             }
-            Unsent::Merged { rows, .. } => {
-                Changes { sequence: self.sequence, rows }.encode_to_vec().into()
-            }
-        }
-    }
-}
-
-fn merge_rows(rows: &mut Vec<RowChange>, index: &mut HashMap<String, usize>, new: &[RowChange]) {
-    for row in new {
-        match index.get(&row.key) {
-            Some(&position) => rows[position] = row.clone(),
-            None => {
-                index.insert(row.key.clone(), rows.len());
-                rows.push(row.clone());
+            Unsent::Merged(rows) => {
+                Changes { sequence: self.sequence, rows: rows.into_rows() }.encode_to_vec().into()
             }
         }
     }
@@ -435,7 +415,7 @@ mod tests {
 
         // The ended feed is not handed to new subscribers; a new feed is.
         let app = Uuid::new_v4();
-        let mut feeds = HashMap::from([(app, Arc::downgrade(&feed))]);
+        let mut feeds = std::collections::HashMap::from([(app, Arc::downgrade(&feed))]);
         assert!(live_feed(&feeds, app).is_none());
         let fresh = feed_without_consumer();
         feeds.insert(app, Arc::downgrade(&fresh));
