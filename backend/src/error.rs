@@ -40,6 +40,10 @@ pub enum Error {
     /// A server setting that cannot work (a bad certificate, say): found at startup.
     #[error("{0}")]
     Config(String),
+    /// Something of the server's own failed while serving (hashing a password, making a
+    /// broker client): logged, answered 500.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -54,7 +58,7 @@ impl Error {
             Self::Invalid { .. } | Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Database(_) | Self::Migration(_) | Self::Config(_) => {
+            Self::Database(_) | Self::Migration(_) | Self::Config(_) | Self::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         }

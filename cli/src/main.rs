@@ -134,3 +134,40 @@ async fn shutdown_signal() -> &'static str {
         _ = terminate.recv() => "SIGTERM",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// ARCHITECTURE.md is where the next person starts: every crate of the workspace has its
+    /// section in the code map, and every command of the binary its place in the entry points.
+    #[test]
+    fn the_architecture_names_every_crate_and_command() {
+        let architecture = include_str!("../../ARCHITECTURE.md");
+        let manifest = include_str!("../../Cargo.toml");
+        let members = manifest
+            .lines()
+            .find_map(|line| line.strip_prefix("members = "))
+            .expect("the workspace lists its members");
+        let headings: Vec<&str> =
+            architecture.lines().filter(|line| line.starts_with("### ")).collect();
+        for member in members.trim_matches(['[', ']']).split(',') {
+            let directory = format!("`{}/`", member.trim().trim_matches('"'));
+            assert!(
+                headings.iter().any(|heading| heading.contains(&directory)),
+                "ARCHITECTURE.md has no code-map section for {directory}"
+            );
+        }
+        let entry_points = architecture
+            .split("## Entry points")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("an Entry points section");
+        let command = <super::Cli as clap::CommandFactory>::command();
+        for subcommand in command.get_subcommands() {
+            let name = format!("`{}`", subcommand.get_name());
+            assert!(
+                entry_points.contains(&name),
+                "ARCHITECTURE.md's entry points do not name {name}"
+            );
+        }
+    }
+}

@@ -48,7 +48,8 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 /// Why an app's task should end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Stop {
-    Run,
+    /// No reason yet: the app keeps running.
+    KeepRunning,
     /// The user stopped it (or deleted it).
     Stopped,
     /// This node is shutting down or lost the lease: another run takes over.
@@ -102,7 +103,7 @@ pub(crate) async fn run_app(
             report(db::release_lease(&context.db, &context.node_id, app_id).await);
             context.wake.notify_one();
         }
-        Stop::Run | Stop::Leave => {}
+        Stop::KeepRunning | Stop::Leave => {}
     }
 }
 
@@ -173,10 +174,10 @@ async fn supervise(
             }
         };
         let reason = tokio::select! {
-            () = tokio::time::sleep(wait) => Stop::Run,
+            () = tokio::time::sleep(wait) => Stop::KeepRunning,
             reason = stopped(&mut stop) => reason,
         };
-        if reason != Stop::Run {
+        if reason != Stop::KeepRunning {
             return reason;
         }
     }
@@ -186,7 +187,7 @@ async fn supervise(
 async fn stopped(stop: &mut watch::Receiver<Stop>) -> Stop {
     loop {
         let current = *stop.borrow_and_update();
-        if current != Stop::Run {
+        if current != Stop::KeepRunning {
             return current;
         }
         if stop.changed().await.is_err() {

@@ -227,7 +227,7 @@ pub async fn run(
                     if running.contains_key(&claim.app_id) {
                         continue;
                     }
-                    let (stop, stop_receiver) = watch::channel(Stop::Run);
+                    let (stop, stop_receiver) = watch::channel(Stop::KeepRunning);
                     // A run checks the grants it starts with itself; this carries changes. The
                     // first renewal counts as one: the grants may have changed since the run
                     // read them.

@@ -449,7 +449,7 @@ async fn hash_password(password: String) -> Result<String> {
             argon2::Argon2::default()
                 .hash_password(password.as_bytes(), &salt)
                 .map(|hash| hash.to_string())
-                .map_err(|error| Error::Config(format!("cannot hash a password: {error}")))
+                .map_err(|error| Error::Internal(format!("cannot hash a password: {error}")))
         })
         .await
         .ok_or_else(busy)?

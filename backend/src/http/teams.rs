@@ -81,11 +81,11 @@ async fn check_namespace_is_free(state: &AppState, caller: &Caller, name: &str) 
             "you own {owned} teams, as many as a user may: an administrator can create more"
         )));
     }
-    let topics = state.inner.kafka.prober().map_err(|error| Error::Config(error.to_string()))?;
+    let topics = state.inner.kafka.prober().map_err(|error| Error::Internal(error.to_string()))?;
     let topics = topics
         .topic_names(std::time::Duration::from_secs(5))
         .await
-        .map_err(|error| Error::Config(format!("cannot list the broker's topics: {error}")))?;
+        .map_err(|error| Error::Internal(format!("cannot list the broker's topics: {error}")))?;
     let namespace = format!("{name}.");
     if topics.iter().any(|topic| topic.starts_with(&namespace)) {
         return Err(Error::Conflict(format!(
