@@ -314,9 +314,11 @@ results = {{
     "exec": outcome(libc.execv(b"/bin/true", (ctypes.c_char_p * 2)(b"true", None))),
     "signal the node": outcome(libc.kill(os.getppid(), 0)),
     "become root": outcome(libc.setuid(0)),
+    "set its own uid again": outcome(libc.setuid(os.getuid())),
     "renice every process of its user": outcome(libc.setpriority(2, 0, 19)),
     "renice its process group": outcome(libc.setpriority(1, 0, 19)),
     "new namespaces": outcome(libc.unshare(0x40000000)),
+    "unshare nothing": outcome(libc.unshare(0)),
     "shared memory": raised(lambda: mmap.mmap(-1, 1 << 20, flags=mmap.MAP_SHARED)),
     "thread": "allowed" if start_thread() == 0 else "refused",
 }}
@@ -331,15 +333,40 @@ print(json.dumps(results))
         result.logs.iter().find(|log| log.message.starts_with('{')).expect("the probe printed");
     let results: std::collections::BTreeMap<String, String> =
         serde_json::from_str(&line.message).unwrap();
-    assert_eq!(results.len(), 13, "{results:?}");
+    assert_eq!(results.len(), 15, "{results:?}");
     for (action, outcome) in &results {
         assert_ne!(outcome, "allowed", "{action} was allowed: {results:?}");
     }
-    // Seccomp says EPERM, landlock EACCES.
-    assert_eq!(results["socket"], "Operation not permitted");
+    // Seccomp says EPERM, landlock EACCES. Setting one's own uid again and unsharing nothing
+    // succeed for any process (the control below): only seccomp refuses them, so they show
+    // that the layer refusing credentials and namespaces here is seccomp, not a missing
+    // privilege.
+    for action in
+        ["socket", "become root", "set its own uid again", "new namespaces", "unshare nothing"]
+    {
+        assert_eq!(results[action], "Operation not permitted", "{action}: {results:?}");
+    }
     assert_eq!(results["read /etc/passwd"], "Permission denied");
     assert_eq!(results["shared memory"], "PermissionError");
     assert!(!Path::new(&witness).exists(), "the file was written");
+
+    // The control: without the sandbox, the same process may do both.
+    let mut unsandboxed = ConnectorProcess::start_with(&["--no-sandbox"]);
+    let control = format!(
+        r#"{HEADER}import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+print(json.dumps([libc.setuid(os.getuid()), libc.unshare(0)]))
+"#
+    );
+    assert!(matches!(unsandboxed.load(&control), Kind::Loaded(_)), "the control loads");
+    let Kind::Result(result) = unsandboxed.send(node_message::Kind::Tick(Tick {})) else {
+        panic!("a tick answers with a result")
+    };
+    assert!(
+        result.logs.iter().any(|log| log.message == "[0, 0]"),
+        "both succeed unsandboxed: {:?}",
+        result.logs
+    );
 }
 
 /// Hostile apps on a real node beside the seed app: each fails with its reason and line in its

@@ -132,7 +132,7 @@ pub(crate) fn restrict_files(read_roots: &[PathBuf]) -> Result<String> {
 }
 
 /// Seccomp: system calls no connector makes. New processes and threads (the connector's own
-/// threads already run), sockets, other processes' memory, signals and scheduling, kernel
+/// threads already run), credentials, sockets, other processes' memory, signals and scheduling, kernel
 /// facilities that bypass these filters (io_uring) or enlarge the attack surface (bpf, perf).
 /// A refused call fails with EPERM (the interpreter raises `PermissionError`). Applies to every
 /// thread of the process.
@@ -198,6 +198,17 @@ pub(crate) fn filter_system_calls() -> Result<&'static str> {
         libc::SYS_migrate_pages,
         libc::SYS_move_pages,
         libc::SYS_ioprio_set,
+        // Credentials: a connector never changes who it runs as.
+        libc::SYS_setuid,
+        libc::SYS_setgid,
+        libc::SYS_setreuid,
+        libc::SYS_setregid,
+        libc::SYS_setresuid,
+        libc::SYS_setresgid,
+        libc::SYS_setfsuid,
+        libc::SYS_setfsgid,
+        libc::SYS_setgroups,
+        libc::SYS_capset,
     ];
     for call in always {
         rules.insert(call, vec![]);

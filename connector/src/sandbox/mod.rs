@@ -9,7 +9,7 @@
 //!    naming the cause and the user's line.
 //! 4. Landlock: the file system is read-only beneath the standard library and the shared
 //!    libraries its modules load; no TCP; no signals or abstract sockets outside the process.
-//! 5. Seccomp, on every thread: no new process or thread, no socket, no other process's memory,
+//! 5. Seccomp, on every thread: no new process or thread, no change of credentials, no socket, no other process's memory,
 //!    no kernel facility that could bypass the rest.
 //!
 //! Layers 2, 4 and 5 hold even for code that gets past the interpreter; layer 3 makes the
