@@ -9,74 +9,39 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aerogrid_changelog::{ChangelogReader, Read, Replay};
 use aerogrid_kafka::KafkaSettings;
-use aerogrid_proto::v1::{ChangelogRecord, changelog_record, value};
-use prost::Message as _;
 use rdkafka::{
-    Message, Offset, TopicPartitionList,
+    Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
 };
-use support::DevStack;
+use support::{
+    DevStack,
+    seed_grid::{self, expected_totals},
+};
 
 const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
 
-fn expected_totals(count: u64) -> BTreeMap<String, i64> {
-    let mut totals = BTreeMap::new();
-    for n in 0..count {
-        *totals.entry(format!("p{}", n % 17)).or_insert(0) += (n % 5 + 1) as i64;
-    }
-    totals
-}
-
-/// Replays the app's changelog: the `product_sum` grid and the input offset it reflects.
+/// Replays the app's changelog, as recovery and the gateway do (`ChangelogReader`, `Replay`):
+/// the `product_sum` grid and the input offset it reflects.
 fn read_changelog(kafka: &KafkaSettings, app: uuid::Uuid) -> (BTreeMap<String, i64>, i64) {
     let mut config = kafka.consumer_config();
-    config.set("group.id", "aerogrid-test-reader").set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = config.create().unwrap();
-    let topic = format!("aerogrid.changelog.{app}");
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(&topic, 0, Offset::Beginning).unwrap();
-    consumer.assign(&assignment).unwrap();
-    let mut grid = BTreeMap::new();
-    let mut offset = 0;
-    let mut snapshot: Vec<aerogrid_proto::v1::SnapshotPart> = Vec::new();
-    let apply = |grids: &[aerogrid_proto::v1::GridDelta], grid: &mut BTreeMap<String, i64>| {
-        for delta in grids.iter().filter(|delta| delta.grid == "product_sum") {
-            for row in &delta.upserted {
-                let Some(value::Kind::Int(units)) = row.values[0].kind else {
-                    panic!("an int: {row:?}")
-                };
-                grid.insert(row.key.clone(), units);
-            }
-            for key in &delta.deleted {
-                grid.remove(key);
-            }
-        }
-    };
+    config.set("group.id", "aerogrid-test-reader");
+    let topic = aerogrid_changelog::topic_name(app);
+    let mut reader = ChangelogReader::open(config, &topic, 0).unwrap();
+    let mut replay = Replay::default();
     // Read until the topic is quiet (the test waits for the app before reading).
-    while let Some(message) = consumer.poll(Duration::from_millis(1500)) {
-        let message = message.unwrap();
-        let record = ChangelogRecord::decode(message.payload().unwrap()).unwrap();
-        match record.kind.unwrap() {
-            changelog_record::Kind::Delta(delta) => {
-                apply(&delta.grids, &mut grid);
-                offset = delta.offsets.iter().map(|offset| offset.offset).max().unwrap_or(offset);
-            }
-            changelog_record::Kind::Snapshot(part) => {
-                snapshot.push(part.clone());
-                if part.index + 1 == part.count {
-                    grid.clear();
-                    for part in snapshot.drain(..) {
-                        apply(&part.grids, &mut grid);
-                        offset =
-                            part.offsets.iter().map(|offset| offset.offset).max().unwrap_or(offset);
-                    }
-                }
-            }
-            changelog_record::Kind::Fence(_) => {}
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_millis(1500) {
+        if let Read::Record { record, .. } = reader.poll(Duration::from_millis(100)).unwrap() {
+            replay.apply(record);
+            quiet_since = Instant::now();
         }
     }
-    (grid, offset)
+    let grid = replay.state.grids.get("product_sum").map_or_else(BTreeMap::new, |grid| {
+        grid.rows.iter().map(|(key, values)| (key.clone(), seed_grid::int_of(&values[0]))).collect()
+    });
+    (grid, replay.state.offsets.values().copied().max().unwrap_or(0))
 }
 
 async fn status(pool: &sqlx::PgPool, app: uuid::Uuid) -> (String, Option<String>, i32) {
@@ -226,20 +191,20 @@ async fn broken_code_fails_with_its_line_and_is_not_restarted() {
 
 /// `aerogrid runtime` as a process of its own, against the dev stack's database and broker.
 /// Starts `aerogrid runtime`; its log goes to `runtime-node.log` beside the data dir.
-fn spawn_runtime_node(stack: &DevStack) -> std::process::Child {
+fn spawn_runtime_node(stack: &DevStack) -> support::Spawned {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(stack.data_dir.with_extension("output").join("runtime-node.log"))
         .unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
-        .args(["runtime", "--create-topics", "--lease-seconds", "2", "--connector-pool", "1"])
-        .env("DATABASE_URL", stack.file("database-url"))
-        .env("KAFKA_BROKERS", stack.file("broker"))
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start aerogrid runtime")
+    support::Spawned::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
+            .args(["runtime", "--create-topics", "--lease-seconds", "2", "--connector-pool", "1"])
+            .env("DATABASE_URL", stack.file("database-url"))
+            .env("KAFKA_BROKERS", stack.file("broker"))
+            .stdout(std::process::Stdio::null())
+            .stderr(log),
+    )
 }
 
 /// The input offset the app's consumer group committed (progress, cheaply).
@@ -259,7 +224,8 @@ fn committed_offset(kafka: &KafkaSettings, app: uuid::Uuid) -> i64 {
 }
 
 /// 200,000 orders while connectors and whole runtime nodes are SIGKILLed at random moments: the
-/// final grid equals totals computed here.
+/// final grid (replayed from the changelog, and as a live subscriber sees it) equals totals
+/// computed here, and `records_in` counts every order once.
 #[tokio::test(flavor = "multi_thread")]
 async fn random_sigkills_of_connectors_and_nodes_lose_and_double_nothing() {
     const ORDERS: u64 = 200_000;
@@ -284,28 +250,39 @@ async fn random_sigkills_of_connectors_and_nodes_lose_and_double_nothing() {
         random ^= random << 17;
         random % bound
     };
+    // A live subscriber through the gateway, from before the first kill.
+    let mut follower = seed_grid::follow(stack.url.clone(), stack.file("admin-token"));
     let (mut connector_kills, mut node_kills) = (0, 0);
+    let mut killed_at = 0;
     let started = Instant::now();
+    // Eight kills, connectors and nodes in turn, each after the app has read another 5% of the
+    // orders (and a random while): all of them fall within the run.
     while connector_kills + node_kills < 8 {
         assert!(started.elapsed() < Duration::from_secs(300), "still not done after 300 s");
-        tokio::time::sleep(Duration::from_millis(300 + next_random(1200))).await;
+        tokio::time::sleep(Duration::from_millis(100 + next_random(400))).await;
         let progress = {
             let kafka = kafka.clone();
             tokio::task::spawn_blocking(move || committed_offset(&kafka, app)).await.unwrap()
         };
-        if progress >= ORDERS as i64 {
-            break;
+        assert!(
+            progress < ORDERS as i64,
+            "the app read every order before the eighth kill: {connector_kills} connector and {node_kills} node kills"
+        );
+        if progress < killed_at + ORDERS as i64 / 20 {
+            continue;
         }
-        if next_random(2) == 0 {
+        killed_at = progress;
+        if connector_kills <= node_kills {
             let connectors: Vec<u32> = support::descendants_of(node.id())
                 .into_iter()
                 .filter(|(_, title)| title.contains("acme/orders"))
                 .map(|(pid, _)| pid)
                 .collect();
+            assert!(!connectors.is_empty(), "the app's connector runs");
             for pid in connectors {
                 support::send_signal(pid, libc::SIGKILL);
-                connector_kills += 1;
             }
+            connector_kills += 1;
         } else {
             node.kill().unwrap();
             node.wait().unwrap();
@@ -339,8 +316,15 @@ async fn random_sigkills_of_connectors_and_nodes_lose_and_double_nothing() {
         "{connector_kills} connector kills, {node_kills} node kills, {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    assert!(connector_kills + node_kills > 0, "the run was interrupted at least once");
+    assert_eq!((connector_kills, node_kills), (4, 4));
     assert_eq!(grid, expected_totals(ORDERS));
+    // The subscriber, through every restart, shows the same.
+    let expected = expected_totals(ORDERS);
+    let followed =
+        tokio::time::timeout(Duration::from_secs(60), follower.wait_for(|grid| *grid == expected))
+            .await
+            .is_ok();
+    assert!(followed, "the subscriber shows {:?}", *follower.borrow());
 }
 
 /// On a broker of its own (no `--create-topics`), a node does not create input topics: the app
@@ -353,14 +337,14 @@ async fn an_app_waits_for_a_missing_topic_and_runs_once_it_exists() {
     let kafka = KafkaSettings::new(stack.file("broker"));
     let app = support::create_running_app(&pool, SEED).await;
     let log = std::fs::File::create(temp.path().join("node.log")).unwrap();
-    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
-        .args(["runtime", "--connector-pool", "1"])
-        .env("DATABASE_URL", stack.file("database-url"))
-        .env("KAFKA_BROKERS", stack.file("broker"))
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut node = support::Spawned::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
+            .args(["runtime", "--connector-pool", "1"])
+            .env("DATABASE_URL", stack.file("database-url"))
+            .env("KAFKA_BROKERS", stack.file("broker"))
+            .stdout(std::process::Stdio::null())
+            .stderr(log),
+    );
 
     wait_for_state(&pool, app, "waiting").await;
     assert_eq!(status(&pool, app).await.1.as_deref(), Some("waiting for topic `orders` to exist"));

@@ -2,7 +2,7 @@
 // a real `aerogrid dev`: it prints the grid as it ticks, and a bad token ends it with a clear
 // message. Needs a Python with the pinned requirements: $AEROGRID_NATIVE_PYTHON, or
 // target/excel-native-venv/bin/python (see the sample's requirements.txt); skipped without one,
-// since tests must not download.
+// since tests must not download, but never when $AEROGRID_NATIVE_PYTHON names one (CI does).
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -28,11 +28,16 @@ function findPython() {
     process.env.AEROGRID_NATIVE_PYTHON,
     path.join(repoRoot, 'target', 'excel-native-venv', 'bin', 'python'),
   ].filter(Boolean);
+  // Named (as `cargo xtask test` does): it must work, never a silent skip.
+  const required = process.env.AEROGRID_NATIVE_PYTHON;
   for (const python of candidates) {
-    if (!existsSync(python) && python.includes('/')) continue;
+    if (!existsSync(python) && python.includes('/')) {
+      if (python === required) throw new Error(`AEROGRID_NATIVE_PYTHON=${python}: no such file`);
+      continue;
+    }
     const check = spawnSync(python, ['-c', 'import grpc, grpc_tools'], { encoding: 'utf8' });
     if (check.status === 0) return { python };
-    if (process.env.AEROGRID_NATIVE_PYTHON) {
+    if (python === required) {
       throw new Error(`AEROGRID_NATIVE_PYTHON=${python} cannot import grpc and grpc_tools: ${check.stderr}`);
     }
   }

@@ -100,6 +100,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
             install_cargo_tool(tool)?;
         }
         install_apt_packages()?;
+        check_node()?;
         for project in NPM_PROJECTS {
             install_npm_project(&root.join(project))?;
         }
@@ -180,6 +181,28 @@ fn install_apt_packages() -> anyhow::Result<()> {
         let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
         install.extend(&missing);
         apt(&install).with_context(|| format!("installing {}", missing.join(", ")))
+    })
+}
+
+/// The Node.js major version the npm lockfiles, the frontend build and the JavaScript tests are
+/// made for (also `engines` in each `package.json`).
+const NODE_MAJOR: u32 = 20;
+
+/// Node.js is the machine's: another major version fails here, with what to do, rather than
+/// somewhere in a test.
+fn check_node() -> anyhow::Result<()> {
+    timed(&format!("node {NODE_MAJOR}"), || {
+        let version = output(Command::new("node").arg("--version"))
+            .context("Node.js is needed (`node` on PATH)")?;
+        let major = version.trim().trim_start_matches('v').split('.').next().unwrap_or_default();
+        if major.parse::<u32>().ok() != Some(NODE_MAJOR) {
+            anyhow::bail!(
+                "Node.js {} found; the build and tests are pinned to Node.js {NODE_MAJOR}.x: install it (e.g. NodeSource's `nodejs` {NODE_MAJOR}.x package)",
+                version.trim()
+            );
+        }
+        eprintln!("    {}", version.trim());
+        Ok(())
     })
 }
 

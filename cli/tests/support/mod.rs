@@ -5,6 +5,7 @@
 
 pub(crate) mod api;
 pub(crate) mod connector;
+pub(crate) mod seed_grid;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -172,6 +173,38 @@ impl Drop for DevStack {
                 .status();
             let _ = child.wait();
         }
+    }
+}
+
+/// A process a test started, killed when it goes out of scope (after a failed assertion too)
+/// and when the test runner dies: a failing test leaks no node.
+pub(crate) struct Spawned(Child);
+
+impl Spawned {
+    pub(crate) fn spawn(command: &mut Command) -> Self {
+        stop_with_test_runner(command);
+        Self(command.spawn().expect("start the process"))
+    }
+}
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
