@@ -259,10 +259,19 @@ async fn snapshot_and_live_changes_match_the_orders() {
     for _ in 0..150 {
         many.push(subscribe(&mut client, &token).await.0);
     }
+    assert_eq!(gauge(&stack, "aerogrid_grid_feeds").await, 1, "one feed for them all");
     drop(many);
     drop(stream);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    while gauge(&stack, "aerogrid_grid_feeds").await != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the feed ends with its last subscriber"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (mut stream, first) = subscribe(&mut client, &token).await;
+    assert_eq!(gauge(&stack, "aerogrid_grid_feeds").await, 1, "a new feed");
     assert_eq!(grid_of(&first), expected_totals(0..3500));
     support::produce_orders(&kafka, 3500..4000, 17).await;
     follow_until(&mut stream, first, &expected_totals(0..4000)).await;
@@ -774,4 +783,20 @@ fn prost_types_name(encoded: &[u8]) -> String {
         name: String,
     }
     <FileName as prost::Message>::decode(encoded).unwrap().name
+}
+
+/// A gauge of the server's `/metrics`.
+async fn gauge(stack: &DevStack, name: &str) -> i64 {
+    let metrics = support::http()
+        .get(format!("{}/metrics", stack.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
 }

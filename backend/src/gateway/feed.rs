@@ -234,6 +234,8 @@ impl AppFeed {
         std::thread::Builder::new()
             .name("aerogrid-grid-feed".into())
             .spawn(move || {
+                RUNNING_FEEDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _running = RunningFeed;
                 if let Err(message) = consume(&kafka, app_id, from, &weak, &loaded_sender, &stop) {
                     tracing::warn!(%app_id, %message, "Grid feed stopped.");
                     let _ = loaded_sender.send(FeedLoad::Failed(message));
@@ -297,6 +299,22 @@ fn snapshot_of(state: &FeedState, grid: &str, view: &GridView) -> Option<Snapsho
         .map(|(key, values)| Row { key: key.clone(), values: columns.pick(values) })
         .collect();
     Some(Snapshot { sequence: state.sequence, columns: columns.names, rows })
+}
+
+/// Feed consumer threads running in this process (for `/metrics`).
+static RUNNING_FEEDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+pub(crate) fn running_feeds() -> usize {
+    RUNNING_FEEDS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts a feed's thread off when it ends, however it ends.
+struct RunningFeed;
+
+impl Drop for RunningFeed {
+    fn drop(&mut self) {
+        RUNNING_FEEDS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Reads the changelog from `from` for as long as the feed has subscribers.

@@ -44,6 +44,7 @@ use subscription::{
 };
 use view::GridView;
 
+pub(crate) use feed::running_feeds;
 pub(crate) use subscription::subscriber_count;
 
 /// The gRPC services on the HTTP port: the grid API (native gRPC and gRPC-web, for browsers and

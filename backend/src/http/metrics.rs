@@ -161,6 +161,12 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response> {
             "Open grid subscriptions on this server.",
             i64::try_from(crate::gateway::subscriber_count()).unwrap_or(i64::MAX),
         ),
+        (
+            "aerogrid_grid_feeds",
+            "gauge",
+            "Changelog consumers running on this server (one per app with subscribers).",
+            i64::try_from(crate::gateway::running_feeds()).unwrap_or(i64::MAX),
+        ),
     ];
     for (name, kind, help, value) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
