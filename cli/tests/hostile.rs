@@ -564,3 +564,60 @@ async fn oversized_views_and_requests_are_refused_and_sign_ins_do_not_grow_the_s
         versions.as_array().unwrap().iter().map(|v| v["version"].as_i64().unwrap()).collect();
     assert_eq!(kept, vec![11, 10, 9, 2], "{versions}");
 }
+
+/// Logs and bad records past their age are deleted while the app runs on (here a retention of
+/// 0.0001 days: 8.6 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_and_bad_records_past_their_age_are_deleted() {
+    let temp = tempfile::tempdir().unwrap();
+    let stack = DevStack::start_with_args(
+        &temp.path().join("data"),
+        &["--output-retention-days", "0.0001"],
+    );
+    let pool = sqlx::PgPool::connect(&stack.file("database-url")).await.unwrap();
+    let kafka = aerogrid_kafka::KafkaSettings::new(stack.file("broker"));
+    kafka.ensure_topic("orders", 1).await.unwrap();
+    let app = support::create_running_app(&pool, SEED_WITH_HELLO).await;
+    {
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let producer: FutureProducer = kafka.client_config().create().unwrap();
+        let record = FutureRecord::to("orders").key("order-0").payload("not json");
+        producer.send(record, Duration::from_secs(30)).await.unwrap();
+    }
+    let kept = || async {
+        let logs: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM app_logs WHERE app_id = $1 AND message = 'hello'",
+        )
+        .bind(app)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let bad: i64 = sqlx::query_scalar("SELECT count(*) FROM bad_records WHERE app_id = $1")
+            .bind(app)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (logs, bad)
+    };
+    let started = Instant::now();
+    while kept().await != (1, 1) {
+        assert!(started.elapsed() < Duration::from_secs(60), "kept: {:?}", kept().await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let written = Instant::now();
+    while kept().await != (0, 0) {
+        assert!(written.elapsed() < Duration::from_secs(60), "still kept: {:?}", kept().await);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(written.elapsed() >= Duration::from_secs(5), "not before their age");
+    let state: String = sqlx::query_scalar("SELECT state FROM app_status WHERE app_id = $1")
+        .bind(app)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "running");
+}
+
+/// The seed program, saying hello once at load.
+const SEED_WITH_HELLO: &str =
+    concat!(include_str!("../../runtime/python/tests/seed.py"), "\nprint('hello')\n");

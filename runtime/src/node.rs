@@ -271,7 +271,9 @@ pub async fn run(
 /// sweep that finds nothing costs an index lookup.)
 async fn delete_old_output(db: sqlx::PgPool, retention_days: f64) {
     let max_age_seconds = retention_days.max(0.0) * 86_400.0;
-    let mut sweep = tokio::time::interval(SWEEP);
+    // A retention shorter than the sweep is kept to within half of it.
+    let every = SWEEP.min(Duration::from_secs_f64((max_age_seconds / 2.0).max(1.0)));
+    let mut sweep = tokio::time::interval(every);
     loop {
         sweep.tick().await;
         if let Err(error) = db::delete_old_output(&db, max_age_seconds).await {
