@@ -1,17 +1,12 @@
 //! Apps: create, read, save (every save a version), rename, delete, start/stop/restart, status,
-//! logs (recent and followed live), bad records, versions (list, read, compare, roll back),
-//! grid shares; and validation.
-
-use std::{convert::Infallible, time::Duration};
+//! grid shares; and validation. What apps print and refuse is `app_output`; their versions,
+//! `versions`.
 
 use axum::{
     Json,
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{
-        IntoResponse, Response,
-        sse::{Event, KeepAlive, Sse},
-    },
+    response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -25,19 +20,16 @@ use super::{
 use crate::{
     AppState, Error, Result,
     db::{
-        apps::{self, AppSummary, BadRecord, LogLine, Status, VersionInfo},
+        apps::{self, AppSummary, Status},
         teams::{self, Share},
     },
     validate::{self, Diagnostic, TopicScope},
 };
 
-/// How often a followed log looks for new lines.
-const FOLLOW_EVERY: Duration = Duration::from_millis(250);
-
-type AppPath = ApiPath<(String, String)>;
+pub(super) type AppPath = ApiPath<(String, String)>;
 
 /// The team (checked for `need`) and the app named in the path.
-async fn find_app(
+pub(super) async fn find_app(
     state: &AppState,
     caller: &Caller,
     team: &str,
@@ -53,7 +45,11 @@ async fn find_app(
 }
 
 /// The diagnostics of `code` as an app of `team`: with the topics the team may read.
-async fn diagnostics(state: &AppState, team: &TeamAccess, code: String) -> Result<Vec<Diagnostic>> {
+pub(super) async fn diagnostics(
+    state: &AppState,
+    team: &TeamAccess,
+    code: String,
+) -> Result<Vec<Diagnostic>> {
     let grants = crate::db::topics::patterns(state.db(), team.id).await?;
     let scope = TopicScope { team: team.name.clone(), grants };
     Ok(validate::validate(code, Some(scope)).await)
@@ -422,303 +418,6 @@ pub(crate) async fn app_status(
 ) -> Result<Json<Status>> {
     let (_, app) = find_app(&state, &caller, &team, &app, Need::Read).await?;
     Ok(Json(apps::status(state.db(), app.id).await?))
-}
-
-#[derive(Deserialize, IntoParams)]
-pub(crate) struct LogQuery {
-    /// Lines after this id (the last one seen); without it, the newest lines.
-    after: Option<i64>,
-    /// At most this many lines (default 200, at most 5000).
-    limit: Option<i64>,
-}
-
-/// The app's log, oldest first: the newest lines, or those after `?after=`.
-#[utoipa::path(get, path = "/teams/{team}/apps/{app}/logs", tag = "apps",
-    params(("team" = String, Path), ("app" = String, Path), LogQuery),
-    responses((status = 200, body = Vec<LogLine>)))]
-pub(crate) async fn app_logs(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((team, app)): AppPath,
-    ApiQuery(query): ApiQuery<LogQuery>,
-) -> Result<Json<Vec<LogLine>>> {
-    let (_, app) = find_app(&state, &caller, &team, &app, Need::Read).await?;
-    let limit = super::limit(query.limit, 200, 5000)?;
-    Ok(Json(apps::logs(state.db(), app.id, query.after, limit).await?))
-}
-
-/// Follows the log live as server-sent events: each `log` event's data is a log line (JSON) and
-/// its id the line's; a reconnecting `EventSource` resumes after `Last-Event-ID`. Without
-/// `?after=`, the stream starts with the newest 200 lines. An `end` event says the app is gone.
-#[utoipa::path(get, path = "/teams/{team}/apps/{app}/logs/follow", tag = "apps",
-    params(("team" = String, Path), ("app" = String, Path), LogQuery),
-    responses((status = 200, content_type = "text/event-stream", body = String,
-               description = "`log` events, each a JSON log line")))]
-pub(crate) async fn follow_logs(
-    State(state): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
-    ApiPath((team, app)): AppPath,
-    ApiQuery(query): ApiQuery<LogQuery>,
-) -> Result<Response> {
-    // Watched from before the check: a revocation meanwhile is not missed.
-    let generation = state.inner.access_generation.subscribe();
-    let (team_access, app) = find_app(&state, &caller, &team, &app, Need::Read).await?;
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<i64>().ok());
-    let after = resume.or(query.after);
-    let first = apps::logs(state.db(), app.id, after, 200).await?;
-    let cursor = first.last().map(|line| line.id).or(after).unwrap_or(0);
-    let app_id = app.id;
-    let shutting_down = state.inner.shutting_down.subscribe();
-    let access = LogAccess {
-        state: state.clone(),
-        credentials: crate::access::credentials(&headers),
-        team: team_access.name,
-        app_id,
-        generation,
-    };
-    let events = futures::stream::unfold(
-        (first, cursor, false, access),
-        move |(mut pending, cursor, ended, mut access)| {
-            let db = access.state.db().clone();
-            let mut shutting_down = shutting_down.clone();
-            async move {
-                if ended {
-                    return None;
-                }
-                let mut cursor = cursor;
-                let mut idle_polls = 0u32;
-                loop {
-                    if access.generation.has_changed().unwrap_or(false)
-                        && let Err(error) = access.still_allowed().await
-                    {
-                        let end = Event::default()
-                            .event("end")
-                            .data(format!("access to this log was withdrawn: {error}"));
-                        return Some((Ok(end), (Vec::new(), cursor, true, access)));
-                    }
-                    if !pending.is_empty() {
-                        let line = pending.remove(0);
-                        let event = Event::default()
-                            .event("log")
-                            .id(line.id.to_string())
-                            .json_data(&line)
-                            .unwrap_or_default();
-                        return Some((
-                            Ok::<_, Infallible>(event),
-                            (pending, cursor, false, access),
-                        ));
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(FOLLOW_EVERY) => {}
-                        _ = shutting_down.wait_for(|down| *down) => return None,
-                    }
-                    match apps::logs(&db, app_id, Some(cursor), 500).await {
-                        Ok(lines) => {
-                            if let Some(last) = lines.last() {
-                                cursor = last.id;
-                            }
-                            pending = lines;
-                        }
-                        Err(error) => tracing::warn!(%error, "Cannot follow a log."),
-                    }
-                    // A quiet log may belong to a deleted app: look every 2 s.
-                    idle_polls = if pending.is_empty() { idle_polls + 1 } else { 0 };
-                    if idle_polls % 8 == 7 && matches!(apps::exists(&db, app_id).await, Ok(false)) {
-                        let end = Event::default().event("end").data("the app was deleted");
-                        return Some((Ok(end), (Vec::new(), cursor, true, access)));
-                    }
-                }
-            }
-        },
-    );
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
-}
-
-/// What a followed log checks again whenever access may have shrunk (see [`crate::access`]).
-struct LogAccess {
-    state: AppState,
-    credentials: HeaderMap,
-    team: String,
-    app_id: uuid::Uuid,
-    generation: tokio::sync::watch::Receiver<u64>,
-}
-
-impl LogAccess {
-    /// Whether the caller may still read the log: their credentials work, they may read the
-    /// team, and the app is still the team's.
-    async fn still_allowed(&mut self) -> Result<()> {
-        self.generation.borrow_and_update();
-        let identity = crate::identity::authenticate(self.state.db(), &self.credentials).await?;
-        let team = Caller(identity).in_team(&self.state, &self.team, Need::Read).await?;
-        if !apps::belongs_to(self.state.db(), self.app_id, team.id).await? {
-            return Err(Error::NotFound("the app is gone".into()));
-        }
-        Ok(())
-    }
-}
-
-#[derive(Deserialize, IntoParams)]
-pub(crate) struct LimitQuery {
-    /// At most this many (default 100, at most 1000).
-    limit: Option<i64>,
-}
-
-/// The newest records the app could not process, with the reason and the raw message.
-#[utoipa::path(get, path = "/teams/{team}/apps/{app}/bad-records", tag = "apps",
-    params(("team" = String, Path), ("app" = String, Path), LimitQuery),
-    responses((status = 200, body = Vec<BadRecord>)))]
-pub(crate) async fn bad_records(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((team, app)): AppPath,
-    ApiQuery(query): ApiQuery<LimitQuery>,
-) -> Result<Json<Vec<BadRecord>>> {
-    let (_, app) = find_app(&state, &caller, &team, &app, Need::Read).await?;
-    let limit = super::limit(query.limit, 100, 1000)?;
-    Ok(Json(apps::bad_records(state.db(), app.id, limit).await?))
-}
-
-/// Every saved version, newest first.
-#[utoipa::path(get, path = "/teams/{team}/apps/{app}/versions", tag = "versions",
-    params(("team" = String, Path), ("app" = String, Path)),
-    responses((status = 200, body = Vec<VersionInfo>)))]
-pub(crate) async fn list_versions(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((team, app)): AppPath,
-) -> Result<Json<Vec<VersionInfo>>> {
-    let (_, app) = find_app(&state, &caller, &team, &app, Need::Read).await?;
-    Ok(Json(apps::versions(state.db(), app.id).await?))
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct VersionCode {
-    version: i32,
-    code: String,
-}
-
-async fn version_code(state: &AppState, app: &apps::App, version: i32) -> Result<String> {
-    apps::code(state.db(), app.id, version)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("app `{}` has no version {version}", app.name)))
-}
-
-/// The code of one version.
-#[utoipa::path(get, path = "/teams/{team}/apps/{app}/versions/{version}", tag = "versions",
-    params(("team" = String, Path), ("app" = String, Path), ("version" = i32, Path)),
-    responses((status = 200, body = VersionCode)))]
-pub(crate) async fn get_version(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((team, app, version)): ApiPath<(String, String, i32)>,
-) -> Result<Json<VersionCode>> {
-    let (_, app) = find_app(&state, &caller, &team, &app, Need::Read).await?;
-    let code = version_code(&state, &app, version).await?;
-    Ok(Json(VersionCode { version, code }))
-}
-
-#[derive(Deserialize, IntoParams)]
-pub(crate) struct DiffQuery {
-    /// The version to compare with (default: the latest).
-    to: Option<i32>,
-}
-
-/// How long a diff may search for the smallest one.
-const DIFF_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct VersionDiff {
-    from: i32,
-    to: i32,
-    /// A unified diff (3 lines of context), empty when the code is the same.
-    diff: String,
-}
-
-/// Compares a version with another (`?to=`, default the latest).
-#[utoipa::path(get, path = "/teams/{team}/apps/{app}/versions/{version}/diff", tag = "versions",
-    params(("team" = String, Path), ("app" = String, Path), ("version" = i32, Path), DiffQuery),
-    responses((status = 200, body = VersionDiff)))]
-pub(crate) async fn diff_versions(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((team, app, version)): ApiPath<(String, String, i32)>,
-    ApiQuery(query): ApiQuery<DiffQuery>,
-) -> Result<Json<VersionDiff>> {
-    let (_, app) = find_app(&state, &caller, &team, &app, Need::Read).await?;
-    let to = query.to.unwrap_or(app.latest_version);
-    let old = version_code(&state, &app, version).await?;
-    let new = version_code(&state, &app, to).await?;
-    if old == new {
-        return Ok(Json(VersionDiff { from: version, to, diff: String::new() }));
-    }
-    // Off the async threads, a few at a time, and within a deadline (past it, `similar` gives a
-    // coarser diff rather than going on).
-    let busy = || Error::Unavailable("the server is busy comparing versions: try again".into());
-    let permit = tokio::time::timeout(validate::CHECKER_WAIT, validate::CHECKER_SLOTS.acquire())
-        .await
-        .map_err(|_| busy())?
-        .map_err(|_| busy())?;
-    let diff = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        similar::TextDiff::configure()
-            .deadline(std::time::Instant::now() + DIFF_DEADLINE)
-            .diff_lines(&old, &new)
-            .unified_diff()
-            .context_radius(3)
-            .header(&format!("version {version}"), &format!("version {to}"))
-            .to_string()
-    })
-    .await
-    .map_err(|_| busy())?;
-    Ok(Json(VersionDiff { from: version, to, diff }))
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct RolledBack {
-    /// The new latest version, holding the chosen version's code.
-    version: i32,
-    /// Whether the running app restarted with it.
-    restarted: bool,
-    diagnostics: Vec<Diagnostic>,
-}
-
-/// Rolls back: saves a version's code as the new latest version (history is kept) and, if the
-/// app runs the latest version, restarts it with that code.
-#[utoipa::path(post, path = "/teams/{team}/apps/{app}/versions/{version}/rollback", tag = "versions",
-    params(("team" = String, Path), ("app" = String, Path), ("version" = i32, Path)),
-    responses((status = 200, body = RolledBack)))]
-pub(crate) async fn rollback(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((team, app, version)): ApiPath<(String, String, i32)>,
-) -> Result<Json<RolledBack>> {
-    let (team, app) = find_app(&state, &caller, &team, &app, Need::Edit).await?;
-    let code = version_code(&state, &app, version).await?;
-    let note = format!("rollback to {version}");
-    let saved = apps::save(
-        state.db(),
-        app.id,
-        None,
-        &code,
-        caller.user().id,
-        &note,
-        state.quotas().versions_per_app,
-    )
-    .await?;
-    let detail = json!({ "to": version, "version": saved });
-    teams::audit(state.db(), team.id, caller.actor(), "app.rollback", &app.name, detail).await?;
-    let diagnostics = diagnostics(&state, &team, code).await?;
-    let restarted = app.desired_state == "running"
-        && app.run_version.is_none()
-        && !validate::has_errors(&diagnostics);
-    if restarted {
-        apps::start(state.db(), team.id, app.id, None, state.quotas()).await?;
-    }
-    Ok(Json(RolledBack { version: saved, restarted, diagnostics }))
 }
 
 /// Which of the app's grids are shared with which teams.

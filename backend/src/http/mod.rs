@@ -4,6 +4,7 @@
 //! The API's routes and its OpenAPI document come from the same table ([`api_routes`]): a
 //! route cannot exist undocumented, and the authorisation tests walk the document.
 
+mod app_output;
 mod apps;
 mod auth;
 mod docs;
@@ -13,6 +14,7 @@ mod metrics;
 mod rate;
 mod teams;
 mod topics;
+mod versions;
 mod web;
 
 use axum::{Router, extract::DefaultBodyLimit, http::StatusCode, routing::get};
@@ -73,13 +75,13 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(apps::stop_app))
         .routes(routes!(apps::restart_app))
         .routes(routes!(apps::app_status))
-        .routes(routes!(apps::app_logs))
-        .routes(routes!(apps::follow_logs))
-        .routes(routes!(apps::bad_records))
-        .routes(routes!(apps::list_versions))
-        .routes(routes!(apps::get_version))
-        .routes(routes!(apps::diff_versions))
-        .routes(routes!(apps::rollback))
+        .routes(routes!(app_output::app_logs))
+        .routes(routes!(app_output::follow_logs))
+        .routes(routes!(app_output::bad_records))
+        .routes(routes!(versions::list_versions))
+        .routes(routes!(versions::get_version))
+        .routes(routes!(versions::diff_versions))
+        .routes(routes!(versions::rollback))
         .routes(routes!(apps::list_shares))
         .routes(routes!(apps::share_grid, apps::unshare_grid))
         .routes(routes!(apps::validate_code))

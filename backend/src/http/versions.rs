@@ -1,0 +1,160 @@
+//! An app's versions: list, read, compare, roll back.
+
+use axum::{Json, extract::State};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{
+    auth::{Caller, Need},
+    extract::{ApiPath, ApiQuery},
+};
+use crate::{
+    AppState, Error, Result,
+    db::{
+        apps::{self, VersionInfo},
+        teams,
+    },
+    validate::{self, Diagnostic},
+};
+
+use super::apps::{AppPath, diagnostics, find_app};
+
+/// Every saved version, newest first.
+#[utoipa::path(get, path = "/teams/{team}/apps/{app}/versions", tag = "versions",
+    params(("team" = String, Path), ("app" = String, Path)),
+    responses((status = 200, body = Vec<VersionInfo>)))]
+pub(crate) async fn list_versions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((team, app)): AppPath,
+) -> Result<Json<Vec<VersionInfo>>> {
+    let (_, app) = find_app(&state, &caller, &team, &app, Need::Read).await?;
+    Ok(Json(apps::versions(state.db(), app.id).await?))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct VersionCode {
+    version: i32,
+    code: String,
+}
+
+async fn version_code(state: &AppState, app: &apps::App, version: i32) -> Result<String> {
+    apps::code(state.db(), app.id, version)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("app `{}` has no version {version}", app.name)))
+}
+
+/// The code of one version.
+#[utoipa::path(get, path = "/teams/{team}/apps/{app}/versions/{version}", tag = "versions",
+    params(("team" = String, Path), ("app" = String, Path), ("version" = i32, Path)),
+    responses((status = 200, body = VersionCode)))]
+pub(crate) async fn get_version(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((team, app, version)): ApiPath<(String, String, i32)>,
+) -> Result<Json<VersionCode>> {
+    let (_, app) = find_app(&state, &caller, &team, &app, Need::Read).await?;
+    let code = version_code(&state, &app, version).await?;
+    Ok(Json(VersionCode { version, code }))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub(crate) struct DiffQuery {
+    /// The version to compare with (default: the latest).
+    to: Option<i32>,
+}
+
+/// How long a diff may search for the smallest one.
+const DIFF_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct VersionDiff {
+    from: i32,
+    to: i32,
+    /// A unified diff (3 lines of context), empty when the code is the same.
+    diff: String,
+}
+
+/// Compares a version with another (`?to=`, default the latest).
+#[utoipa::path(get, path = "/teams/{team}/apps/{app}/versions/{version}/diff", tag = "versions",
+    params(("team" = String, Path), ("app" = String, Path), ("version" = i32, Path), DiffQuery),
+    responses((status = 200, body = VersionDiff)))]
+pub(crate) async fn diff_versions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((team, app, version)): ApiPath<(String, String, i32)>,
+    ApiQuery(query): ApiQuery<DiffQuery>,
+) -> Result<Json<VersionDiff>> {
+    let (_, app) = find_app(&state, &caller, &team, &app, Need::Read).await?;
+    let to = query.to.unwrap_or(app.latest_version);
+    let old = version_code(&state, &app, version).await?;
+    let new = version_code(&state, &app, to).await?;
+    if old == new {
+        return Ok(Json(VersionDiff { from: version, to, diff: String::new() }));
+    }
+    // Off the async threads, a few at a time, and within a deadline (past it, `similar` gives a
+    // coarser diff rather than going on).
+    let busy = || Error::Unavailable("the server is busy comparing versions: try again".into());
+    let permit = tokio::time::timeout(validate::CHECKER_WAIT, validate::CHECKER_SLOTS.acquire())
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
+    let diff = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        similar::TextDiff::configure()
+            .deadline(std::time::Instant::now() + DIFF_DEADLINE)
+            .diff_lines(&old, &new)
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("version {version}"), &format!("version {to}"))
+            .to_string()
+    })
+    .await
+    .map_err(|_| busy())?;
+    Ok(Json(VersionDiff { from: version, to, diff }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RolledBack {
+    /// The new latest version, holding the chosen version's code.
+    version: i32,
+    /// Whether the running app restarted with it.
+    restarted: bool,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// Rolls back: saves a version's code as the new latest version (history is kept) and, if the
+/// app runs the latest version, restarts it with that code.
+#[utoipa::path(post, path = "/teams/{team}/apps/{app}/versions/{version}/rollback", tag = "versions",
+    params(("team" = String, Path), ("app" = String, Path), ("version" = i32, Path)),
+    responses((status = 200, body = RolledBack)))]
+pub(crate) async fn rollback(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((team, app, version)): ApiPath<(String, String, i32)>,
+) -> Result<Json<RolledBack>> {
+    let (team, app) = find_app(&state, &caller, &team, &app, Need::Edit).await?;
+    let code = version_code(&state, &app, version).await?;
+    let note = format!("rollback to {version}");
+    let saved = apps::save(
+        state.db(),
+        app.id,
+        None,
+        &code,
+        caller.user().id,
+        &note,
+        state.quotas().versions_per_app,
+    )
+    .await?;
+    let detail = json!({ "to": version, "version": saved });
+    teams::audit(state.db(), team.id, caller.actor(), "app.rollback", &app.name, detail).await?;
+    let diagnostics = diagnostics(&state, &team, code).await?;
+    let restarted = app.desired_state == "running"
+        && app.run_version.is_none()
+        && !validate::has_errors(&diagnostics);
+    if restarted {
+        apps::start(state.db(), team.id, app.id, None, state.quotas()).await?;
+    }
+    Ok(Json(RolledBack { version: saved, restarted, diagnostics }))
+}
