@@ -30,6 +30,8 @@ use tower_http::add_extension::AddExtension;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Headers of one request (HTTP/1 and HTTP/2 alike).
 const MAX_HEADER_BYTES: u32 = 64 * 1024;
+/// HTTP/2 flow-control windows: bytes a peer may send ahead of what the server reads.
+const FLOW_WINDOW_BYTES: u32 = 256 * 1024;
 /// HTTP/2 streams open at once on one connection (each grid subscription is one).
 const MAX_STREAMS_PER_CONNECTION: u32 = 1000;
 
@@ -61,12 +63,17 @@ pub struct ConnectionLimits {
 
 impl ConnectionLimits {
     fn header_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.header_timeout_seconds.clamp(0.1, 3600.0))
+        seconds_within(self.header_timeout_seconds, 0.1, 3600.0)
     }
 
     fn keepalive(&self) -> Duration {
-        Duration::from_secs_f64(self.keepalive_seconds.clamp(1.0, 3600.0))
+        seconds_within(self.keepalive_seconds, 1.0, 3600.0)
     }
+}
+
+/// `seconds` clamped to `min..=max` (NaN as `max`): never a panic for an odd flag.
+fn seconds_within(seconds: f64, min: f64, max: f64) -> Duration {
+    Duration::from_secs_f64(if seconds.is_nan() { max } else { seconds.clamp(min, max) })
 }
 
 /// Open connections, in all and per client address.
@@ -298,6 +305,10 @@ where
         .keep_alive_interval(limits.keepalive())
         .keep_alive_timeout(limits.keepalive())
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .max_header_list_size(MAX_HEADER_BYTES);
+        .max_header_list_size(MAX_HEADER_BYTES)
+        // What a peer may send unread: per stream and per connection (the rate limiter stops
+        // reading a body that comes too fast; this is what it then holds).
+        .initial_stream_window_size(FLOW_WINDOW_BYTES)
+        .initial_connection_window_size(FLOW_WINDOW_BYTES);
     builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned()
 }

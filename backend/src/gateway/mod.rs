@@ -76,6 +76,9 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(state: &AppState) -> axum
     };
     let reflection_v1 = reflection().build_v1().expect("the descriptors are valid");
     let reflection_v1alpha = reflection().build_v1alpha().expect("the descriptors are valid");
+    // A reflection stream asks a few small questions (a tool listing or describing services):
+    // 64 KiB of them in all, each answered with descriptors.
+    let reflection_limit = tower_http::limit::RequestBodyLimitLayer::new(64 * 1024);
     let grpc_web = tonic_web::GrpcWebLayer::new();
     // A body larger than the largest request (base64 gRPC-web text: 4/3 of it, and framing) is
     // refused from its Content-Length, unread.
@@ -91,8 +94,14 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(state: &AppState) -> axum
         None => routes,
     };
     routes
-        .route_service("/grpc.reflection.v1.ServerReflection/{*method}", reflection_v1)
-        .route_service("/grpc.reflection.v1alpha.ServerReflection/{*method}", reflection_v1alpha)
+        .route_service(
+            "/grpc.reflection.v1.ServerReflection/{*method}",
+            tower::Layer::layer(&reflection_limit, reflection_v1),
+        )
+        .route_service(
+            "/grpc.reflection.v1alpha.ServerReflection/{*method}",
+            tower::Layer::layer(&reflection_limit, reflection_v1alpha),
+        )
 }
 
 /// CORS for gRPC-web calls from pages of other origins, when any are configured.
