@@ -285,6 +285,16 @@ async fn snapshot_and_live_changes_match_the_orders() {
     let ended = end_of(&mut stream, Duration::from_secs(30), "the app stops").await;
     assert_eq!(ended.code(), tonic::Code::Unavailable);
     assert!(ended.message().contains("the app was stopped"), "{}", ended.message());
+
+    // A stopped app's grids can still be read (their last values); deleting the app ends the
+    // stream with NOT_FOUND.
+    let (mut stream, first) = subscribe(&mut client, &token).await;
+    assert_eq!(grid_of(&first), expected_totals(0..4000));
+    let api = support::api::Api::new(&stack);
+    api.admin(reqwest::Method::DELETE, "/api/v1/teams/acme/apps/orders", None).await;
+    let ended = end_of(&mut stream, Duration::from_secs(30), "the app is deleted").await;
+    assert_eq!(ended.code(), tonic::Code::NotFound, "{}", ended.message());
+    assert!(ended.message().contains("the app was deleted"), "{}", ended.message());
 }
 
 #[tokio::test(flavor = "multi_thread")]

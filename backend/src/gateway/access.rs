@@ -47,6 +47,9 @@ pub(super) enum Denied {
     Unauthenticated(String),
     /// No such app or grid, or not the caller's: told apart to nobody.
     Hidden,
+    /// No such app (any more): as `Hidden` to a new call; an open stream, whose caller could
+    /// read it, learns it was deleted (as the stop notification would tell it).
+    Gone,
     /// The grid's app reads a topic its team may no longer read.
     Topic(String),
     Invalid(&'static str),
@@ -57,7 +60,7 @@ impl Denied {
     /// The status of a call that asks for the grid.
     pub(super) fn on_open(self) -> Status {
         match self {
-            Self::Hidden => Status::not_found(NOT_READABLE),
+            Self::Hidden | Self::Gone => Status::not_found(NOT_READABLE),
             other => other.status(),
         }
     }
@@ -68,6 +71,7 @@ impl Denied {
             Self::Hidden => Status::permission_denied(
                 "access to this grid was withdrawn (the token's team, the membership or the share is gone)",
             ),
+            Self::Gone => Status::not_found("the app was deleted"),
             other => other.status(),
         }
     }
@@ -75,7 +79,7 @@ impl Denied {
     pub(super) fn status(self) -> Status {
         match self {
             Self::Unauthenticated(message) => Status::unauthenticated(message),
-            Self::Hidden => Status::not_found(NOT_READABLE),
+            Self::Hidden | Self::Gone => Status::not_found(NOT_READABLE),
             Self::Topic(message) => Status::permission_denied(message),
             Self::Invalid(message) => Status::invalid_argument(message),
             Self::Internal(status) => status,
@@ -100,7 +104,7 @@ pub(super) async fn allow(
     let found = grids::find_app(db, &grid.team, &grid.app)
         .await
         .map_err(|error| Denied::Internal(internal(error)))?
-        .ok_or(Denied::Hidden)?;
+        .ok_or(Denied::Gone)?;
     let admin = caller.user.is_admin && caller.token_team.is_none();
     let readable = if admin {
         grids::Readable::WholeApp
