@@ -372,17 +372,20 @@ mod tests {
         assert_eq!(take(&mut subscriber).rows, vec![deleted("a")]);
     }
 
-    #[tokio::test]
-    async fn a_subscriber_that_fell_behind_when_its_app_stopped_still_ends() {
-        let feed = feed_without_consumer();
+    /// A subscription of the whole grid `g` of `feed`, from the feed's end.
+    fn subscription_of(feed: &Arc<AppFeed>) -> Subscription {
         let (_, shutting_down) = watch::channel(false);
-        let mut subscription = Subscription {
+        Subscription {
             _counted: Counted::new(),
             feed: feed.clone(),
             grid: "g".into(),
             view: GridView::new("g", &SubscribeRequest::default()).unwrap(),
             changes: feed.changes.end(),
-            subscriber: Subscriber::new(&Snapshot::default()),
+            // As if it had the snapshot of `g`'s layout.
+            subscriber: Subscriber::new(&Snapshot {
+                columns: vec!["n".into()],
+                ..Default::default()
+            }),
             first: None,
             min_interval: None,
             last_sent: tokio::time::Instant::now(),
@@ -395,7 +398,65 @@ mod tests {
             budget: UnreadBudget::new(1 << 20, 1 << 20),
             unread: None,
             _view_held: UnreadBudget::new(1 << 20, 1 << 20).take(&"tester".into(), 1).unwrap(),
+        }
+    }
+
+    /// A delta of grid `g` setting row `key` to `n`, as the feed broadcasts it.
+    fn delta_event(sequence: u64, key: &str, n: i64) -> Arc<FeedEvent> {
+        use aerogrid_proto::v1::{ChangelogDelta, GridDelta, Row};
+        let row = Row { key: key.into(), values: vec![Value { kind: Some(value::Kind::Int(n)) }] };
+        let delta = ChangelogDelta {
+            grids: vec![GridDelta {
+                grid: "g".into(),
+                columns: vec!["n".into()],
+                upserted: vec![row],
+                deleted: vec![],
+            }],
+            offsets: vec![],
+            counts: None,
         };
+        Arc::new(FeedEvent::Delta { sequence, delta, prepared: Default::default() })
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_further_behind_than_the_feed_keeps_gets_a_fresh_snapshot() {
+        use aerogrid_proto::{server::v1::encoded_subscribe_response::Event, v1::ChangelogRecord};
+        let feed = feed_without_consumer();
+        // The feed's state: grid `g` with row `a` = 1.
+        let record = ChangelogRecord {
+            epoch: 1,
+            sequence: 0,
+            kind: Some(aerogrid_proto::v1::changelog_record::Kind::Delta(
+                match &*delta_event(1, "a", 1) {
+                    FeedEvent::Delta { delta, .. } => delta.clone(),
+                    _ => unreachable!(),
+                },
+            )),
+        };
+        feed.state.lock().unwrap().replay.apply(record);
+        // Just within what the feed keeps: the changes, merged.
+        let mut within = subscription_of(&feed);
+        for sequence in 0..FEED_BUFFER as u64 {
+            feed.changes.send(delta_event(sequence + 1, "a", sequence as i64), 256);
+        }
+        let message = within.next().await.unwrap().unwrap();
+        assert!(matches!(message.event, Some(Event::Changes(_))), "{message:?}");
+        // One more than it keeps behind: a snapshot of the feed's state instead.
+        let mut behind = subscription_of(&feed);
+        for sequence in 0..FEED_BUFFER as u64 + 1 {
+            feed.changes.send(delta_event(sequence + 1, "a", 7), 256);
+        }
+        let message = behind.next().await.unwrap().unwrap();
+        let Some(Event::Snapshot(bytes)) = message.event else { panic!("{message:?}") };
+        let snapshot = Snapshot::decode(bytes).unwrap();
+        assert_eq!(snapshot.rows.len(), 1);
+        assert_eq!(snapshot.rows[0].key, "a");
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_fell_behind_when_its_app_stopped_still_ends() {
+        let feed = feed_without_consumer();
+        let mut subscription = subscription_of(&feed);
         // More events than the feed keeps, then the end: the `Ended` event itself is among
         // those the subscriber skips when it starts over.
         for _ in 0..FEED_BUFFER + 10 {
