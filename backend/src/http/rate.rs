@@ -1,7 +1,7 @@
 //! Requests per client address: a token bucket each. A request costs one token, and one more
 //! for every `BYTES_PER_TOKEN` of its body (every frame at least `MIN_FRAME_BYTES`): a declared
-//! length is paid up front (up to 4 MiB, and given back for what is never sent), the rest of a
-//! body as its frames are read. A request beyond the rate waits its turn (so a connection that
+//! length is paid up front (up to 4 MiB, whether or not it is then read: a body refused for its
+//! size still cost its sender's address its turn), the rest of a body as its frames are read. A request beyond the rate waits its turn (so a connection that
 //! floods is slowed to the rate, and what it costs the server with it; a body being paid for is
 //! not read, so the sender is held back by TCP and HTTP/2 flow control); one that would wait
 //! longer than `MAX_WAIT` is refused (429), after that wait while fewer than `MAX_TARPITTED`
@@ -77,13 +77,6 @@ impl RequestRate {
     /// would be more than `MAX_WAIT` (the body fails).
     fn charge(&self, address: IpAddr, bytes: usize) -> Option<Duration> {
         self.take(address, bytes as f64 / BYTES_PER_TOKEN as f64)
-    }
-
-    /// Gives back what was paid for bytes that were never read.
-    fn refund(&self, address: IpAddr, bytes: u64) {
-        if let Some(bucket) = self.buckets.locked().get_mut(&address) {
-            bucket.tokens = (bucket.tokens + bytes as f64 / BYTES_PER_TOKEN as f64).min(self.burst);
-        }
     }
 
     /// Takes `tokens` (at most the burst) from `address`'s bucket and tells how long until they
@@ -162,7 +155,7 @@ pub(crate) async fn limit(
 
 /// A request body paid for as it is read: the bytes beyond what was paid up front, each frame
 /// at least `MIN_FRAME_BYTES`; after a frame that puts its address in debt, the next is read
-/// only once the debt is due. What was prepaid and never read is given back.
+/// only once the debt is due.
 struct MeteredBody {
     inner: Body,
     rate: Arc<RequestRate>,
@@ -214,14 +207,6 @@ impl http_body::Body for MeteredBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-impl Drop for MeteredBody {
-    fn drop(&mut self) {
-        if self.prepaid > 0 {
-            self.rate.refund(self.client, self.prepaid);
-        }
     }
 }
 
@@ -277,9 +262,5 @@ mod tests {
             "{wait:?}"
         );
         assert_eq!(rate.charge(client, 100 * BYTES_PER_TOKEN as usize), None);
-        // Prepaid bytes never sent are given back: 64 tokens' worth brings the wait under 1 s.
-        rate.refund(client, 64 * BYTES_PER_TOKEN);
-        let wait = rate.admit(client, 1.0).unwrap();
-        assert!(wait < Duration::from_millis(500), "{wait:?}");
     }
 }
