@@ -1,12 +1,14 @@
 //! Requests per client address: a token bucket each. A request costs one token, and one more
 //! for every `BYTES_PER_TOKEN` of its body (every frame at least `MIN_FRAME_BYTES`): a declared
 //! length is paid up front (up to 4 MiB, whether or not it is then read: a body refused for its
-//! size still cost its sender's address its turn), the rest of a body as its frames are read. A request beyond the rate waits its turn (so a connection that
-//! floods is slowed to the rate, and what it costs the server with it; a body being paid for is
-//! not read, so the sender is held back by TCP and HTTP/2 flow control); one that would wait
-//! longer than `MAX_WAIT` is refused (429), after that wait while fewer than `MAX_TARPITTED`
-//! refusals wait (so a client cannot spin on refusals), at once beyond. A body that would put
-//! its address more than `MAX_WAIT` in debt fails. Addresses as `--trusted-proxy` tells them.
+//! size still cost its sender's address its turn), the rest of a body as its frames are read.
+//!
+//! A request beyond the rate waits its turn (so a connection that floods is slowed to the rate,
+//! and what it costs the server with it; a body being paid for is not read, so the sender is
+//! held back by TCP and HTTP/2 flow control); one that would wait longer than `MAX_WAIT` is
+//! refused (429), after that wait while fewer than `MAX_TARPITTED` refusals wait (so a client
+//! cannot spin on refusals), at once beyond. A body that would put its address more than
+//! `MAX_WAIT` in debt fails. Addresses as `--trusted-proxy` tells them.
 
 use std::{
     collections::HashMap,
