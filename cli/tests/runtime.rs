@@ -253,13 +253,12 @@ async fn random_sigkills_of_connectors_and_nodes_lose_and_double_nothing() {
     // A live subscriber through the gateway, from before the first kill.
     let mut follower = seed_grid::follow(stack.url.clone(), stack.file("admin-token"));
     let (mut connector_kills, mut node_kills) = (0, 0);
-    let mut killed_at = 0;
     let started = Instant::now();
-    // Eight kills, connectors and nodes in turn, each after the app has read another 5% of the
-    // orders (and a random while): all of them fall within the run.
+    // Eight kills, connectors and nodes in turn, the k-th once the app has read k tenths of the
+    // orders (looked at every 20-100 ms): all of them fall within the run, however fast it is.
     while connector_kills + node_kills < 8 {
         assert!(started.elapsed() < Duration::from_secs(300), "still not done after 300 s");
-        tokio::time::sleep(Duration::from_millis(100 + next_random(400))).await;
+        tokio::time::sleep(Duration::from_millis(20 + next_random(80))).await;
         let progress = {
             let kafka = kafka.clone();
             tokio::task::spawn_blocking(move || committed_offset(&kafka, app)).await.unwrap()
@@ -268,17 +267,20 @@ async fn random_sigkills_of_connectors_and_nodes_lose_and_double_nothing() {
             progress < ORDERS as i64,
             "the app read every order before the eighth kill: {connector_kills} connector and {node_kills} node kills"
         );
-        if progress < killed_at + ORDERS as i64 / 20 {
+        let kills = connector_kills + node_kills;
+        if progress < (kills + 1) * ORDERS as i64 / 10 {
             continue;
         }
-        killed_at = progress;
         if connector_kills <= node_kills {
             let connectors: Vec<u32> = support::descendants_of(node.id())
                 .into_iter()
                 .filter(|(_, title)| title.contains("acme/orders"))
                 .map(|(pid, _)| pid)
                 .collect();
-            assert!(!connectors.is_empty(), "the app's connector runs");
+            if connectors.is_empty() {
+                // Between two runs (a restart's backoff): the next look finds the new one.
+                continue;
+            }
             for pid in connectors {
                 support::send_signal(pid, libc::SIGKILL);
             }
