@@ -152,8 +152,22 @@ impl KafkaSettings {
 
     /// Creates a topic; one that exists already is fine.
     pub async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<()> {
+        self.ensure_topic_with(topic, partitions, &[]).await
+    }
+
+    /// Creates a topic with these topic configs (`retention.ms`, ...); one that exists already
+    /// is fine (and keeps its own).
+    pub async fn ensure_topic_with(
+        &self,
+        topic: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> Result<()> {
         let admin = self.admin()?;
-        let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        for (name, value) in configs {
+            new_topic = new_topic.set(name, value);
+        }
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = admin.create_topics([&new_topic], &options).await.map_err(|error| {
             Error::CreateTopic { topic: topic.to_owned(), reason: error.to_string() }

@@ -413,7 +413,9 @@ async fn recover(
     changelog_topic: &str,
     started: Instant,
 ) -> Result<(ChangelogWriter, GridState, u64)> {
-    context.kafka.ensure_topic(changelog_topic, 1).await?;
+    // Kept for good: recovery starts at the last snapshot however old it is (a broker's default
+    // retention, seven days on Kafka, would delete an idle app's grids).
+    context.kafka.ensure_topic_with(changelog_topic, 1, &[("retention.ms", "-1")]).await?;
     let max_record_bytes = context
         .kafka
         .max_message_bytes(changelog_topic, Duration::from_secs(2))
