@@ -1,3 +1,4 @@
+use aerogrid_api::Problem;
 use axum::{
     http::{StatusCode, header},
     response::{IntoResponse, Response},
@@ -75,9 +76,7 @@ impl IntoResponse for Error {
             self.to_string()
         };
         match self {
-            Self::Invalid { diagnostics, .. } => {
-                problem_with(status, &detail, serde_json::json!({ "diagnostics": diagnostics }))
-            }
+            Self::Invalid { diagnostics, .. } => problem_of(status, &detail, Some(diagnostics)),
             Self::TooManyRequests { retry_after_seconds, .. } => {
                 let mut response = problem(status, &detail);
                 response.headers_mut().insert(header::RETRY_AFTER, retry_after_seconds.into());
@@ -88,36 +87,23 @@ impl IntoResponse for Error {
     }
 }
 
-/// An RFC 9457 problem document as the OpenAPI document describes it.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub(crate) struct Problem {
-    /// Always `about:blank`: the status says what kind of problem it is.
-    #[serde(rename = "type")]
-    kind: String,
-    title: String,
-    status: u16,
-    /// What went wrong, in words for the user.
-    detail: String,
-    /// With 422: what is wrong in the code.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    diagnostics: Option<Vec<crate::validate::Diagnostic>>,
-}
-
-/// An RFC 9457 problem document.
+/// An RFC 9457 problem document (`aerogrid_api::Problem`).
 pub(crate) fn problem(status: StatusCode, detail: &str) -> Response {
-    problem_with(status, detail, serde_json::json!({}))
+    problem_of(status, detail, None)
 }
 
-/// A problem document with extension members (`extra` is a JSON object).
-pub(crate) fn problem_with(status: StatusCode, detail: &str, extra: serde_json::Value) -> Response {
-    let mut body = serde_json::json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
-        body.extend(extra);
-    }
-    (status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
+fn problem_of(
+    status: StatusCode,
+    detail: &str,
+    diagnostics: Option<Vec<crate::validate::Diagnostic>>,
+) -> Response {
+    let body = Problem {
+        kind: "about:blank".to_owned(),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        status: status.as_u16(),
+        detail: detail.to_owned(),
+        diagnostics,
+    };
+    let json = serde_json::to_string(&body).expect("a problem serialises");
+    (status, [(header::CONTENT_TYPE, "application/problem+json")], json).into_response()
 }

@@ -1,9 +1,9 @@
 use std::time::{Duration, Instant};
 
+use aerogrid_api::{Health, HealthStatus, Probe};
 use axum::{Json, extract::State, http::StatusCode};
-use serde::Serialize;
 
-use crate::{AppState, db};
+use crate::{ServerState, db};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one check answers every caller: `/healthz` is unauthenticated, and each check
@@ -18,46 +18,32 @@ pub(crate) struct HealthCache {
     prober: std::sync::OnceLock<aerogrid_kafka::Prober>,
 }
 
-#[derive(Clone, Serialize)]
-pub(crate) struct Health {
-    /// `ok` when every dependency answers, else `degraded`.
-    status: &'static str,
-    database: Probe,
-    broker: Probe,
-}
-
-#[derive(Clone, Serialize)]
-pub(crate) struct Probe {
-    ok: bool,
-    latency_ms: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-impl Probe {
-    fn from_result<E: std::fmt::Display>(started: Instant, result: Result<(), E>) -> Self {
-        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-        match result {
-            Ok(()) => Self { ok: true, latency_ms, error: None },
-            Err(error) => Self { ok: false, latency_ms, error: Some(error.to_string()) },
-        }
+/// A check's answer for one dependency.
+fn probe<E: std::fmt::Display>(started: Instant, result: Result<(), E>) -> Probe {
+    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    match result {
+        Ok(()) => Probe { ok: true, latency_ms, error: None },
+        Err(error) => Probe { ok: false, latency_ms, error: Some(error.to_string()) },
     }
 }
 
 /// `GET /healthz`: 200 when the database and the broker both answer, 503 otherwise.
-pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+pub(crate) async fn healthz(State(state): State<ServerState>) -> (StatusCode, Json<Health>) {
     let health = check(&state).await;
-    let status =
-        if health.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if health.status == HealthStatus::Ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(health))
 }
 
 /// Whether the database and the broker both answer (the gRPC health service's view).
-pub(crate) async fn is_healthy(state: &AppState) -> bool {
-    check(state).await.status == "ok"
+pub(crate) async fn is_healthy(state: &ServerState) -> bool {
+    check(state).await.status == HealthStatus::Ok
 }
 
-async fn check(state: &AppState) -> Health {
+async fn check(state: &ServerState) -> Health {
     let cache = &state.inner.health;
     let mut latest = cache.latest.lock().await;
     if let Some((at, health)) = latest.as_ref()
@@ -70,14 +56,14 @@ async fn check(state: &AppState) -> Health {
     health
 }
 
-async fn check_now(state: &AppState, cache: &HealthCache) -> Health {
+async fn check_now(state: &ServerState, cache: &HealthCache) -> Health {
     let database = async {
         let started = Instant::now();
         let result = match tokio::time::timeout(PROBE_TIMEOUT, db::ping(state.db())).await {
             Ok(result) => result.map_err(|error| error.to_string()),
             Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
         };
-        Probe::from_result(started, result)
+        probe(started, result)
     };
     let broker = async {
         let started = Instant::now();
@@ -96,9 +82,10 @@ async fn check_now(state: &AppState, cache: &HealthCache) -> Health {
             tracing::warn!(%error, "The broker does not answer the health check.");
             "the broker does not answer"
         });
-        Probe::from_result(started, result)
+        probe(started, result)
     };
     let (database, broker) = tokio::join!(database, broker);
     let healthy = database.ok && broker.ok;
-    Health { status: if healthy { "ok" } else { "degraded" }, database, broker }
+    let status = if healthy { HealthStatus::Ok } else { HealthStatus::Degraded };
+    Health { status, database, broker }
 }

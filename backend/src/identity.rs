@@ -2,15 +2,13 @@
 //! session (cookie). What they may then do is each surface's own rule (`http::auth` for REST,
 //! the gateway's `access` for grids).
 
+use aerogrid_api::Scope;
 use axum::http::{HeaderMap, header};
 use uuid::Uuid;
 
 use crate::{
     Error, Result,
-    db::{
-        accounts::{self, User},
-        teams::Scope,
-    },
+    db::accounts::{self, User},
     secret,
 };
 
@@ -63,7 +61,7 @@ pub(crate) async fn authenticate(db: &sqlx::PgPool, headers: &HeaderMap) -> Resu
                 "the API token's user has left its team: the token no longer works".to_owned(),
             ));
         }
-        let scope = Scope::parse(&holder.scope);
+        let scope = holder.scope;
         return Ok(Identity {
             user: holder.user,
             credential: Credential::Token { team: holder.team, scope },

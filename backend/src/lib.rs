@@ -54,7 +54,7 @@ pub(crate) fn heavy_work_slots() -> usize {
 
 /// What every request handler can reach.
 #[derive(Clone)]
-pub struct AppState {
+pub struct ServerState {
     inner: Arc<StateInner>,
 }
 
@@ -83,7 +83,7 @@ struct StateInner {
     trusted_proxies: Vec<config::AddressRange>,
 }
 
-impl AppState {
+impl ServerState {
     /// The state for `server`'s settings; fails on settings that cannot work (TLS files).
     pub fn new(db: sqlx::PgPool, kafka: KafkaSettings, server: &ServerArgs) -> Result<Self> {
         let tls = server.tls()?;
@@ -142,7 +142,7 @@ impl AppState {
 /// open requests finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: AppState,
+    state: ServerState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     if !state.inner.web_dir.join("index.html").is_file() {

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aerogrid_backend::{AppState, ServerArgs, bootstrap, db};
+use aerogrid_backend::{ServerArgs, ServerState, bootstrap, db};
 use aerogrid_devstack::{BrokerStorage, ChildExit, DataDirLock, LocalBroker, PrivatePostgres};
 use aerogrid_kafka::{KafkaArgs, KafkaSettings};
 use anyhow::Context;
@@ -110,7 +110,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let mut server_args = args.server.clone();
     server_args.quotas.default_app_memory_mib =
         i32::try_from(args.node.connector_memory_mib).unwrap_or(i32::MAX);
-    let state = match AppState::new(pool.clone(), kafka.clone(), &server_args) {
+    let state = match ServerState::new(pool.clone(), kafka.clone(), &server_args) {
         Ok(state) => state,
         Err(error) => {
             services.stop().await;

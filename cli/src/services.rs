@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use aerogrid_backend::{AppState, ServerArgs, db};
+use aerogrid_backend::{ServerArgs, ServerState, db};
 use aerogrid_kafka::{KafkaArgs, KafkaSettings};
 use anyhow::Context;
 
@@ -27,7 +27,7 @@ impl ServerCommand {
         let pool = connect_database(&self.database_url).await?;
         db::migrate(&pool).await.context("applying database migrations")?;
         let state =
-            AppState::new(pool, kafka, &self.server).context("checking the server settings")?;
+            ServerState::new(pool, kafka, &self.server).context("checking the server settings")?;
         tracing::info!(addr = %listener.local_addr()?, "Serving.");
         aerogrid_backend::serve(listener, state, async {
             let signal = crate::shutdown_signal().await;

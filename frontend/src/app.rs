@@ -13,7 +13,7 @@ use leptos_router::{
 };
 
 use crate::{
-    api::{self, Component, Health, Me, Team},
+    api::{self, Health, Me, Probe, Team},
     pages,
 };
 
@@ -193,7 +193,7 @@ fn describe_health(h: &Health) -> String {
     )
 }
 
-fn describe_component(c: &Component) -> String {
+fn describe_component(c: &Probe) -> String {
     match (c.ok, &c.error) {
         (true, _) => "ok".to_owned(),
         (false, Some(e)) => format!("error ({e})"),

@@ -4,6 +4,7 @@ mod run;
 
 use std::time::{Duration, Instant};
 
+use aerogrid_api::AppState;
 use aerogrid_kafka::KafkaSettings;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -67,7 +68,7 @@ pub(crate) async fn run_app(
                 Ok(true) => {}
                 Err(error) => report(Err(error)),
             }
-            report(db::set_state(&context.db, app_id, "stopped", None, None, None).await);
+            report(db::set_state(&context.db, app_id, AppState::Stopped, None, None, None).await);
             // Free at once, so a new Start is picked up without waiting for the lease to expire.
             report(db::release_lease(&context.db, &context.node_id, app_id).await);
         }
@@ -107,7 +108,15 @@ async fn supervise(
                 );
                 let line = line.and_then(|line| i32::try_from(line).ok());
                 report(
-                    db::set_state(&context.db, app_id, "failed", Some(&message), line, None).await,
+                    db::set_state(
+                        &context.db,
+                        app_id,
+                        AppState::Failed,
+                        Some(&message),
+                        line,
+                        None,
+                    )
+                    .await,
                 );
                 // Not restarted in a loop: its code cannot run as it is.
                 return stopped(&mut stop).await;
@@ -117,7 +126,15 @@ async fn supervise(
             Err(Error::TopicMissing(topic)) => {
                 let message = format!("waiting for topic `{topic}` to exist");
                 report(
-                    db::set_state(&context.db, app_id, "waiting", Some(&message), None, None).await,
+                    db::set_state(
+                        &context.db,
+                        app_id,
+                        AppState::Waiting,
+                        Some(&message),
+                        None,
+                        None,
+                    )
+                    .await,
                 );
                 Duration::from_secs(2)
             }
@@ -135,7 +152,7 @@ async fn supervise(
                     db::set_state(
                         &context.db,
                         app_id,
-                        "starting",
+                        AppState::Starting,
                         Some(&format!("restarting after: {error}")),
                         None,
                         None,

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use aerogrid_api::AppState;
 use uuid::Uuid;
 
 use crate::Result;
@@ -215,7 +216,7 @@ pub(crate) async fn set_grids(
 pub(crate) async fn set_state(
     db: &sqlx::PgPool,
     app_id: Uuid,
-    state: &str,
+    state: AppState,
     error: Option<&str>,
     error_line: Option<i32>,
     version: Option<i32>,
@@ -227,7 +228,7 @@ pub(crate) async fn set_state(
            state = $2, error = $3, error_line = $4,
            version = COALESCE($5, app_status.version), updated_at = now()",
         app_id,
-        state,
+        state.as_str(),
         error,
         error_line,
         version,

@@ -142,11 +142,13 @@ fn test(root: &Path) -> anyhow::Result<()> {
     timed("clippy (native)", || {
         run(cargo().args(["clippy", "--all-targets", "--locked", "--", "-D", "warnings"]))
     })?;
-    timed("clippy (frontend, wasm32)", || {
+    timed("clippy (frontend and its API types, wasm32)", || {
         run(cargo().args([
             "clippy",
             "--package",
             "aerogrid-frontend",
+            "--package",
+            "aerogrid-api",
             "--target",
             "wasm32-unknown-unknown",
             "--locked",

@@ -1,5 +1,6 @@
 //! Users and the credentials that act for them.
 
+use aerogrid_api::{PersonalToken, Scope};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -55,7 +56,7 @@ pub struct TokenHolder {
     pub token_id: Uuid,
     /// The team it is limited to (None: all its user's teams).
     pub team: Option<Uuid>,
-    pub scope: String,
+    pub scope: Scope,
     /// False when the token's user has left its team since (the token then no longer works).
     pub still_member: bool,
 }
@@ -79,13 +80,16 @@ pub async fn token_holder(db: &sqlx::PgPool, secret_sha256: &[u8]) -> Result<Opt
     )
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|row| TokenHolder {
-        user: User { id: row.id, name: row.name, is_admin: row.is_admin },
-        token_id: row.token_id,
-        team: row.team_id,
-        scope: row.scope,
-        still_member: row.still_member,
-    }))
+    row.map(|row| {
+        Ok(TokenHolder {
+            user: User { id: row.id, name: row.name, is_admin: row.is_admin },
+            token_id: row.token_id,
+            team: row.team_id,
+            scope: crate::db::word(&row.scope)?,
+            still_member: row.still_member,
+        })
+    })
+    .transpose()
 }
 
 /// The user a live (not revoked) API token acts for.
@@ -248,22 +252,9 @@ pub async fn set_password(
     Ok(revoked)
 }
 
-/// One of a user's live API tokens, as they see it.
-#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct PersonalToken {
-    pub id: Uuid,
-    pub name: String,
-    pub scope: String,
-    /// The team it is limited to; null: a personal token, acting in every team of its user.
-    pub team: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub last_used_at: Option<DateTime<Utc>>,
-}
-
 /// The user's live tokens, personal and of teams, oldest first.
 pub async fn tokens_of(db: &sqlx::PgPool, user: Uuid) -> Result<Vec<PersonalToken>> {
-    let tokens = sqlx::query_as!(
-        PersonalToken,
+    let rows = sqlx::query!(
         r#"SELECT api_tokens.id, api_tokens.name, api_tokens.scope, teams.name AS "team?",
                   api_tokens.created_at, api_tokens.last_used_at
            FROM api_tokens LEFT JOIN teams ON teams.id = api_tokens.team_id
@@ -273,7 +264,18 @@ pub async fn tokens_of(db: &sqlx::PgPool, user: Uuid) -> Result<Vec<PersonalToke
     )
     .fetch_all(db)
     .await?;
-    Ok(tokens)
+    rows.into_iter()
+        .map(|row| {
+            Ok(PersonalToken {
+                id: row.id,
+                name: row.name,
+                scope: crate::db::word(&row.scope)?,
+                team: row.team,
+                created_at: row.created_at,
+                last_used_at: row.last_used_at,
+            })
+        })
+        .collect()
 }
 
 /// Revokes one of the user's live tokens (audited in its team, if it has one); its name, or

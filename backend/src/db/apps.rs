@@ -1,19 +1,21 @@
 //! Apps, their versions, what the user asks of them (desired state) and what runtime nodes
 //! report (status, logs, bad records).
 
+use aerogrid_api::{AppState, AppSummary, BadRecord, DesiredState, LogLine, Status, VersionInfo};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::{Error, Result, db::teams::conflict};
+use crate::{
+    Error, Result,
+    db::{teams::conflict, word},
+};
 
 /// An app's row, as handlers need it.
 #[derive(Clone, Debug)]
 pub struct App {
     pub id: Uuid,
     pub name: String,
-    pub desired_state: String,
+    pub desired_state: DesiredState,
     /// The version Start runs; None: the latest.
     pub run_version: Option<i32>,
     pub latest_version: i32,
@@ -23,8 +25,7 @@ pub struct App {
 }
 
 pub async fn find(db: &sqlx::PgPool, team: Uuid, name: &str) -> Result<Option<App>> {
-    let app = sqlx::query_as!(
-        App,
+    let row = sqlx::query!(
         r#"SELECT id, name, desired_state, run_version, memory_limit_mib, created_at, updated_at,
                   COALESCE((SELECT max(version) FROM app_versions WHERE app_id = apps.id), 0) AS "latest_version!"
            FROM apps WHERE team_id = $1 AND name = $2"#,
@@ -33,7 +34,19 @@ pub async fn find(db: &sqlx::PgPool, team: Uuid, name: &str) -> Result<Option<Ap
     )
     .fetch_optional(db)
     .await?;
-    Ok(app)
+    row.map(|row| {
+        Ok(App {
+            id: row.id,
+            name: row.name,
+            desired_state: word(&row.desired_state)?,
+            run_version: row.run_version,
+            latest_version: row.latest_version,
+            memory_limit_mib: row.memory_limit_mib,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    })
+    .transpose()
 }
 
 /// Whether the app still exists (a followed log ends when it is deleted).
@@ -57,22 +70,8 @@ pub async fn belongs_to(db: &sqlx::PgPool, app: Uuid, team: Uuid) -> Result<bool
     Ok(found)
 }
 
-/// An app in a team's list, with its status.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct AppSummary {
-    pub name: String,
-    pub latest_version: i32,
-    /// `running` or `stopped`: what the user asked for.
-    pub desired_state: String,
-    /// What the runtime reports: `stopped`, `starting`, `waiting`, `running` or `failed`.
-    pub state: String,
-    pub error: Option<String>,
-    pub updated_at: DateTime<Utc>,
-}
-
 pub async fn list(db: &sqlx::PgPool, team: Uuid) -> Result<Vec<AppSummary>> {
-    let apps = sqlx::query_as!(
-        AppSummary,
+    let rows = sqlx::query!(
         r#"SELECT apps.name, apps.desired_state, apps.updated_at,
                   COALESCE((SELECT max(version) FROM app_versions WHERE app_id = apps.id), 0) AS "latest_version!",
                   COALESCE(app_status.state, 'stopped') AS "state!", app_status.error
@@ -82,7 +81,18 @@ pub async fn list(db: &sqlx::PgPool, team: Uuid) -> Result<Vec<AppSummary>> {
     )
     .fetch_all(db)
     .await?;
-    Ok(apps)
+    rows.into_iter()
+        .map(|row| {
+            Ok(AppSummary {
+                name: row.name,
+                latest_version: row.latest_version,
+                desired_state: word(&row.desired_state)?,
+                state: word(&row.state)?,
+                error: row.error,
+                updated_at: row.updated_at,
+            })
+        })
+        .collect()
 }
 
 /// Creates an app with its first version, within the team's quota of apps.
@@ -182,18 +192,6 @@ async fn prune_versions(db: &sqlx::PgPool, app: Uuid, kept: i32) -> Result<()> {
     Ok(())
 }
 
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct VersionInfo {
-    pub version: i32,
-    /// Who saved it (None once the user is deleted).
-    pub created_by: Option<String>,
-    pub created_at: DateTime<Utc>,
-    /// `created`, `saved`, or `rollback to N`.
-    pub note: Option<String>,
-    /// Size of the code in bytes.
-    pub bytes: i32,
-}
-
 pub async fn versions(db: &sqlx::PgPool, app: Uuid) -> Result<Vec<VersionInfo>> {
     let versions = sqlx::query_as!(
         VersionInfo,
@@ -279,31 +277,8 @@ pub async fn stop(db: &sqlx::PgPool, app: Uuid) -> Result<()> {
     Ok(())
 }
 
-/// What the runtime reports about an app.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct Status {
-    /// `stopped`, `starting`, `waiting` (for an input topic), `running` or `failed`.
-    pub state: String,
-    /// Why it failed or waits, in words for the user.
-    pub error: Option<String>,
-    /// The line of the user's code the error points at.
-    pub error_line: Option<i32>,
-    /// Crash restarts of the current run.
-    pub restarts: i32,
-    pub records_in: i64,
-    pub bad_records: i64,
-    /// Input records not yet processed (approximate on brokers that report high watermarks
-    /// per batch).
-    pub lag: Option<i64>,
-    /// The version running (or last run).
-    pub version: Option<i32>,
-    /// Since when it is in this state.
-    pub since: Option<DateTime<Utc>>,
-}
-
 pub async fn status(db: &sqlx::PgPool, app: Uuid) -> Result<Status> {
-    let status = sqlx::query_as!(
-        Status,
+    let row = sqlx::query!(
         r#"SELECT state, error, error_line, restarts, records_in, bad_records, lag, version,
                   since AS "since?"
            FROM app_status WHERE app_id = $1"#,
@@ -311,8 +286,26 @@ pub async fn status(db: &sqlx::PgPool, app: Uuid) -> Result<Status> {
     )
     .fetch_optional(db)
     .await?;
-    Ok(status.unwrap_or(Status {
-        state: "stopped".to_owned(),
+    let Some(row) = row else {
+        return Ok(never_started());
+    };
+    Ok(Status {
+        state: word(&row.state)?,
+        error: row.error,
+        error_line: row.error_line,
+        restarts: row.restarts,
+        records_in: row.records_in,
+        bad_records: row.bad_records,
+        lag: row.lag,
+        version: row.version,
+        since: row.since,
+    })
+}
+
+/// The status of an app no node has run yet.
+fn never_started() -> Status {
+    Status {
+        state: AppState::Stopped,
         error: None,
         error_line: None,
         restarts: 0,
@@ -321,18 +314,7 @@ pub async fn status(db: &sqlx::PgPool, app: Uuid) -> Result<Status> {
         lag: None,
         version: None,
         since: None,
-    }))
-}
-
-/// One line of an app's log.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct LogLine {
-    /// Increasing: `?after=` the last one seen gives the lines after it.
-    pub id: i64,
-    pub at: DateTime<Utc>,
-    /// `info`, `warning` or `error` (and what Python's logging names).
-    pub level: String,
-    pub message: String,
+    }
 }
 
 /// The `limit` lines after `after`, oldest first; without `after`, the newest `limit` lines.
@@ -372,26 +354,6 @@ pub async fn logs(
     Ok(lines)
 }
 
-/// A record the app could not process.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct BadRecord {
-    pub id: i64,
-    pub at: DateTime<Utc>,
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub reason: String,
-    /// The line of the user's code that raised, when it was user code.
-    pub line: Option<i32>,
-    /// The message's key and value as text (invalid UTF-8 replaced), cut to the runtime's
-    /// `--max-bad-record-bytes`.
-    pub key: Option<String>,
-    pub value: Option<String>,
-    /// The sizes of key and value in full, in bytes (larger than the text when it was cut).
-    pub key_size: Option<i32>,
-    pub value_size: Option<i32>,
-}
-
 pub async fn bad_records(db: &sqlx::PgPool, app: Uuid, limit: i64) -> Result<Vec<BadRecord>> {
     let rows = sqlx::query!(
         r#"SELECT id, at, topic, partition, "offset", reason, line, key, value, key_size, value_size
@@ -425,7 +387,7 @@ pub async fn bad_records(db: &sqlx::PgPool, app: Uuid, limit: i64) -> Result<Vec
 
 /// Figures for `/metrics`, over all apps.
 pub struct Totals {
-    pub states: Vec<(String, i64)>,
+    pub states: Vec<(AppState, i64)>,
     pub records_in: i64,
     pub bad_records: i64,
     pub lag: i64,
@@ -447,7 +409,10 @@ pub async fn totals(db: &sqlx::PgPool) -> Result<Totals> {
     .fetch_one(db)
     .await?;
     Ok(Totals {
-        states: states.into_iter().map(|row| (row.state, row.count)).collect(),
+        states: states
+            .into_iter()
+            .map(|row| Ok((word(&row.state)?, row.count)))
+            .collect::<Result<_>>()?,
         records_in: sums.records_in,
         bad_records: sums.bad_records,
         lag: sums.lag,

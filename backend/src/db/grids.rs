@@ -110,11 +110,14 @@ pub async fn snapshot_offset(db: &sqlx::PgPool, app_id: Uuid) -> Result<i64> {
 }
 
 /// An app's desired state (`running` or `stopped`); None once it is deleted.
-pub async fn desired_state(db: &sqlx::PgPool, app_id: Uuid) -> Result<Option<String>> {
+pub async fn desired_state(
+    db: &sqlx::PgPool,
+    app_id: Uuid,
+) -> Result<Option<aerogrid_api::DesiredState>> {
     let state = sqlx::query_scalar!("SELECT desired_state FROM apps WHERE id = $1", app_id)
         .fetch_optional(db)
         .await?;
-    Ok(state)
+    state.as_deref().map(crate::db::word).transpose()
 }
 
 /// A grid as `ListGrids` describes it.

@@ -1,4 +1,5 @@
-//! All SQL of the backend: one function per query, returning domain types.
+//! All SQL of the backend: one function per query, returning domain types or the API's
+//! (`aerogrid_api`) answer types built from the rows; no row type here is `Serialize`.
 
 pub mod accounts;
 pub mod apps;
@@ -35,4 +36,15 @@ pub async fn migrate(pool: &sqlx::PgPool) -> Result<()> {
 pub async fn ping(pool: &sqlx::PgPool) -> Result<()> {
     sqlx::query!("SELECT 1 AS one").fetch_one(pool).await?;
     Ok(())
+}
+
+/// A word column (state, role, scope) as its enum. The database's CHECK constraints allow only
+/// the enum's words, so another one is a broken invariant, not the caller's error.
+pub(crate) fn word<T>(text: &str) -> Result<T>
+where
+    T: std::str::FromStr<Err = aerogrid_api::UnknownValue>,
+{
+    text.parse().map_err(|error: aerogrid_api::UnknownValue| {
+        crate::Error::Internal(format!("the database holds {error}"))
+    })
 }

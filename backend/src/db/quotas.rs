@@ -2,72 +2,39 @@
 //! take. Checked in the transaction that would exceed them, under a lock of the team's row, so
 //! that concurrent Creates or Starts cannot both squeeze past the last free place.
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use aerogrid_api::{QuotaSettings, Quotas, Usage};
 use uuid::Uuid;
 
 use crate::{Error, QuotaDefaults, Result, db::teams};
 
-/// What a team may take of the platform.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
-pub struct Quotas {
-    /// Apps the team may have.
-    pub apps: i32,
-    /// Apps it may run at once.
-    pub running_apps: i32,
-    /// Memory one of its apps may ask for its connector, in MiB.
-    pub app_memory_mib: i32,
-    /// Memory of its running apps together, in MiB.
-    pub total_memory_mib: i32,
+/// A team's quotas in effect: its own settings, else the server's defaults.
+fn effective(settings: QuotaSettings, defaults: &QuotaDefaults) -> Quotas {
+    Quotas {
+        apps: settings.apps.unwrap_or(defaults.apps),
+        running_apps: settings.running_apps.unwrap_or(defaults.running_apps),
+        app_memory_mib: settings.app_memory_mib.unwrap_or(defaults.app_memory_mib),
+        total_memory_mib: settings.total_memory_mib.unwrap_or(defaults.total_memory_mib),
+    }
 }
 
-/// Quotas as an administrator sets them: each absent or null one is the server's default.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct QuotaSettings {
-    pub apps: Option<i32>,
-    pub running_apps: Option<i32>,
-    pub app_memory_mib: Option<i32>,
-    pub total_memory_mib: Option<i32>,
-}
-
-/// What a team uses of its quotas.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
-pub struct Usage {
-    pub apps: i64,
-    pub running_apps: i64,
-    /// Memory of its running apps, in MiB (an app without a limit of its own counts as the
-    /// runtime nodes' default).
-    pub memory_mib: i64,
-}
-
-impl QuotaSettings {
-    fn effective(self, defaults: &QuotaDefaults) -> Quotas {
-        Quotas {
-            apps: self.apps.unwrap_or(defaults.apps),
-            running_apps: self.running_apps.unwrap_or(defaults.running_apps),
-            app_memory_mib: self.app_memory_mib.unwrap_or(defaults.app_memory_mib),
-            total_memory_mib: self.total_memory_mib.unwrap_or(defaults.total_memory_mib),
+/// Refuses quotas that cannot mean anything.
+pub fn check(settings: &QuotaSettings) -> Result<()> {
+    let counts = [("apps", settings.apps), ("running_apps", settings.running_apps)];
+    let sizes = [
+        ("app_memory_mib", settings.app_memory_mib),
+        ("total_memory_mib", settings.total_memory_mib),
+    ];
+    for (name, value) in counts {
+        if value.is_some_and(|value| value < 0) {
+            return Err(Error::BadRequest(format!("quota `{name}` is 0 or more")));
         }
     }
-
-    /// Refuses quotas that cannot mean anything.
-    pub fn check(&self) -> Result<()> {
-        let counts = [("apps", self.apps), ("running_apps", self.running_apps)];
-        let sizes =
-            [("app_memory_mib", self.app_memory_mib), ("total_memory_mib", self.total_memory_mib)];
-        for (name, value) in counts {
-            if value.is_some_and(|value| value < 0) {
-                return Err(Error::BadRequest(format!("quota `{name}` is 0 or more")));
-            }
+    for (name, value) in sizes {
+        if value.is_some_and(|value| value < 1) {
+            return Err(Error::BadRequest(format!("quota `{name}` is 1 MiB or more")));
         }
-        for (name, value) in sizes {
-            if value.is_some_and(|value| value < 1) {
-                return Err(Error::BadRequest(format!("quota `{name}` is 1 MiB or more")));
-            }
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 /// The team's row, locked until the transaction ends, and its quotas.
@@ -85,7 +52,7 @@ async fn lock_team(
     )
     .fetch_one(&mut *tx)
     .await?;
-    Ok(settings.effective(defaults))
+    Ok(effective(settings, defaults))
 }
 
 /// The team's quotas now.
@@ -99,7 +66,7 @@ pub async fn quotas(db: &sqlx::PgPool, team: Uuid, defaults: &QuotaDefaults) -> 
     )
     .fetch_one(db)
     .await?;
-    Ok(settings.effective(defaults))
+    Ok(effective(settings, defaults))
 }
 
 /// What the team uses now; `except` leaves one app out of the running ones (the one starting).

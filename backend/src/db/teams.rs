@@ -1,53 +1,10 @@
 //! Teams, their members and roles, API tokens, grid shares and the audit log.
 
+use aerogrid_api::{AuditEvent, Member, Role, Scope, Share, SharedGrid, Team, Token};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::{Error, Result};
-
-/// What a member may do in a team; each role includes the ones below it.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema, Hash,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Reads apps, their code, status, logs and grids.
-    Viewer,
-    /// Also creates, saves, starts, stops and deletes apps.
-    Editor,
-    /// Also manages members and shares grids with other teams.
-    Owner,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Viewer => "viewer",
-            Self::Editor => "editor",
-            Self::Owner => "owner",
-        }
-    }
-
-    fn parse(text: &str) -> Self {
-        match text {
-            "owner" => Self::Owner,
-            "editor" => Self::Editor,
-            _ => Self::Viewer,
-        }
-    }
-}
-
-/// A team as the caller sees it.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct Team {
-    pub id: Uuid,
-    pub name: String,
-    /// The caller's role; admins who are not members act as owners.
-    pub role: Role,
-    pub created_at: DateTime<Utc>,
-}
+use crate::{Error, Result, db::word};
 
 /// Creates a team with `owner` as its first owner, with its audit event.
 pub async fn create(db: &sqlx::PgPool, name: &str, owner: (Uuid, &str)) -> Result<Team> {
@@ -97,15 +54,16 @@ pub async fn list(db: &sqlx::PgPool, user: Uuid, is_admin: bool) -> Result<Vec<T
     )
     .fetch_all(db)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| Team {
-            id: row.id,
-            name: row.name,
-            role: row.role.as_deref().map_or(Role::Owner, Role::parse),
-            created_at: row.created_at,
+    rows.into_iter()
+        .map(|row| {
+            Ok(Team {
+                id: row.id,
+                name: row.name,
+                role: row.role.as_deref().map_or(Ok(Role::Owner), word)?,
+                created_at: row.created_at,
+            })
         })
-        .collect())
+        .collect()
 }
 
 pub async fn created_at(db: &sqlx::PgPool, team: Uuid) -> Result<DateTime<Utc>> {
@@ -131,14 +89,7 @@ pub async fn find(
     )
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|row| (row.id, row.role.as_deref().map(Role::parse))))
-}
-
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct Member {
-    pub user: String,
-    pub role: Role,
-    pub since: DateTime<Utc>,
+    row.map(|row| Ok((row.id, row.role.as_deref().map(word).transpose()?))).transpose()
 }
 
 pub async fn members(db: &sqlx::PgPool, team: Uuid) -> Result<Vec<Member>> {
@@ -150,10 +101,9 @@ pub async fn members(db: &sqlx::PgPool, team: Uuid) -> Result<Vec<Member>> {
     )
     .fetch_all(db)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| Member { user: row.name, role: Role::parse(&row.role), since: row.created_at })
-        .collect())
+    rows.into_iter()
+        .map(|row| Ok(Member { user: row.name, role: word(&row.role)?, since: row.created_at }))
+        .collect()
 }
 
 /// Adds `user` to the team or changes their role, with its audit event. A team keeps at least
@@ -246,42 +196,6 @@ async fn keep_an_owner(tx: &mut sqlx::PgConnection, team: Uuid) -> Result<()> {
     Ok(())
 }
 
-/// What an API token may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Reads apps and grids (the Excel add-in, dashboards).
-    Read,
-    /// Acts with its user's role in the team (scripts, CI).
-    #[default]
-    Manage,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Read => "read",
-            Self::Manage => "manage",
-        }
-    }
-
-    pub fn parse(text: &str) -> Self {
-        if text == "read" { Self::Read } else { Self::Manage }
-    }
-}
-
-/// A token as listed (its secret is never shown again).
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct Token {
-    pub id: Uuid,
-    pub name: String,
-    pub scope: Scope,
-    /// Who minted it.
-    pub user: String,
-    pub created_at: DateTime<Utc>,
-    pub last_used_at: Option<DateTime<Utc>>,
-}
-
 /// Stores a new token of the team, with its audit event.
 pub async fn insert_token(
     db: &sqlx::PgPool,
@@ -326,17 +240,18 @@ pub async fn tokens(db: &sqlx::PgPool, team: Uuid, user: Option<Uuid>) -> Result
     )
     .fetch_all(db)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| Token {
-            id: row.id,
-            name: row.name,
-            scope: Scope::parse(&row.scope),
-            user: row.user_name,
-            created_at: row.created_at,
-            last_used_at: row.last_used_at,
+    rows.into_iter()
+        .map(|row| {
+            Ok(Token {
+                id: row.id,
+                name: row.name,
+                scope: word(&row.scope)?,
+                user: row.user_name,
+                created_at: row.created_at,
+                last_used_at: row.last_used_at,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Revokes a live token of the team (only `user`'s own unless None), with its audit event; its
@@ -365,14 +280,6 @@ pub async fn revoke_token(
     }
     tx.commit().await?;
     Ok(name)
-}
-
-/// A grid shared read-only with another team.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct Share {
-    pub grid: String,
-    pub team: String,
-    pub created_at: DateTime<Utc>,
 }
 
 pub async fn shares(db: &sqlx::PgPool, app: Uuid) -> Result<Vec<Share>> {
@@ -422,15 +329,6 @@ pub async fn unshare(db: &sqlx::PgPool, app: Uuid, grid: &str, with: &str) -> Re
     Ok(removed > 0)
 }
 
-/// A grid another team shares with this one.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct SharedGrid {
-    /// The owning team.
-    pub team: String,
-    pub app: String,
-    pub grid: String,
-}
-
 pub async fn shared_with(db: &sqlx::PgPool, team: Uuid) -> Result<Vec<SharedGrid>> {
     let rows = sqlx::query_as!(
         SharedGrid,
@@ -444,21 +342,6 @@ pub async fn shared_with(db: &sqlx::PgPool, team: Uuid) -> Result<Vec<SharedGrid
     .fetch_all(db)
     .await?;
     Ok(rows)
-}
-
-/// One entry of a team's audit log.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct AuditEvent {
-    pub id: i64,
-    pub at: DateTime<Utc>,
-    /// Who did it (kept when the user is deleted).
-    pub actor: String,
-    /// What was done, e.g. `app.start`.
-    pub action: String,
-    /// What it was done to, e.g. the app's name.
-    pub target: String,
-    #[schema(value_type = Object)]
-    pub detail: serde_json::Value,
 }
 
 /// Appends to the team's audit log.

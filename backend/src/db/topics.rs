@@ -1,21 +1,9 @@
 //! Topic grants: the Kafka topics a team may read beyond its own namespace.
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
+use aerogrid_api::TopicGrant;
 use uuid::Uuid;
 
 use crate::{Result, db::teams};
-
-/// A topic (or `prefix*`) a team may read.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct TopicGrant {
-    /// A topic name, or a prefix ending in `*`.
-    pub pattern: String,
-    /// The administrator who granted it.
-    pub granted_by: String,
-    pub created_at: DateTime<Utc>,
-}
 
 /// The team's grants, by pattern.
 pub async fn grants(db: impl sqlx::PgExecutor<'_>, team: Uuid) -> Result<Vec<TopicGrant>> {

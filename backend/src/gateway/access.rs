@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::internal;
 use crate::{
-    AppState,
+    ServerState,
     access::SharedChecks,
     db::{accounts, grids},
 };
@@ -22,7 +22,7 @@ pub(super) struct Reader {
 }
 
 pub(super) async fn authenticate(
-    state: &AppState,
+    state: &ServerState,
     credentials: &HeaderMap,
 ) -> Result<Reader, Denied> {
     let identity = crate::identity::authenticate(state.db(), credentials).await.map_err(
@@ -92,7 +92,7 @@ const NOT_READABLE: &str = "there is no such grid, or you may not read it";
 
 /// Authenticates `credentials` and checks that they may read `grid` now.
 pub(super) async fn allow(
-    state: &AppState,
+    state: &ServerState,
     credentials: &HeaderMap,
     grid: &GridRef,
 ) -> Result<Allowed, Denied> {
@@ -141,7 +141,7 @@ pub(super) async fn allow(
 
 /// What a stream checks again whenever access may have shrunk (see [`crate::access`]).
 pub(super) struct StreamAccess {
-    pub(super) state: AppState,
+    pub(super) state: ServerState,
     pub(super) checks: Arc<SharedChecks<Result<(), Status>>>,
     /// The call's credential headers.
     pub(super) credentials: HeaderMap,
@@ -198,7 +198,7 @@ pub(super) fn unchecked_access() -> StreamAccess {
             max_request_kib: 1,
         },
     };
-    let state = AppState::new(db, aerogrid_kafka::KafkaSettings::new("localhost:1"), &server)
+    let state = ServerState::new(db, aerogrid_kafka::KafkaSettings::new("localhost:1"), &server)
         .expect("plain settings");
     StreamAccess {
         generation: state.inner.access_generation.subscribe(),

@@ -24,7 +24,7 @@ use super::{
     view::{GridView, Prepared},
 };
 use crate::{
-    AppState,
+    ServerState,
     db::grids,
     feed_ring::{Position, Ring},
 };
@@ -52,7 +52,7 @@ pub(super) fn live_feed(
 const APPS_CHANNEL: &str = "aerogrid_apps";
 
 /// Ends the streams of an app when it is stopped or deleted, with a status saying so.
-pub(super) async fn end_streams_of_stopped_apps(state: AppState, feeds: Feeds) {
+pub(super) async fn end_streams_of_stopped_apps(state: ServerState, feeds: Feeds) {
     loop {
         let listening = async {
             // Runs until the connection fails.
@@ -65,7 +65,7 @@ pub(super) async fn end_streams_of_stopped_apps(state: AppState, feeds: Feeds) {
                 let Some(feed) = feed else { continue };
                 let ended = match grids::desired_state(state.db(), app_id).await {
                     Ok(None) => Status::not_found("the app was deleted"),
-                    Ok(Some(desired)) if desired == "stopped" => Status::unavailable(
+                    Ok(Some(aerogrid_api::DesiredState::Stopped)) => Status::unavailable(
                         "the app was stopped: its grids are no longer live (subscribe again once it runs)",
                     ),
                     Ok(Some(_)) => continue,
@@ -106,7 +106,7 @@ pub(super) fn shutting_down_status() -> Status {
 
 /// The app's feed, started if it has none, once it has read its changelog to the end.
 pub(super) async fn get_or_start(
-    state: &AppState,
+    state: &ServerState,
     feeds: &Feeds,
     app_id: Uuid,
     ring_bytes: usize,

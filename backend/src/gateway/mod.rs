@@ -36,7 +36,7 @@ use aerogrid_proto::{
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::{AppState, access::SharedChecks, db::grids, unread::UnreadBudget};
+use crate::{ServerState, access::SharedChecks, db::grids, unread::UnreadBudget};
 use access::{Denied, StreamAccess, allow, authenticate};
 use feed::{AppFeed, Feeds, end_streams_of_stopped_apps, end_streams_on_shutdown};
 use subscription::{
@@ -50,7 +50,7 @@ pub(crate) use subscription::subscriber_count;
 /// The gRPC services on the HTTP port: the grid API (native gRPC and gRPC-web, for browsers and
 /// the Excel add-in), gRPC health checking, and server reflection (native only: it streams both
 /// ways, which gRPC-web cannot).
-pub(crate) fn router<S: Clone + Send + Sync + 'static>(state: &AppState) -> axum::Router<S> {
+pub(crate) fn router<S: Clone + Send + Sync + 'static>(state: &ServerState) -> axum::Router<S> {
     let feeds: Feeds = Arc::default();
     tokio::spawn(end_streams_of_stopped_apps(state.clone(), feeds.clone()));
     tokio::spawn(end_streams_on_shutdown(state.inner.shutting_down.subscribe(), feeds.clone()));
@@ -134,7 +134,7 @@ fn cors(origins: &[axum::http::HeaderValue]) -> Option<tower_http::cors::CorsLay
 
 /// Keeps the standard health service in step with `/healthz`: SERVING while the database and
 /// the broker answer.
-async fn report_health(state: AppState, reporter: tonic_health::server::HealthReporter) {
+async fn report_health(state: ServerState, reporter: tonic_health::server::HealthReporter) {
     use tonic_health::ServingStatus;
     const SERVICE: &str = "aerogrid.v1.GridService";
     loop {
@@ -150,7 +150,7 @@ async fn report_health(state: AppState, reporter: tonic_health::server::HealthRe
 }
 
 pub(crate) struct GridGateway {
-    state: AppState,
+    state: ServerState,
     feeds: Feeds,
     /// Open streams' access checks, shared by streams with the same caller and grid.
     checks: Arc<SharedChecks<Result<(), Status>>>,

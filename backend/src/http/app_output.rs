@@ -3,6 +3,7 @@
 
 use std::{convert::Infallible, time::Duration};
 
+use aerogrid_api::{BadRecord, LimitQuery, LogLine, LogQuery};
 use axum::{
     Json,
     extract::State,
@@ -12,37 +13,24 @@ use axum::{
         sse::{Event, KeepAlive, Sse},
     },
 };
-use serde::Deserialize;
-use utoipa::IntoParams;
 
 use super::{
     auth::{Caller, Need},
     extract::{ApiPath, ApiQuery},
 };
-use crate::{
-    AppState, Error, Result,
-    db::apps::{self, BadRecord, LogLine},
-};
+use crate::{Error, Result, ServerState, db::apps};
 
 use super::apps::{AppPath, find_app};
 
 /// How often a followed log looks for new lines.
 const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 
-#[derive(Deserialize, IntoParams)]
-pub(crate) struct LogQuery {
-    /// Lines after this id (the last one seen); without it, the newest lines.
-    after: Option<i64>,
-    /// At most this many lines (default 200, at most 5000).
-    limit: Option<i64>,
-}
-
 /// The app's log, oldest first: the newest lines, or those after `?after=`.
 #[utoipa::path(get, path = "/teams/{team}/apps/{app}/logs", tag = "apps",
     params(("team" = String, Path), ("app" = String, Path), LogQuery),
     responses((status = 200, body = Vec<LogLine>)))]
 pub(crate) async fn app_logs(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, app)): AppPath,
     ApiQuery(query): ApiQuery<LogQuery>,
@@ -60,7 +48,7 @@ pub(crate) async fn app_logs(
     responses((status = 200, content_type = "text/event-stream", body = String,
                description = "`log` events, each a JSON log line")))]
 pub(crate) async fn follow_logs(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     headers: HeaderMap,
     ApiPath((team, app)): AppPath,
@@ -145,7 +133,7 @@ pub(crate) async fn follow_logs(
 
 /// What a followed log checks again whenever access may have shrunk (see [`crate::access`]).
 struct LogAccess {
-    state: AppState,
+    state: ServerState,
     credentials: HeaderMap,
     team: String,
     app_id: uuid::Uuid,
@@ -166,18 +154,12 @@ impl LogAccess {
     }
 }
 
-#[derive(Deserialize, IntoParams)]
-pub(crate) struct LimitQuery {
-    /// At most this many (default 100, at most 1000).
-    limit: Option<i64>,
-}
-
 /// The newest records the app could not process, with the reason and the raw message.
 #[utoipa::path(get, path = "/teams/{team}/apps/{app}/bad-records", tag = "apps",
     params(("team" = String, Path), ("app" = String, Path), LimitQuery),
     responses((status = 200, body = Vec<BadRecord>)))]
 pub(crate) async fn bad_records(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, app)): AppPath,
     ApiQuery(query): ApiQuery<LimitQuery>,

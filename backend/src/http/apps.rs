@@ -2,27 +2,25 @@
 //! grid shares; and validation. What apps print and refuse is `app_output`; their versions,
 //! `versions`.
 
+use aerogrid_api::{
+    AppDetail, AppSummary, ChangeApp, DesiredState, Lifecycle, NewApp, SaveApp, Saved, Share,
+    StartQuery, Status, ValidateRequest, Validation,
+};
 use axum::{
     Json,
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
 
 use super::{
     auth::{Caller, Need, TeamAccess},
     extract::{ApiJson, ApiPath, ApiQuery},
 };
 use crate::{
-    AppState, Error, Result,
-    db::{
-        apps::{self, AppSummary, Status},
-        teams::{self, Share},
-    },
+    Error, Result, ServerState,
+    db::{apps, teams},
     validate::{self, Diagnostic, TopicScope},
 };
 
@@ -30,7 +28,7 @@ pub(super) type AppPath = ApiPath<(String, String)>;
 
 /// The team (checked for `need`) and the app named in the path.
 pub(super) async fn find_app(
-    state: &AppState,
+    state: &ServerState,
     caller: &Caller,
     team: &str,
     app: &str,
@@ -46,7 +44,7 @@ pub(super) async fn find_app(
 
 /// The diagnostics of `code` as an app of `team`: with the topics the team may read.
 pub(super) async fn diagnostics(
-    state: &AppState,
+    state: &ServerState,
     team: &TeamAccess,
     code: String,
 ) -> Result<Vec<Diagnostic>> {
@@ -59,7 +57,7 @@ pub(super) async fn diagnostics(
 #[utoipa::path(get, path = "/teams/{team}/apps", tag = "apps",
     params(("team" = String, Path)), responses((status = 200, body = Vec<AppSummary>)))]
 pub(crate) async fn list_apps(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath(team): ApiPath<String>,
 ) -> Result<Json<Vec<AppSummary>>> {
@@ -67,41 +65,13 @@ pub(crate) async fn list_apps(
     Ok(Json(apps::list(state.db(), team.id).await?))
 }
 
-#[derive(Deserialize, ToSchema)]
-pub(crate) struct NewApp {
-    name: String,
-    /// The module's Python code (it may be invalid: a draft is saved, Start refuses it).
-    code: String,
-}
-
-/// An app with its latest code.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct AppDetail {
-    team: String,
-    name: String,
-    /// The latest version (also the `ETag`: `"<version>"`).
-    version: i32,
-    code: String,
-    /// What is wrong in `code`, if anything.
-    diagnostics: Vec<Diagnostic>,
-    /// `running` or `stopped`: what was asked for.
-    desired_state: String,
-    /// The version Start runs; null: the latest.
-    run_version: Option<i32>,
-    /// The connector's memory limit; null: the runtime's default.
-    memory_limit_mib: Option<i32>,
-    status: Status,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
 /// Creates an app with its code as version 1.
 #[utoipa::path(post, path = "/teams/{team}/apps", tag = "apps",
     params(("team" = String, Path)), request_body = NewApp,
     responses((status = 201, body = AppDetail),
-              (status = 409, body = crate::error::Problem, content_type = "application/problem+json")))]
+              (status = 409, body = aerogrid_api::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create_app(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath(team): ApiPath<String>,
     ApiJson(body): ApiJson<NewApp>,
@@ -120,7 +90,7 @@ pub(crate) async fn create_app(
 }
 
 async fn detail(
-    state: &AppState,
+    state: &ServerState,
     team: &TeamAccess,
     app: apps::App,
     code: String,
@@ -152,28 +122,13 @@ fn with_etag(detail: AppDetail) -> Response {
     params(("team" = String, Path), ("app" = String, Path)),
     responses((status = 200, body = AppDetail)))]
 pub(crate) async fn get_app(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, app)): AppPath,
 ) -> Result<Response> {
     let (team, app) = find_app(&state, &caller, &team, &app, Need::Read).await?;
     let code = apps::code(state.db(), app.id, app.latest_version).await?.unwrap_or_default();
     Ok(with_etag(detail(&state, &team, app, code).await?))
-}
-
-#[derive(Deserialize, ToSchema)]
-pub(crate) struct SaveApp {
-    code: String,
-    /// The version this edit started from: if someone saved since, 409 instead of an
-    /// overwrite. `If-Match: "<version>"` does the same.
-    base_version: Option<i32>,
-}
-
-/// What a save made.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Saved {
-    version: i32,
-    diagnostics: Vec<Diagnostic>,
 }
 
 /// Saves code as a new version (an invalid draft too: its diagnostics come back). With
@@ -183,9 +138,9 @@ pub(crate) struct Saved {
            ("If-Match" = Option<String>, Header, description = "The version edited, as its ETag")),
     request_body = SaveApp,
     responses((status = 200, body = Saved),
-              (status = 409, body = crate::error::Problem, content_type = "application/problem+json")))]
+              (status = 409, body = aerogrid_api::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn save_app(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     headers: HeaderMap,
     ApiPath((team, app)): AppPath,
@@ -231,21 +186,13 @@ pub(crate) async fn save_app(
     Ok(([(header::ETAG, etag)], Json(Saved { version, diagnostics })).into_response())
 }
 
-#[derive(Deserialize, ToSchema)]
-pub(crate) struct ChangeApp {
-    /// A new name (grids are then addressed by it).
-    name: Option<String>,
-    /// The connector's memory limit in MiB; 0 restores the runtime's default.
-    memory_limit_mib: Option<i32>,
-}
-
 /// Renames the app or changes its settings.
 #[utoipa::path(patch, path = "/teams/{team}/apps/{app}", tag = "apps",
     params(("team" = String, Path), ("app" = String, Path)), request_body = ChangeApp,
     responses((status = 200, body = AppSummary),
-              (status = 409, body = crate::error::Problem, content_type = "application/problem+json")))]
+              (status = 409, body = aerogrid_api::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn change_app(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team_name, app_name)): AppPath,
     ApiJson(body): ApiJson<ChangeApp>,
@@ -291,7 +238,7 @@ pub(crate) async fn change_app(
     params(("team" = String, Path), ("app" = String, Path)),
     responses((status = 204, description = "Deleted")))]
 pub(crate) async fn delete_app(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, app)): AppPath,
 ) -> Result<StatusCode> {
@@ -312,31 +259,15 @@ pub(crate) async fn delete_app(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, IntoParams)]
-pub(crate) struct StartQuery {
-    /// Run this version instead of the latest.
-    version: Option<i32>,
-}
-
-/// What Start, Stop and Restart did.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Lifecycle {
-    desired_state: String,
-    /// The version that will run; null: the latest.
-    run_version: Option<i32>,
-    /// Warnings of the code that will run.
-    diagnostics: Vec<Diagnostic>,
-}
-
 /// Starts the app (the latest version, or `?version=`). A running app restarts with it; a
 /// failed one starts again. Code with errors is refused with 422 and its diagnostics.
 #[utoipa::path(post, path = "/teams/{team}/apps/{app}/start", tag = "apps",
     params(("team" = String, Path), ("app" = String, Path), StartQuery),
     responses((status = 200, body = Lifecycle),
-              (status = 422, body = crate::error::Problem, content_type = "application/problem+json",
+              (status = 422, body = aerogrid_api::Problem, content_type = "application/problem+json",
                description = "The code has errors: `diagnostics` lists them")))]
 pub(crate) async fn start_app(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, app)): AppPath,
     ApiQuery(query): ApiQuery<StartQuery>,
@@ -346,7 +277,7 @@ pub(crate) async fn start_app(
 }
 
 async fn start(
-    state: &AppState,
+    state: &ServerState,
     caller: &Caller,
     team: &TeamAccess,
     app: &apps::App,
@@ -370,7 +301,7 @@ async fn start(
     apps::start(state.db(), team.id, app.id, version, state.quotas()).await?;
     let detail = json!({ "version": runs });
     teams::audit(state.db(), team.id, caller.actor(), action, &app.name, detail).await?;
-    Ok(Json(Lifecycle { desired_state: "running".into(), run_version: version, diagnostics }))
+    Ok(Json(Lifecycle { desired_state: DesiredState::Running, run_version: version, diagnostics }))
 }
 
 /// Stops the app (its grids keep their last values in the changelog).
@@ -378,7 +309,7 @@ async fn start(
     params(("team" = String, Path), ("app" = String, Path)),
     responses((status = 200, body = Lifecycle)))]
 pub(crate) async fn stop_app(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, app)): AppPath,
 ) -> Result<Json<Lifecycle>> {
@@ -386,7 +317,7 @@ pub(crate) async fn stop_app(
     apps::stop(state.db(), app.id).await?;
     teams::audit(state.db(), team.id, caller.actor(), "app.stop", &app.name, json!({})).await?;
     Ok(Json(Lifecycle {
-        desired_state: "stopped".into(),
+        desired_state: DesiredState::Stopped,
         run_version: app.run_version,
         diagnostics: Vec::new(),
     }))
@@ -396,9 +327,9 @@ pub(crate) async fn stop_app(
 #[utoipa::path(post, path = "/teams/{team}/apps/{app}/restart", tag = "apps",
     params(("team" = String, Path), ("app" = String, Path)),
     responses((status = 200, body = Lifecycle),
-              (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+              (status = 422, body = aerogrid_api::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn restart_app(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, app)): AppPath,
 ) -> Result<Json<Lifecycle>> {
@@ -412,7 +343,7 @@ pub(crate) async fn restart_app(
     params(("team" = String, Path), ("app" = String, Path)),
     responses((status = 200, body = Status)))]
 pub(crate) async fn app_status(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, app)): AppPath,
 ) -> Result<Json<Status>> {
@@ -425,7 +356,7 @@ pub(crate) async fn app_status(
     params(("team" = String, Path), ("app" = String, Path)),
     responses((status = 200, body = Vec<Share>)))]
 pub(crate) async fn list_shares(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, app)): AppPath,
 ) -> Result<Json<Vec<Share>>> {
@@ -440,7 +371,7 @@ pub(crate) async fn list_shares(
            ("with" = String, Path, description = "The team to share with")),
     responses((status = 200, body = Share)))]
 pub(crate) async fn share_grid(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, app, grid, with)): ApiPath<(String, String, String, String)>,
 ) -> Result<Json<Share>> {
@@ -465,7 +396,7 @@ pub(crate) async fn share_grid(
     params(("team" = String, Path), ("app" = String, Path), ("grid" = String, Path), ("with" = String, Path)),
     responses((status = 204, description = "No longer shared")))]
 pub(crate) async fn unshare_grid(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, app, grid, with)): ApiPath<(String, String, String, String)>,
 ) -> Result<StatusCode> {
@@ -486,26 +417,13 @@ pub(crate) async fn unshare_grid(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, ToSchema)]
-pub(crate) struct ValidateRequest {
-    code: String,
-    /// Check it as an app of this team (the caller's): then topics the team may not read are
-    /// errors too. Without it, only the platform's topics are.
-    team: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Validation {
-    diagnostics: Vec<Diagnostic>,
-}
-
 /// Checks code without saving or running it: syntax errors with line and column, and the
 /// platform's rules (one App, streams over declared topics, aerogrid's names, imports the
 /// sandbox refuses, with `team`: topics the team may not read).
 #[utoipa::path(post, path = "/validate", tag = "apps", request_body = ValidateRequest,
     responses((status = 200, body = Validation)))]
 pub(crate) async fn validate_code(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiJson(body): ApiJson<ValidateRequest>,
 ) -> Result<Json<Validation>> {

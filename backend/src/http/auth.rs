@@ -12,22 +12,22 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aerogrid_api::{Me, NewPassword, NewUser, Role, Scope, SignIn, UserCreated};
 use axum::{
     extract::{ConnectInfo, FromRequestParts, Query, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
     response::{IntoResponse, Redirect, Response},
 };
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use serde::Deserialize;
 use uuid::Uuid;
 
 use super::extract::ApiJson;
 use crate::{
-    AppState, Error, Result,
+    Error, Result, ServerState,
     db::{
         accounts::{self, User},
-        teams::{self, Role, Scope},
+        teams,
     },
     identity::{Credential, Identity, SESSION_COOKIE, authenticate, session_cookie},
     secret,
@@ -54,10 +54,10 @@ const MAX_PASSWORD_BYTES: usize = 1024;
 /// token.
 pub(crate) struct Caller(pub(crate) Identity);
 
-impl FromRequestParts<AppState> for Caller {
+impl FromRequestParts<ServerState> for Caller {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+    async fn from_request_parts(parts: &mut Parts, state: &ServerState) -> Result<Self> {
         let identity = authenticate(state.db(), &parts.headers).await?;
         if let Credential::Session { csrf_token } = &identity.credential {
             let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
@@ -104,7 +104,7 @@ impl Caller {
     /// The team named `team`, if the caller may do what `need` says there.
     pub(crate) async fn in_team(
         &self,
-        state: &AppState,
+        state: &ServerState,
         team: &str,
         need: Need,
     ) -> Result<TeamAccess> {
@@ -180,21 +180,8 @@ impl Caller {
     }
 }
 
-/// The signed-in user.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Me {
-    id: Uuid,
-    name: String,
-    is_admin: bool,
-    /// With a browser session: the value to send in `X-CSRF-Token` on writes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    csrf_token: Option<String>,
-}
-
-impl Me {
-    fn of(user: User, csrf_token: Option<String>) -> Self {
-        Self { id: user.id, name: user.name, is_admin: user.is_admin, csrf_token }
-    }
+fn me_of(user: User, csrf_token: Option<String>) -> Me {
+    Me { id: user.id, name: user.name, is_admin: user.is_admin, csrf_token }
 }
 
 /// Who the caller is.
@@ -206,13 +193,7 @@ pub(crate) async fn me(Caller(identity): Caller) -> axum::Json<Me> {
         Credential::Session { csrf_token } => Some(csrf_token),
         Credential::Token { .. } => None,
     };
-    axum::Json(Me::of(identity.user, csrf))
-}
-
-#[derive(Deserialize, ToSchema)]
-pub(crate) struct SignIn {
-    name: String,
-    password: String,
+    axum::Json(me_of(identity.user, csrf))
 }
 
 /// Signs in with a password: sets the session cookie and gives the CSRF token.
@@ -221,11 +202,11 @@ pub(crate) struct SignIn {
 /// further attempts for the rest of that minute (429 with `Retry-After`).
 #[utoipa::path(post, path = "/auth/sign-in", tag = "auth", request_body = SignIn,
     responses((status = 200, body = Me, description = "Signed in; the session cookie is set"),
-              (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
-              (status = 429, body = crate::error::Problem, content_type = "application/problem+json")),
+              (status = 401, body = aerogrid_api::Problem, content_type = "application/problem+json"),
+              (status = 429, body = aerogrid_api::Problem, content_type = "application/problem+json")),
     security())]
 pub(crate) async fn sign_in(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<SignIn>,
@@ -251,7 +232,7 @@ pub(crate) async fn sign_in(
         Some((user, Some(_))) if verified => {
             limiter.forget(&body.name, client);
             let (cookie, csrf_token) = start_session(&state, user.id).await?;
-            let mut response = axum::Json(Me::of(user, Some(csrf_token))).into_response();
+            let mut response = axum::Json(me_of(user, Some(csrf_token))).into_response();
             response.headers_mut().insert(header::SET_COOKIE, cookie);
             Ok(response)
         }
@@ -264,7 +245,7 @@ pub(crate) async fn sign_in(
     responses((status = 204, description = "Signed out; the cookie is cleared")),
     security(("session" = [])))]
 pub(crate) async fn sign_out(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     headers: HeaderMap,
 ) -> Result<Response> {
     if let Some(session) = session_cookie(&headers) {
@@ -278,24 +259,12 @@ pub(crate) async fn sign_out(
     Ok(response)
 }
 
-#[derive(Deserialize, ToSchema)]
-pub(crate) struct NewUser {
-    name: String,
-    password: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct UserCreated {
-    id: Uuid,
-    name: String,
-}
-
 /// Creates a user who signs in with a password (administrators only).
 #[utoipa::path(post, path = "/users", tag = "auth", request_body = NewUser,
     responses((status = 201, body = UserCreated)),
     security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn create_user(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiJson(body): ApiJson<NewUser>,
 ) -> Result<(StatusCode, axum::Json<UserCreated>)> {
@@ -306,24 +275,13 @@ pub(crate) async fn create_user(
     Ok((StatusCode::CREATED, axum::Json(UserCreated { id: user.id, name: user.name })))
 }
 
-#[derive(Deserialize, ToSchema)]
-pub(crate) struct NewPassword {
-    /// Required when the user has a password already.
-    current_password: Option<String>,
-    new_password: String,
-    /// Also revoke every API token of the user (personal and of teams): a changed password is
-    /// often a stolen one. Default false.
-    #[serde(default)]
-    revoke_tokens: bool,
-}
-
 /// Sets the caller's password (with a session or a personal token, not a team's); their other
 /// browser sessions end, and with `revoke_tokens` their API tokens too.
 #[utoipa::path(put, path = "/me/password", tag = "auth", request_body = NewPassword,
     responses((status = 204, description = "Changed")),
     security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn set_password(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     caller: Caller,
     headers: HeaderMap,
@@ -358,12 +316,12 @@ pub(crate) async fn set_password(
 
 /// The caller's live API tokens: personal ones (acting in all their teams) and those of teams.
 #[utoipa::path(get, path = "/me/tokens", tag = "auth",
-    responses((status = 200, body = Vec<accounts::PersonalToken>)),
+    responses((status = 200, body = Vec<aerogrid_api::PersonalToken>)),
     security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn my_tokens(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
-) -> Result<axum::Json<Vec<accounts::PersonalToken>>> {
+) -> Result<axum::Json<Vec<aerogrid_api::PersonalToken>>> {
     caller.require_personal(false)?;
     Ok(axum::Json(accounts::tokens_of(state.db(), caller.user().id).await?))
 }
@@ -374,7 +332,7 @@ pub(crate) async fn my_tokens(
     responses((status = 204, description = "Revoked")),
     security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn revoke_my_token(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     super::extract::ApiPath(id): super::extract::ApiPath<Uuid>,
 ) -> Result<StatusCode> {
@@ -394,7 +352,7 @@ pub(crate) struct LinkQuery {
 /// `GET /api/v1/auth/link?secret=...`: redeems a one-time sign-in link for a session cookie and
 /// goes to the app. (A link opened from a terminal, not an API: left out of the OpenAPI document.)
 pub(crate) async fn redeem_login_link(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     Query(query): Query<LinkQuery>,
 ) -> Result<Response> {
     let link_secret = query.secret.ok_or_else(|| {
@@ -414,7 +372,7 @@ pub(crate) async fn redeem_login_link(
 }
 
 /// A new session for `user`: its `Set-Cookie` value and its CSRF token.
-async fn start_session(state: &AppState, user: Uuid) -> Result<(HeaderValue, String)> {
+async fn start_session(state: &ServerState, user: Uuid) -> Result<(HeaderValue, String)> {
     let session = secret::generate(secret::SESSION_PREFIX);
     let csrf_token = secret::generate("agc_");
     accounts::insert_session(

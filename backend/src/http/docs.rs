@@ -11,9 +11,9 @@ use axum::{
 };
 use utoipa::openapi::{OpenApi, RefOr, path::Operation};
 
-use crate::AppState;
+use crate::ServerState;
 
-pub(crate) fn router(document: Arc<OpenApi>) -> Router<AppState> {
+pub(crate) fn router(document: Arc<OpenApi>) -> Router<ServerState> {
     let page = Arc::new(render(&document));
     let json = Arc::new(serde_json::to_value(&*document).unwrap_or_default());
     Router::new()

@@ -11,9 +11,9 @@ use axum::{
 };
 use tower_http::{services::ServeDir, set_header::SetResponseHeaderLayer};
 
-use crate::{AppState, error::problem};
+use crate::{ServerState, error::problem};
 
-pub(crate) fn router(state: &AppState) -> Router<AppState> {
+pub(crate) fn router(state: &ServerState) -> Router<ServerState> {
     let files = ServeDir::new(state.inner.web_dir.join("excel"));
     // Office caches add-in files hard: make it ask again (an unchanged file is a 304).
     let no_cache = SetResponseHeaderLayer::overriding(
@@ -28,7 +28,7 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
 
 /// `GET /excel/manifest.xml`: the built manifest template with `{{PUBLIC_URL}}` replaced by the
 /// configured public URL, or else the URL this request reached.
-async fn manifest(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn manifest(State(state): State<ServerState>, headers: HeaderMap) -> Response {
     let path = state.inner.web_dir.join("excel").join("manifest.xml");
     let Ok(template) = tokio::fs::read_to_string(&path).await else {
         return problem(
@@ -44,7 +44,7 @@ async fn manifest(State(state): State<AppState>, headers: HeaderMap) -> Response
 }
 
 /// Where clients reach this server: `--public-url`, else the scheme and `Host` of the request.
-fn public_url(state: &AppState, headers: &HeaderMap) -> Option<String> {
+fn public_url(state: &ServerState, headers: &HeaderMap) -> Option<String> {
     if let Some(url) = &state.inner.public_url {
         return Some(url.as_str().trim_end_matches('/').to_owned());
     }

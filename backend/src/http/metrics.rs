@@ -14,7 +14,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::{AppState, Result, db::apps};
+use crate::{Result, ServerState, db::apps};
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 12] =
@@ -94,7 +94,7 @@ fn escape(label: &str) -> String {
 
 /// Times every request, labelled with its route's template (not its path: bounded labels).
 pub(crate) async fn record(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -127,12 +127,12 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 }
 
 /// `GET /metrics`.
-pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response> {
+pub(crate) async fn metrics(State(state): State<ServerState>) -> Result<Response> {
     let totals = apps::totals(state.db()).await?;
     let mut out = String::new();
     out.push_str("# HELP aerogrid_apps Apps by the state their runtime reports.\n");
     out.push_str("# TYPE aerogrid_apps gauge\n");
-    for state in ["stopped", "starting", "waiting", "running", "failed"] {
+    for state in aerogrid_api::AppState::ALL {
         let count = totals.states.iter().find(|(name, _)| name == state).map_or(0, |(_, n)| *n);
         let _ = writeln!(out, "aerogrid_apps{{state=\"{state}\"}} {count}");
     }

@@ -26,7 +26,7 @@ pub(crate) use auth::SignInLimiter;
 pub(crate) use metrics::HttpMetrics;
 pub(crate) use rate::RequestRate;
 
-use crate::{AppState, Error, Result, error::problem};
+use crate::{Error, Result, ServerState, error::problem};
 
 /// Request bodies beyond this get 413 (code itself is limited to 256 KiB).
 pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -50,7 +50,7 @@ pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
 struct ApiDoc;
 
 /// The REST API and its OpenAPI document, from one table.
-pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
+pub(crate) fn api_routes() -> OpenApiRouter<ServerState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(auth::me))
         .routes(routes!(auth::set_password))
@@ -100,7 +100,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// Everything on the port: the REST API, health and metrics, the Excel add-in's files, `grpc`
 /// (the gateway's routes) and the web frontend, behind the per-address rate and the request
 /// metrics.
-pub(crate) fn router(state: AppState, grpc: Router<AppState>) -> Router {
+pub(crate) fn router(state: ServerState, grpc: Router<ServerState>) -> Router {
     tokio::spawn(crate::access::watch_changes(
         state.db().clone(),
         state.inner.access_generation.clone(),
@@ -222,6 +222,6 @@ impl utoipa::Modify for Conventions {
         use utoipa::{PartialSchema, ToSchema};
         components
             .schemas
-            .insert(crate::error::Problem::name().into_owned(), crate::error::Problem::schema());
+            .insert(aerogrid_api::Problem::name().into_owned(), aerogrid_api::Problem::schema());
     }
 }

@@ -27,7 +27,7 @@ use axum::{
 };
 use http_body::{Body as _, Frame, SizeHint};
 
-use crate::{AppState, Error, LockExt as _};
+use crate::{Error, LockExt as _, ServerState};
 
 /// Longest a request waits for its turn.
 const MAX_WAIT: Duration = Duration::from_secs(2);
@@ -123,7 +123,7 @@ fn upfront_tokens(declared_bytes: u64) -> f64 {
 /// The middleware: every request waits its address's turn, and its body is paid for as it is
 /// read (beyond what it paid up front).
 pub(crate) async fn limit(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,

@@ -1,9 +1,10 @@
 //! Teams, members, API tokens, grids shared with a team, and the audit log.
 
+use aerogrid_api::{
+    AuditEvent, AuditQuery, ChangeTeam, Member, MemberRole, NewTeam, NewToken, Role, Scope,
+    SharedGrid, Team, TeamDetail, Token, TokenCreated,
+};
 use axum::{Json, extract::State, http::StatusCode};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{
@@ -11,25 +12,17 @@ use super::{
     extract::{ApiJson, ApiPath, ApiQuery},
 };
 use crate::{
-    AppState, Error, Result,
-    db::{
-        quotas::{self, QuotaSettings, Quotas, Usage},
-        teams::{self, AuditEvent, Member, Role, Scope, SharedGrid, Team, Token},
-    },
+    Error, Result, ServerState,
+    db::{quotas, teams},
     identity::Credential,
     secret,
 };
 
-#[derive(Deserialize, ToSchema)]
-pub(crate) struct NewTeam {
-    name: String,
-}
-
 /// Creates a team; the caller becomes its owner.
 #[utoipa::path(post, path = "/teams", tag = "teams", request_body = NewTeam,
-    responses((status = 201, body = Team), (status = 409, body = crate::error::Problem, content_type = "application/problem+json")))]
+    responses((status = 201, body = Team), (status = 409, body = aerogrid_api::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn create_team(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiJson(body): ApiJson<NewTeam>,
 ) -> Result<(StatusCode, Json<Team>)> {
@@ -66,7 +59,7 @@ fn check_team_name(name: &str) -> Result<()> {
 /// A new team reads `<team>.*` without a grant: its name may not claim topics granted to
 /// another team, nor (unless an administrator creates it) topics that exist already. Users
 /// other than administrators own a bounded number of teams.
-async fn check_namespace_is_free(state: &AppState, caller: &Caller, name: &str) -> Result<()> {
+async fn check_namespace_is_free(state: &ServerState, caller: &Caller, name: &str) -> Result<()> {
     if crate::db::topics::namespace_is_granted(state.db(), name).await? {
         return Err(Error::Conflict(format!(
             "topics of `{name}.*` are granted to a team already: a new team cannot take that namespace; choose another name"
@@ -98,7 +91,7 @@ async fn check_namespace_is_free(state: &AppState, caller: &Caller, name: &str) 
 /// The caller's teams and their role in each (an administrator sees every team).
 #[utoipa::path(get, path = "/teams", tag = "teams", responses((status = 200, body = Vec<Team>)))]
 pub(crate) async fn list_teams(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
 ) -> Result<Json<Vec<Team>>> {
     let mut teams = teams::list(state.db(), caller.user().id, caller.0.is_admin()).await?;
@@ -108,18 +101,7 @@ pub(crate) async fn list_teams(
     Ok(Json(teams))
 }
 
-/// A team with its quotas and what it uses of them.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct TeamDetail {
-    #[serde(flatten)]
-    team: Team,
-    /// Its topic namespace: its apps may always read these topics.
-    namespace: String,
-    quotas: Quotas,
-    usage: Usage,
-}
-
-async fn team_detail(state: &AppState, team: super::auth::TeamAccess) -> Result<TeamDetail> {
+async fn team_detail(state: &ServerState, team: super::auth::TeamAccess) -> Result<TeamDetail> {
     let quotas = quotas::quotas(state.db(), team.id, state.quotas()).await?;
     let usage = quotas::usage(state.db(), team.id, state.quotas()).await?;
     let created_at = teams::created_at(state.db(), team.id).await?;
@@ -135,19 +117,12 @@ async fn team_detail(state: &AppState, team: super::auth::TeamAccess) -> Result<
 #[utoipa::path(get, path = "/teams/{team}", tag = "teams",
     params(("team" = String, Path)), responses((status = 200, body = TeamDetail)))]
 pub(crate) async fn get_team(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath(team): ApiPath<String>,
 ) -> Result<Json<TeamDetail>> {
     let team = caller.in_team(&state, &team, Need::Read).await?;
     Ok(Json(team_detail(&state, team).await?))
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ChangeTeam {
-    /// The team's quotas; each absent or null one is the server's default.
-    quotas: QuotaSettings,
 }
 
 /// Sets the team's quotas (administrators only). Apps already running keep running; the next
@@ -156,14 +131,14 @@ pub(crate) struct ChangeTeam {
     params(("team" = String, Path)), request_body = ChangeTeam,
     responses((status = 200, body = TeamDetail)))]
 pub(crate) async fn change_team(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath(team): ApiPath<String>,
     ApiJson(body): ApiJson<ChangeTeam>,
 ) -> Result<Json<TeamDetail>> {
     caller.require_admin()?;
     let team = caller.in_team(&state, &team, Need::Own).await?;
-    body.quotas.check()?;
+    quotas::check(&body.quotas)?;
     quotas::set_quotas(state.db(), team.id, body.quotas, caller.actor()).await?;
     Ok(Json(team_detail(&state, team).await?))
 }
@@ -172,7 +147,7 @@ pub(crate) async fn change_team(
 #[utoipa::path(get, path = "/teams/{team}/members", tag = "teams",
     params(("team" = String, Path)), responses((status = 200, body = Vec<Member>)))]
 pub(crate) async fn list_members(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath(team): ApiPath<String>,
 ) -> Result<Json<Vec<Member>>> {
@@ -180,17 +155,12 @@ pub(crate) async fn list_members(
     Ok(Json(teams::members(state.db(), team.id).await?))
 }
 
-#[derive(Deserialize, ToSchema)]
-pub(crate) struct MemberRole {
-    role: Role,
-}
-
 /// Adds a user to the team, or changes their role (owners only; a team keeps an owner).
 #[utoipa::path(put, path = "/teams/{team}/members/{user}", tag = "teams",
     params(("team" = String, Path), ("user" = String, Path)), request_body = MemberRole,
-    responses((status = 200, body = Member), (status = 409, body = crate::error::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Member), (status = 409, body = aerogrid_api::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn set_member(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, user)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<MemberRole>,
@@ -203,9 +173,9 @@ pub(crate) async fn set_member(
 /// Removes a user from the team (owners only; a team keeps an owner).
 #[utoipa::path(delete, path = "/teams/{team}/members/{user}", tag = "teams",
     params(("team" = String, Path), ("user" = String, Path)),
-    responses((status = 204, description = "Removed"), (status = 409, body = crate::error::Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "Removed"), (status = 409, body = aerogrid_api::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn remove_member(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, user)): ApiPath<(String, String)>,
 ) -> Result<StatusCode> {
@@ -216,32 +186,12 @@ pub(crate) async fn remove_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, ToSchema)]
-pub(crate) struct NewToken {
-    /// What it is for, e.g. "Excel on my laptop".
-    name: String,
-    /// `read` (grids and apps, read only) or `manage` (the default: acts with your role).
-    #[serde(default)]
-    scope: Scope,
-}
-
-/// A new token: its secret is shown this once.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct TokenCreated {
-    id: Uuid,
-    name: String,
-    scope: Scope,
-    /// Send as `Authorization: Bearer <token>`.
-    token: String,
-    created_at: DateTime<Utc>,
-}
-
 /// Mints an API token for the team, acting for the caller (its secret is shown once).
 #[utoipa::path(post, path = "/teams/{team}/tokens", tag = "teams",
     params(("team" = String, Path)), request_body = NewToken,
     responses((status = 201, body = TokenCreated)))]
 pub(crate) async fn create_token(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath(team): ApiPath<String>,
     ApiJson(body): ApiJson<NewToken>,
@@ -284,7 +234,7 @@ pub(crate) async fn create_token(
 #[utoipa::path(get, path = "/teams/{team}/tokens", tag = "teams",
     params(("team" = String, Path)), responses((status = 200, body = Vec<Token>)))]
 pub(crate) async fn list_tokens(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath(team): ApiPath<String>,
 ) -> Result<Json<Vec<Token>>> {
@@ -298,7 +248,7 @@ pub(crate) async fn list_tokens(
     params(("team" = String, Path), ("id" = Uuid, Path)),
     responses((status = 204, description = "Revoked")))]
 pub(crate) async fn revoke_token(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, id)): ApiPath<(String, Uuid)>,
 ) -> Result<StatusCode> {
@@ -317,7 +267,7 @@ pub(crate) async fn revoke_token(
 #[utoipa::path(get, path = "/teams/{team}/shared-grids", tag = "teams",
     params(("team" = String, Path)), responses((status = 200, body = Vec<SharedGrid>)))]
 pub(crate) async fn shared_grids(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath(team): ApiPath<String>,
 ) -> Result<Json<Vec<SharedGrid>>> {
@@ -325,19 +275,11 @@ pub(crate) async fn shared_grids(
     Ok(Json(teams::shared_with(state.db(), team.id).await?))
 }
 
-#[derive(Deserialize, IntoParams)]
-pub(crate) struct AuditQuery {
-    /// Events before this id (the `id` of the last event of the previous page).
-    before: Option<i64>,
-    /// At most this many (default 100, at most 1000).
-    limit: Option<i64>,
-}
-
 /// Who did what in the team, newest first.
 #[utoipa::path(get, path = "/teams/{team}/audit", tag = "teams",
     params(("team" = String, Path), AuditQuery), responses((status = 200, body = Vec<AuditEvent>)))]
 pub(crate) async fn audit_log(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath(team): ApiPath<String>,
     ApiQuery(query): ApiQuery<AuditQuery>,

@@ -1,22 +1,20 @@
 //! Topic grants: which Kafka topics a team's apps may read beyond its own namespace.
 
+use aerogrid_api::TopicGrant;
 use axum::{Json, extract::State, http::StatusCode};
 
 use super::{
     auth::{Caller, Need},
     extract::ApiPath,
 };
-use crate::{
-    AppState, Error, Result,
-    db::topics::{self, TopicGrant},
-};
+use crate::{Error, Result, ServerState, db::topics};
 
 /// The team's topic grants (any member). Its apps may read these topics and its own namespace
 /// `<team>.*`; never the platform's (`aerogrid.*`).
 #[utoipa::path(get, path = "/teams/{team}/topics", tag = "teams",
     params(("team" = String, Path)), responses((status = 200, body = Vec<TopicGrant>)))]
 pub(crate) async fn list_grants(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath(team): ApiPath<String>,
 ) -> Result<Json<Vec<TopicGrant>>> {
@@ -30,7 +28,7 @@ pub(crate) async fn list_grants(
            ("pattern" = String, Path, description = "A topic name, or a prefix ending in `*` (`sales.*`)")),
     responses((status = 200, body = TopicGrant)))]
 pub(crate) async fn grant_topic(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, pattern)): ApiPath<(String, String)>,
 ) -> Result<Json<TopicGrant>> {
@@ -46,7 +44,7 @@ pub(crate) async fn grant_topic(
     params(("team" = String, Path), ("pattern" = String, Path)),
     responses((status = 204, description = "Revoked")))]
 pub(crate) async fn revoke_topic(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, pattern)): ApiPath<(String, String)>,
 ) -> Result<StatusCode> {

@@ -1,21 +1,17 @@
 //! An app's versions: list, read, compare, roll back.
 
+use aerogrid_api::{DesiredState, DiffQuery, RolledBack, VersionCode, VersionDiff, VersionInfo};
 use axum::{Json, extract::State};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
 
 use super::{
     auth::{Caller, Need},
     extract::{ApiPath, ApiQuery},
 };
 use crate::{
-    AppState, Error, Result,
-    db::{
-        apps::{self, VersionInfo},
-        teams,
-    },
-    validate::{self, Diagnostic},
+    Error, Result, ServerState,
+    db::{apps, teams},
+    validate,
 };
 
 use super::apps::{AppPath, diagnostics, find_app};
@@ -25,7 +21,7 @@ use super::apps::{AppPath, diagnostics, find_app};
     params(("team" = String, Path), ("app" = String, Path)),
     responses((status = 200, body = Vec<VersionInfo>)))]
 pub(crate) async fn list_versions(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, app)): AppPath,
 ) -> Result<Json<Vec<VersionInfo>>> {
@@ -33,13 +29,7 @@ pub(crate) async fn list_versions(
     Ok(Json(apps::versions(state.db(), app.id).await?))
 }
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct VersionCode {
-    version: i32,
-    code: String,
-}
-
-async fn version_code(state: &AppState, app: &apps::App, version: i32) -> Result<String> {
+async fn version_code(state: &ServerState, app: &apps::App, version: i32) -> Result<String> {
     apps::code(state.db(), app.id, version)
         .await?
         .ok_or_else(|| Error::NotFound(format!("app `{}` has no version {version}", app.name)))
@@ -50,7 +40,7 @@ async fn version_code(state: &AppState, app: &apps::App, version: i32) -> Result
     params(("team" = String, Path), ("app" = String, Path), ("version" = i32, Path)),
     responses((status = 200, body = VersionCode)))]
 pub(crate) async fn get_version(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, app, version)): ApiPath<(String, String, i32)>,
 ) -> Result<Json<VersionCode>> {
@@ -59,29 +49,15 @@ pub(crate) async fn get_version(
     Ok(Json(VersionCode { version, code }))
 }
 
-#[derive(Deserialize, IntoParams)]
-pub(crate) struct DiffQuery {
-    /// The version to compare with (default: the latest).
-    to: Option<i32>,
-}
-
 /// How long a diff may search for the smallest one.
 const DIFF_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct VersionDiff {
-    from: i32,
-    to: i32,
-    /// A unified diff (3 lines of context), empty when the code is the same.
-    diff: String,
-}
 
 /// Compares a version with another (`?to=`, default the latest).
 #[utoipa::path(get, path = "/teams/{team}/apps/{app}/versions/{version}/diff", tag = "versions",
     params(("team" = String, Path), ("app" = String, Path), ("version" = i32, Path), DiffQuery),
     responses((status = 200, body = VersionDiff)))]
 pub(crate) async fn diff_versions(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, app, version)): ApiPath<(String, String, i32)>,
     ApiQuery(query): ApiQuery<DiffQuery>,
@@ -115,22 +91,13 @@ pub(crate) async fn diff_versions(
     Ok(Json(VersionDiff { from: version, to, diff }))
 }
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct RolledBack {
-    /// The new latest version, holding the chosen version's code.
-    version: i32,
-    /// Whether the running app restarted with it.
-    restarted: bool,
-    diagnostics: Vec<Diagnostic>,
-}
-
 /// Rolls back: saves a version's code as the new latest version (history is kept) and, if the
 /// app runs the latest version, restarts it with that code.
 #[utoipa::path(post, path = "/teams/{team}/apps/{app}/versions/{version}/rollback", tag = "versions",
     params(("team" = String, Path), ("app" = String, Path), ("version" = i32, Path)),
     responses((status = 200, body = RolledBack)))]
 pub(crate) async fn rollback(
-    State(state): State<AppState>,
+    State(state): State<ServerState>,
     caller: Caller,
     ApiPath((team, app, version)): ApiPath<(String, String, i32)>,
 ) -> Result<Json<RolledBack>> {
@@ -150,7 +117,7 @@ pub(crate) async fn rollback(
     let detail = json!({ "to": version, "version": saved });
     teams::audit(state.db(), team.id, caller.actor(), "app.rollback", &app.name, detail).await?;
     let diagnostics = diagnostics(&state, &team, code).await?;
-    let restarted = app.desired_state == "running"
+    let restarted = app.desired_state == DesiredState::Running
         && app.run_version.is_none()
         && !validate::has_errors(&diagnostics);
     if restarted {

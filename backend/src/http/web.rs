@@ -12,9 +12,9 @@ use tower_http::{
     services::{ServeDir, ServeFile},
 };
 
-use crate::AppState;
+use crate::ServerState;
 
-pub(crate) fn service(state: &AppState) -> Router {
+pub(crate) fn service(state: &ServerState) -> Router {
     let web_dir = &state.inner.web_dir;
     let index = web_dir.join("index.html");
     if !index.is_file() {

@@ -11,37 +11,13 @@ use std::{
     sync::LazyLock,
 };
 
+pub use aerogrid_api::{Diagnostic, Severity};
 use rustpython_ast::{self as ast, Ranged, Visitor, text_size::TextRange};
 use rustpython_parser::{Mode, parse};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 /// Code above this size is refused before parsing (a connector is a few hundred lines).
 pub const MAX_CODE_BYTES: usize = 256 * 1024;
 const PARSER_STACK_BYTES: usize = 256 << 20;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// The code cannot run as it is: Start refuses it.
-    Error,
-    /// The code runs, but something in it will be refused or fail when reached.
-    Warning,
-}
-
-/// One finding, at 1-based lines and columns (columns count UTF-16 units, as editors do).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
-pub struct Diagnostic {
-    pub line: u32,
-    pub column: u32,
-    pub end_line: u32,
-    pub end_column: u32,
-    pub severity: Severity,
-    pub message: String,
-    /// On a topic the team may not read: the topic, which an administrator can grant.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub grantable_topic: Option<String>,
-}
 
 /// Whose code is checked: the team and its topic grants (see `aerogrid_policy::topics`).
 /// Without one, only platform topics are refused.
@@ -59,7 +35,7 @@ pub fn has_errors(diagnostics: &[Diagnostic]) -> bool {
 /// The diagnostics of `code`, sorted by position: for the team of `scope`, if given.
 pub async fn validate(code: String, scope: Option<TopicScope>) -> Vec<Diagnostic> {
     if code.len() > MAX_CODE_BYTES {
-        return vec![Diagnostic::at_start(
+        return vec![at_start(
             Severity::Error,
             format!(
                 "the code is {} KiB; a connector may have at most {} KiB",
@@ -94,23 +70,22 @@ pub(crate) static CHECKER_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> =
 pub(crate) const CHECKER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn internal(why: &str) -> Diagnostic {
-    Diagnostic::at_start(
+    at_start(
         Severity::Warning,
         format!("the code could not be checked ({why}); it was saved unchecked"),
     )
 }
 
-impl Diagnostic {
-    fn at_start(severity: Severity, message: String) -> Self {
-        Self {
-            line: 1,
-            column: 1,
-            end_line: 1,
-            end_column: 1,
-            severity,
-            message,
-            grantable_topic: None,
-        }
+/// A finding about the code as a whole, shown at its start.
+fn at_start(severity: Severity, message: String) -> Diagnostic {
+    Diagnostic {
+        line: 1,
+        column: 1,
+        end_line: 1,
+        end_column: 1,
+        severity,
+        message,
+        grantable_topic: None,
     }
 }
 
@@ -243,7 +218,7 @@ impl<'a> Checker<'a> {
             self.visit_stmt(statement);
         }
         if self.first_app.is_none() {
-            self.diagnostics.push(Diagnostic::at_start(
+            self.diagnostics.push(at_start(
                 Severity::Error,
                 "the module creates no app: add `app = aerogrid.App('name', broker=BROKER_URI)`"
                     .to_owned(),

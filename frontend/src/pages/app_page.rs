@@ -8,7 +8,7 @@ use leptos_router::hooks::use_params_map;
 use wasm_bindgen::{JsCast, prelude::Closure};
 
 use crate::{
-    api::{self, Diagnostic, Role, Status},
+    api::{self, DesiredState, Diagnostic, Role, Severity, Status},
     app::use_session,
     editor::Editor,
     grid::{LiveGrid, grids_of},
@@ -54,7 +54,7 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
     let code = RwSignal::new(String::new());
     let diagnostics = RwSignal::new(Vec::<Diagnostic>::new());
     let status = RwSignal::new(None::<Status>);
-    let desired = RwSignal::new(None::<String>);
+    let desired = RwSignal::new(None::<DesiredState>);
     let message = RwSignal::new(None::<(bool, String)>);
     let busy = RwSignal::new(false);
     let tab = RwSignal::new(Tab::Preview);
@@ -108,8 +108,11 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
                     Ok(saved) => {
                         version.set(saved.version);
                         saved_code.set(text);
-                        let errors =
-                            saved.diagnostics.iter().filter(|d| d.severity == "error").count();
+                        let errors = saved
+                            .diagnostics
+                            .iter()
+                            .filter(|d| d.severity == Severity::Error)
+                            .count();
                         diagnostics.set(saved.diagnostics);
                         let note = if errors > 0 {
                             format!(" (with {errors} error(s): Start will refuse it)")
@@ -209,10 +212,8 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
             busy.set(true);
             leptos::task::spawn_local(async move {
                 match api::lifecycle(&team, &app, action).await {
-                    Ok(_) => {
-                        desired.set(Some(
-                            if action == "stop" { "stopped" } else { "running" }.to_owned(),
-                        ));
+                    Ok(done) => {
+                        desired.set(Some(done.desired_state));
                         message.set(Some((true, format!("{} requested", capitalise(action)))));
                     }
                     Err(failure) => {
@@ -260,7 +261,7 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
         });
     }
 
-    let state = move || status.get().map(|s| s.state).unwrap_or_else(|| "loading".into());
+    let state = move || status.get().map(|s| s.state);
     let title = format!("{team} / {app}");
     view! {
         <section class="app-page" aria-labelledby="app-title-text">
@@ -484,7 +485,7 @@ fn LogPane(team: String, app: String) -> impl IntoView {
         <div class="log" node_ref=pane data-testid="log" role="log" aria-live="polite">
             <For each=move || lines.get() key=|line| line.id let(line)>
                 <div class=format!("log-line level-{}", line.level)>
-                    <time>{line.at.get(11..23).unwrap_or_default().to_owned()}</time>
+                    <time>{line.at.format("%H:%M:%S%.3f").to_string()}</time>
                     <span class="level">{line.level.clone()}</span>
                     <span class="text">{line.message.clone()}</span>
                 </div>
@@ -516,7 +517,7 @@ fn BadRecords(team: String, app: String) -> impl IntoView {
                     <tbody>
                         {list.into_iter().map(|record| view! {
                             <tr>
-                                <td>{record.at.get(11..19).unwrap_or_default().to_owned()}</td>
+                                <td>{record.at.format("%H:%M:%S").to_string()}</td>
                                 <td>{format!("{}[{}]@{}", record.topic, record.partition, record.offset)}</td>
                                 <td>{match record.line { Some(line) => format!("line {line}: {}", record.reason), None => record.reason.clone() }}</td>
                                 <td><code>{record.value.clone().unwrap_or_default()}</code></td>
@@ -606,7 +607,7 @@ fn Versions(
                         view! {
                             <li data-version=number>
                                 <strong>{format!("v{number}")}</strong>
-                                <span class="muted">{format!(" {} · {} · {}", v.created_at.get(..16).unwrap_or_default().replace('T', " "), v.created_by.clone().unwrap_or_else(|| "—".into()), v.note.clone().unwrap_or_default())}</span>
+                                <span class="muted">{format!(" {} · {} · {}", v.created_at.format("%Y-%m-%d %H:%M"), v.created_by.clone().unwrap_or_else(|| "—".into()), v.note.clone().unwrap_or_default())}</span>
                                 <button class="link" data-testid=format!("compare-{number}") on:click=move |_| compare.run(number)>"Compare with the editor"</button>
                                 <Show when=move || can_edit.get()>
                                     <Show when=move || confirming.get() == Some(number)

@@ -3,7 +3,10 @@
 use leptos::prelude::*;
 use leptos_router::{components::A, hooks::use_navigate};
 
-use crate::{api, app::use_session};
+use crate::{
+    api::{self, Team},
+    app::use_session,
+};
 
 // `#[component]` turns the function `pub`; it is only used in this crate.
 #[allow(unreachable_pub)]
@@ -74,12 +77,8 @@ fn Teams() -> impl IntoView {
         let navigate = navigate.clone();
         leptos::task::spawn_local(async move {
             let team = name.get_untracked();
-            match api::post::<serde_json::Value>(
-                "/api/v1/teams",
-                Some(serde_json::json!({ "name": team })),
-            )
-            .await
-            {
+            let body = aerogrid_api::NewTeam { name: team.clone() };
+            match api::post::<Team>("/api/v1/teams", Some(&body)).await {
                 Ok(_) => {
                     session.refresh();
                     navigate(&format!("/teams/{}", api::segment(&team)), Default::default());
@@ -99,7 +98,7 @@ fn Teams() -> impl IntoView {
                     <For each=move || session.teams.get() key=|team| team.name.clone() let(team)>
                         <li>
                             <A href=format!("/teams/{}", api::segment(&team.name))>{team.name.clone()}</A>
-                            <span class="muted">{format!(" · {:?}", team.role).to_lowercase()}</span>
+                            <span class="muted">{format!(" · {}", team.role)}</span>
                         </li>
                     </For>
                 </ul>

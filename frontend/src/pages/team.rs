@@ -10,7 +10,7 @@ use leptos_router::{
 };
 
 use crate::{
-    api::{self, AppSummary, Role},
+    api::{self, AppState, AppSummary, DesiredState, Role},
     app::use_session,
     templates::TEMPLATES,
 };
@@ -74,13 +74,15 @@ pub(crate) fn TeamApps() -> impl IntoView {
 }
 
 /// The badge of an app's state (also used on the app page).
-pub(crate) fn state_badge(state: String, desired: Option<String>) -> impl IntoView {
-    let label = match (state.as_str(), desired.as_deref()) {
-        ("stopped", Some("running")) => "starting".to_owned(),
-        ("running", Some("stopped")) => "stopping".to_owned(),
-        _ => state.clone(),
+/// `state` None: not loaded yet. A state the user asked to change shows as under way.
+pub(crate) fn state_badge(state: Option<AppState>, desired: Option<DesiredState>) -> impl IntoView {
+    let label = match (state, desired) {
+        (None, _) => "loading",
+        (Some(AppState::Stopped), Some(DesiredState::Running)) => "starting",
+        (Some(AppState::Running), Some(DesiredState::Stopped)) => "stopping",
+        (Some(state), _) => state.as_str(),
     };
-    view! { <span class=format!("badge state-{label}") data-testid="state" data-state=label.clone()>{label.clone()}</span> }
+    view! { <span class=format!("badge state-{label}") data-testid="state" data-state=label>{label}</span> }
 }
 
 #[component]
@@ -125,7 +127,7 @@ fn AppRow(
     view! {
         <tr data-testid="app-row" data-app=row_name>
             <td><A href=href>{link_text}</A></td>
-            <td>{state_badge(app.state.clone(), Some(app.desired_state.clone()))}
+            <td>{state_badge(Some(app.state), Some(app.desired_state))}
                 {app.error.clone().map(|error| view! { <span class="muted small">{format!(" {error}")}</span> })}
             </td>
             <td>{format!("v{}", app.latest_version)}</td>

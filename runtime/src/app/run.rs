@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aerogrid_api::AppState;
 use aerogrid_changelog::{GridState, Offsets, offsets_to_wire};
 use aerogrid_proto::{
     runtime::v1::{
@@ -124,7 +125,8 @@ impl<'a> Run<'a> {
         let Some(code) = db::app_code(&context.db, app_id).await? else {
             return failed("the app has no saved code".into(), None);
         };
-        db::set_state(&context.db, app_id, "starting", None, None, Some(code.version)).await?;
+        db::set_state(&context.db, app_id, AppState::Starting, None, None, Some(code.version))
+            .await?;
         let started = Instant::now();
         let limits = &context.limits;
         let memory_limit_bytes = code
@@ -181,7 +183,8 @@ impl<'a> Run<'a> {
         restore(&mut connector, &state).await?;
         input.assign(&state.offsets)?;
         let batches = input.start();
-        db::set_state(&context.db, app_id, "running", None, None, Some(code.version)).await?;
+        db::set_state(&context.db, app_id, AppState::Running, None, None, Some(code.version))
+            .await?;
         tracing::info!(%app_id, team = %code.team, app = %code.app, version = code.version, replayed, pid = connector.pid(), elapsed = ?started.elapsed(), "App running.");
         Ok(Ok(Self {
             context,
