@@ -54,6 +54,24 @@ async def fill(orders):
     )
 }
 
+/// One batch whose answer is 80 MB of row changes: above the node's 64 MiB answer cap.
+fn flood_answer() -> String {
+    support::orders_program(
+        "flood",
+        "orders",
+        r#"
+wide = app.Grid('wide', columns=['blob'])
+
+@app.stream(orders_topic)
+async def fill(orders):
+    async for order_id, order in orders.items():
+        if order_id == 'order-5':
+            for index in range(80):
+                wide[f'row-{index}'] = {'blob': str(index % 10) * 1000000}
+"#,
+    )
+}
+
 async fn status_of(api: &Api, app: &str) -> Value {
     api.admin(Method::GET, &format!("/api/v1/teams/acme/apps/{app}/status"), None).await
 }
@@ -112,6 +130,8 @@ async fn hostile_connector_output_is_bounded_and_a_row_too_large_fails_its_app_o
         .unwrap();
     let huge = support::create_app(&pool, team, "huge", &huge_rows(), None).await;
     support::start_app(&pool, huge).await;
+    let flood = support::create_app(&pool, team, "flood", &flood_answer(), None).await;
+    support::start_app(&pool, flood).await;
     let api = Api::new(&stack);
     let started = Instant::now();
 
@@ -170,6 +190,16 @@ async fn hostile_connector_output_is_bounded_and_a_row_too_large_fails_its_app_o
         error.contains("of grid `big` takes") && error.contains("a changelog record holds at most"),
         "{error}"
     );
+    assert_eq!(status["restarts"], 0, "not restarted in a loop: {status}");
+
+    // The app whose answer is above the pipe's cap fails, saying so, and is not restarted.
+    wait_until("flood failed", &stack, async || {
+        status_of(&api, "flood").await["state"] == "failed"
+    })
+    .await;
+    let status = status_of(&api, "flood").await;
+    let error = status["error"].as_str().unwrap();
+    assert!(error.contains("above the limit of 64 MiB"), "{error}");
     assert_eq!(status["restarts"], 0, "not restarted in a loop: {status}");
 }
 

@@ -536,6 +536,97 @@ mod tests {
         );
     }
 
+    /// `record_cases.json`'s classes: `Order` (0) with a list of `Line` (1).
+    fn case_orders() -> TopicSchema {
+        let field = |name: &str, spec, default| FieldSpec { name: name.into(), spec, default };
+        TopicSchema {
+            key: KeySpec::Str,
+            value: ValueSpec::Record(0),
+            records: vec![
+                RecordSpec {
+                    class_name: "Order".into(),
+                    fields: vec![
+                        field("product", TypeSpec::Str, FieldDefault::Required),
+                        field("quantity", TypeSpec::Int, FieldDefault::Required),
+                        field("price", TypeSpec::Float, FieldDefault::Required),
+                        field("express", TypeSpec::Bool, FieldDefault::Declared),
+                        field(
+                            "note",
+                            TypeSpec::Union { options: vec![TypeSpec::Str], nullable: true },
+                            FieldDefault::Null,
+                        ),
+                        field(
+                            "tags",
+                            TypeSpec::List(Box::new(TypeSpec::Str)),
+                            FieldDefault::Declared,
+                        ),
+                        field(
+                            "lines",
+                            TypeSpec::List(Box::new(TypeSpec::Record(1))),
+                            FieldDefault::Declared,
+                        ),
+                    ],
+                },
+                RecordSpec {
+                    class_name: "Line".into(),
+                    fields: vec![
+                        field("sku", TypeSpec::Str, FieldDefault::Required),
+                        field("price", TypeSpec::Float, FieldDefault::Required),
+                    ],
+                },
+            ],
+        }
+    }
+
+    /// A decoded value as the reference's `to_dict()` gives it, as JSON.
+    fn plain(decoded: &Decoded, records: &[RecordSpec], defaults: &Json, field: &str) -> Json {
+        match decoded {
+            Decoded::Null => Json::Null,
+            Decoded::Bool(value) => (*value).into(),
+            Decoded::Int(value) => (*value).into(),
+            Decoded::Float(value) => (*value).into(),
+            Decoded::Str(value) => value.clone().into(),
+            Decoded::Json(value) => value.clone(),
+            Decoded::List(items) => {
+                items.iter().map(|item| plain(item, records, defaults, field)).collect()
+            }
+            Decoded::Record(index, values) => records[*index]
+                .fields
+                .iter()
+                .zip(values)
+                .map(|(spec, value)| {
+                    (spec.name.clone(), plain(value, records, defaults, &spec.name))
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+            Decoded::Default => defaults[field].clone(),
+            other => panic!("no case decodes to {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_shared_cases_decode_as_the_python_reference_says() {
+        let file: Json =
+            serde_json::from_str(include_str!("../../runtime/python/tests/record_cases.json"))
+                .unwrap();
+        let schema = case_orders();
+        let cases = file["cases"].as_array().unwrap();
+        assert!(cases.len() > 20);
+        for case in cases {
+            let message = case["message"].as_str().unwrap();
+            match schema.decode_value(Some(message.as_bytes())) {
+                Ok(decoded) => {
+                    let record = plain(&decoded, &schema.records, &file["defaults"], "");
+                    assert_eq!(record, case["record"], "{message}");
+                }
+                Err(reason) => match case["error_starts_with"].as_str() {
+                    Some(start) => assert!(reason.starts_with(start), "{message}: {reason}"),
+                    None => assert_eq!(Some(reason.as_str()), case["error"].as_str(), "{message}"),
+                },
+            }
+        }
+    }
+
     #[test]
     fn keys_decode_by_their_type() {
         let mut schema = orders();

@@ -232,3 +232,44 @@ async def tick():
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class RecordCases(unittest.TestCase):
+    """The reference decoding against `record_cases.json`, which the Rust fast path
+    (connector/src/decode.rs) is checked against too."""
+
+    def test_the_shared_cases_decode_as_they_say(self):
+        from typing import Optional
+        from types import SimpleNamespace
+
+        from aerogrid._driver import decode_value
+
+        class Line(aerogrid.Record):
+            sku: str
+            price: float
+
+        class Order(aerogrid.Record):
+            product: str
+            quantity: int
+            price: float
+            express: bool = False
+            note: Optional[str]
+            tags: list[str] = []
+            lines: list[Line] = []
+
+        cases = json.loads((Path(__file__).parent / "record_cases.json").read_text())["cases"]
+        topic = SimpleNamespace(value_type=Order)
+        for case in cases:
+            with self.subTest(message=case["message"]):
+                try:
+                    record = decode_value(topic, case["message"].encode())
+                except aerogrid.RecordError as error:
+                    reason = str(error)
+                    if "error_starts_with" in case:
+                        self.assertTrue(reason.startswith(case["error_starts_with"]), reason)
+                    else:
+                        self.assertEqual(reason, case.get("error"))
+                    continue
+                self.assertIn("record", case, f"decoded as {record!r}")
+                # As JSON text: 2 and 2.0, or 1 and True, are equal in Python but not alike.
+                self.assertEqual(json.dumps(record.to_dict(), sort_keys=True), json.dumps(case["record"], sort_keys=True))
