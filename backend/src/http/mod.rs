@@ -13,6 +13,8 @@ mod extract;
 mod metrics;
 mod rate;
 mod teams;
+#[cfg(test)]
+mod tests;
 mod topics;
 mod versions;
 mod web;
