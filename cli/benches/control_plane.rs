@@ -27,7 +27,7 @@ use support::{
     api::{Api, Credentials},
 };
 
-const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
+const SEED: &str = include_str!("../../connector/python/tests/seed.py");
 const APPS: usize = 20;
 
 fn setting(name: &str, default: u64) -> u64 {

@@ -44,7 +44,7 @@ use rdkafka::{
 use support::{DevStack, ServerProcess};
 use tonic::{codegen::http::uri::PathAndQuery, transport::Channel};
 
-const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
+const SEED: &str = include_str!("../../connector/python/tests/seed.py");
 const PRODUCTS: u64 = 17;
 /// Streams per HTTP/2 connection (servers allow 100 or more at once by default).
 const STREAMS_PER_CONNECTION: usize = 100;

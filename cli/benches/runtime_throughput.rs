@@ -23,7 +23,7 @@ use rdkafka::{
 };
 use support::{DevStack, connector::ConnectorProcess};
 
-const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
+const SEED: &str = include_str!("../../connector/python/tests/seed.py");
 
 fn main() {
     let orders: u64 =

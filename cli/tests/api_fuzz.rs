@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::json;
 use support::{DevStack, api::Api};
 
-const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
+const SEED: &str = include_str!("../../connector/python/tests/seed.py");
 
 fn schemathesis() -> PathBuf {
     let path = std::env::var_os("AEROGRID_SCHEMATHESIS").map(PathBuf::from).unwrap_or_else(|| {

@@ -8,7 +8,7 @@ use aerogrid_proto::{
 };
 use support::connector::ConnectorProcess;
 
-const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
+const SEED: &str = include_str!("../../connector/python/tests/seed.py");
 
 fn int(value: i64) -> Value {
     Value { kind: Some(value::Kind::Int(value)) }

@@ -13,7 +13,7 @@ use support::{
     api::{Api, Credentials},
 };
 
-const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
+const SEED: &str = include_str!("../../connector/python/tests/seed.py");
 const PASSWORD: &str = "correct horse battery";
 
 /// What a route asks of its caller.

@@ -22,7 +22,7 @@ use support::{
     seed_grid::{expected_totals, follow},
 };
 
-const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
+const SEED: &str = include_str!("../../connector/python/tests/seed.py");
 const ORDERS: u64 = 300_000;
 
 /// PostgreSQL and the broker, restartable on their ports.

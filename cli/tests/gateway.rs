@@ -16,7 +16,7 @@ use aerogrid_proto::v1::{
 };
 use support::DevStack;
 
-const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
+const SEED: &str = include_str!("../../connector/python/tests/seed.py");
 
 fn expected_totals(range: std::ops::Range<u64>) -> BTreeMap<String, i64> {
     let mut totals = BTreeMap::new();

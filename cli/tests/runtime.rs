@@ -20,7 +20,7 @@ use support::{
     seed_grid::{self, expected_totals},
 };
 
-const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
+const SEED: &str = include_str!("../../connector/python/tests/seed.py");
 
 /// Replays the app's changelog, as recovery and the gateway do (`ChangelogReader`, `Replay`):
 /// the `product_sum` grid and the input offset it reflects.

@@ -22,7 +22,7 @@ use support::{
     api::{Api, Credentials},
 };
 
-const SEED: &str = include_str!("../../runtime/python/tests/seed.py");
+const SEED: &str = include_str!("../../connector/python/tests/seed.py");
 const PASSWORD: &str = "correct horse battery";
 /// How soon a revocation must end a stream (the bound).
 const REVOCATION_BOUND: Duration = Duration::from_secs(5);

@@ -2,7 +2,7 @@
 //! values in the shape of the topic's declared types, ready to become Python objects.
 //!
 //! The rules and messages are those of `aerogrid._coerce` (the reference, which user code uses
-//! when it builds Records itself); `runtime/python/tests` and this module's tests pin both.
+//! when it builds Records itself); `connector/python/tests` and this module's tests pin both.
 
 use serde_json::Value as Json;
 
@@ -607,7 +607,7 @@ mod tests {
     #[test]
     fn the_shared_cases_decode_as_the_python_reference_says() {
         let file: Json =
-            serde_json::from_str(include_str!("../../runtime/python/tests/record_cases.json"))
+            serde_json::from_str(include_str!("../../connector/python/tests/record_cases.json"))
                 .unwrap();
         let schema = case_orders();
         let cases = file["cases"].as_array().unwrap();

@@ -196,7 +196,7 @@ describe('IDE', { timeout: 300_000 }, () => {
   });
 
   it('shows a topic the team may not read on its line, and an administrator grants it in one click', async () => {
-    const seed = await readFile(path.join('runtime', 'python', 'tests', 'seed.py'), 'utf8');
+    const seed = await readFile(path.join('connector', 'python', 'tests', 'seed.py'), 'utf8');
     await api('POST', '/teams/acme/apps', { name: 'prices', code: seed.replace("app.topic('orders'", "app.topic('prices'") });
     // The editor `ada` sees the error, with no way to grant it.
     await page.getByTestId('sign-out').click();

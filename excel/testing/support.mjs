@@ -37,7 +37,7 @@ export async function serverUnavailable() {
   }
 }
 
-export const SEED = path.join(repoRoot, 'runtime', 'python', 'tests', 'seed.py');
+export const SEED = path.join(repoRoot, 'connector', 'python', 'tests', 'seed.py');
 
 /**
  * A real `aerogrid dev` (e2e/lib/devstack.mjs starts and stops it; its log goes to

@@ -1,6 +1,6 @@
 // Completion and hover for the `aerogrid` module in Python editors.
 //
-// The API comes from runtime/python/aerogrid/__init__.pyi, turned into JSON by build.mjs. Names are
+// The API comes from connector/python/aerogrid/__init__.pyi, turned into JSON by build.mjs. Names are
 // resolved with a few regular expressions over the model text (no Python parser, no scopes):
 //   import aerogrid [as ag]              `aerogrid.` / `ag.` offers the module's names
 //   from aerogrid import App [as A]      `App` is known

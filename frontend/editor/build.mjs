@@ -19,7 +19,7 @@
 //
 // Offline: needs only node_modules (npm packages esbuild and monaco-editor, pinned in
 // frontend/package.json). The aerogrid API for completion and hover is read from the type stubs
-// runtime/python/aerogrid/__init__.pyi at build time. Nothing is rebuilt when no input changed.
+// connector/python/aerogrid/__init__.pyi at build time. Nothing is rebuilt when no input changed.
 
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -33,7 +33,7 @@ const frontend = resolve(here, '..');
 const root = resolve(frontend, '..');
 const outdir = join(root, 'target', 'editor');
 const stampFile = join(root, 'target', 'editor.stamp');
-const stubFile = join(root, 'runtime', 'python', 'aerogrid', '__init__.pyi');
+const stubFile = join(root, 'connector', 'python', 'aerogrid', '__init__.pyi');
 
 const require = createRequire(join(frontend, 'package.json'));
 const monacoDir = join(frontend, 'node_modules', 'monaco-editor');

@@ -10,7 +10,7 @@ pub(crate) const TEMPLATES: &[Template] = &[
     Template {
         id: "seed",
         title: "Units sold per product (orders → sum)",
-        code: include_str!("../../runtime/python/tests/seed.py"),
+        code: include_str!("../../connector/python/tests/seed.py"),
     },
     Template {
         id: "top",

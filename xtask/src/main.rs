@@ -164,7 +164,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
             "unittest",
             "discover",
             "--start-directory",
-            "runtime/python/tests",
+            "connector/python/tests",
         ]))
     })?;
     timed("Rust tests", || {

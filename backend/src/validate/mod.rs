@@ -124,7 +124,7 @@ struct Api {
 }
 
 static API: LazyLock<Api> = LazyLock::new(|| {
-    let stubs = include_str!("../../../runtime/python/aerogrid/__init__.pyi");
+    let stubs = include_str!("../../../connector/python/aerogrid/__init__.pyi");
     let Ok(ast::Mod::Module(module)) = parse(stubs, Mode::Module, "aerogrid.pyi") else {
         panic!("the aerogrid stubs do not parse");
     };

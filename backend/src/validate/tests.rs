@@ -1,6 +1,6 @@
 use super::*;
 
-const SEED: &str = include_str!("../../../runtime/python/tests/seed.py");
+const SEED: &str = include_str!("../../../connector/python/tests/seed.py");
 
 fn messages(code: &str) -> Vec<(u32, u32, Severity, String)> {
     scoped(code, None)

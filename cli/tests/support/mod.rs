@@ -6,6 +6,7 @@
 pub(crate) mod api;
 pub(crate) mod connector;
 pub(crate) mod seed_grid;
+mod slots;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -21,6 +22,8 @@ pub(crate) struct DevStack {
     pub(crate) data_dir: PathBuf,
     output_dir: PathBuf,
     pub(crate) url: String,
+    /// Dropped after `child` is stopped (fields drop after `Drop::drop`).
+    _slot: slots::StackSlot,
 }
 
 /// How long a cold start (initdb included) may take on a busy 2-core CI machine.
@@ -58,6 +61,7 @@ impl DevStack {
     }
 
     fn spawn_with(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
+        let slot = slots::StackSlot::take();
         let output_dir = data_dir.with_extension("output");
         std::fs::create_dir_all(&output_dir).unwrap();
         let stdout = std::fs::File::create(output_dir.join("stdout")).unwrap();
@@ -84,6 +88,7 @@ impl DevStack {
             data_dir: data_dir.to_owned(),
             output_dir,
             url: String::new(),
+            _slot: slot,
         }
     }
 
