@@ -24,7 +24,11 @@ use crate::{
 
 /// The `aerogrid` package, compiled into the binary: the connector reads no file of ours.
 const PACKAGE: &[(&str, &str, &str)] = &[
-    ("aerogrid", "aerogrid/__init__.py", include_str!("../../connector/python/aerogrid/__init__.py")),
+    (
+        "aerogrid",
+        "aerogrid/__init__.py",
+        include_str!("../../connector/python/aerogrid/__init__.py"),
+    ),
     (
         "aerogrid._driver",
         "aerogrid/_driver.py",

@@ -1,6 +1,6 @@
 //! A real connector process (`aerogrid connector`) driven over its pipe protocol.
 
-mod support;
+use crate::support;
 
 use aerogrid_proto::{
     runtime::v1::{LoadFailed, Loaded, RestoreGrid, Tick, connector_message::Kind, node_message},
@@ -8,7 +8,7 @@ use aerogrid_proto::{
 };
 use support::connector::ConnectorProcess;
 
-const SEED: &str = include_str!("../../connector/python/tests/seed.py");
+const SEED: &str = include_str!("../../../connector/python/tests/seed.py");
 
 fn int(value: i64) -> Value {
     Value { kind: Some(value::Kind::Int(value)) }

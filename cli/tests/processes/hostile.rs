@@ -5,7 +5,7 @@
 //! reason; a client that never finishes its request head, or holds many connections, is cut
 //! off; `X-Forwarded-For` counts only from a trusted proxy.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
@@ -575,7 +575,7 @@ async fn oversized_views_and_requests_are_refused_and_sign_ins_do_not_grow_the_s
     // Ten saves of an app told to run version 2: the newest three are kept, and version 2.
     let api = Api::new(&stack);
     api.admin(Method::POST, "/api/v1/teams", Some(json!({ "name": "acme" }))).await;
-    let seed = include_str!("../../connector/python/tests/seed.py");
+    let seed = include_str!("../../../connector/python/tests/seed.py");
     let app = json!({ "name": "orders", "code": seed });
     api.admin(Method::POST, "/api/v1/teams/acme/apps", Some(app)).await;
     let path = "/api/v1/teams/acme/apps/orders";
@@ -650,4 +650,4 @@ async fn logs_and_bad_records_past_their_age_are_deleted() {
 
 /// The seed program, saying hello once at load.
 const SEED_WITH_HELLO: &str =
-    concat!(include_str!("../../connector/python/tests/seed.py"), "\nprint('hello')\n");
+    concat!(include_str!("../../../connector/python/tests/seed.py"), "\nprint('hello')\n");

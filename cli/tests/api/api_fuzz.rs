@@ -2,7 +2,7 @@
 //! setup`) reads `/api/v1/openapi.json` from a real `aerogrid dev` and sends every operation
 //! generated and boundary inputs. No answer may be a server error.
 
-mod support;
+use crate::support;
 
 use std::{path::PathBuf, process::Command};
 
@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::json;
 use support::{DevStack, api::Api};
 
-const SEED: &str = include_str!("../../connector/python/tests/seed.py");
+const SEED: &str = include_str!("../../../connector/python/tests/seed.py");
 
 fn schemathesis() -> PathBuf {
     let path = std::env::var_os("AEROGRID_SCHEMATHESIS").map(PathBuf::from).unwrap_or_else(|| {

@@ -1,7 +1,7 @@
 //! `aerogrid dev` end to end: the real binary, a real PostgreSQL cluster, a real tansu broker,
 //! real signals.
 
-mod support;
+use crate::support;
 
 use std::{os::unix::fs::PermissionsExt, time::Duration};
 

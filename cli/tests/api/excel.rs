@@ -1,7 +1,7 @@
 //! The Excel add-in as the server serves it: the manifest names this server's public URL in
 //! every address, and every file it names is served from the same origin.
 
-mod support;
+use crate::support;
 
 use reqwest::{StatusCode, header};
 use support::{DevStack, http};

@@ -2,14 +2,14 @@
 //! names the cause and the user's line, and nothing outside the process changes. Then the same
 //! actions through ctypes with the audit hook off: the kernel's layers refuse them alone.
 
-mod support;
+use crate::support;
 
 use std::{path::Path, time::Duration};
 
 use aerogrid_proto::runtime::v1::{Load, Refused, Tick, connector_message::Kind, node_message};
 use support::connector::ConnectorProcess;
 
-const SEED: &str = include_str!("../../connector/python/tests/seed.py");
+const SEED: &str = include_str!("../../../connector/python/tests/seed.py");
 const HEADER: &str = "import aerogrid\napp = aerogrid.App(\"hostile\")\n";
 
 /// Loads `body` after two header lines (so its first line is line 3) and runs a timer tick if

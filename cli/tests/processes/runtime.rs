@@ -2,7 +2,7 @@
 //! the broker, its grids go to the changelog, and a killed connector comes back without losing
 //! or double-counting anything.
 
-mod support;
+use crate::support;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -20,7 +20,7 @@ use support::{
     seed_grid::{self, expected_totals},
 };
 
-const SEED: &str = include_str!("../../connector/python/tests/seed.py");
+const SEED: &str = include_str!("../../../connector/python/tests/seed.py");
 
 /// Replays the app's changelog, as recovery and the gateway do (`ChangelogReader`, `Replay`):
 /// the `product_sum` grid and the input offset it reflects.

@@ -7,7 +7,7 @@
 //! The test owns PostgreSQL and the broker (tansu, SQLite storage: it keeps its data across a
 //! restart) and restarts them on their ports; `aerogrid dev` runs against them.
 
-mod support;
+use crate::support;
 
 use std::{
     collections::BTreeMap,
@@ -22,7 +22,7 @@ use support::{
     seed_grid::{expected_totals, follow},
 };
 
-const SEED: &str = include_str!("../../connector/python/tests/seed.py");
+const SEED: &str = include_str!("../../../connector/python/tests/seed.py");
 const ORDERS: u64 = 300_000;
 
 /// PostgreSQL and the broker, restartable on their ports.
