@@ -1,6 +1,7 @@
 // Completion and hover for the `aerogrid` module in Python editors.
 //
-// The API comes from connector/python/aerogrid/__init__.pyi, turned into JSON by build.mjs. Names are
+// The API comes from connector/python/aerogrid/__init__.pyi, as aerogrid-api.json (generated
+// by the backend's stub reader, backend/src/validate/stubs.rs). Names are
 // resolved with a few regular expressions over the model text (no Python parser, no scopes):
 //   import aerogrid [as ag]              `aerogrid.` / `ag.` offers the module's names
 //   from aerogrid import App [as A]      `App` is known

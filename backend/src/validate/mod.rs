@@ -12,6 +12,8 @@ use std::{
 };
 
 pub use aerogrid_api::{Diagnostic, Severity};
+
+mod stubs;
 use rustpython_ast::{self as ast, Ranged, Visitor, text_size::TextRange};
 use rustpython_parser::{Mode, parse};
 
@@ -124,36 +126,9 @@ struct Api {
 }
 
 static API: LazyLock<Api> = LazyLock::new(|| {
-    let stubs = include_str!("../../../connector/python/aerogrid/__init__.pyi");
-    let Ok(ast::Mod::Module(module)) = parse(stubs, Mode::Module, "aerogrid.pyi") else {
-        panic!("the aerogrid stubs do not parse");
-    };
-    let mut api = Api { module: HashSet::new(), app: HashSet::new() };
-    for statement in &module.body {
-        for name in defined_names(statement) {
-            if !name.starts_with('_') {
-                api.module.insert(name);
-            }
-        }
-        if let ast::Stmt::ClassDef(class) = statement
-            && class.name.as_str() == "App"
-        {
-            api.app.extend(class.body.iter().flat_map(defined_names));
-        }
-    }
-    api
+    let (module, app) = stubs::names();
+    Api { module, app }
 });
-
-/// The names a statement of a stub defines.
-fn defined_names(statement: &ast::Stmt) -> Vec<String> {
-    match statement {
-        ast::Stmt::ClassDef(class) => vec![class.name.to_string()],
-        ast::Stmt::FunctionDef(function) => vec![function.name.to_string()],
-        ast::Stmt::AnnAssign(assign) => name_of(&assign.target).into_iter().collect(),
-        ast::Stmt::Assign(assign) => assign.targets.iter().filter_map(name_of).collect(),
-        _ => Vec::new(),
-    }
-}
 
 fn name_of(expression: &ast::Expr) -> Option<String> {
     match expression {
