@@ -13,7 +13,7 @@ use std::{
 
 pub use aerogrid_api::{Diagnostic, Severity};
 
-mod stubs;
+pub mod stubs;
 use rustpython_ast::{self as ast, Ranged, Visitor, text_size::TextRange};
 use rustpython_parser::{Mode, parse};
 

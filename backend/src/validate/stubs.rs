@@ -9,7 +9,7 @@ use rustpython_ast::{self as ast, Ranged};
 use rustpython_parser::{Mode, parse};
 use serde_json::{Map, Value, json};
 
-pub(crate) const STUBS: &str = include_str!("../../../connector/python/aerogrid/__init__.pyi");
+pub const STUBS: &str = include_str!("../../../connector/python/aerogrid/__init__.pyi");
 
 /// One public statement of the stubs.
 #[derive(Debug)]
@@ -288,7 +288,7 @@ fn drop_receiver(params: &str) -> String {
 
 /// The editor's view of the API: `{module: {name, doc}, names: {Name: entry}}`, the JSON that
 /// `frontend/editor/aerogrid-python.js` imports.
-pub(crate) fn editor_api() -> Value {
+pub fn editor_api() -> Value {
     let items = block(&module(), false);
     let class_names: HashSet<&str> = items
         .iter()
