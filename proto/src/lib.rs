@@ -11,6 +11,8 @@ pub mod v1 {
         include_bytes!(concat!(env!("OUT_DIR"), "/aerogrid_v1_descriptor.bin"));
 }
 
+pub mod model;
+
 /// The grid service as the backend implements it: `Subscribe` sends events encoded once and
 /// shared by every subscriber (`server/aerogrid/v1/grid_service.proto`), the same bytes on the
 /// wire as `v1`.
