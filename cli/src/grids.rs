@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use aerogrid_proto::v1::{
-    GridRef, SubscribeRequest, Value, grid_service_client::GridServiceClient, subscribe_response,
-    value,
+use aerogrid_proto::{
+    model::{Applied, GridModel},
+    v1::{GridRef, SubscribeRequest, Value, grid_service_client::GridServiceClient, value},
 };
 use anyhow::{Context, bail};
 use clap::Args;
@@ -49,22 +49,23 @@ impl SnapshotCommand {
             let message = stream.message().await.map_err(describe)?.with_context(|| {
                 format!("the server ended the stream of `{name}` before its snapshot")
             })?;
-            if let Some(subscribe_response::Event::Snapshot(snapshot)) = message.event {
-                let mut rows: Vec<_> = snapshot.rows.into_iter().collect();
-                rows.sort_by(|a, b| a.key.cmp(&b.key));
-                let rows: serde_json::Map<String, serde_json::Value> = rows
-                    .into_iter()
-                    .map(|row| {
-                        let cells = snapshot
-                            .columns
+            let mut grid = GridModel::default();
+            let Some(event) = message.event else { continue };
+            if grid.apply(event) == Applied::Snapshot {
+                let rows: serde_json::Map<String, serde_json::Value> = grid
+                    .rows()
+                    .iter()
+                    .map(|(key, values)| {
+                        let cells = grid
+                            .columns()
                             .iter()
                             .cloned()
-                            .zip(row.values.iter().map(to_json))
+                            .zip(values.iter().map(to_json))
                             .collect::<serde_json::Map<_, _>>();
-                        (row.key, serde_json::Value::Object(cells))
+                        (key.to_string(), serde_json::Value::Object(cells))
                     })
                     .collect();
-                let output = serde_json::json!({ "columns": snapshot.columns, "rows": rows });
+                let output = serde_json::json!({ "columns": grid.columns(), "rows": rows });
                 println!("{output}");
                 return Ok(());
             }

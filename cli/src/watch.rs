@@ -6,14 +6,16 @@
 //! fresh snapshot.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     fmt::Write as _,
     io::{IsTerminal, Write as _},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use aerogrid_proto::v1::{
-    SubscribeRequest, SubscribeResponse, Value, row_change, subscribe_response, value,
+use aerogrid_proto::{
+    model::{Applied, GridModel, display, number},
+    v1::{SubscribeRequest, SubscribeResponse, Value, row_change, subscribe_response},
 };
 use clap::Args;
 
@@ -119,7 +121,7 @@ impl Output {
         let Some(event) = message.event else { return };
         match self {
             Self::Screen(screen) => {
-                table.apply(&event, Instant::now());
+                table.apply(event, Instant::now());
                 screen.draw(table, None);
             }
             Self::Lines => {
@@ -183,10 +185,8 @@ fn row_json(columns: &[String], values: &[Value]) -> serde_json::Value {
 /// The grid as the terminal shows it, with when and how each cell last changed.
 #[derive(Default)]
 struct Table {
-    columns: Vec<String>,
-    rows: BTreeMap<String, Vec<Value>>,
-    changed: HashMap<(String, usize), (Instant, Trend)>,
-    sequence: u64,
+    grid: GridModel,
+    changed: HashMap<(Arc<str>, usize), (Instant, Trend)>,
     updated_at: Option<Instant>,
 }
 
@@ -198,45 +198,21 @@ enum Trend {
 }
 
 impl Table {
-    fn apply(&mut self, event: &subscribe_response::Event, now: Instant) {
-        match event {
-            subscribe_response::Event::Snapshot(snapshot) => {
-                self.columns.clone_from(&snapshot.columns);
-                self.rows =
-                    snapshot.rows.iter().map(|row| (row.key.clone(), row.values.clone())).collect();
-                self.changed.clear();
-                self.sequence = snapshot.sequence;
-                self.updated_at = Some(now);
-            }
-            subscribe_response::Event::Changes(changes) => {
-                for row in &changes.rows {
-                    match &row.change {
-                        Some(row_change::Change::Updated(cells)) => {
-                            let width = self.columns.len();
-                            let values = self
-                                .rows
-                                .entry(row.key.clone())
-                                .or_insert_with(|| vec![Value::default(); width]);
-                            for (&column, value) in cells.columns.iter().zip(&cells.values) {
-                                let column = column as usize;
-                                let Some(cell) = values.get_mut(column) else { continue };
-                                if cell != value {
-                                    let trend = trend(cell, value);
-                                    self.changed.insert((row.key.clone(), column), (now, trend));
-                                    *cell = value.clone();
-                                }
-                            }
-                        }
-                        _ => {
-                            self.rows.remove(&row.key);
-                        }
+    fn apply(&mut self, event: subscribe_response::Event, now: Instant) {
+        match self.grid.apply(event) {
+            Applied::Snapshot => self.changed.clear(),
+            Applied::Written(written) => {
+                for cell in written {
+                    let value = &self.grid.rows()[&cell.key][cell.column];
+                    if *value != cell.before {
+                        let trend = trend(&cell.before, value);
+                        self.changed.insert((cell.key, cell.column), (now, trend));
                     }
                 }
-                self.sequence = changes.sequence;
-                self.updated_at = Some(now);
             }
-            subscribe_response::Event::Heartbeat(heartbeat) => self.sequence = heartbeat.sequence,
+            Applied::Nothing => {}
         }
+        self.updated_at = Some(now);
         self.changed.retain(|_, (at, _)| now.duration_since(*at) < HIGHLIGHT_FOR);
     }
 
@@ -250,13 +226,15 @@ impl Table {
         now: Instant,
     ) -> String {
         let key_header = "key";
-        let cells: Vec<(&String, Vec<String>)> = self
-            .rows
+        let cells: Vec<(&Arc<str>, Vec<String>)> = self
+            .grid
+            .rows()
             .iter()
             .map(|(key, values)| (key, values.iter().map(display).collect()))
             .collect();
-        let mut widths: Vec<usize> =
-            std::iter::once(key_header.len()).chain(self.columns.iter().map(String::len)).collect();
+        let mut widths: Vec<usize> = std::iter::once(key_header.len())
+            .chain(self.grid.columns().iter().map(String::len))
+            .collect();
         for (key, values) in &cells {
             widths[0] = widths[0].max(key.chars().count());
             for (index, text) in values.iter().enumerate() {
@@ -267,7 +245,7 @@ impl Table {
         }
         let mut screen = String::new();
         let status = notice.map_or_else(
-            || format!("{} rows · sequence {}", self.rows.len(), self.sequence),
+            || format!("{} rows · sequence {}", self.grid.rows().len(), self.grid.sequence()),
             str::to_owned,
         );
         let _ = writeln!(
@@ -277,7 +255,7 @@ impl Table {
             clip(&status, width.saturating_sub(title.len() + 2))
         );
         let mut header = format!("{:<w$}", key_header, w = widths[0]);
-        for (index, column) in self.columns.iter().enumerate() {
+        for (index, column) in self.grid.columns().iter().enumerate() {
             let _ = write!(header, "  {:>w$}", column, w = widths[index + 1]);
         }
         let _ = writeln!(screen, "\x1b[4m{}\x1b[0m", clip(&header, width));
@@ -318,25 +296,10 @@ impl Table {
 }
 
 fn trend(old: &Value, new: &Value) -> Trend {
-    let number = |value: &Value| match value.kind {
-        Some(value::Kind::Int(int)) => Some(int as f64),
-        Some(value::Kind::Float(float)) => Some(float),
-        _ => None,
-    };
     match (number(old), number(new)) {
         (Some(old), Some(new)) if new > old => Trend::Up,
         (Some(old), Some(new)) if new < old => Trend::Down,
         _ => Trend::Changed,
-    }
-}
-
-fn display(value: &Value) -> String {
-    match &value.kind {
-        None | Some(value::Kind::Null(_)) => String::new(),
-        Some(value::Kind::Bool(boolean)) => boolean.to_string(),
-        Some(value::Kind::Int(int)) => int.to_string(),
-        Some(value::Kind::Float(float)) => float.to_string(),
-        Some(value::Kind::String(text)) => text.clone(),
     }
 }
 
@@ -394,7 +357,7 @@ fn terminal_size_of_stdout() -> Option<(usize, usize)> {
 
 #[cfg(test)]
 mod tests {
-    use aerogrid_proto::v1::{CellUpdates, Changes, Row, RowChange, Snapshot};
+    use aerogrid_proto::v1::{CellUpdates, Changes, Row, RowChange, Snapshot, value};
 
     use super::*;
 
@@ -405,7 +368,7 @@ mod tests {
     fn table_with_changes(now: Instant) -> Table {
         let mut table = Table::default();
         table.apply(
-            &subscribe_response::Event::Snapshot(Snapshot {
+            subscribe_response::Event::Snapshot(Snapshot {
                 sequence: 1,
                 columns: vec!["units".into(), "price".into()],
                 rows: vec![
@@ -424,7 +387,7 @@ mod tests {
             })),
         };
         table.apply(
-            &subscribe_response::Event::Changes(Changes {
+            subscribe_response::Event::Changes(Changes {
                 sequence: 2,
                 rows: vec![
                     update("a", 0, 5),
@@ -441,12 +404,13 @@ mod tests {
     fn changes_update_cells_and_remember_their_trend() {
         let now = Instant::now();
         let table = table_with_changes(now);
-        assert_eq!(table.rows.keys().collect::<Vec<_>>(), ["a", "b"]);
-        assert_eq!(table.rows["a"], [int(5), int(10)]);
+        let rows = table.grid.rows();
+        assert_eq!(rows.keys().map(|key| &**key).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(rows["a"], [int(5), int(10)]);
         assert_eq!(table.changed[&("a".into(), 0)].1, Trend::Up);
         assert_eq!(table.changed[&("b".into(), 1)].1, Trend::Down);
         assert_eq!(table.changed.len(), 2);
-        assert_eq!(table.sequence, 2);
+        assert_eq!(table.grid.sequence(), 2);
     }
 
     #[test]

@@ -4,9 +4,12 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use aerogrid_proto::v1::{
-    GridRef, ListGridsRequest, SubscribeRequest, Value, grid_service_client::GridServiceClient,
-    row_change, subscribe_response, value,
+use aerogrid_proto::{
+    model::{Applied, GridModel, compare, display},
+    v1::{
+        GridRef, ListGridsRequest, SubscribeRequest, Value, grid_service_client::GridServiceClient,
+        subscribe_response,
+    },
 };
 use leptos::prelude::*;
 use tonic_web_wasm_client::Client;
@@ -42,90 +45,34 @@ pub(crate) async fn grids_of(team: &str, app: &str) -> Result<Vec<String>, Strin
         .collect())
 }
 
-struct Row {
-    values: Vec<Value>,
-    /// When each cell last changed (ms since the page loaded; 0: never).
-    changed: Vec<f64>,
-}
-
+/// The grid and when each of its cells last changed (ms since the page loaded; 0: never).
 #[derive(Default)]
 struct Model {
-    columns: Vec<String>,
-    rows: HashMap<Arc<str>, Row>,
+    grid: GridModel,
+    changed: HashMap<Arc<str>, Vec<f64>>,
 }
 
 impl Model {
     fn apply(&mut self, event: subscribe_response::Event, now: f64) {
-        match event {
-            subscribe_response::Event::Snapshot(snapshot) => {
-                self.columns = snapshot.columns;
-                let width = self.columns.len();
-                self.rows = snapshot
-                    .rows
-                    .into_iter()
-                    .map(|row| {
-                        let mut values = row.values;
-                        values.resize(width, Value::default());
-                        (Arc::from(row.key), Row { values, changed: vec![0.0; width] })
-                    })
-                    .collect();
-            }
-            subscribe_response::Event::Changes(changes) => {
-                let width = self.columns.len();
-                for change in changes.rows {
-                    match change.change {
-                        Some(row_change::Change::Deleted(_)) => {
-                            self.rows.remove(change.key.as_str());
-                        }
-                        Some(row_change::Change::Updated(cells)) => {
-                            let row =
-                                self.rows.entry(Arc::from(change.key)).or_insert_with(|| Row {
-                                    values: vec![Value::default(); width],
-                                    changed: vec![0.0; width],
-                                });
-                            for (column, value) in cells.columns.into_iter().zip(cells.values) {
-                                if let Some(slot) = row.values.get_mut(column as usize) {
-                                    *slot = value;
-                                    row.changed[column as usize] = now;
-                                }
-                            }
-                        }
-                        None => {}
-                    }
+        match self.grid.apply(event) {
+            Applied::Snapshot => self.changed.clear(),
+            Applied::Written(written) => {
+                let width = self.grid.columns().len();
+                for cell in written {
+                    self.changed.entry(cell.key).or_insert_with(|| vec![0.0; width])[cell.column] =
+                        now;
                 }
+                let rows = self.grid.rows();
+                self.changed.retain(|key, _| rows.contains_key(key));
             }
-            subscribe_response::Event::Heartbeat(_) => {}
+            Applied::Nothing => {}
         }
     }
-}
 
-fn text(value: &Value) -> String {
-    match &value.kind {
-        None | Some(value::Kind::Null(_)) => String::new(),
-        Some(value::Kind::Bool(b)) => b.to_string(),
-        Some(value::Kind::Int(i)) => i.to_string(),
-        Some(value::Kind::Float(f)) => f.to_string(),
-        Some(value::Kind::String(s)) => s.clone(),
-    }
-}
-
-/// Orders values the way a person expects: numbers by value, then text.
-fn compare(a: &Value, b: &Value) -> std::cmp::Ordering {
-    fn number(value: &Value) -> Option<f64> {
-        match value.kind {
-            Some(value::Kind::Int(i)) => Some(i as f64),
-            Some(value::Kind::Float(f)) => Some(f),
-            _ => None,
-        }
-    }
-    match (number(a), number(b)) {
-        (Some(x), Some(y)) => x.total_cmp(&y),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => match (&a.kind, &b.kind) {
-            (Some(value::Kind::String(x)), Some(value::Kind::String(y))) => x.cmp(y),
-            _ => text(a).cmp(&text(b)),
-        },
+    /// Whether the cell changed within the flash's time.
+    fn fresh(&self, key: &str, column: usize, now: f64) -> bool {
+        let changed = self.changed.get(key).and_then(|row| row.get(column)).copied();
+        changed.is_some_and(|changed| changed > 0.0 && now - changed < FLASH_MS)
     }
 }
 
@@ -215,7 +162,7 @@ pub(crate) fn LiveGrid(team: String, app: String, grid: String) -> impl IntoView
 
     let columns = Memo::new(move |_| {
         version.track();
-        model.with_value(|model| model.columns.clone())
+        model.with_value(|model| model.grid.columns().to_vec())
     });
     // The keys in display order, after filtering and sorting.
     // Recomputed whenever the model changes; never compared (10,000 keys would cost more than
@@ -225,23 +172,23 @@ pub(crate) fn LiveGrid(team: String, app: String, grid: String) -> impl IntoView
             version.track();
             model.with_value(|model| {
                 let needle = filter.get().to_lowercase();
-                let mut rows: Vec<(&Arc<str>, &Row)> = model
-                    .rows
+                let mut rows: Vec<(&Arc<str>, &Vec<Value>)> = model
+                    .grid
+                    .rows()
                     .iter()
-                    .filter(|(key, row)| {
+                    .filter(|(key, values)| {
                         needle.is_empty()
                             || key.to_lowercase().contains(&needle)
-                            || row
-                                .values
+                            || values
                                 .iter()
-                                .any(|value| text(value).to_lowercase().contains(&needle))
+                                .any(|value| display(value).to_lowercase().contains(&needle))
                     })
                     .collect();
                 let Sort { column, ascending } = sort.get();
                 match column {
                     None => rows.sort_unstable_by(|a, b| a.0.cmp(b.0)),
                     Some(column) => rows.sort_unstable_by(|a, b| {
-                        compare(&a.1.values[column], &b.1.values[column]).then_with(|| a.0.cmp(b.0))
+                        compare(&a.1[column], &b.1[column]).then_with(|| a.0.cmp(b.0))
                     }),
                 }
                 if !ascending {
@@ -254,7 +201,7 @@ pub(crate) fn LiveGrid(team: String, app: String, grid: String) -> impl IntoView
     );
     let total_rows = move || {
         version.track();
-        model.with_value(|model| model.rows.len())
+        model.with_value(|model| model.grid.rows().len())
     };
     let visible = move || {
         clock.track();
@@ -268,14 +215,10 @@ pub(crate) fn LiveGrid(team: String, app: String, grid: String) -> impl IntoView
                     .skip(first)
                     .take(count)
                     .map(|(index, key)| {
-                        let row = &model.rows[key];
-                        let cells: Vec<(String, bool)> = row
-                            .values
+                        let cells: Vec<(String, bool)> = model.grid.rows()[key]
                             .iter()
-                            .zip(&row.changed)
-                            .map(|(value, changed)| {
-                                (text(value), *changed > 0.0 && now - changed < FLASH_MS)
-                            })
+                            .enumerate()
+                            .map(|(column, value)| (display(value), model.fresh(key, column, now)))
                             .collect();
                         (index, key.to_string(), cells)
                     })
