@@ -3,6 +3,7 @@
 // would, errors included.
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
 import {
@@ -437,4 +438,30 @@ test('the grid model applies snapshots and changes', () => {
   model.apply({ snapshot: { sequence: 4, columns: ['c'], rows: [] } });
   assert.equal(model.rows.size, 0, 'a new snapshot replaces everything');
   assert.deepEqual(model.columns, ['c']);
+});
+
+// --- Against the Rust side. ---------------------------------------------------------------------
+
+test('the model makes of bytes the Rust side encoded what the Rust model makes of them', () => {
+  // Written by aerogrid-proto's model test (`UPDATE_EXPECT=1 cargo test -p aerogrid-proto`),
+  // which checks that they are its encoding and its grid: prost's bytes, not this file's writer.
+  const fixtures = new URL('./fixtures/', import.meta.url);
+  const bytes = new Uint8Array(readFileSync(new URL('grid-stream.bin', fixtures)));
+  const expected = JSON.parse(readFileSync(new URL('grid-stream.json', fixtures), 'utf8'));
+  const model = new GridModel();
+  // Fed in chunks of every size from 1 to 7 bytes, as a network might split them.
+  const parser = new FrameParser();
+  let messages = 0;
+  for (let at = 0, size = 1; at < bytes.length; at += size, size = (size % 7) + 1) {
+    for (const { trailer, data } of parser.push(bytes.subarray(at, at + size))) {
+      assert.equal(trailer, false);
+      model.apply(decodeSubscribeResponse(data));
+      messages++;
+    }
+  }
+  assert.equal(messages, 4);
+  assert.equal(parser.pending, 0);
+  assert.deepEqual(model.columns, expected.columns);
+  assert.deepEqual(Object.fromEntries(model.rows), expected.rows);
+  assert.equal(model.sequence, expected.sequence);
 });

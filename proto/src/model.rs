@@ -135,7 +135,7 @@ pub fn compare(a: &Value, b: &Value) -> std::cmp::Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::v1::{CellUpdates, Changes, Heartbeat, Row, RowChange, Snapshot};
+    use crate::v1::{CellUpdates, Changes, Heartbeat, Row, RowChange, Snapshot, SubscribeResponse};
 
     fn int(value: i64) -> Value {
         Value { kind: Some(value::Kind::Int(value)) }
@@ -189,5 +189,98 @@ mod tests {
         let mut values = vec![text("b"), int(2), text("a"), float.clone(), Value::default()];
         values.sort_by(compare);
         assert_eq!(values, vec![float, int(2), Value::default(), text("a"), text("b")]);
+    }
+
+    /// The stream of `excel/test/fixtures/grid-stream.bin`: every kind of value and change.
+    fn excel_fixture_stream() -> Vec<SubscribeResponse> {
+        let text = |text: &str| Value { kind: Some(value::Kind::String(text.into())) };
+        let float = |float: f64| Value { kind: Some(value::Kind::Float(float)) };
+        let boolean = |boolean: bool| Value { kind: Some(value::Kind::Bool(boolean)) };
+        let null = Value { kind: Some(value::Kind::Null(true)) };
+        let event = |event| SubscribeResponse { event: Some(event) };
+        vec![
+            event(subscribe_response::Event::Snapshot(Snapshot {
+                sequence: 41,
+                columns: vec!["units".into(), "price".into(), "note".into(), "open".into()],
+                rows: vec![
+                    Row { key: "Widget 10".into(), values: vec![int(10), float(2.5), text("a")] },
+                    Row { key: "Widget 2".into(), values: vec![int(-3), float(0.1)] },
+                    Row { key: "café ☕".into(), values: vec![int(1 << 40), null.clone()] },
+                    Row { key: "gone".into(), values: vec![int(1)] },
+                ],
+            })),
+            event(subscribe_response::Event::Changes(Changes {
+                sequence: 42,
+                rows: vec![
+                    updated(
+                        "Widget 2",
+                        vec![0, 3],
+                        vec![int(9_007_199_254_740_991), boolean(true)],
+                    ),
+                    updated(
+                        "new",
+                        vec![2, 1],
+                        vec![text("line\nbreak \"quoted\""), float(-2.5e-3)],
+                    ),
+                    RowChange {
+                        key: "gone".into(),
+                        change: Some(row_change::Change::Deleted(true)),
+                    },
+                    updated("café ☕", vec![1, 7], vec![float(1e21), int(5)]),
+                ],
+            })),
+            event(subscribe_response::Event::Heartbeat(Heartbeat { sequence: 43 })),
+            event(subscribe_response::Event::Changes(Changes {
+                sequence: 44,
+                rows: vec![updated("Widget 10", vec![3], vec![boolean(false)])],
+            })),
+        ]
+    }
+
+    fn json_of(value: &Value) -> serde_json::Value {
+        match &value.kind {
+            None | Some(value::Kind::Null(_)) => serde_json::Value::Null,
+            Some(value::Kind::Bool(boolean)) => (*boolean).into(),
+            Some(value::Kind::Int(int)) => (*int).into(),
+            Some(value::Kind::Float(float)) => (*float).into(),
+            Some(value::Kind::String(text)) => text.clone().into(),
+        }
+    }
+
+    /// The Excel add-in's JavaScript model is checked against these bytes and this grid
+    /// (`excel/test/grpcweb.test.mjs`); `UPDATE_EXPECT=1` writes them.
+    #[test]
+    fn the_excel_fixture_is_this_models_reading_of_its_stream() {
+        use prost::Message as _;
+        let stream = excel_fixture_stream();
+        let mut bytes = Vec::new();
+        let mut grid = GridModel::default();
+        for message in stream {
+            let encoded = message.encode_to_vec();
+            bytes.push(0);
+            bytes.extend((encoded.len() as u32).to_be_bytes());
+            bytes.extend(&encoded);
+            grid.apply(message.event.unwrap());
+        }
+        let rows: serde_json::Map<_, _> = grid
+            .rows()
+            .iter()
+            .map(|(key, values)| (key.to_string(), values.iter().map(json_of).collect()))
+            .collect();
+        let expected = serde_json::json!({
+            "columns": grid.columns(), "rows": rows, "sequence": grid.sequence(),
+        });
+        let expected = serde_json::to_string_pretty(&expected).unwrap() + "\n";
+        let fixtures =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../excel/test/fixtures");
+        if std::env::var_os("UPDATE_EXPECT").is_some() {
+            std::fs::create_dir_all(&fixtures).unwrap();
+            std::fs::write(fixtures.join("grid-stream.bin"), &bytes).unwrap();
+            std::fs::write(fixtures.join("grid-stream.json"), &expected).unwrap();
+        }
+        let stale = "excel/test/fixtures is not this model's stream: run `UPDATE_EXPECT=1 cargo test -p aerogrid-proto`";
+        assert!(std::fs::read(fixtures.join("grid-stream.bin")).ok() == Some(bytes), "{stale}");
+        let committed = std::fs::read_to_string(fixtures.join("grid-stream.json")).ok();
+        assert!(committed == Some(expected), "{stale}");
     }
 }
