@@ -206,6 +206,7 @@ export async function build({ quiet = true } = {}) {
   const functions = await bundle(
     [
       { name: 'grpcweb', file: 'grpcweb.js' },
+      { name: 'model', file: 'model.js' },
       { name: 'functions', file: 'functions.js' },
     ],
     {

@@ -9,11 +9,12 @@
 // `OfficeRuntime.storage` again each time, and ends its subscription when its last cell is
 // cancelled.
 //
-// `excel/build.mjs` bundles this module with grpcweb.js into the classic script
+// `excel/build.mjs` bundles this module with grpcweb.js and model.js into the classic script
 // `dist/functions.js` that Excel's shared runtime loads (no import/export there): its imports are
 // the bundle's shared scope, and what the task pane needs is on `globalThis.AeroGrid`.
 
-import { Code, GrpcError, GridModel, listGrids, subscribe } from './grpcweb.js';
+import { Code, GrpcError, listGrids, subscribe } from './grpcweb.js';
+import { GridModel } from './model.js';
 
 /** Storage keys, shared with the task pane. */
 const URL_KEY = 'aerogrid.url';

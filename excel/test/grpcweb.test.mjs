@@ -9,7 +9,6 @@ import { test } from 'node:test';
 import {
   Code,
   FrameParser,
-  GridModel,
   GrpcError,
   decodeListGridsResponse,
   decodeSubscribeResponse,
@@ -20,6 +19,7 @@ import {
   parseTrailers,
   subscribe,
 } from '../src/grpcweb.js';
+import { GridModel } from '../src/model.js';
 
 // --- A tiny independent protobuf writer for the tests. -----------------------------------------
 
