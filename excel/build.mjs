@@ -207,6 +207,8 @@ export async function build({ quiet = true } = {}) {
     [
       { name: 'grpcweb', file: 'grpcweb.js' },
       { name: 'model', file: 'model.js' },
+      { name: 'settings', file: 'settings.js' },
+      { name: 'problems', file: 'problems.js' },
       { name: 'functions', file: 'functions.js' },
     ],
     {

@@ -9,20 +9,32 @@
 // `OfficeRuntime.storage` again each time, and ends its subscription when its last cell is
 // cancelled.
 //
-// `excel/build.mjs` bundles this module with grpcweb.js and model.js into the classic script
+// `excel/build.mjs` bundles this module with the others of src/ into the classic script
 // `dist/functions.js` that Excel's shared runtime loads (no import/export there): its imports are
 // the bundle's shared scope, and what the task pane needs is on `globalThis.AeroGrid`.
 
 import { Code, GrpcError, listGrids, subscribe } from './grpcweb.js';
 import { GridModel } from './model.js';
+import {
+  DEFAULT_RATE,
+  RATE_KEY,
+  TOKEN_KEY,
+  URL_KEY,
+  defaultUrl,
+  getItem,
+  readSettings,
+  setItem,
+} from './settings.js';
+import {
+  Problem,
+  noToken,
+  noUrl,
+  problemFromError,
+  teamLookups,
+  toExcelError,
+  tokenTeam,
+} from './problems.js';
 
-/** Storage keys, shared with the task pane. */
-const URL_KEY = 'aerogrid.url';
-const TOKEN_KEY = 'aerogrid.token';
-const RATE_KEY = 'aerogrid.rate';
-/** Updates per second per cell (and asked of the server) unless `aerogrid.rate` says otherwise. */
-const DEFAULT_RATE = 2;
-const MAX_RATE = 100;
 const MIN_BACKOFF_MS = 500;
 const MAX_BACKOFF_MS = 10_000;
 /** The server sends a heartbeat every 5 s on a quiet grid: silence this long means a dead link. */
@@ -34,210 +46,6 @@ const SILENCE_MS = 20_000;
 const LINGER_MS = 1_000;
 /** Excel's limit on the text in a cell. */
 const MAX_TEXT = 32_767;
-
-// ---------------------------------------------------------------------------------------------
-// Settings.
-
-function storage() {
-  return globalThis.OfficeRuntime && globalThis.OfficeRuntime.storage;
-}
-
-async function getItem(key) {
-  const store = storage();
-  if (!store) return null;
-  try {
-    const value = await store.getItem(key);
-    return value === undefined || value === null ? null : String(value);
-  } catch {
-    return null;
-  }
-}
-
-/** Stores a setting (the task pane's); does nothing where there is no storage. */
-async function setItem(key, value) {
-  const store = storage();
-  if (!store) return;
-  await store.setItem(key, value);
-}
-
-/**
- * The server this page came from: the add-in's files are served at `<server>/excel/...`, so that
- * is the default server URL.
- */
-function defaultUrl() {
-  const location = globalThis.location;
-  if (!location || !/^https?:$/.test(location.protocol || '')) return '';
-  const path = String(location.pathname || '/');
-  const at = path.lastIndexOf('/excel/');
-  const prefix = at >= 0 ? path.slice(0, at) : '';
-  return `${location.origin}${prefix}`;
-}
-
-function parseRate(text) {
-  const rate = Number(text);
-  if (!Number.isFinite(rate) || rate <= 0) return DEFAULT_RATE;
-  return Math.min(MAX_RATE, rate);
-}
-
-/** The server URL (no trailing slash), token and rate, as stored now. */
-async function readSettings() {
-  const [url, token, rate] = await Promise.all([
-    getItem(URL_KEY),
-    getItem(TOKEN_KEY),
-    getItem(RATE_KEY),
-  ]);
-  return {
-    url: (url && url.trim() ? url.trim() : defaultUrl()).replace(/\/+$/, ''),
-    token: token ? token.trim() : '',
-    rate: parseRate(rate),
-  };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Problems, and the Excel errors they show as.
-
-/** Something a cell shows instead of a value; `kind` is a `CustomFunctions.ErrorCode` name. */
-class Problem extends Error {
-  constructor(kind, message) {
-    super(message);
-    this.name = 'Problem';
-    this.kind = kind;
-  }
-}
-
-const MESSAGE_LIMIT = 255;
-
-/** Only #VALUE! and #N/A carry a message in Excel; other codes show bare. */
-const CODES_WITH_MESSAGE = new Set(['invalidValue', 'notAvailable']);
-
-function toExcelError(problem) {
-  const CF = globalThis.CustomFunctions;
-  if (!CODES_WITH_MESSAGE.has(problem.kind)) return new CF.Error(CF.ErrorCode[problem.kind]);
-  const message =
-    problem.message.length > MESSAGE_LIMIT
-      ? `${problem.message.slice(0, MESSAGE_LIMIT - 1)}…`
-      : problem.message;
-  return new CF.Error(CF.ErrorCode[problem.kind], message);
-}
-
-function noToken() {
-  return new Problem(
-    'invalidValue',
-    'AeroGrid: no token is set: open the AeroGrid task pane and enter the server and a token',
-  );
-}
-
-function noUrl() {
-  return new Problem(
-    'notAvailable',
-    'AeroGrid: no server URL is set: open the AeroGrid task pane and enter the server',
-  );
-}
-
-/** What a failed subscription means for the cells of `ref` (`team/app/grid`). */
-function problemFromError(error, ref) {
-  if (error instanceof Problem) return error;
-  if (error instanceof GrpcError || (error && typeof error.code === 'number')) {
-    const said = error.grpcMessage ? `: ${error.grpcMessage}` : '';
-    switch (error.code) {
-      case Code.UNAUTHENTICATED:
-        return new Problem(
-          'invalidValue',
-          'AeroGrid: the token is unknown or revoked: enter a valid token in the AeroGrid task pane',
-        );
-      case Code.PERMISSION_DENIED:
-        return new Problem('invalidValue', `AeroGrid: this token may not read ${ref}${said}`);
-      case Code.NOT_FOUND:
-        return new Problem(
-          'notAvailable',
-          error.grpcMessage ? `AeroGrid: ${error.grpcMessage}` : `AeroGrid: ${ref} was not found`,
-        );
-      case Code.INVALID_ARGUMENT:
-        return new Problem('invalidValue', `AeroGrid: ${ref}${said}`);
-      case Code.UNAVAILABLE:
-        if (error.network) {
-          return new Problem('notAvailable', `AeroGrid: ${error.grpcMessage} (reconnecting)`);
-        }
-        return new Problem('notAvailable', `AeroGrid: ${ref} is not live${said} (reconnecting)`);
-      case Code.UNIMPLEMENTED:
-        return new Problem(
-          'notAvailable',
-          `AeroGrid: the server does not offer the grid API${said}: check the server URL in the AeroGrid task pane`,
-        );
-      default:
-        return new Problem(
-          'notAvailable',
-          `AeroGrid: ${ref}: error ${error.code}${said} (reconnecting)`,
-        );
-    }
-  }
-  return new Problem('notAvailable', `AeroGrid: ${ref}: ${error && error.message} (reconnecting)`);
-}
-
-// ---------------------------------------------------------------------------------------------
-// The team of a token, for `app` names without one.
-
-const teamLookups = new Map();
-const FAILED_LOOKUP_MS = 2_000;
-
-/**
- * The one team the token sees (GET /api/v1/teams), looked up once per server and token.
- * Rejects with a Problem.
- */
-function tokenTeam(settings) {
-  const key = `${settings.url}\n${settings.token}`;
-  let lookup = teamLookups.get(key);
-  if (!lookup) {
-    lookup = fetchTokenTeam(settings);
-    teamLookups.set(key, lookup);
-    // Answers are kept; a failure is kept a few seconds (the cells waiting on it retry on
-    // their own timers, and should not each ask the server again).
-    lookup.catch(() => {
-      setTimeout(() => {
-        if (teamLookups.get(key) === lookup) teamLookups.delete(key);
-      }, FAILED_LOOKUP_MS);
-    });
-  }
-  return lookup;
-}
-
-async function fetchTokenTeam({ url, token }) {
-  if (!url) throw noUrl();
-  if (!token) throw noToken();
-  let response;
-  try {
-    response = await globalThis.fetch(`${url}/api/v1/teams`, {
-      headers: { authorization: `Bearer ${token}`, accept: 'application/json' },
-      cache: 'no-store',
-    });
-  } catch {
-    throw new Problem('notAvailable', `AeroGrid: cannot reach ${url} (retrying)`);
-  }
-  if (response.status === 401) {
-    throw problemFromError(new GrpcError(Code.UNAUTHENTICATED, ''), '');
-  }
-  if (!response.ok) {
-    throw new Problem(
-      'notAvailable',
-      `AeroGrid: ${url} answered ${response.status} to GET /api/v1/teams (retrying)`,
-    );
-  }
-  let teams;
-  try {
-    teams = await response.json();
-  } catch {
-    throw new Problem('notAvailable', `AeroGrid: ${url} is not an AeroGrid server (retrying)`);
-  }
-  const names = Array.isArray(teams) ? teams.map((team) => team && team.name).filter(Boolean) : [];
-  if (names.length === 1) return names[0];
-  if (names.length === 0) {
-    throw new Problem('invalidValue', 'AeroGrid: this token belongs to no team');
-  }
-  throw new Problem(
-    'invalidValue',
-    `AeroGrid: this token sees several teams (${names.slice(0, 5).join(', ')}${names.length > 5 ? ', …' : ''}): write the app as "team/app"`,
-  );
-}
 
 // ---------------------------------------------------------------------------------------------
 // Feeds: one subscription per grid, shared by its cells.
