@@ -4,6 +4,8 @@
 //! The rules and messages are those of `aerogrid._coerce` (the reference, which user code uses
 //! when it builds Records itself); `connector/python/tests` and this module's tests pin both.
 
+mod streamed;
+
 use serde_json::Value as Json;
 
 /// How a topic's keys decode.
@@ -132,19 +134,23 @@ impl TopicSchema {
                 std::str::from_utf8(raw).map_err(|_| "the value is not UTF-8 text".to_owned())?;
             return Ok(Decoded::Str(text.to_owned()));
         }
+        if let ValueSpec::Record(index) = self.value {
+            // The record's fields straight from the text: no map of the object is built.
+            let spec = &self.records[index];
+            return match streamed::top_level(raw, &spec.fields)
+                .map_err(|error| format!("the value is not JSON: {error}"))?
+            {
+                streamed::TopLevel::Fields(mut values) => {
+                    self.fields(index, |position, _| values[position].take(), None)
+                }
+                streamed::TopLevel::Other(kind) => {
+                    Err(format!("expected a JSON object for {}, got {kind}", spec.class_name))
+                }
+            };
+        }
         let json: Json = serde_json::from_slice(raw)
             .map_err(|error| format!("the value is not JSON: {error}"))?;
         match &self.value {
-            ValueSpec::Record(index) => {
-                let Json::Object(_) = json else {
-                    return Err(format!(
-                        "expected a JSON object for {}, got {}",
-                        self.records[*index].class_name,
-                        json_type(&json)
-                    ));
-                };
-                self.record(*index, json, None)
-            }
             ValueSpec::Object => match json {
                 Json::Object(_) => Ok(Decoded::Json(json)),
                 other => {
@@ -152,21 +158,34 @@ impl TopicSchema {
                 }
             },
             ValueSpec::Scalar(spec) => self.coerce(json, spec, &Path::Top("value")),
-            ValueSpec::Bytes | ValueSpec::Str => unreachable!("handled above"),
+            ValueSpec::Bytes | ValueSpec::Str | ValueSpec::Record(_) => {
+                unreachable!("handled above")
+            }
         }
     }
 
     /// `parent`: where the record sits inside another, for messages.
     fn record(&self, index: usize, json: Json, parent: Option<&Path<'_>>) -> Result<Decoded> {
         let Json::Object(mut object) = json else { unreachable!("checked by the caller") };
+        self.fields(index, |_, field| object.remove(&field.name), parent)
+    }
+
+    /// A record from the JSON of each of its fields (`take`: the value of field number n, if the
+    /// object has one), in declaration order.
+    fn fields(
+        &self,
+        index: usize,
+        mut take: impl FnMut(usize, &FieldSpec) -> Option<Json>,
+        parent: Option<&Path<'_>>,
+    ) -> Result<Decoded> {
         let spec = &self.records[index];
         let mut fields = Vec::with_capacity(spec.fields.len());
-        for field in &spec.fields {
+        for (position, field) in spec.fields.iter().enumerate() {
             let path = match parent {
                 None => Path::Top(&field.name),
                 Some(parent) => Path::Field(parent, &field.name),
             };
-            let value = match object.remove(&field.name) {
+            let value = match take(position, field) {
                 Some(value) => self.coerce(value, &field.spec, &path)?,
                 None => match field.default {
                     FieldDefault::Declared => Decoded::Default,
@@ -625,6 +644,56 @@ mod tests {
                 },
             }
         }
+    }
+
+    /// What the record path made of a message before it read records field by field.
+    fn through_a_json_value(schema: &TopicSchema, raw: &[u8]) -> Result<Decoded> {
+        let json: Json = serde_json::from_slice(raw)
+            .map_err(|error| format!("the value is not JSON: {error}"))?;
+        match json {
+            Json::Object(_) => schema.record(0, json, None),
+            other => Err(format!("expected a JSON object for Order, got {}", json_type(&other))),
+        }
+    }
+
+    #[test]
+    fn a_record_read_from_its_text_is_the_record_its_json_value_makes() {
+        let file: Json =
+            serde_json::from_str(include_str!("../../connector/python/tests/record_cases.json"))
+                .unwrap();
+        let schema = case_orders();
+        let shared =
+            file["cases"].as_array().unwrap().iter().map(|case| case["message"].as_str().unwrap());
+        let more = [
+            r#"{"product": "a", "product": "b", "quantity": 1, "price": 1}"#,
+            r#"{"pro\u0064uct": "a", "quantity": 1, "price": 1}"#,
+            r#"{"product": "a", "extra": {"deep": [1, {"x": null}]}, "quantity": 2, "price": 1.5}"#,
+            r#"{"product": "a", "extra": "\ud800", "quantity": 1, "price": 1}"#,
+            r#"{"product": "a", "quantity": 1, "price": 1} trailing"#,
+            r#"{"product": "a", "quantity": 1,}"#,
+            "[1, {\"x\": 2}]",
+            "\"text\"",
+            "3",
+            "-1.5e3",
+            "null",
+            "true",
+            "",
+            "{",
+        ];
+        for message in shared.chain(more) {
+            let raw = message.as_bytes();
+            assert_eq!(
+                schema.decode_value(Some(raw)),
+                through_a_json_value(&schema, raw),
+                "{message}"
+            );
+        }
+        let invalid_utf8 =
+            b"{\"product\": \"a\", \"extra\": \"\xff\", \"quantity\": 1, \"price\": 1}";
+        assert_eq!(
+            schema.decode_value(Some(invalid_utf8)),
+            through_a_json_value(&schema, invalid_utf8)
+        );
     }
 
     #[test]

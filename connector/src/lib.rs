@@ -60,16 +60,21 @@ fn run(sandbox: Sandbox, uid: Option<u32>) -> Result<()> {
     // Shared with the watchdog, which answers for a call that never returns.
     let output = Arc::new(Mutex::new(BufWriter::new(output)));
     // Reading and decoding run on their own thread, a batch ahead of the interpreter.
-    let incoming = reader::start(BufReader::new(input), schemas)?;
+    let reader = reader::start(BufReader::new(input), schemas)?;
     sandbox::watchdog::start(output.clone())?;
     if sandboxed {
         layers.push(sandbox::seal()?);
     }
     write(&output, connector_message::Kind::Ready(Ready { sandbox: layers }))?;
     let mut memory_limit = None;
-    for message in incoming {
+    for message in reader.incoming {
         let answer = match message? {
-            Incoming::Batch(batch) => session.process(batch),
+            Incoming::Batch(batch) => {
+                let answer = session.process(&batch);
+                // (The reader is gone only when the pipe is: then so is this loop.)
+                let _ = reader.spent.send(batch);
+                answer
+            }
             Incoming::Other(node_message::Kind::Load(load)) => {
                 title::set(&format!("aerogrid-connector {}/{}", load.team, load.app));
                 memory_limit = load.memory_limit_bytes;

@@ -1,5 +1,6 @@
 //! `aerogrid._native`: the hot paths of the API in Rust. Decoded messages become Python objects
-//! here, and streams hand them to `async for` without a Python frame per record.
+//! here, streams hand them to `async for` without a Python frame per record, and grids
+//! (`grid.rs`) read and set rows without one.
 //!
 //! `aerogrid/__init__.py` keeps the reference implementations; when this module is present (in a
 //! connector process) its `Stream` replaces them.
@@ -12,6 +13,8 @@ use pyo3::{
 };
 use serde_json::Value as Json;
 
+mod grid;
+
 use crate::decode::{
     Decoded, FieldDefault, FieldSpec, KeySpec, RecordSpec, TopicSchema, TypeSpec, ValueSpec,
 };
@@ -23,6 +26,9 @@ static NEED_RECORDS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 pub(crate) fn module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     let module = PyModule::new(py, "aerogrid._native")?;
     module.add_class::<Stream>()?;
+    install_send(py);
+    module.add_class::<grid::Grid>()?;
+    module.add_class::<grid::GridItems>()?;
     module.add_class::<EventBatch>()?;
     module.add("NEED_RECORDS", need_records(py))?;
     Ok(module)
@@ -108,7 +114,7 @@ impl TopicDecoder {
     pub(crate) fn to_python<'py>(
         &self,
         py: Python<'py>,
-        decoded: Decoded,
+        decoded: &Decoded,
     ) -> PyResult<Bound<'py, PyAny>> {
         Ok(match decoded {
             Decoded::Null | Decoded::Default => py.None().into_bound(py),
@@ -116,8 +122,8 @@ impl TopicDecoder {
             Decoded::Int(value) => value.into_pyobject(py)?.into_any(),
             Decoded::BigInt(text) => py.import("builtins")?.getattr("int")?.call1((text,))?,
             Decoded::Float(value) => value.into_pyobject(py)?.into_any(),
-            Decoded::Str(text) => PyString::new(py, &text).into_any(),
-            Decoded::Bytes(bytes) => PyBytes::new(py, &bytes).into_any(),
+            Decoded::Str(text) => PyString::new(py, text).into_any(),
+            Decoded::Bytes(bytes) => PyBytes::new(py, bytes).into_any(),
             Decoded::List(items) => {
                 let list = PyList::empty(py);
                 for item in items {
@@ -127,9 +133,9 @@ impl TopicDecoder {
             }
             Decoded::Json(json) => json_to_python(py, json)?,
             Decoded::Record(index, fields) => {
-                let class = &self.classes[index];
+                let class = &self.classes[*index];
                 let values = PyDict::new(py);
-                for (position, field) in fields.into_iter().enumerate() {
+                for (position, field) in fields.iter().enumerate() {
                     let value = match field {
                         Decoded::Default => copy_default(py, class.defaults[position].as_ref())?,
                         other => self.to_python(py, other)?,
@@ -187,7 +193,7 @@ fn type_spec(description: &Bound<'_, PyAny>) -> PyResult<TypeSpec> {
 }
 
 /// As `json.loads` builds it.
-fn json_to_python(py: Python<'_>, json: Json) -> PyResult<Bound<'_, PyAny>> {
+fn json_to_python<'py>(py: Python<'py>, json: &Json) -> PyResult<Bound<'py, PyAny>> {
     Ok(match json {
         Json::Null => py.None().into_bound(py),
         Json::Bool(value) => value.into_pyobject(py)?.to_owned().into_any(),
@@ -200,7 +206,7 @@ fn json_to_python(py: Python<'_>, json: Json) -> PyResult<Bound<'_, PyAny>> {
                 number.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any()
             }
         }
-        Json::String(text) => PyString::new(py, &text).into_any(),
+        Json::String(text) => PyString::new(py, text).into_any(),
         Json::Array(items) => {
             let list = PyList::empty(py);
             for item in items {
@@ -359,17 +365,79 @@ impl StreamIterator {
     }
 
     /// The next record as the await's result, or a pause (yielding to the driver) until the
-    /// next batch.
+    /// next batch. (CPython's `await` calls `stream_send` instead, without the StopIteration.)
     fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let mut stream = self.stream.borrow_mut(py);
+        match self.step(py)? {
+            Step::Record(value) => Err(PyStopIteration::new_err((value,))),
+            Step::Pause(sentinel) => Ok(sentinel),
+        }
+    }
+}
+
+/// What one step of a stream's `await` gives.
+enum Step {
+    /// The await's result.
+    Record(Py<PyAny>),
+    /// Yielded to the driver: the stream has handed out its batch.
+    Pause(Py<PyAny>),
+}
+
+impl StreamIterator {
+    fn step(&self, py: Python<'_>) -> PyResult<Step> {
+        let mut stream = self.stream.bind(py).try_borrow_mut()?;
         let position = stream.position;
         let Some(batch) = stream.batch.as_ref().filter(|batch| position < batch.get().events.len())
         else {
-            return Ok(need_records(py).clone_ref(py));
+            return Ok(Step::Pause(need_records(py).clone_ref(py)));
         };
         let value = shape(py, batch.get(), position, self.shape)?;
         stream.position += 1;
         crate::sandbox::watchdog::progress();
-        Err(PyStopIteration::new_err((value,)))
+        Ok(Step::Record(value))
     }
+}
+
+/// Gives `StreamIterator` an `am_send` slot, which PyO3 does not generate: CPython's `await`
+/// (the SEND instruction, through `PyIter_Send`) then gets each record as a return value, where
+/// `__next__` has to raise a StopIteration per record, the largest cost of handing one out.
+#[allow(unsafe_code, reason = "PyO3 has no way to declare am_send")]
+fn install_send(py: Python<'_>) {
+    use pyo3::PyTypeInfo;
+    let class = StreamIterator::type_object_raw(py);
+    // SAFETY: the type object is alive (the module holds it) and the GIL is held; its
+    // `tp_as_async` points into the heap type itself, set since the class defines `__await__`.
+    unsafe {
+        let slots = (*class).tp_as_async;
+        assert!(!slots.is_null(), "StreamIterator defines __await__");
+        (*slots).am_send = Some(stream_send);
+        pyo3::ffi::PyType_Modified(class);
+    }
+}
+
+#[allow(unsafe_code, reason = "a CPython slot function")]
+unsafe extern "C" fn stream_send(
+    iterator: *mut pyo3::ffi::PyObject,
+    _sent: *mut pyo3::ffi::PyObject,
+    result: *mut *mut pyo3::ffi::PyObject,
+) -> pyo3::ffi::PySendResult {
+    use pyo3::ffi::PySendResult;
+    // SAFETY: CPython calls slots attached, with a live object of this slot's type (or a
+    // subclass) and a place for the result.
+    let py = unsafe { Python::assume_attached() };
+    let iterator = unsafe { Bound::from_borrowed_ptr(py, iterator) };
+    let step = iterator
+        .cast::<StreamIterator>()
+        .map_err(PyErr::from)
+        .and_then(|iterator| iterator.try_borrow().map_err(PyErr::from)?.step(py));
+    let (status, value) = match step {
+        Ok(Step::Record(value)) => (PySendResult::PYGEN_RETURN, value.into_ptr()),
+        Ok(Step::Pause(sentinel)) => (PySendResult::PYGEN_NEXT, sentinel.into_ptr()),
+        Err(error) => {
+            error.restore(py);
+            (PySendResult::PYGEN_ERROR, std::ptr::null_mut())
+        }
+    };
+    // SAFETY: `result` is CPython's out-parameter; it takes the reference.
+    unsafe { *result = value };
+    status
 }

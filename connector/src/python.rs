@@ -149,7 +149,7 @@ impl Session {
 
     /// Runs the streams of the batch's topic over its decoded records; records that did not
     /// decode become bad records.
-    pub(crate) fn process(&mut self, batch: DecodedBatch) -> Result<Kind> {
+    pub(crate) fn process(&mut self, batch: &DecodedBatch) -> Result<Kind> {
         let _call = watchdog::Call::start();
         Python::attach(|py| {
             let connector = self.connector(py)?;
@@ -159,10 +159,9 @@ impl Session {
             };
             let mut bad_records = Vec::new();
             let mut events = Vec::with_capacity(batch.messages.len());
-            let mut raws = Vec::with_capacity(batch.messages.len());
-            for message in batch.messages {
-                let raw = message.raw;
-                match message.decoded {
+            for message in &batch.messages {
+                let raw = &message.raw;
+                match &message.decoded {
                     Some(Ok((key, value))) => {
                         let built = decoder
                             .to_python(py, key)
@@ -176,15 +175,16 @@ impl Session {
                                 timestamp: raw.timestamp,
                             }),
                             Err(error) => {
-                                bad_records.push(bad_record(&batch.topic, &raw, error.to_string()));
+                                bad_records.push(bad_record(&batch.topic, raw, error.to_string()));
                             }
                         }
                     }
-                    Some(Err(reason)) => bad_records.push(bad_record(&batch.topic, &raw, reason)),
+                    Some(Err(reason)) => {
+                        bad_records.push(bad_record(&batch.topic, raw, reason.clone()));
+                    }
                     // Decoded before the schema was known: cannot happen (see `Schemas`).
-                    None => bad_records.push(bad_record(&batch.topic, &raw, "no schema".into())),
+                    None => bad_records.push(bad_record(&batch.topic, raw, "no schema".into())),
                 }
-                raws.push(raw);
             }
             if !events.is_empty() {
                 let topic = PyString::new(py, &batch.topic);
@@ -195,8 +195,11 @@ impl Session {
             if let Kind::Result(result) = &mut result {
                 // Records user code failed on carry their raw bytes too.
                 if result.bad_records.iter().any(|bad| bad.key.is_none() && bad.value.is_none()) {
-                    let by_offset: HashMap<(i32, i64), &RawMessage> =
-                        raws.iter().map(|raw| ((raw.partition, raw.offset), raw)).collect();
+                    let by_offset: HashMap<(i32, i64), &RawMessage> = batch
+                        .messages
+                        .iter()
+                        .map(|message| ((message.raw.partition, message.raw.offset), &message.raw))
+                        .collect();
                     for bad in &mut result.bad_records {
                         if let Some(raw) = by_offset.get(&(bad.partition, bad.offset)) {
                             bad.key.clone_from(&raw.key);
@@ -376,4 +379,44 @@ fn to_python<'py>(py: Python<'py>, value: &Value) -> Result<Bound<'py, PyAny>> {
         Some(value::Kind::Float(float)) => PyFloat::new(py, *float).into_any(),
         Some(value::Kind::String(text)) => PyString::new(py, text).into_any(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `tests/test_grid.py` holds the reference `Grid` to its behaviour and messages in plain
+    /// CPython; here the same file runs against the native grid the connector uses.
+    #[test]
+    fn the_native_grid_passes_the_reference_grid_tests() {
+        let _session = Session::start(Schemas::default()).unwrap();
+        Python::attach(|py| -> PyResult<()> {
+            let aerogrid = py.import("aerogrid")?;
+            let native = py.import("aerogrid._native")?;
+            assert!(aerogrid.getattr("Grid")?.is(&native.getattr("Grid")?), "the native grid");
+            let tests = PyModule::from_code(
+                py,
+                &c_string(include_str!("../../connector/python/tests/test_grid.py")).unwrap(),
+                c"test_grid.py",
+                c"test_grid",
+            )?;
+            let unittest = py.import("unittest")?;
+            let suite = unittest
+                .getattr("defaultTestLoader")?
+                .call_method1("loadTestsFromModule", (tests,))?;
+            let output = py.import("io")?.getattr("StringIO")?.call0()?;
+            let options = PyDict::new(py);
+            options.set_item("stream", &output)?;
+            options.set_item("verbosity", 2)?;
+            let result = unittest
+                .getattr("TextTestRunner")?
+                .call((), Some(&options))?
+                .call_method1("run", (suite,))?;
+            let report: String = output.call_method0("getvalue")?.extract()?;
+            assert!(result.getattr("testsRun")?.extract::<usize>()? >= 10, "{report}");
+            assert!(result.call_method0("wasSuccessful")?.extract::<bool>()?, "{report}");
+            Ok(())
+        })
+        .unwrap();
+    }
 }

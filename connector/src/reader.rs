@@ -38,15 +38,26 @@ pub(crate) struct DecodedMessage {
     pub(crate) decoded: Option<std::result::Result<(Decoded, Decoded), String>>,
 }
 
-/// Starts the thread; messages come out in order, ending when the node closes the pipe.
-pub(crate) fn start(
-    mut input: impl Read + Send + 'static,
-    schemas: Schemas,
-) -> Result<mpsc::IntoIter<Result<Incoming>>> {
+/// The reading thread's two ends: messages in order (ending when the node closes the pipe), and
+/// where batches go once processed.
+pub(crate) struct Reader {
+    pub(crate) incoming: mpsc::IntoIter<Result<Incoming>>,
+    /// Batches are freed on the thread that allocated them: freeing them on the interpreter's
+    /// thread made both threads wait on the allocator's lock of the reader's arena.
+    pub(crate) spent: mpsc::Sender<DecodedBatch>,
+}
+
+/// Starts the thread.
+pub(crate) fn start(mut input: impl Read + Send + 'static, schemas: Schemas) -> Result<Reader> {
     // One decoded batch waits while the interpreter works: enough to overlap, bounded memory.
     let (sender, receiver) = mpsc::sync_channel(1);
+    let (spent, spent_batches) = mpsc::channel::<DecodedBatch>();
     std::thread::Builder::new().name("aerogrid-reader".into()).spawn(move || {
         loop {
+            // (At most the batches in flight: the interpreter has one and this thread the next.)
+            while let Ok(batch) = spent_batches.try_recv() {
+                drop(batch);
+            }
             let incoming = match frame::read(&mut input) {
                 Ok(None) => return,
                 Ok(Some(message)) => match message.kind {
@@ -69,7 +80,7 @@ pub(crate) fn start(
             }
         }
     })?;
-    Ok(receiver.into_iter())
+    Ok(Reader { incoming: receiver.into_iter(), spent })
 }
 
 fn decode(topic: String, messages: Vec<RawMessage>, schema: Option<&TopicSchema>) -> DecodedBatch {

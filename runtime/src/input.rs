@@ -44,6 +44,12 @@ impl Input {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest");
+        // Prefetch bounded in bytes only (`queued.max.messages.kbytes`), unless the operator
+        // says otherwise: a bound of 20,000 messages left the consumer waiting on each fetch,
+        // and cut a bare drain of small records on tansu from 1,060,000 to 95,000 records/s.
+        if !kafka.options.iter().any(|(key, _)| key == "queued.min.messages") {
+            config.set("queued.min.messages", "1000000");
+        }
         let consumer: BaseConsumer =
             config.create().map_err(|error| Error::Broker(aerogrid_kafka::Error::Client(error)))?;
         let mut partitions = Vec::new();
@@ -185,8 +191,10 @@ fn poll_loop(
                     continue;
                 }
             };
-            if let Some(wanted) =
-                expected.remove(&(message.topic().to_owned(), message.partition()))
+            // (Checked only until each partition's first record: no key built per record.)
+            if !expected.is_empty()
+                && let Some(wanted) =
+                    expected.remove(&(message.topic().to_owned(), message.partition()))
                 && message.offset() > wanted
             {
                 // Compaction does this legitimately; tansu's memory engine does it when asked to

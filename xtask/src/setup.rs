@@ -83,6 +83,12 @@ pub(crate) fn native_sample_python(root: &Path) -> PathBuf {
     crate::target_dir(root).join("tools").join("excel-native").join("bin").join("python")
 }
 
+/// The Python of the benchmarks' peer scripts (`cli/benches/peer/`); the runtime benchmark finds
+/// it here or at `AEROGRID_PEER_PYTHON`.
+pub(crate) fn bench_peer_python(root: &Path) -> PathBuf {
+    crate::target_dir(root).join("tools").join("bench-peer").join("bin").join("python")
+}
+
 /// npm projects whose `node_modules` the build and tests use.
 const NPM_PROJECTS: &[&str] = &["frontend", "e2e"];
 
@@ -105,7 +111,8 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
             install_npm_project(&root.join(project))?;
         }
         install_schemathesis(root)?;
-        install_native_sample_python(root)
+        install_native_sample_python(root)?;
+        install_bench_peer_python(root)
     })
 }
 
@@ -244,21 +251,46 @@ fn install_schemathesis(root: &Path) -> anyhow::Result<()> {
 
 fn install_native_sample_python(root: &Path) -> anyhow::Result<()> {
     let requirements = root.join("excel").join("native-sample").join("requirements.txt");
-    timed("Python packages of the Excel native-client sample", || {
-        let python = native_sample_python(root);
+    install_requirements(
+        "Python packages of the Excel native-client sample",
+        "python3",
+        &native_sample_python(root),
+        &requirements,
+    )
+}
+
+fn install_bench_peer_python(root: &Path) -> anyhow::Result<()> {
+    let requirements = root.join("cli").join("benches").join("peer").join("requirements.txt");
+    // The CPython connectors embed: the peer runs on the same interpreter.
+    install_requirements(
+        "Python packages of the benchmarks' peer scripts",
+        "/usr/bin/python3.11",
+        &bench_peer_python(root),
+        &requirements,
+    )
+}
+
+/// A virtualenv of `interpreter` whose `python` is `python`, with exactly `requirements` installed.
+fn install_requirements(
+    what: &str,
+    interpreter: &str,
+    python: &Path,
+    requirements: &Path,
+) -> anyhow::Result<()> {
+    timed(what, || {
         let venv = python.parent().and_then(Path::parent).context("the venv's folder")?;
         // Installed for exactly this requirements file: a copy of it marks the install.
         let marker = venv.join("requirements.txt");
-        let wanted = std::fs::read_to_string(&requirements)?;
+        let wanted = std::fs::read_to_string(requirements)?;
         if python.exists() && std::fs::read_to_string(&marker).is_ok_and(|had| had == wanted) {
             eprintln!("    already installed");
             return Ok(());
         }
-        crate::run(Command::new("python3").args(["-m", "venv", "--clear"]).arg(venv))?;
+        crate::run(Command::new(interpreter).args(["-m", "venv", "--clear"]).arg(venv))?;
         crate::run(
             Command::new(venv.join("bin").join("pip"))
                 .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-                .arg(&requirements),
+                .arg(requirements),
         )?;
         std::fs::write(&marker, wanted)?;
         Ok(())

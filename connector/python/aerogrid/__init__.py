@@ -650,6 +650,7 @@ def _is_async_function(function: Any) -> bool:
 # In a connector process, the Rust implementations (`connector/src/native.rs`) of the hot paths.
 try:
     from aerogrid._native import NEED_RECORDS as _NEED_RECORDS  # noqa: F811
+    from aerogrid._native import Grid  # type: ignore[assignment] # noqa: F811
     from aerogrid._native import Stream  # type: ignore[assignment] # noqa: F811
 except ImportError:
     pass

@@ -264,8 +264,16 @@ impl<'a> Run<'a> {
 
     async fn on_batch(&mut self, batch: InputBatch) -> Result<()> {
         tracing::trace!(app_id = %self.app_id, records = batch.messages.len(), in_flight = self.in_flight.len(), "Input batch.");
+        // Where the batch leaves each partition: its last record there (one key per partition).
+        let mut last: Vec<(i32, i64)> = Vec::new();
         for message in &batch.messages {
-            self.sent_offsets.insert((batch.topic.clone(), message.partition), message.offset + 1);
+            match last.iter_mut().find(|(partition, _)| *partition == message.partition) {
+                Some(entry) => entry.1 = message.offset,
+                None => last.push((message.partition, message.offset)),
+            }
+        }
+        for (partition, offset) in last {
+            self.sent_offsets.insert((batch.topic.clone(), partition), offset + 1);
         }
         let positions = BatchPositions {
             topic: batch.topic.clone(),
