@@ -44,11 +44,13 @@ impl ChangelogWriter {
     ) -> Result<Self> {
         let mut config = kafka.client_config();
         // One request in flight keeps records in order across retries (recovery replays them in
-        // offset order); writes queued meanwhile go together in the next request. Idempotence:
-        // a retried request is not written twice (readers pass over a copy anyway, by its
-        // sequence number).
+        // offset order); writes queued meanwhile go together in the next request. Not
+        // idempotent: a retried request written twice is passed over by readers (by its
+        // sequence number), and a write that fails ends the run before any later write counts
+        // (readers ignore a writer's records after a gap). An idempotent producer's first write
+        // waits for its producer id: 516 ms of every Start on tansu, against 10 ms without.
         config
-            .set("enable.idempotence", "true")
+            .set("enable.idempotence", "false")
             .set("acks", "all")
             .set("linger.ms", "0")
             .set("max.in.flight.requests.per.connection", "1")
