@@ -411,7 +411,7 @@ async fn hostile_apps_fail_alone_while_a_neighbour_keeps_its_pace() {
     let secrets = "import json, os\n@app.timer(seconds=0.2)\ndef look():\n    look.calls = getattr(look, 'calls', 0) + 1\n    if look.calls == 1:\n        print(json.dumps(dict(os.environ)))\n    if look.calls == 3:\n        open(f'/proc/{os.getppid()}/environ').read()\n";
     let busy = "class Order(aerogrid.Record):\n    product: str\n    quantity: int\norders = app.topic('orders', key_type=str, value_type=Order)\n@app.stream(orders)\nasync def spin(stream):\n    async for order in stream:\n        while True: pass\n";
     let hog = "@app.timer(seconds=0.1)\ndef hog():\n    hog.keep = [bytearray(1 << 20) for _ in range(1024)]\n";
-    let rows = "flood = app.Grid('flood', columns=['n'])\n@app.timer(seconds=0.05)\ndef grow():\n    start = len(flood._rows)\n    for n in range(start, start + 300):\n        flood[f'row-{n}'] = {'n': n}\n";
+    let rows = "flood = app.Grid('flood', columns=['n'])\n@app.timer(seconds=0.05)\ndef grow():\n    start = len(flood)\n    for n in range(start, start + 300):\n        flood[f'row-{n}'] = {'n': n}\n";
     let rate = "hot = app.Grid('hot', columns=['n'])\n@app.timer(seconds=0.01)\ndef churn():\n    churn.calls = getattr(churn, 'calls', 0) + 1\n    print(f'tick {churn.calls}')\n    for n in range(100):\n        hot[f'row-{n}'] = {'n': churn.calls}\n";
     let processes = "import os\nos.system('id')\n";
     let apps = [
