@@ -399,13 +399,7 @@ async fn run() {
     let url = stack.url.clone();
     let address = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
 
-    let team: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO teams (id, name) VALUES (gen_random_uuid(), 'acme') RETURNING id",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    support::grant_topic(&pool, team, "orders").await;
+    let team = support::create_orders_team(&pool).await;
     support::grant_topic(&pool, team, "wide-input").await;
     let wide = support::create_app(&pool, team, "wide", &wide(), None).await;
     support::start_app(&pool, wide).await;

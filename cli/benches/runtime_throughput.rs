@@ -161,13 +161,7 @@ async fn end_to_end(orders: u64, sandbox: Sandbox) -> EndToEnd {
         "produced {orders} orders to {partitions} partition(s) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let team: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO teams (id, name) VALUES (gen_random_uuid(), 'acme') RETURNING id",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    support::grant_topic(&pool, team, "orders").await;
+    let team = support::create_orders_team(&pool).await;
     let fetch_wait_ms = kafka
         .options
         .iter()

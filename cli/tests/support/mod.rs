@@ -317,6 +317,14 @@ pub(crate) fn orders_program(name: &str, topic: &str, rest: &str) -> String {
 /// Creates team `acme`, which may read topic `orders`, and app `orders` running `code`; returns
 /// the app id.
 pub(crate) async fn create_running_app(pool: &sqlx::PgPool, code: &str) -> uuid::Uuid {
+    let team = create_orders_team(pool).await;
+    let app = create_app(pool, team, "orders", code, None).await;
+    start_app(pool, app).await;
+    app
+}
+
+/// Creates team `acme`, which may read topic `orders`; returns its id.
+pub(crate) async fn create_orders_team(pool: &sqlx::PgPool) -> uuid::Uuid {
     let team: uuid::Uuid = sqlx::query_scalar(
         "INSERT INTO teams (id, name) VALUES (gen_random_uuid(), 'acme') RETURNING id",
     )
@@ -324,9 +332,7 @@ pub(crate) async fn create_running_app(pool: &sqlx::PgPool, code: &str) -> uuid:
     .await
     .unwrap();
     grant_topic(pool, team, "orders").await;
-    let app = create_app(pool, team, "orders", code, None).await;
-    start_app(pool, app).await;
-    app
+    team
 }
 
 /// Lets `team` read the topics of `pattern`, as an administrator's grant does.
