@@ -1,7 +1,11 @@
 //! Compiles `aerogrid/**/*.proto` with protox (pure Rust: no `protoc` on the machine).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["aerogrid/v1/grid.proto", "aerogrid/runtime/v1/connector.proto"];
+    let protos = [
+        "aerogrid/v1/grid.proto",
+        "aerogrid/runtime/v1/connector.proto",
+        "aerogrid/runtime/v1/relay.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
@@ -10,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(std::env::var_os("CARGO_FEATURE_SERVER").is_some())
         .build_client(true)
         .build_transport(false)
+        // Relayed records are passed on as they came, to every gateway that follows the app.
+        .bytes(".aerogrid.runtime.v1.RelayedRecord.record")
         .compile_fds(file_descriptors)?;
     // The public API alone, for server reflection: the runtime's pipe protocol stays internal.
     let public = protox::compile(["aerogrid/v1/grid.proto"], ["."])?;

@@ -8,7 +8,9 @@
 //!
 //! Figures, in one run:
 //! - a bare rdkafka consumer of the orders topic: produce-to-consume latency (the broker's share);
-//! - one native subscriber alone: p50/p99;
+//! - one native subscriber alone: p50/p99, beside one subscriber of the plain script a developer
+//!   would write instead (`peer/live_aiokafka.py`: aiokafka, the seed's dict grid, grpcio
+//!   fan-out), measured on the same orders at the same time;
 //! - 1,000 native subscribers on the grid: p50/p99 over all, server CPU and memory;
 //! - 10,000 idle subscribers: server memory per subscriber;
 //! - one gRPC-web subscriber while orders come at 5,000/s: cell updates/s, latency.
@@ -183,6 +185,8 @@ async fn run() {
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let alone = subscribe_all(&channels, 1, &token, &stopped).await;
+    let peer = LivePeer::start(&kafka, &fetch_wait);
+    let peer_subscriber = peer.subscribe(&stopped).await;
     // Two seconds untimed first: every client connected and fetching.
     feed = tokio::task::spawn_blocking(move || {
         feed.produce_timed(rate, 2, false);
@@ -193,8 +197,16 @@ async fn run() {
     feed = produce(feed, rate, seconds).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.send_replace(true);
-    let alone = summarize(collect(alone, &sent).await);
-    println!("one native subscriber, produce to update:   {alone}");
+    let alone = collect(alone, &sent).await;
+    let peer_alone = peer_latencies(peer_subscriber.await.unwrap(), &sent);
+    drop(peer);
+    let ratio = quantile(&alone, 0.99) / quantile(&peer_alone, 0.99);
+    println!("one native subscriber, produce to update:   {}", summarize(alone));
+    println!(
+        "the plain aiokafka + grpcio script, one subscriber, same orders: {}",
+        summarize(peer_alone)
+    );
+    println!("  AeroGrid's p99 / the script's: {ratio:.2} (target <= 1)");
 
     let many_began = Instant::now();
     // Many subscribers at once.
@@ -433,22 +445,145 @@ fn bare_consumer(
     latencies
 }
 
-fn summarize(mut latencies: Vec<Duration>) -> String {
+/// The `q` quantile of `latencies`, in milliseconds (NaN without samples).
+fn quantile(latencies: &[Duration], q: f64) -> f64 {
+    let mut sorted = latencies.to_vec();
+    sorted.sort();
+    match sorted.len() {
+        0 => f64::NAN,
+        n => sorted[((n - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3,
+    }
+}
+
+fn summarize(latencies: Vec<Duration>) -> String {
     if latencies.is_empty() {
         return "no samples".into();
     }
-    latencies.sort();
-    let at = |quantile: f64| {
-        let index = ((latencies.len() - 1) as f64 * quantile).round() as usize;
-        latencies[index].as_secs_f64() * 1e3
-    };
     format!(
         "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples)",
-        at(0.5),
-        at(0.99),
-        at(1.0),
+        quantile(&latencies, 0.5),
+        quantile(&latencies, 0.99),
+        quantile(&latencies, 1.0),
         latencies.len()
     )
+}
+
+/// The plain script a developer would write instead (`peer/live_aiokafka.py`), running.
+struct LivePeer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl LivePeer {
+    fn start(kafka: &KafkaSettings, fetch_wait_ms: &str) -> Self {
+        use std::io::BufRead as _;
+        let python = support::bench_peer_python();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peer/live_aiokafka.py");
+        let mut child = std::process::Command::new(&python)
+            .args([script, &kafka.brokers, "orders", fetch_wait_ms])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "{}: {error}: run `cargo xtask setup` (it installs the peer's Python)",
+                    python.display()
+                )
+            });
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let ready: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("the live peer did not start: {line:?}"));
+        Self { child, port: ready["port"].as_u64().unwrap() as u16 }
+    }
+
+    /// One subscriber, keeping what it receives (its first message, every row, left out) until
+    /// `stopped`; returns once it has that first message.
+    async fn subscribe(
+        &self,
+        stopped: &tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<Vec<(Instant, Vec<u8>)>> {
+        let channel = connect(&format!("http://127.0.0.1:{}", self.port), 1).await.remove(0);
+        let mut client = tonic::client::Grpc::new(channel);
+        client.ready().await.unwrap();
+        let path = PathAndQuery::from_static("/peer.Grid/Subscribe");
+        let mut stream = client
+            .server_streaming(tonic::Request::new(Vec::new()), path, PeerCodec)
+            .await
+            .unwrap()
+            .into_inner();
+        let _every_row = stream.message().await.unwrap();
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            let mut received = Vec::new();
+            loop {
+                let message = tokio::select! {
+                    biased;
+                    _ = stopped.wait_for(|stop| *stop) => break,
+                    message = stream.message() => message,
+                };
+                let Some(message) = message.unwrap() else { break };
+                received.push((Instant::now(), message));
+            }
+            received
+        })
+    }
+}
+
+impl Drop for LivePeer {
+    fn drop(&mut self) {
+        // (Were this benchmark killed instead, its standard input would close: it stops then.)
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The live peer's produce-to-update latencies: its messages are {"product": units_sold}.
+fn peer_latencies(received: Vec<(Instant, Vec<u8>)>, sent: &RwLock<Sent>) -> Vec<Duration> {
+    let sent = sent.read().unwrap();
+    let mut latencies = Vec::new();
+    for (at, bytes) in received {
+        let rows: HashMap<String, i64> = serde_json::from_slice(&bytes).unwrap();
+        for (product, total) in rows {
+            if let Some(sent_at) = sent.by_total.get(&(product, total)) {
+                latencies.push(at.duration_since(*sent_at));
+            }
+        }
+    }
+    latencies
+}
+
+/// The live peer's codec: bytes both ways.
+struct PeerCodec;
+
+impl tonic::codec::Codec for PeerCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = PeerCodec;
+    type Decoder = KeepBytes;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        PeerCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        KeepBytes
+    }
+}
+
+impl tonic::codec::Encoder for PeerCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        destination: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut as _;
+        destination.put_slice(&item);
+        Ok(())
+    }
 }
 
 /// Server memory per subscriber: `count` idle subscribers (the grid does not change).

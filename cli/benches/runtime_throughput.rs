@@ -9,6 +9,9 @@
 //! off (alternating rounds), the whole pipeline on a second dev stack started with
 //! `--no-sandbox`, and a cold connector's start to Ready.
 //!
+//! Then APPS (10) seed apps on the one node read the same topic at once: their aggregate
+//! records/s and how evenly the node shares itself among them.
+//!
 //! `cargo bench -p aerogrid-cli --bench runtime_throughput` (ORDERS=... to change the count,
 //! PARTITIONS=... the input topic's partitions (1), ROUNDS=... the alternating rounds (2),
 //! BROKER_STORAGE=memory|sqlite for the dev broker's storage, memory by default).
@@ -210,6 +213,8 @@ async fn end_to_end(orders: u64, sandbox: Sandbox) -> EndToEnd {
     if sandbox == Sandbox::On {
         idle_connector_memory(&stack);
         recovery_after_sigkill(&stack, &pool, app).await;
+        stop_app(&pool, app).await;
+        many_apps(&pool, &kafka, team, partitions, orders, env_number("APPS", 10) as usize).await;
     }
     // One start is a noisy sample: the median of the first and of more starts, each stopped
     // once its first record is in.
@@ -228,6 +233,97 @@ async fn end_to_end(orders: u64, sandbox: Sandbox) -> EndToEnd {
         seconds: best,
         start_ms: median(&mut starts),
     }
+}
+
+/// `count` seed apps started at once on the one node, each reading all `orders`: aggregate
+/// records/s, and the share of the slowest against the fastest when the first is done.
+async fn many_apps(
+    pool: &sqlx::PgPool,
+    kafka: &KafkaSettings,
+    team: uuid::Uuid,
+    partitions: i32,
+    orders: u64,
+    count: usize,
+) {
+    if count == 0 {
+        return;
+    }
+    let mut apps = Vec::new();
+    for index in 0..count {
+        apps.push(support::create_app(pool, team, &format!("many-{index}"), SEED, None).await);
+    }
+    let started = Instant::now();
+    for app in &apps {
+        support::start_app(pool, *app).await;
+    }
+    let consumers: Vec<(BaseConsumer, TopicPartitionList)> =
+        apps.iter().map(|app| committed_reader(kafka, *app, partitions)).collect();
+    let mut done: Vec<Option<f64>> = vec![None; count];
+    let mut when_first_done: Option<Vec<u64>> = None;
+    while done.iter().any(Option::is_none) {
+        assert!(started.elapsed() < Duration::from_secs(3600), "{count} apps never finished");
+        let progress: Vec<u64> =
+            consumers.iter().map(|(consumer, list)| committed(consumer, list)).collect();
+        for (index, records) in progress.iter().enumerate() {
+            if *records >= orders && done[index].is_none() {
+                done[index] = Some(started.elapsed().as_secs_f64());
+            }
+        }
+        if when_first_done.is_none() && done.iter().any(Option::is_some) {
+            when_first_done = Some(progress);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let done: Vec<f64> = done.into_iter().flatten().collect();
+    let last = done.iter().copied().fold(0.0, f64::max);
+    let first = done.iter().copied().fold(f64::INFINITY, f64::min);
+    let progress = when_first_done.unwrap();
+    let (slowest, fastest) = (progress.iter().min().unwrap(), progress.iter().max().unwrap());
+    println!(
+        "  {count} seed apps on one node, each reading the {orders} orders: {:.0} records/s in all ({:.1} s to the last; each app {:.0}-{:.0} records/s)",
+        (count as u64 * orders) as f64 / last,
+        last,
+        orders as f64 / last,
+        orders as f64 / first,
+    );
+    println!(
+        "  fairness: when the first app was done, the slowest had read {:.2} of what the fastest had",
+        *slowest as f64 / *fastest as f64
+    );
+    for app in apps {
+        stop_app(pool, app).await;
+    }
+}
+
+/// A consumer that reads the app's committed input offsets (it joins no group).
+fn committed_reader(
+    kafka: &KafkaSettings,
+    app: uuid::Uuid,
+    partitions: i32,
+) -> (BaseConsumer, TopicPartitionList) {
+    let mut config = kafka.consumer_config();
+    config.set("group.id", format!("aerogrid-app-{app}")).set("enable.auto.commit", "false");
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition("orders", partition);
+    }
+    (config.create().unwrap(), list)
+}
+
+/// The records the app has committed over all partitions (0 when the broker does not say).
+fn committed(consumer: &BaseConsumer, list: &TopicPartitionList) -> u64 {
+    let Ok(committed) = consumer.committed_offsets(list.clone(), Duration::from_secs(5)) else {
+        return 0;
+    };
+    let done: i64 = committed
+        .elements()
+        .iter()
+        .map(|element| match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => 0,
+        })
+        .sum();
+    u64::try_from(done).unwrap_or(0)
 }
 
 async fn drains_only(orders: u64) {
@@ -503,27 +599,11 @@ fn wait_for_records(
     records: u64,
     timeout: Duration,
 ) -> Instant {
-    let mut config = kafka.consumer_config();
-    config.set("group.id", format!("aerogrid-app-{app}")).set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = config.create().unwrap();
-    let mut list = TopicPartitionList::new();
-    for partition in 0..partitions {
-        list.add_partition("orders", partition);
-    }
+    let (consumer, list) = committed_reader(kafka, app, partitions);
     let started = Instant::now();
     loop {
-        if let Ok(committed) = consumer.committed_offsets(list.clone(), Duration::from_secs(5)) {
-            let done: i64 = committed
-                .elements()
-                .iter()
-                .map(|element| match element.offset() {
-                    Offset::Offset(offset) => offset,
-                    _ => 0,
-                })
-                .sum();
-            if u64::try_from(done).unwrap_or(0) >= records {
-                return Instant::now();
-            }
+        if committed(&consumer, &list) >= records {
+            return Instant::now();
         }
         assert!(started.elapsed() < timeout, "{records} records not read within {timeout:?}");
         std::thread::sleep(Duration::from_millis(10));

@@ -30,4 +30,7 @@ pub mod runtime {
     }
 
     pub mod pipe;
+
+    /// The metadata in which a gateway's `ChangelogRelay.Follow` carries the node's token.
+    pub const RELAY_TOKEN_HEADER: &str = "x-aerogrid-relay-token";
 }

@@ -44,6 +44,8 @@ pub(crate) struct NodeContext {
     pub(crate) output: OutputLimits,
     /// Wakes the node's loop (a released app is claimed again at once).
     pub(crate) wake: std::sync::Arc<tokio::sync::Notify>,
+    /// Passes confirmed changelog records to the gateways that follow an app (None: off).
+    pub(crate) relay: Option<std::sync::Arc<crate::relay::Relay>>,
 }
 
 enum Outcome {

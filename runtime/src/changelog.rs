@@ -5,17 +5,20 @@
 //! writes a fence record and reads up to that record's own offset.
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
 use aerogrid_changelog::{Applied, ChangelogReader, GridState, Read, Replay};
 use aerogrid_kafka::KafkaSettings;
 use aerogrid_proto::v1::{ChangelogDelta, ChangelogRecord, Fence, changelog_record};
-use prost::Message as _;
+use prost::{Message as _, bytes::Bytes};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use crate::{Error, Result};
+use crate::{Error, Result, relay::AppRelay};
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -33,6 +36,8 @@ pub(crate) struct ChangelogWriter {
     next_sequence: AtomicU64,
     /// The largest record the broker takes: snapshots and deltas are cut below it.
     max_record_bytes: usize,
+    /// Where confirmed records go to the gateways that follow the app, when the node relays.
+    relay: Option<Arc<AppRelay>>,
 }
 
 impl ChangelogWriter {
@@ -41,6 +46,7 @@ impl ChangelogWriter {
         topic: String,
         epoch: u64,
         max_record_bytes: usize,
+        relay: Option<AppRelay>,
     ) -> Result<Self> {
         let mut config = kafka.client_config();
         // One request in flight keeps records in order across retries (recovery replays them in
@@ -61,27 +67,46 @@ impl ChangelogWriter {
             .set("message.max.bytes", max_record_bytes.to_string());
         let producer =
             config.create().map_err(|error| Error::Broker(aerogrid_kafka::Error::Client(error)))?;
-        Ok(Self { producer, topic, epoch, next_sequence: AtomicU64::new(1), max_record_bytes })
+        Ok(Self {
+            producer,
+            topic,
+            epoch,
+            next_sequence: AtomicU64::new(1),
+            max_record_bytes,
+            relay: relay.map(Arc::new),
+        })
     }
 
     /// Writes a record and waits until the broker has it; returns its offset.
     /// The record, numbered: the fence 0, each later record one more.
-    fn encode(&self, kind: changelog_record::Kind) -> Vec<u8> {
+    fn encode(&self, kind: changelog_record::Kind) -> Bytes {
         let sequence = if matches!(kind, changelog_record::Kind::Fence(_)) {
             self.next_sequence.store(1, Ordering::Relaxed);
             0
         } else {
             self.next_sequence.fetch_add(1, Ordering::Relaxed)
         };
-        ChangelogRecord { epoch: self.epoch, kind: Some(kind), sequence }.encode_to_vec()
+        ChangelogRecord { epoch: self.epoch, kind: Some(kind), sequence }.encode_to_vec().into()
+    }
+
+    /// Where the record goes once confirmed, if anyone follows the app (else nowhere).
+    fn relay_for(&self, bytes: &Bytes) -> Option<(Arc<AppRelay>, Bytes)> {
+        let relay = self.relay.as_ref().filter(|relay| relay.wants(bytes.len()))?;
+        Some((relay.clone(), bytes.clone()))
     }
 
     async fn write(&self, kind: changelog_record::Kind) -> Result<i64> {
         let bytes = self.encode(kind);
+        let relayed = self.relay_for(&bytes);
         let record: FutureRecord<'_, (), [u8]> =
-            FutureRecord::to(&self.topic).partition(0).payload(&bytes);
+            FutureRecord::to(&self.topic).partition(0).payload(&bytes[..]);
         match self.producer.send(record, DELIVERY_TIMEOUT).await {
-            Ok(delivery) => Ok(delivery.offset),
+            Ok(delivery) => {
+                if let Some((relay, bytes)) = relayed {
+                    relay.confirmed(delivery.offset, bytes);
+                }
+                Ok(delivery.offset)
+            }
             Err((error, _)) => {
                 Err(Error::Changelog(format!("cannot write to `{}`: {error}", self.topic)))
             }
@@ -116,13 +141,20 @@ impl ChangelogWriter {
 
     fn queue(&self, kind: changelog_record::Kind) -> Result<Delivery> {
         let bytes = self.encode(kind);
+        let relayed = self.relay_for(&bytes);
         let record: FutureRecord<'_, (), [u8]> =
-            FutureRecord::to(&self.topic).partition(0).payload(&bytes);
+            FutureRecord::to(&self.topic).partition(0).payload(&bytes[..]);
         let topic = self.topic.clone();
         match self.producer.send_result(record) {
+            // The run awaits these oldest first, so records are relayed in changelog order.
             Ok(future) => Ok(Box::pin(async move {
                 match future.await {
-                    Ok(Ok(delivery)) => Ok(delivery.offset),
+                    Ok(Ok(delivery)) => {
+                        if let Some((relay, bytes)) = relayed {
+                            relay.confirmed(delivery.offset, bytes);
+                        }
+                        Ok(delivery.offset)
+                    }
                     Ok(Err((error, _))) => {
                         Err(Error::Changelog(format!("cannot write to `{topic}`: {error}")))
                     }

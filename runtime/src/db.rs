@@ -491,3 +491,40 @@ pub(crate) struct BadRecords {
     pub(crate) key_sizes: Vec<Option<i32>>,
     pub(crate) value_sizes: Vec<Option<i32>>,
 }
+
+/// Adds this node (or refreshes it) with where gateways follow its apps' changelog records.
+pub(crate) async fn register_node(
+    db: &sqlx::PgPool,
+    node_id: &str,
+    relay_url: Option<&str>,
+    relay_token: Option<&str>,
+) -> Result<()> {
+    sqlx::query!(
+        "INSERT INTO runtime_nodes (node_id, relay_url, relay_token) VALUES ($1, $2, $3)
+         ON CONFLICT (node_id) DO UPDATE
+         SET relay_url = $2, relay_token = $3, started_at = now(), seen_at = now()",
+        node_id,
+        relay_url,
+        relay_token
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Says this node is still up, and removes nodes not seen for an hour (they died).
+pub(crate) async fn refresh_nodes(db: &sqlx::PgPool, node_id: &str) -> Result<()> {
+    sqlx::query!("UPDATE runtime_nodes SET seen_at = now() WHERE node_id = $1", node_id)
+        .execute(db)
+        .await?;
+    sqlx::query!("DELETE FROM runtime_nodes WHERE seen_at < now() - interval '1 hour'")
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Removes this node (it stops): gateways no longer try to follow it.
+pub(crate) async fn unregister_node(db: &sqlx::PgPool, node_id: &str) -> Result<()> {
+    sqlx::query!("DELETE FROM runtime_nodes WHERE node_id = $1", node_id).execute(db).await?;
+    Ok(())
+}

@@ -15,6 +15,7 @@ mod db;
 mod input;
 mod limits;
 mod node;
+mod relay;
 mod status;
 
 pub use node::{NodeArgs, run};
@@ -39,6 +40,8 @@ pub enum Error {
     TopicMissing(String),
     #[error("changelog: {0}")]
     Changelog(String),
+    #[error("changelog relay: {0}")]
+    Relay(String),
     #[error("this node no longer holds the app's lease")]
     LeaseLost,
     #[error("a runtime task failed: {0}")]

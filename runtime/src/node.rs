@@ -13,6 +13,7 @@ use crate::{
     connector::{ConnectorUids, WarmPool},
     db,
     limits::Limits,
+    relay::Relay,
     status::OutputLimits,
 };
 
@@ -98,6 +99,17 @@ pub struct NodeArgs {
     /// ranges of their own.
     #[arg(long, env = "AEROGRID_CONNECTOR_UIDS", default_value = "1879048192-1879113727", value_parser = parse_uid_range)]
     pub connector_uids: (u32, u32),
+    /// Where this node serves the changelog relay: gateways follow an app's changes here as
+    /// soon as the broker confirms them, instead of reading them back from the broker.
+    #[arg(long, env = "AEROGRID_RELAY_LISTEN", default_value = "127.0.0.1:0")]
+    pub relay_listen: std::net::SocketAddr,
+    /// `host:port` at which gateways reach the relay (default: the address it listens on; needed
+    /// when that is 0.0.0.0 or behind a mapping, e.g. the pod's IP on Kubernetes).
+    #[arg(long, env = "AEROGRID_RELAY_ADVERTISE")]
+    pub relay_advertise: Option<String>,
+    /// Relay nothing: gateways read every change from the changelog (one broker hop more).
+    #[arg(long, env = "AEROGRID_NO_RELAY", default_value_t = false)]
+    pub no_relay: bool,
     /// Run user code without the sandbox (no namespaces, landlock, seccomp or audit hook).
     /// Only for debugging and benchmarks: user code can then reach the network and this node.
     #[arg(long, env = "AEROGRID_NO_SANDBOX", default_value_t = false)]
@@ -154,7 +166,20 @@ pub async fn run(
     let uids = is_root.then(|| ConnectorUids::new(args.connector_uids.0, args.connector_uids.1));
     let pool = WarmPool::start(connector_binary, args.connector_pool, !args.no_sandbox, uids);
     let changed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let relay = if args.no_relay {
+        None
+    } else {
+        Some(Relay::serve(args.relay_listen, args.relay_advertise.as_deref()).await?)
+    };
+    db::register_node(
+        &db,
+        &node_id,
+        relay.as_ref().map(|(_, endpoint)| endpoint.url.as_str()),
+        relay.as_ref().map(|(_, endpoint)| endpoint.token.as_str()),
+    )
+    .await?;
     let context = NodeContext {
+        relay: relay.map(|(relay, _)| relay),
         wake: changed.clone(),
         db: db.clone(),
         kafka: kafka.clone(),
@@ -185,7 +210,7 @@ pub async fn run(
     let mut running: HashMap<Uuid, RunningApp> = HashMap::new();
     let mut poll = tokio::time::interval(POLL);
     let listener = tokio::spawn(listen_for_app_changes(db.clone(), changed.clone()));
-    let sweeper = tokio::spawn(delete_old_output(db.clone(), args.output_retention_days));
+    let sweeper = tokio::spawn(sweep(db.clone(), node_id.clone(), args.output_retention_days));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -263,13 +288,16 @@ pub async fn run(
             tracing::warn!(%error, "Cannot release an app lease.");
         }
     }
+    if let Err(error) = db::unregister_node(&db, &node_id).await {
+        tracing::warn!(%error, "Cannot remove this node from runtime_nodes.");
+    }
     tracing::info!("Runtime node stopped.");
     Ok(())
 }
 
-/// Deletes logs and bad records past their retention, every `SWEEP`. (Every node sweeps; a
-/// sweep that finds nothing costs an index lookup.)
-async fn delete_old_output(db: sqlx::PgPool, retention_days: f64) {
+/// Deletes logs and bad records past their retention, every `SWEEP`, and says the node is still
+/// up. (Every node sweeps; a sweep that finds nothing costs an index lookup.)
+async fn sweep(db: sqlx::PgPool, node_id: String, retention_days: f64) {
     let max_age_seconds = retention_days.max(0.0) * 86_400.0;
     // A retention shorter than the sweep is kept to within half of it.
     let every = SWEEP.min(Duration::from_secs_f64((max_age_seconds / 2.0).max(1.0)));
@@ -278,6 +306,9 @@ async fn delete_old_output(db: sqlx::PgPool, retention_days: f64) {
         sweep.tick().await;
         if let Err(error) = db::delete_old_output(&db, max_age_seconds).await {
             tracing::warn!(%error, "Cannot delete old logs and bad records.");
+        }
+        if let Err(error) = db::refresh_nodes(&db, &node_id).await {
+            tracing::warn!(%error, "Cannot refresh runtime_nodes.");
         }
     }
 }

@@ -109,6 +109,21 @@ pub async fn snapshot_offset(db: &sqlx::PgPool, app_id: Uuid) -> Result<i64> {
     Ok(offset.unwrap_or(0))
 }
 
+/// Where the node that holds the app's lease relays its changelog records, and its token; None
+/// when no node holds it or that node relays nothing.
+pub async fn relay_of(db: &sqlx::PgPool, app_id: Uuid) -> Result<Option<(String, String)>> {
+    let found = sqlx::query!(
+        r#"SELECT n.relay_url AS "relay_url!", n.relay_token AS "relay_token!"
+           FROM app_leases l JOIN runtime_nodes n ON n.node_id = l.node_id
+           WHERE l.app_id = $1 AND l.expires_at > now()
+             AND n.relay_url IS NOT NULL AND n.relay_token IS NOT NULL"#,
+        app_id
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(found.map(|row| (row.relay_url, row.relay_token)))
+}
+
 /// An app's desired state (`running` or `stopped`); None once it is deleted.
 pub async fn desired_state(
     db: &sqlx::PgPool,

@@ -2,10 +2,15 @@
 //! app's grids (through `Replay`, as recovery does) and broadcasting each burst of changes, with
 //! a sequence number, on a ring bounded in events and bytes. Stopping or deleting the app, or
 //! shutting the server down, ends the feed's streams with a status.
+//!
+//! Records also come from the node's relay (`relay.rs`), sooner. Either way the feed applies the
+//! changelog's records in offset order, each once: a relayed record only at the offset expected
+//! next, a consumed one only if the relay has not brought it already (and then it must be the
+//! record the relay brought, else the feed ends: it no longer knows its place).
 
 use crate::LockExt as _;
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, Weak, atomic::AtomicBool},
     time::Duration,
 };
@@ -21,6 +26,7 @@ use uuid::Uuid;
 use super::{
     internal,
     latest::LatestByKey,
+    relay::{self, RelayChannels},
     view::{GridView, Prepared},
 };
 use crate::{
@@ -108,6 +114,7 @@ pub(super) fn shutting_down_status() -> Status {
 pub(super) async fn get_or_start(
     state: &ServerState,
     feeds: &Feeds,
+    relays: &RelayChannels,
     app_id: Uuid,
     ring_bytes: usize,
 ) -> Result<Arc<AppFeed>, Status> {
@@ -124,6 +131,7 @@ pub(super) async fn get_or_start(
                     let feed = AppFeed::start(&state.inner.kafka, app_id, from, ring_bytes)?;
                     feeds.retain(|_, feed| feed.strong_count() > 0);
                     feeds.insert(app_id, Arc::downgrade(&feed));
+                    relay::follow(state.clone(), relays.clone(), app_id, Arc::downgrade(&feed));
                     feed
                 }
             }
@@ -171,6 +179,27 @@ pub(super) struct FeedState {
     pub(super) replay: Replay,
     /// Records applied so far: the sequence number of the state.
     pub(super) sequence: u64,
+    /// The changelog offset of the next record to apply.
+    next_offset: i64,
+    /// Records applied from the relay that the consumer has not read yet: (offset, epoch,
+    /// sequence), to check the consumer reads the same there.
+    relayed: VecDeque<(i64, u64, u64)>,
+}
+
+impl FeedState {
+    fn new(from: i64) -> Self {
+        Self { replay: Replay::default(), sequence: 0, next_offset: from, relayed: VecDeque::new() }
+    }
+}
+
+/// Relayed records remembered for that check; beyond, the oldest go unchecked.
+const MAX_UNCHECKED_RELAYED: usize = 10_000;
+
+/// Where a record came from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Source {
+    Changelog,
+    Relay,
 }
 
 pub(super) enum FeedEvent {
@@ -223,7 +252,7 @@ impl AppFeed {
         let (loaded_sender, loaded) = watch::channel(FeedLoad::Loading);
         let stop = Arc::new(AtomicBool::new(false));
         let feed = Arc::new(Self {
-            state: Mutex::new(FeedState { replay: Replay::default(), sequence: 0 }),
+            state: Mutex::new(FeedState::new(from)),
             changes,
             ended: std::sync::OnceLock::new(),
             loaded,
@@ -287,6 +316,12 @@ impl AppFeed {
     pub(super) fn snapshot(&self, grid: &str, view: &GridView) -> Option<Snapshot> {
         snapshot_of(&self.state.locked(), grid, view)
     }
+
+    /// A record the node relayed, at its changelog offset: applied if it is the one expected
+    /// next, else left to the consumer.
+    pub(super) fn apply_relayed(&self, offset: i64, record: ChangelogRecord) {
+        apply_burst(self, vec![(offset, record)], Source::Relay);
+    }
 }
 
 fn snapshot_of(state: &FeedState, grid: &str, view: &GridView) -> Option<Snapshot> {
@@ -341,7 +376,7 @@ fn consume(
     }
     // Records fetched together are applied and broadcast together: one event (one message per
     // subscriber) for what arrived at once.
-    let mut burst: Vec<ChangelogRecord> = Vec::new();
+    let mut burst: Vec<(i64, ChangelogRecord)> = Vec::new();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let wait = if burst.is_empty() { Duration::from_millis(100) } else { Duration::ZERO };
         let read = reader.poll(wait);
@@ -349,10 +384,10 @@ fn consume(
             || (!burst.is_empty() && !matches!(read, Ok(Read::Record { .. })))
         {
             let Some(feed) = feed.upgrade() else { break };
-            apply_burst(&feed, std::mem::take(&mut burst));
+            apply_burst(&feed, std::mem::take(&mut burst), Source::Changelog);
         }
         match read {
-            Ok(Read::Record { record, .. }) => burst.push(record),
+            Ok(Read::Record { offset, record }) => burst.push((offset, record)),
             Ok(Read::End) => {
                 loaded.send_if_modified(|state| {
                     let first = *state == FeedLoad::Loading;
@@ -370,9 +405,78 @@ fn consume(
     Ok(())
 }
 
-/// Applies records in order and broadcasts what they changed: consecutive deltas as one.
-fn apply_burst(feed: &AppFeed, records: Vec<ChangelogRecord>) {
+/// Records applied by the gateway's feeds, by where they came from (for `/metrics`).
+static APPLIED_FROM_CHANGELOG: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static APPLIED_FROM_RELAY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Changelog records the feeds applied as read from the broker and as relayed by nodes.
+pub(crate) fn applied_records() -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    (APPLIED_FROM_CHANGELOG.load(Relaxed), APPLIED_FROM_RELAY.load(Relaxed))
+}
+
+/// Which of `records` (in offset order) the feed applies: those at the offset it expects next,
+/// each once whichever source brings it first. None when the consumer read something other than
+/// what the relay brought at an offset: the feed no longer knows its place.
+fn take_new(
+    state: &mut FeedState,
+    records: Vec<(i64, ChangelogRecord)>,
+    source: Source,
+) -> Option<Vec<ChangelogRecord>> {
+    let mut new = Vec::with_capacity(records.len());
+    for (offset, record) in records {
+        match source {
+            Source::Relay if offset != state.next_offset => continue,
+            Source::Relay => {
+                state.relayed.push_back((offset, record.epoch, record.sequence));
+                if state.relayed.len() > MAX_UNCHECKED_RELAYED {
+                    state.relayed.pop_front();
+                }
+            }
+            Source::Changelog if offset < state.next_offset => {
+                while state.relayed.front().is_some_and(|(relayed, ..)| *relayed < offset) {
+                    state.relayed.pop_front();
+                }
+                if let Some(&(relayed, epoch, sequence)) = state.relayed.front()
+                    && relayed == offset
+                {
+                    state.relayed.pop_front();
+                    if (epoch, sequence) != (record.epoch, record.sequence) {
+                        return None;
+                    }
+                }
+                continue;
+            }
+            Source::Changelog => {}
+        }
+        state.next_offset = offset + 1;
+        new.push(record);
+    }
+    let counter = match source {
+        Source::Changelog => &APPLIED_FROM_CHANGELOG,
+        Source::Relay => &APPLIED_FROM_RELAY,
+    };
+    counter.fetch_add(new.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    Some(new)
+}
+
+/// Applies the new ones of `records` in order and broadcasts what they changed: consecutive
+/// deltas as one.
+fn apply_burst(feed: &AppFeed, records: Vec<(i64, ChangelogRecord)>, source: Source) {
     let mut state = feed.state.locked();
+    let Some(records) = take_new(&mut state, records, source) else {
+        tracing::error!(
+            "A changelog record differs from the one relayed at its offset: the feed ends and its subscribers start again."
+        );
+        drop(state);
+        feed.end(Status::unavailable(
+            "the grid feed lost its place in the app's changelog: subscribe again",
+        ));
+        return;
+    };
+    if records.is_empty() {
+        return;
+    }
     let mut merged: Option<ChangelogDelta> = None;
     // Sent under the lock, so subscribers see events in sequence order after their snapshot.
     let send = |state: &mut FeedState, event: FeedEvent| {
@@ -461,7 +565,7 @@ pub(super) fn feed_without_consumer() -> Arc<AppFeed> {
     let changes = Ring::new(FEED_BUFFER, 64 << 20);
     let (_, loaded) = watch::channel(FeedLoad::Loaded);
     Arc::new(AppFeed {
-        state: Mutex::new(FeedState { replay: Replay::default(), sequence: 0 }),
+        state: Mutex::new(FeedState::new(0)),
         changes,
         ended: std::sync::OnceLock::new(),
         loaded,
@@ -506,6 +610,57 @@ mod tests {
         relayout.grids[0].columns.push("m".into());
         assert!(!same_layouts(&merged, &relayout));
         assert!(same_layouts(&merged, &delta(vec![], vec![], 4)));
+    }
+
+    fn numbered(epoch: u64, sequence: u64) -> ChangelogRecord {
+        use aerogrid_proto::v1::{Fence, changelog_record};
+        ChangelogRecord {
+            epoch,
+            sequence,
+            kind: Some(changelog_record::Kind::Fence(Fence { node_id: "n".into() })),
+        }
+    }
+
+    fn sequences(records: &[ChangelogRecord]) -> Vec<u64> {
+        records.iter().map(|record| record.sequence).collect()
+    }
+
+    #[test]
+    fn each_offset_applies_once_from_whichever_source_brings_it_first() {
+        let mut state = FeedState::new(10);
+        let record = |offset: i64| (offset, numbered(1, offset as u64));
+        // The relay is ahead of the consumer (it joined late): nothing of it applies yet.
+        let taken = take_new(&mut state, vec![record(12), record(13)], Source::Relay).unwrap();
+        assert!(taken.is_empty());
+        // The consumer reads up to 12; the relay's 13 then applies, before the consumer's.
+        let taken =
+            take_new(&mut state, vec![record(10), record(11), record(12)], Source::Changelog);
+        assert_eq!(sequences(&taken.unwrap()), [10, 11, 12]);
+        let taken = take_new(&mut state, vec![record(13)], Source::Relay).unwrap();
+        assert_eq!(sequences(&taken), [13]);
+        // A relayed record delivered twice, or one from the past, is passed over.
+        assert!(
+            take_new(&mut state, vec![record(13), record(5)], Source::Relay).unwrap().is_empty()
+        );
+        // The consumer reaches 13 (the same record: passed over) and goes on at 14.
+        let taken = take_new(&mut state, vec![record(13), record(14)], Source::Changelog);
+        assert_eq!(sequences(&taken.unwrap()), [14]);
+        assert_eq!(state.next_offset, 15);
+        assert!(state.relayed.is_empty(), "checked and forgotten");
+    }
+
+    #[test]
+    fn a_consumed_record_unlike_the_relayed_one_at_its_offset_loses_the_feeds_place() {
+        let mut state = FeedState::new(0);
+        take_new(&mut state, vec![(0, numbered(2, 1))], Source::Relay).unwrap();
+        assert!(take_new(&mut state, vec![(0, numbered(2, 7))], Source::Changelog).is_none());
+        // Through the feed: its streams end, with a status that says to subscribe again.
+        let feed = feed_without_consumer();
+        apply_burst(&feed, vec![(0, numbered(2, 1))], Source::Relay);
+        assert!(feed.ended.get().is_none());
+        apply_burst(&feed, vec![(0, numbered(3, 1))], Source::Changelog);
+        let ended = feed.ended.get().expect("the feed ended");
+        assert_eq!(ended.code(), tonic::Code::Unavailable);
     }
 
     #[test]

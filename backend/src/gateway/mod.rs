@@ -8,8 +8,12 @@
 //! and nobody waits for it. What a client has been handed but not read is bounded per caller and
 //! in all (`crate::unread`): beyond, its streams end with RESOURCE_EXHAUSTED.
 //!
+//! A feed also follows the changelog relay of the node that runs the app (`relay`): records
+//! come from there as soon as the broker confirmed them, and from the changelog for everything
+//! the relay does not bring.
+//!
 //! Invariants:
-//! - The gateway only reads changelogs; it never writes to the broker.
+//! - The gateway only reads changelogs (and nodes' relays of them); it never writes to the broker.
 //! - Every call is authorised against Postgres before any grid data is read, and every open
 //!   stream again whenever access may have shrunk (`crate::access`).
 //!
@@ -21,6 +25,7 @@
 mod access;
 mod feed;
 mod latest;
+mod relay;
 mod subscription;
 mod view;
 
@@ -44,7 +49,7 @@ use subscription::{
 };
 use view::GridView;
 
-pub(crate) use feed::running_feeds;
+pub(crate) use feed::{applied_records, running_feeds};
 pub(crate) use subscription::subscriber_count;
 
 /// The gRPC services on the HTTP port: the grid API (native gRPC and gRPC-web, for browsers and
@@ -58,6 +63,7 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(state: &ServerState) -> a
     let grids = GridServiceServer::new(GridGateway {
         state: state.clone(),
         feeds,
+        relays: relay::RelayChannels::default(),
         checks: Arc::default(),
         unread: UnreadBudget::new(
             limits.unread_mib_per_caller << 20,
@@ -152,6 +158,8 @@ async fn report_health(state: ServerState, reporter: tonic_health::server::Healt
 pub(crate) struct GridGateway {
     state: ServerState,
     feeds: Feeds,
+    /// Connections to runtime nodes' changelog relays.
+    relays: relay::RelayChannels,
     /// Open streams' access checks, shared by streams with the same caller and grid.
     checks: Arc<SharedChecks<Result<(), Status>>>,
     unread: Arc<UnreadBudget>,
@@ -277,7 +285,7 @@ impl GridService for GridGateway {
 impl GridGateway {
     /// The app's feed, started if it has none, once it has read its changelog to the end.
     async fn feed(&self, app_id: Uuid) -> Result<Arc<AppFeed>, Status> {
-        feed::get_or_start(&self.state, &self.feeds, app_id, self.feed_bytes).await
+        feed::get_or_start(&self.state, &self.feeds, &self.relays, app_id, self.feed_bytes).await
     }
 }
 

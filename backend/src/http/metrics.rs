@@ -136,6 +136,7 @@ pub(crate) async fn metrics(State(state): State<ServerState>) -> Result<Response
         let count = totals.states.iter().find(|(name, _)| name == state).map_or(0, |(_, n)| *n);
         let _ = writeln!(out, "aerogrid_apps{{state=\"{state}\"}} {count}");
     }
+    let applied = crate::gateway::applied_records();
     let gauges = [
         (
             "aerogrid_records_in",
@@ -166,6 +167,18 @@ pub(crate) async fn metrics(State(state): State<ServerState>) -> Result<Response
             "gauge",
             "Changelog consumers running on this server (one per app with subscribers).",
             i64::try_from(crate::gateway::running_feeds()).unwrap_or(i64::MAX),
+        ),
+        (
+            "aerogrid_grid_feed_records_from_changelog_total",
+            "counter",
+            "Changelog records the grid feeds applied as read back from the broker.",
+            i64::try_from(applied.0).unwrap_or(i64::MAX),
+        ),
+        (
+            "aerogrid_grid_feed_records_relayed_total",
+            "counter",
+            "Changelog records the grid feeds applied as relayed by the runtime node (sooner).",
+            i64::try_from(applied.1).unwrap_or(i64::MAX),
         ),
     ];
     for (name, kind, help, value) in gauges {

@@ -83,7 +83,7 @@ pub(crate) fn aiokafka_peer(
     fetch_wait_ms: &str,
     expected: (u64, u64),
 ) -> Peer {
-    let python = peer_python();
+    let python = crate::support::bench_peer_python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peer/seed_aiokafka.py");
     let output = std::process::Command::new(&python)
         .args([script, &kafka.brokers, topic, &records.to_string(), fetch_wait_ms])
@@ -104,17 +104,6 @@ pub(crate) fn aiokafka_peer(
     assert_eq!(answer["rows"], rows, "the peer's grid");
     assert_eq!(answer["units_sold"], units_sold, "the peer's grid");
     Peer { records_per_second: answer["records_per_second"].as_f64().unwrap() }
-}
-
-/// `AEROGRID_PEER_PYTHON`, else the virtualenv `cargo xtask setup` makes under the target dir
-/// (this benchmark runs from `<target>/release/deps/`).
-fn peer_python() -> std::path::PathBuf {
-    if let Some(python) = std::env::var_os("AEROGRID_PEER_PYTHON") {
-        return python.into();
-    }
-    let executable = std::env::current_exe().unwrap();
-    let target = executable.ancestors().nth(3).unwrap();
-    target.join("tools").join("bench-peer").join("bin").join("python")
 }
 
 /// The seed grid after orders `0..records` of `support::produce_orders` over `products`

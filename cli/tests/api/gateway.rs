@@ -251,6 +251,8 @@ async fn snapshot_and_live_changes_match_the_orders() {
     assert_eq!(grid_of(&first), expected_totals(0..3000));
     support::produce_orders(&kafka, 3000..3500, 17).await;
     follow_until(&mut stream, first, &expected_totals(0..3500)).await;
+    // Live changes came by the node's relay (ahead of the changelog consumer) as well.
+    assert!(gauge(&stack, "aerogrid_grid_feed_records_relayed_total").await > 0);
 
     // Many subscribers come and go; with the last of them the feed ends. A new subscriber gets
     // a new feed (from the latest snapshot in the changelog), then live changes again.
@@ -544,4 +546,111 @@ async fn gauge(stack: &DevStack, name: &str) -> i64 {
         .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+/// The node's changelog relay, as a gateway follows it (`aerogrid.runtime.v1.ChangelogRelay`).
+async fn follow_relay(
+    url: &str,
+    app: uuid::Uuid,
+    token: Option<&str>,
+) -> Result<tonic::Streaming<aerogrid_proto::runtime::v1::RelayedRecord>, tonic::Status> {
+    use aerogrid_proto::runtime::{
+        RELAY_TOKEN_HEADER,
+        v1::{FollowRequest, changelog_relay_client::ChangelogRelayClient},
+    };
+    let channel =
+        tonic::transport::Endpoint::from_shared(url.to_owned()).unwrap().connect().await.unwrap();
+    let mut request = tonic::Request::new(FollowRequest { app_id: app.to_string() });
+    if let Some(token) = token {
+        request.metadata_mut().insert(RELAY_TOKEN_HEADER, token.parse().unwrap());
+    }
+    ChangelogRelayClient::new(channel).follow(request).await.map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_node_relays_each_confirmed_changelog_record_to_holders_of_its_token_only() {
+    use aerogrid_proto::v1::{ChangelogRecord, changelog_record};
+    use prost::Message as _;
+
+    let temp = tempfile::tempdir().unwrap();
+    let SeedStack { stack: _stack, pool, kafka, app, .. } = SeedStack::start(&temp, 0..100).await;
+    // The node said where it relays, with its token, and holds the app's lease.
+    let started = Instant::now();
+    let (url, token) = loop {
+        let found: Option<(String, String)> = sqlx::query_as(
+            "SELECT n.relay_url, n.relay_token FROM runtime_nodes n
+             JOIN app_leases l ON l.node_id = n.node_id AND l.app_id = $1",
+        )
+        .bind(app)
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no node runs the app");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert_eq!(token.len(), 64, "256 random bits");
+
+    for refused in [None, Some("not-the-token"), Some(&token[1..])] {
+        let status = follow_relay(&url, app, refused).await.expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{refused:?}: {status}");
+    }
+    let status = follow_relay(&url, uuid::Uuid::new_v4(), Some(&token)).await.expect_err("no run");
+    assert_eq!(status.code(), tonic::Code::NotFound);
+
+    // The app is running (it may still be starting: the stream is there once it runs).
+    let started = Instant::now();
+    let mut records = loop {
+        match follow_relay(&url, app, Some(&token)).await {
+            Ok(records) => break records,
+            Err(status) if status.code() == tonic::Code::NotFound => {}
+            Err(status) => panic!("{status}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the app never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Each change comes as the record the changelog holds at that offset, in order.
+    support::produce_orders(&kafka, 100..200, 17).await;
+    let mut relayed = BTreeMap::new();
+    // The rows as the relayed records leave them (rows are whole: the latest value wins).
+    let mut latest = BTreeMap::new();
+    while latest != expected_totals(0..200) {
+        let record = tokio::time::timeout(Duration::from_secs(30), records.message())
+            .await
+            .expect("records keep coming")
+            .unwrap()
+            .expect("the stream goes on");
+        let grids = match ChangelogRecord::decode(record.record.clone()).unwrap().kind {
+            Some(changelog_record::Kind::Delta(delta)) => delta.grids,
+            Some(changelog_record::Kind::Snapshot(part)) => part.grids,
+            _ => Vec::new(),
+        };
+        for row in
+            grids.iter().filter(|grid| grid.grid == "product_sum").flat_map(|grid| &grid.upserted)
+        {
+            latest.insert(row.key.clone(), int_of(&row.values[0]));
+        }
+        if let Some((last, _)) = relayed.last_key_value() {
+            assert_eq!(record.offset, last + 1, "every record, in changelog order");
+        }
+        relayed.insert(record.offset, record.record);
+    }
+    let mut reader = aerogrid_changelog::ChangelogReader::open(
+        kafka.consumer_config().set("group.id", "test-relay").clone(),
+        &aerogrid_changelog::topic_name(app),
+        *relayed.keys().next().unwrap(),
+    )
+    .unwrap();
+    for (offset, bytes) in &relayed {
+        let read = loop {
+            match reader.poll(Duration::from_millis(200)).unwrap() {
+                aerogrid_changelog::Read::Record { offset, record } => break (offset, record),
+                _ => continue,
+            }
+        };
+        assert_eq!((read.0, read.1), (*offset, ChangelogRecord::decode(bytes.clone()).unwrap()));
+    }
 }

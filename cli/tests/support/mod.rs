@@ -517,3 +517,15 @@ pub(crate) fn grpc_web_subscribe_body() -> Vec<u8> {
     body.extend_from_slice(&request);
     body
 }
+
+/// The Python of the benchmarks' peer scripts (`cli/benches/peer/`): `AEROGRID_PEER_PYTHON`,
+/// else the virtualenv `cargo xtask setup` makes under the target dir (a benchmark runs from
+/// `<target>/release/deps/`).
+pub(crate) fn bench_peer_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("AEROGRID_PEER_PYTHON") {
+        return python.into();
+    }
+    let executable = std::env::current_exe().unwrap();
+    let target = executable.ancestors().nth(3).unwrap();
+    target.join("tools").join("bench-peer").join("bin").join("python")
+}

@@ -437,6 +437,7 @@ async fn recover(
         changelog_topic.to_owned(),
         u64::try_from(epoch).unwrap_or(0),
         max_record_bytes,
+        context.relay.as_ref().map(|relay| relay.open(app_id)),
     )?;
     let fence = writer.write_fence(&context.node_id).await?;
     let mut from = db::snapshot_offset(&context.db, app_id).await?.unwrap_or(0);

@@ -1,0 +1,228 @@
+//! The changelog relay (`aerogrid.runtime.v1.ChangelogRelay`): the changelog records of the
+//! apps this node runs, passed on to the gateways that follow them as soon as the broker has
+//! confirmed each one, so a change reaches subscribers without a gateway reading it back from
+//! the broker.
+//!
+//! Best effort by design: only confirmed records are relayed (a subscriber never sees a change a
+//! crash could take back), in changelog order, each with its offset; a gateway applies one only
+//! at the offset it expects next and reads the changelog for the rest. So a follower that falls
+//! behind is dropped, records over [`MAX_RELAYED_BYTES`] are not relayed, and a run that ends
+//! ends its followers' streams: each only sends the gateway back to the changelog for a moment.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+};
+
+use aerogrid_proto::runtime::{
+    RELAY_TOKEN_HEADER,
+    v1::{
+        FollowRequest, RelayedRecord,
+        changelog_relay_server::{ChangelogRelay, ChangelogRelayServer},
+    },
+};
+use futures::Stream;
+use prost::bytes::Bytes;
+use tokio::sync::broadcast;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{Error, Result};
+
+/// Records a follower may be behind by before it is dropped (it reads the changelog meanwhile).
+const FOLLOWER_BACKLOG: usize = 256;
+/// Larger records (snapshot parts, big deltas) go through the changelog only: with the
+/// backlog, this bounds what an app's followers hold here to 16 MiB.
+pub(crate) const MAX_RELAYED_BYTES: usize = 64 << 10;
+
+/// The relay of one node: who follows which app.
+pub(crate) struct Relay {
+    token: String,
+    apps: Mutex<HashMap<Uuid, broadcast::Sender<RelayedRecord>>>,
+}
+
+/// Where a node's relay listens and what gateways are told to connect to.
+pub(crate) struct RelayEndpoint {
+    /// `http://host:port`, as written to `runtime_nodes.relay_url`.
+    pub(crate) url: String,
+    pub(crate) token: String,
+}
+
+impl Relay {
+    /// Serves the relay on `listen` until the process ends; returns it with the address
+    /// gateways are to use (`advertise`, or the address bound).
+    pub(crate) async fn serve(
+        listen: SocketAddr,
+        advertise: Option<&str>,
+    ) -> Result<(Arc<Self>, RelayEndpoint)> {
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|error| {
+            Error::Relay(format!("cannot listen for gateways on {listen}: {error}"))
+        })?;
+        let bound = listener.local_addr().map_err(|error| Error::Relay(error.to_string()))?;
+        let address = match advertise {
+            Some(address) => address.to_owned(),
+            None if bound.ip().is_unspecified() => {
+                return Err(Error::Relay(format!(
+                    "the relay listens on {bound}: say with --relay-advertise where gateways reach it"
+                )));
+            }
+            None => bound.to_string(),
+        };
+        let token: String =
+            rand::random::<[u8; 32]>().iter().map(|byte| format!("{byte:02x}")).collect();
+        let relay = Arc::new(Self { token: token.clone(), apps: Mutex::default() });
+        let service = ChangelogRelayServer::new(Service(relay.clone()));
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        tokio::spawn(async move {
+            if let Err(error) = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await
+            {
+                tracing::error!(%error, "The changelog relay stopped: gateways read changelogs only.");
+            }
+        });
+        tracing::info!(%bound, %address, "Relaying changelog records to gateways.");
+        Ok((relay, RelayEndpoint { url: format!("http://{address}"), token }))
+    }
+
+    /// The app's relay for one run: followers get its records until it is dropped.
+    pub(crate) fn open(self: &Arc<Self>, app_id: Uuid) -> AppRelay {
+        let (sender, _) = broadcast::channel(FOLLOWER_BACKLOG);
+        self.apps
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .insert(app_id, sender.clone());
+        AppRelay { relay: self.clone(), app_id, sender }
+    }
+
+    fn follow(&self, app_id: Uuid) -> Option<broadcast::Receiver<RelayedRecord>> {
+        let apps = self.apps.lock().unwrap_or_else(|poison| poison.into_inner());
+        apps.get(&app_id).map(broadcast::Sender::subscribe)
+    }
+}
+
+/// One run's end of the relay.
+pub(crate) struct AppRelay {
+    relay: Arc<Relay>,
+    app_id: Uuid,
+    sender: broadcast::Sender<RelayedRecord>,
+}
+
+impl AppRelay {
+    /// Whether a record of `bytes` would reach anyone (else it is not kept for the relay).
+    pub(crate) fn wants(&self, bytes: usize) -> bool {
+        bytes <= MAX_RELAYED_BYTES && self.sender.receiver_count() > 0
+    }
+
+    /// Passes a confirmed record on, at its offset.
+    pub(crate) fn confirmed(&self, offset: i64, record: Bytes) {
+        // No follower: nothing to do.
+        let _ = self.sender.send(RelayedRecord { offset, record });
+    }
+}
+
+impl Drop for AppRelay {
+    fn drop(&mut self) {
+        let mut apps = self.relay.apps.lock().unwrap_or_else(|poison| poison.into_inner());
+        // A later run of the app may have opened its own already.
+        if apps.get(&self.app_id).is_some_and(|sender| sender.same_channel(&self.sender)) {
+            apps.remove(&self.app_id);
+        }
+    }
+}
+
+struct Service(Arc<Relay>);
+
+type Records = Pin<Box<dyn Stream<Item = std::result::Result<RelayedRecord, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ChangelogRelay for Service {
+    type FollowStream = Records;
+
+    async fn follow(
+        &self,
+        request: Request<FollowRequest>,
+    ) -> std::result::Result<Response<Records>, Status> {
+        let presented = request.metadata().get(RELAY_TOKEN_HEADER).map(|value| value.as_bytes());
+        if !presented.is_some_and(|presented| same_secret(presented, self.0.token.as_bytes())) {
+            return Err(Status::unauthenticated("the relay takes the node's token"));
+        }
+        let app_id: Uuid = request
+            .get_ref()
+            .app_id
+            .parse()
+            .map_err(|_| Status::invalid_argument("app_id is not a UUID"))?;
+        let receiver = self
+            .0
+            .follow(app_id)
+            .ok_or_else(|| Status::not_found("this node does not run the app now"))?;
+        let records = futures::stream::unfold(receiver, |mut receiver| async move {
+            match receiver.recv().await {
+                Ok(record) => Some((Ok(record), receiver)),
+                // The run ended: so does the stream.
+                Err(broadcast::error::RecvError::Closed) => None,
+                Err(broadcast::error::RecvError::Lagged(missed)) => Some((
+                    Err(Status::resource_exhausted(format!(
+                        "the follower fell {missed} records behind: read the changelog"
+                    ))),
+                    receiver,
+                )),
+            }
+        });
+        // A lagged follower's stream ends after its error.
+        let records = futures::StreamExt::take_while(records, {
+            let mut failed = false;
+            move |item| {
+                let go_on = !failed;
+                failed |= item.is_err();
+                std::future::ready(go_on)
+            }
+        });
+        Ok(Response::new(Box::pin(records)))
+    }
+}
+
+/// Compares two secrets in time independent of where they differ.
+fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
+    presented.len() == expected.len()
+        && presented.iter().zip(expected).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abd", b"abc"));
+        assert!(!same_secret(b"ab", b"abc"));
+        assert!(!same_secret(b"", b"abc"));
+    }
+
+    #[tokio::test]
+    async fn a_run_relays_to_its_followers_until_it_ends() {
+        let relay = Arc::new(Relay { token: "t".into(), apps: Mutex::default() });
+        let app = Uuid::new_v4();
+        assert!(relay.follow(app).is_none(), "no run: no stream");
+        let run = relay.open(app);
+        assert!(!run.wants(10), "nobody follows: nothing kept");
+        let mut follower = relay.follow(app).expect("the run is open");
+        assert!(run.wants(10));
+        assert!(!run.wants(MAX_RELAYED_BYTES + 1), "large records go by the changelog");
+        run.confirmed(7, Bytes::from_static(b"x"));
+        let record = follower.recv().await.unwrap();
+        assert_eq!((record.offset, &record.record[..]), (7, &b"x"[..]));
+        // A second run of the app replaces the first; the first's end leaves it in place.
+        let second = relay.open(app);
+        drop(run);
+        assert!(relay.follow(app).is_some());
+        drop(second);
+        assert!(relay.follow(app).is_none());
+        assert!(matches!(follower.recv().await, Err(broadcast::error::RecvError::Closed)));
+    }
+}
