@@ -512,11 +512,23 @@ pub(crate) async fn register_node(
     Ok(())
 }
 
-/// Says this node is still up, and removes nodes not seen for an hour (they died).
-pub(crate) async fn refresh_nodes(db: &sqlx::PgPool, node_id: &str) -> Result<()> {
-    sqlx::query!("UPDATE runtime_nodes SET seen_at = now() WHERE node_id = $1", node_id)
-        .execute(db)
-        .await?;
+/// Says this node is still up (adding it again if a sweep removed it while the database was out
+/// of reach), and removes nodes not seen for an hour (they died).
+pub(crate) async fn refresh_nodes(
+    db: &sqlx::PgPool,
+    node_id: &str,
+    relay_url: Option<&str>,
+    relay_token: Option<&str>,
+) -> Result<()> {
+    sqlx::query!(
+        "INSERT INTO runtime_nodes (node_id, relay_url, relay_token) VALUES ($1, $2, $3)
+         ON CONFLICT (node_id) DO UPDATE SET seen_at = now()",
+        node_id,
+        relay_url,
+        relay_token
+    )
+    .execute(db)
+    .await?;
     sqlx::query!("DELETE FROM runtime_nodes WHERE seen_at < now() - interval '1 hour'")
         .execute(db)
         .await?;

@@ -171,15 +171,16 @@ pub async fn run(
     } else {
         Some(Relay::serve(args.relay_listen, args.relay_advertise.as_deref()).await?)
     };
-    db::register_node(
-        &db,
-        &node_id,
-        relay.as_ref().map(|(_, endpoint)| endpoint.url.as_str()),
-        relay.as_ref().map(|(_, endpoint)| endpoint.token.as_str()),
-    )
-    .await?;
+    let (relay, endpoint) = relay.unzip();
+    let listing = NodeListing {
+        node_id: node_id.clone(),
+        relay_url: endpoint.as_ref().map(|endpoint| endpoint.url.clone()),
+        relay_token: endpoint.map(|endpoint| endpoint.token),
+    };
+    db::register_node(&db, &node_id, listing.relay_url.as_deref(), listing.relay_token.as_deref())
+        .await?;
     let context = NodeContext {
-        relay: relay.map(|(relay, _)| relay),
+        relay,
         wake: changed.clone(),
         db: db.clone(),
         kafka: kafka.clone(),
@@ -210,7 +211,7 @@ pub async fn run(
     let mut running: HashMap<Uuid, RunningApp> = HashMap::new();
     let mut poll = tokio::time::interval(POLL);
     let listener = tokio::spawn(listen_for_app_changes(db.clone(), changed.clone()));
-    let sweeper = tokio::spawn(sweep(db.clone(), node_id.clone(), args.output_retention_days));
+    let sweeper = tokio::spawn(sweep(db.clone(), listing, args.output_retention_days));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -295,9 +296,16 @@ pub async fn run(
     Ok(())
 }
 
+/// What this node says of itself in `runtime_nodes`.
+struct NodeListing {
+    node_id: String,
+    relay_url: Option<String>,
+    relay_token: Option<String>,
+}
+
 /// Deletes logs and bad records past their retention, every `SWEEP`, and says the node is still
 /// up. (Every node sweeps; a sweep that finds nothing costs an index lookup.)
-async fn sweep(db: sqlx::PgPool, node_id: String, retention_days: f64) {
+async fn sweep(db: sqlx::PgPool, node: NodeListing, retention_days: f64) {
     let max_age_seconds = retention_days.max(0.0) * 86_400.0;
     // A retention shorter than the sweep is kept to within half of it.
     let every = SWEEP.min(Duration::from_secs_f64((max_age_seconds / 2.0).max(1.0)));
@@ -307,7 +315,8 @@ async fn sweep(db: sqlx::PgPool, node_id: String, retention_days: f64) {
         if let Err(error) = db::delete_old_output(&db, max_age_seconds).await {
             tracing::warn!(%error, "Cannot delete old logs and bad records.");
         }
-        if let Err(error) = db::refresh_nodes(&db, &node_id).await {
+        let (url, token) = (node.relay_url.as_deref(), node.relay_token.as_deref());
+        if let Err(error) = db::refresh_nodes(&db, &node.node_id, url, token).await {
             tracing::warn!(%error, "Cannot refresh runtime_nodes.");
         }
     }

@@ -62,6 +62,11 @@ impl Relay {
         })?;
         let bound = listener.local_addr().map_err(|error| Error::Relay(error.to_string()))?;
         let address = match advertise {
+            Some(address) if !is_host_and_port(address) => {
+                return Err(Error::Relay(format!(
+                    "--relay-advertise `{address}` is not host:port (no scheme, a port number)"
+                )));
+            }
             Some(address) => address.to_owned(),
             None if bound.ip().is_unspecified() => {
                 return Err(Error::Relay(format!(
@@ -74,18 +79,25 @@ impl Relay {
             rand::random::<[u8; 32]>().iter().map(|byte| format!("{byte:02x}")).collect();
         let relay = Arc::new(Self { token: token.clone(), apps: Mutex::default() });
         let service = ChangelogRelayServer::new(Service(relay.clone()));
+        // Gateways keep one connection each and a stream per followed app; a peer that goes
+        // quiet is dropped, so its follows stop holding records.
+        let server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+            .max_concurrent_streams(Some(100_000))
+            .add_service(service);
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         tokio::spawn(async move {
-            if let Err(error) = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(incoming)
-                .await
-            {
+            if let Err(error) = server.serve_with_incoming(incoming).await {
                 tracing::error!(%error, "The changelog relay stopped: gateways read changelogs only.");
             }
         });
-        tracing::info!(%bound, %address, "Relaying changelog records to gateways.");
+        if bound.ip().is_loopback() {
+            tracing::info!(%bound, "Relaying changelog records to gateways on this machine (gateways elsewhere need --relay-listen and --relay-advertise).");
+        } else {
+            tracing::info!(%bound, %address, "Relaying changelog records to gateways.");
+        }
         Ok((relay, RelayEndpoint { url: format!("http://{address}"), token }))
     }
 
@@ -186,6 +198,14 @@ impl ChangelogRelay for Service {
     }
 }
 
+/// Whether `address` is `host:port` (what gateways are told to dial, after `http://`).
+fn is_host_and_port(address: &str) -> bool {
+    !address.contains('/')
+        && address.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port != 0)
+        })
+}
+
 /// Compares two secrets in time independent of where they differ.
 fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
     presented.len() == expected.len()
@@ -202,6 +222,16 @@ mod tests {
         assert!(!same_secret(b"abd", b"abc"));
         assert!(!same_secret(b"ab", b"abc"));
         assert!(!same_secret(b"", b"abc"));
+    }
+
+    #[test]
+    fn an_advertised_address_is_host_and_port() {
+        for good in ["10.0.0.7:7070", "node-1.aerogrid.svc:7070", "[::1]:7070"] {
+            assert!(is_host_and_port(good), "{good}");
+        }
+        for bad in ["http://h:7070", "h", "h:", ":7070", "h:0", "h:99999", "h:70/x"] {
+            assert!(!is_host_and_port(bad), "{bad}");
+        }
     }
 
     #[tokio::test]

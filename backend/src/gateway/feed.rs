@@ -6,7 +6,7 @@
 //! Records also come from the node's relay (`relay.rs`), sooner. Either way the feed applies the
 //! changelog's records in offset order, each once: a relayed record only at the offset expected
 //! next, a consumed one only if the relay has not brought it already (and then it must be the
-//! record the relay brought, else the feed ends: it no longer knows its place).
+//! record the relay brought, by digest, else the feed ends: it no longer knows its place).
 
 use crate::LockExt as _;
 use std::{
@@ -40,7 +40,7 @@ pub(super) const FEED_BUFFER: usize = 1024;
 /// How long a new feed may take to read its changelog up to the end.
 const FEED_LOAD_TIMEOUT: Duration = Duration::from_secs(20);
 /// Changelog records applied and broadcast as one event at most.
-const MAX_BURST: usize = 64;
+pub(super) const MAX_BURST: usize = 64;
 
 /// The feeds of apps with subscribers.
 pub(super) type Feeds = Arc<Mutex<HashMap<Uuid, Weak<AppFeed>>>>;
@@ -181,9 +181,9 @@ pub(super) struct FeedState {
     pub(super) sequence: u64,
     /// The changelog offset of the next record to apply.
     next_offset: i64,
-    /// Records applied from the relay that the consumer has not read yet: (offset, epoch,
-    /// sequence), to check the consumer reads the same there.
-    relayed: VecDeque<(i64, u64, u64)>,
+    /// Records applied from the relay that the consumer has not read yet: their offsets and
+    /// digests, to check the consumer reads the same there.
+    relayed: VecDeque<(i64, u64)>,
 }
 
 impl FeedState {
@@ -192,8 +192,17 @@ impl FeedState {
     }
 }
 
-/// Relayed records remembered for that check; beyond, the oldest go unchecked.
-const MAX_UNCHECKED_RELAYED: usize = 10_000;
+/// Relayed records remembered for that check (the consumer is seldom more than a fetch
+/// behind); beyond, the oldest go unchecked.
+const MAX_RELAYED_TO_CHECK: usize = 10_000;
+
+/// A record's digest: SipHash of its encoding, keyed at random per process (so a forged record
+/// cannot be made to match).
+fn digest(record: &ChangelogRecord) -> u64 {
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    std::hash::BuildHasher::hash_one(KEY.get_or_init(Default::default), record.encode_to_vec())
+}
 
 /// Where a record came from.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -317,10 +326,10 @@ impl AppFeed {
         snapshot_of(&self.state.locked(), grid, view)
     }
 
-    /// A record the node relayed, at its changelog offset: applied if it is the one expected
-    /// next, else left to the consumer.
-    pub(super) fn apply_relayed(&self, offset: i64, record: ChangelogRecord) {
-        apply_burst(self, vec![(offset, record)], Source::Relay);
+    /// Records the node relayed (consecutive ones, each at its changelog offset): those at the
+    /// offset expected next are applied, the others left to the consumer.
+    pub(super) fn apply_relayed(&self, records: Vec<(i64, ChangelogRecord)>) {
+        apply_burst(self, records, Source::Relay);
     }
 }
 
@@ -428,8 +437,8 @@ fn take_new(
         match source {
             Source::Relay if offset != state.next_offset => continue,
             Source::Relay => {
-                state.relayed.push_back((offset, record.epoch, record.sequence));
-                if state.relayed.len() > MAX_UNCHECKED_RELAYED {
+                state.relayed.push_back((offset, digest(&record)));
+                if state.relayed.len() > MAX_RELAYED_TO_CHECK {
                     state.relayed.pop_front();
                 }
             }
@@ -437,11 +446,11 @@ fn take_new(
                 while state.relayed.front().is_some_and(|(relayed, ..)| *relayed < offset) {
                     state.relayed.pop_front();
                 }
-                if let Some(&(relayed, epoch, sequence)) = state.relayed.front()
+                if let Some(&(relayed, relayed_digest)) = state.relayed.front()
                     && relayed == offset
                 {
                     state.relayed.pop_front();
-                    if (epoch, sequence) != (record.epoch, record.sequence) {
+                    if relayed_digest != digest(&record) {
                         return None;
                     }
                 }
@@ -653,7 +662,18 @@ mod tests {
     fn a_consumed_record_unlike_the_relayed_one_at_its_offset_loses_the_feeds_place() {
         let mut state = FeedState::new(0);
         take_new(&mut state, vec![(0, numbered(2, 1))], Source::Relay).unwrap();
-        assert!(take_new(&mut state, vec![(0, numbered(2, 7))], Source::Changelog).is_none());
+        // The same epoch and number, other content (a forged or corrupted record).
+        let mut other = numbered(2, 1);
+        other.kind =
+            Some(aerogrid_proto::v1::changelog_record::Kind::Fence(aerogrid_proto::v1::Fence {
+                node_id: "elsewhere".into(),
+            }));
+        assert!(take_new(&mut state, vec![(0, other)], Source::Changelog).is_none());
+        // The same record passes.
+        let mut state = FeedState::new(0);
+        take_new(&mut state, vec![(0, numbered(2, 1))], Source::Relay).unwrap();
+        let passed = take_new(&mut state, vec![(0, numbered(2, 1))], Source::Changelog).unwrap();
+        assert!(passed.is_empty() && state.relayed.is_empty());
         // Through the feed: its streams end, with a status that says to subscribe again.
         let feed = feed_without_consumer();
         apply_burst(&feed, vec![(0, numbered(2, 1))], Source::Relay);

@@ -252,7 +252,8 @@ async fn snapshot_and_live_changes_match_the_orders() {
     support::produce_orders(&kafka, 3000..3500, 17).await;
     follow_until(&mut stream, first, &expected_totals(0..3500)).await;
     // Live changes came by the node's relay (ahead of the changelog consumer) as well.
-    assert!(gauge(&stack, "aerogrid_grid_feed_records_relayed_total").await > 0);
+    let relayed = gauge(&stack, "aerogrid_grid_feed_records_relayed_total").await;
+    assert!(relayed > 0, "nothing came by the relay: {}", relay_log(&stack));
 
     // Many subscribers come and go; with the last of them the feed ends. A new subscriber gets
     // a new feed (from the latest snapshot in the changelog), then live changes again.
@@ -546,6 +547,12 @@ async fn gauge(stack: &DevStack, name: &str) -> i64 {
         .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+/// What `aerogrid dev` logged of the changelog relay.
+fn relay_log(stack: &DevStack) -> String {
+    let log = stack.stderr();
+    log.lines().filter(|line| line.to_lowercase().contains("relay")).collect::<Vec<_>>().join("\n")
 }
 
 /// The node's changelog relay, as a gateway follows it (`aerogrid.runtime.v1.ChangelogRelay`).
