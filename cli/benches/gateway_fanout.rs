@@ -16,7 +16,8 @@
 //! - one gRPC-web subscriber while orders come at 5,000/s: cell updates/s, latency.
 //!
 //! FETCH_WAIT_MS=n sets the broker's fetch wait of every consumer (default: `aerogrid dev`'s);
-//! GATEWAY_FETCH_WAIT_MS=n that of the gateway's changelog consumer alone.
+//! GATEWAY_FETCH_WAIT_MS=n that of the gateway's changelog consumer alone; NO_RELAY=1 starts the
+//! node without its changelog relay (every change then reaches the gateway through the broker).
 //! `cargo bench -p aerogrid-cli --bench gateway_fanout` (RATE=orders/s, PHASE_SECONDS,
 //! SUBSCRIBERS, IDLE_SUBSCRIBERS, WEB_RATE to change the defaults 1000, 10, 1000, 10000, 5000).
 
@@ -139,6 +140,10 @@ async fn run() {
     let fetch_wait_option =
         std::env::var("FETCH_WAIT_MS").ok().map(|millis| format!("fetch.wait.max.ms={millis}"));
     let mut dev_args = vec!["--broker-storage", "memory"];
+    let relay = std::env::var_os("NO_RELAY").is_none();
+    if !relay {
+        dev_args.push("--no-relay");
+    }
     if let Some(option) = &fetch_wait_option {
         dev_args.extend(["--kafka-option", option.as_str()]);
     }
@@ -166,7 +171,8 @@ async fn run() {
     let url = format!("http://{}", server.addr);
     let token = stack.file("admin-token");
     println!(
-        "seed app on a memory broker (fetch.wait.max.ms={fetch_wait}, the gateway's {gateway_fetch_wait}); {rate} orders/s, {seconds} s per phase"
+        "seed app on a memory broker (fetch.wait.max.ms={fetch_wait}, the gateway's {gateway_fetch_wait}), changelog relay {}; {rate} orders/s, {seconds} s per phase",
+        if relay { "on" } else { "off" }
     );
 
     let sent = Arc::new(RwLock::new(Sent::default()));
