@@ -342,18 +342,7 @@ async fn subscribe_all(
                 .into_inner();
             let _snapshot = stream.message().await.unwrap();
             let _ = ready_sender.send(());
-            let mut received = Vec::new();
-            loop {
-                // (No timer per message: at 1,000 subscribers, timers alone would load the box.)
-                let message = tokio::select! {
-                    biased;
-                    _ = stopped.wait_for(|stop| *stop) => break,
-                    message = stream.message() => message,
-                };
-                let Some(message) = message.unwrap() else { break };
-                received.push((Instant::now(), message));
-            }
-            received
+            keep_received(stream, &mut stopped).await
         }));
     }
     for receiver in ready {
@@ -520,20 +509,27 @@ impl LivePeer {
             .into_inner();
         let _every_row = stream.message().await.unwrap();
         let mut stopped = stopped.clone();
-        tokio::spawn(async move {
-            let mut received = Vec::new();
-            loop {
-                let message = tokio::select! {
-                    biased;
-                    _ = stopped.wait_for(|stop| *stop) => break,
-                    message = stream.message() => message,
-                };
-                let Some(message) = message.unwrap() else { break };
-                received.push((Instant::now(), message));
-            }
-            received
-        })
+        tokio::spawn(async move { keep_received(stream, &mut stopped).await })
     }
+}
+
+/// Every message of `stream` with when it arrived, until `stopped` or the stream ends.
+async fn keep_received(
+    mut stream: tonic::Streaming<Vec<u8>>,
+    stopped: &mut tokio::sync::watch::Receiver<bool>,
+) -> Vec<(Instant, Vec<u8>)> {
+    let mut received = Vec::new();
+    loop {
+        // (No timer per message: at 1,000 subscribers, timers alone would load the box.)
+        let message = tokio::select! {
+            biased;
+            _ = stopped.wait_for(|stop| *stop) => break,
+            message = stream.message() => message,
+        };
+        let Some(message) = message.unwrap() else { break };
+        received.push((Instant::now(), message));
+    }
+    received
 }
 
 impl Drop for LivePeer {
