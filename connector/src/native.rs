@@ -29,6 +29,7 @@ pub(crate) fn module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     install_send(py);
     module.add_class::<grid::Grid>()?;
     module.add_class::<grid::GridItems>()?;
+    module.add_class::<grid::Row>()?;
     module.add_class::<EventBatch>()?;
     module.add("NEED_RECORDS", need_records(py))?;
     Ok(module)

@@ -651,6 +651,7 @@ def _is_async_function(function: Any) -> bool:
 try:
     from aerogrid._native import NEED_RECORDS as _NEED_RECORDS  # noqa: F811
     from aerogrid._native import Grid  # type: ignore[assignment] # noqa: F811
+    from aerogrid._native import Row  # type: ignore[assignment] # noqa: F811
     from aerogrid._native import Stream  # type: ignore[assignment] # noqa: F811
 except ImportError:
     pass

@@ -3,6 +3,7 @@
 embedded interpreter, against the native grid (`connector/src/native/grid.rs`)."""
 
 import enum
+import json
 import sys
 import unittest
 from pathlib import Path
@@ -149,6 +150,18 @@ class Grids(unittest.TestCase):
             lambda: row.__setitem__("ask", float("nan")),
         )
         self.assertEqual(grid["x"], {"bid": 2, "ask": 3})
+
+    def test_a_row_is_a_dict_of_its_own(self):
+        grid = self.grid()
+        grid["x"] = {"bid": 1}
+        row = grid["x"]
+        self.assertIsInstance(row, aerogrid.Row)
+        self.assertEqual(json.dumps(row), '{"bid": 1, "ask": null}')
+        self.assertEqual(repr(row), "{'bid': 1, 'ask': None}")
+        del row["bid"]
+        self.assertEqual(row, {"ask": None})
+        self.assertEqual(grid["x"], {"bid": 1, "ask": None})
+        self.assertEqual(grid._take_changes(), {"x": {"bid": 1, "ask": None}})
 
     def test_a_copy_of_a_row_is_not_the_row(self):
         grid = self.grid()
