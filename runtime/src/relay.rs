@@ -255,4 +255,59 @@ mod tests {
         assert!(relay.follow(app).is_none());
         assert!(matches!(follower.recv().await, Err(broadcast::error::RecvError::Closed)));
     }
+
+    fn follow_request(token: &str, app_id: &str) -> Request<FollowRequest> {
+        let mut request = Request::new(FollowRequest { app_id: app_id.into() });
+        request.metadata_mut().insert(RELAY_TOKEN_HEADER, token.parse().unwrap());
+        request
+    }
+
+    #[tokio::test]
+    async fn a_follow_takes_the_token_and_a_running_app() {
+        let relay = Arc::new(Relay { token: "secret".into(), apps: Mutex::default() });
+        let service = Service(relay.clone());
+        let app = Uuid::new_v4();
+        let _run = relay.open(app);
+        let refused = |request| async { service.follow(request).await.err().unwrap().code() };
+        assert_eq!(
+            refused(Request::new(FollowRequest { app_id: app.to_string() })).await,
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(
+            refused(follow_request("secreT", &app.to_string())).await,
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(refused(follow_request("secret", "app")).await, tonic::Code::InvalidArgument);
+        assert_eq!(
+            refused(follow_request("secret", &Uuid::new_v4().to_string())).await,
+            tonic::Code::NotFound
+        );
+        assert!(service.follow(follow_request("secret", &app.to_string())).await.is_ok());
+    }
+
+    /// A follower that stops reading holds at most FOLLOWER_BACKLOG records here; then its
+    /// stream ends with the reason, and the run goes on for the others.
+    #[tokio::test]
+    async fn a_follower_that_falls_behind_is_dropped_with_the_reason() {
+        use futures::StreamExt;
+        let relay = Arc::new(Relay { token: "t".into(), apps: Mutex::default() });
+        let service = Service(relay.clone());
+        let app = Uuid::new_v4();
+        let run = relay.open(app);
+        let mut slow =
+            service.follow(follow_request("t", &app.to_string())).await.unwrap().into_inner();
+        let mut keeping_up =
+            service.follow(follow_request("t", &app.to_string())).await.unwrap().into_inner();
+        let sent = FOLLOWER_BACKLOG as i64 + 10;
+        for offset in 0..sent {
+            run.confirmed(offset, Bytes::from_static(b"delta"));
+            assert_eq!(keeping_up.next().await.unwrap().unwrap().offset, offset);
+        }
+        let error = slow.next().await.unwrap().unwrap_err();
+        assert_eq!(error.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(error.message(), "the follower fell 10 records behind: read the changelog");
+        assert!(slow.next().await.is_none(), "the stream ends after its error");
+        run.confirmed(sent, Bytes::from_static(b"delta"));
+        assert_eq!(keeping_up.next().await.unwrap().unwrap().offset, sent);
+    }
 }
