@@ -200,8 +200,13 @@ async fn end_to_end(orders: u64, sandbox: Sandbox) -> EndToEnd {
             "  round {round}: seed program, Start to last: {:.0} records/s",
             orders as f64 / seconds
         );
-        if seconds < best {
-            best = seconds;
+        // Counted only with the grid exactly right: offsets alone would count records a
+        // broker skipped (tansu's memory storage may).
+        let grid = format!("acme/{name}/product_sum");
+        match grid_matches(&stack, &grid, baselines::seed_grid(orders, 1000)) {
+            Ok(()) if seconds < best => best = seconds,
+            Ok(()) => {}
+            Err(wrong) => println!("  round {round}: NOT COUNTED, the grid is not exact: {wrong}"),
         }
         if round == 0 {
             first_start_ms = first.duration_since(started).as_secs_f64() * 1e3;
@@ -588,6 +593,37 @@ fn connector_alone(orders: u64, sandbox: Sandbox) -> f64 {
     drop(writer.join().unwrap());
     child.wait().unwrap();
     orders as f64 / seconds
+}
+
+/// Whether `aerogrid snapshot GRID` has the seed's (rows, total units sold), within a few
+/// seconds (the gateway reads the changelog behind the committed offsets); else what it has.
+fn grid_matches(stack: &DevStack, grid: &str, expected: (u64, u64)) -> Result<(), String> {
+    let token = stack.file("admin-token");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
+            .args(["snapshot", grid, "--url", &stack.url, "--token", &token])
+            .env_remove("AEROGRID_URL")
+            .env_remove("AEROGRID_TOKEN")
+            .output()
+            .unwrap();
+        let found =
+            serde_json::from_slice::<serde_json::Value>(&output.stdout).ok().and_then(|json| {
+                let rows = json["rows"].as_object()?;
+                let units: Option<u64> = rows.values().map(|row| row["units_sold"].as_u64()).sum();
+                Some((rows.len() as u64, units?))
+            });
+        if found == Some(expected) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{found:?} (rows, units sold), expected {expected:?}; {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Polls the app's committed input offsets (written right after each changelog write) until
