@@ -305,17 +305,26 @@ impl Grid {
         self.column_names.iter().position(|name| name.bind(column.py()).to_str().ok() == Some(text))
     }
 
+    fn no_such_column(&self, column: &Bound<'_, PyAny>) -> PyErr {
+        let py = column.py();
+        let columns: Vec<String> =
+            self.column_names.iter().map(|column| column.bind(py).to_string()).collect();
+        let column = match column.repr() {
+            Ok(repr) => repr.to_string(),
+            Err(error) => return error,
+        };
+        PyKeyError::new_err(format!(
+            "grid `{}` has no column {column} (its columns: {})",
+            self.name.bind(py),
+            columns.join(", ")
+        ))
+    }
+
     fn check_cell(&self, column: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = column.py();
         let name = self.name.bind(py);
         if self.column_index(column).is_none() {
-            let columns: Vec<String> =
-                self.column_names.iter().map(|column| column.bind(py).to_string()).collect();
-            return Err(PyKeyError::new_err(format!(
-                "grid `{name}` has no column {} (its columns: {})",
-                column.repr()?,
-                columns.join(", ")
-            )));
+            return Err(self.no_such_column(column));
         }
         let is_int = value.is_instance_of::<PyInt>();
         let is_float = value.is_instance_of::<PyFloat>();
@@ -393,16 +402,8 @@ impl Row {
         slf.as_super().del_item(column)
     }
 
-    fn __missing__(&self, py: Python<'_>, column: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let grid = self.grid.get();
-        let columns: Vec<String> =
-            grid.column_names.iter().map(|column| column.bind(py).to_string()).collect();
-        Err(PyKeyError::new_err(format!(
-            "grid `{}` has no column {} (its columns: {})",
-            grid.name.bind(py),
-            column.repr()?,
-            columns.join(", ")
-        )))
+    fn __missing__(&self, column: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        Err(self.grid.get().no_such_column(column))
     }
 
     #[pyo3(signature = (*args, **kwargs))]
