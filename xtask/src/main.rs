@@ -171,7 +171,8 @@ fn test(root: &Path) -> anyhow::Result<()> {
         run(cargo()
             .args(["test", "--locked", "--", "--nocapture"])
             .env("AEROGRID_WEB_DIR", web_dir(root))
-            .env("AEROGRID_SCHEMATHESIS", setup::schemathesis_bin(root)))
+            .env("AEROGRID_SCHEMATHESIS", setup::schemathesis_bin(root))
+            .env("AEROGRID_UV", setup::uv_bin(root)))
     })?;
     timed("Excel add-in tests (its functions against a real server)", || {
         run(Command::new("node")

@@ -72,6 +72,14 @@ const APT_PACKAGES: &[&str] = &[
 /// The API fuzzer (schema-driven, from the OpenAPI document), in a virtualenv of its own.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 
+/// The Python package manager that locks and installs apps' packages (`aerogrid-packages`).
+const UV: &str = "uv==0.13.9";
+
+/// Where uv is installed (tests find it there, or at `AEROGRID_UV`).
+pub(crate) fn uv_bin(root: &Path) -> PathBuf {
+    crate::target_dir(root).join("tools").join("uv").join("bin").join("uv")
+}
+
 /// Where the API fuzzer's virtualenv lives (tests find it there, or at `AEROGRID_SCHEMATHESIS`).
 pub(crate) fn schemathesis_bin(root: &Path) -> PathBuf {
     crate::target_dir(root).join("tools").join("schemathesis").join("bin").join("schemathesis")
@@ -111,6 +119,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
             install_npm_project(&root.join(project))?;
         }
         install_schemathesis(root)?;
+        install_uv(root)?;
         install_native_sample_python(root)?;
         install_bench_peer_python(root)
     })
@@ -231,10 +240,18 @@ fn install_npm_project(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn install_schemathesis(root: &Path) -> anyhow::Result<()> {
-    timed(SCHEMATHESIS, || {
-        let binary = schemathesis_bin(root);
-        let wanted = SCHEMATHESIS.split("==").nth(1).unwrap_or_default();
-        if output(Command::new(&binary).arg("--version")).is_ok_and(|out| out.contains(wanted)) {
+    install_pip_tool(SCHEMATHESIS, &schemathesis_bin(root))
+}
+
+fn install_uv(root: &Path) -> anyhow::Result<()> {
+    install_pip_tool(UV, &uv_bin(root))
+}
+
+/// `spec` (`name==version`) in a virtualenv of its own, whose `bin/` holds `binary`.
+fn install_pip_tool(spec: &str, binary: &Path) -> anyhow::Result<()> {
+    timed(spec, || {
+        let wanted = spec.split("==").nth(1).unwrap_or_default();
+        if output(Command::new(binary).arg("--version")).is_ok_and(|out| out.contains(wanted)) {
             eprintln!("    already installed");
             return Ok(());
         }
@@ -244,7 +261,7 @@ fn install_schemathesis(root: &Path) -> anyhow::Result<()> {
             "install",
             "--quiet",
             "--disable-pip-version-check",
-            SCHEMATHESIS,
+            spec,
         ]))
     })
 }

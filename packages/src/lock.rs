@@ -1,0 +1,241 @@
+//! Locking requirements with uv (`uv pip compile`): exact versions and the hashes of their
+//! files, for the interpreter and platform the runtime runs, wheels only.
+
+use std::{path::PathBuf, process::Stdio, time::Duration};
+
+use tokio::io::AsyncWriteExt;
+
+use crate::{LineError, Requirements};
+
+/// Where and how uv runs.
+#[derive(Clone, Debug)]
+pub struct Uv {
+    pub binary: PathBuf,
+    /// uv's download cache (shared by every lock and install of this process).
+    pub cache_dir: PathBuf,
+    /// The operator's index (PyPI when None) and extra indexes; they may hold credentials,
+    /// which never appear in what this crate returns.
+    pub index_url: Option<String>,
+    pub extra_index_urls: Vec<String>,
+    /// Longest a lock may take (uv's own retries included).
+    pub timeout: Duration,
+}
+
+/// The interpreter and platform a lock is for: the runtime's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// `3.11`
+    pub python_version: String,
+    /// As uv names platforms, e.g. `x86_64-manylinux_2_28`.
+    pub platform: String,
+}
+
+/// Exact versions with their hashes, in pip's requirements format (what an install takes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lock {
+    pub text: String,
+}
+
+impl Lock {
+    /// `(name, version)` of every locked package, dependencies included.
+    pub fn packages(&self) -> Vec<(String, String)> {
+        self.text
+            .lines()
+            .filter(|line| !line.starts_with([' ', '#']) && !line.trim().is_empty())
+            .filter_map(|line| {
+                let pin = line.trim_end_matches('\\').trim();
+                let pin = pin.split(';').next().unwrap_or(pin).trim();
+                let (name, version) = pin.split_once("==")?;
+                Some((name.trim().to_owned(), version.trim().to_owned()))
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The user's to fix: what is wrong, on the lines it concerns.
+    #[error("the requirements cannot be installed")]
+    Requirements(Vec<LineError>),
+    /// Not the user's error: the index cannot be reached now (try again later).
+    #[error("the package index cannot be reached: {0}")]
+    Unavailable(String),
+    /// uv is missing or failed in a way that names no requirement.
+    #[error("uv: {0}")]
+    Tool(String),
+}
+
+impl Uv {
+    /// Resolves `requirements` for `target`. An empty set locks to an empty lock, without uv.
+    pub async fn lock(
+        &self,
+        requirements: &Requirements,
+        target: &Target,
+    ) -> Result<Lock, LockError> {
+        if requirements.is_empty() {
+            return Ok(Lock { text: String::new() });
+        }
+        let mut command = tokio::process::Command::new(&self.binary);
+        command
+            .args(["pip", "compile", "-", "--generate-hashes", "--no-header", "--no-annotate"])
+            .args(["--only-binary", ":all:", "--quiet", "--no-config", "--color", "never"])
+            .args([
+                "--python-version",
+                &target.python_version,
+                "--python-platform",
+                &target.platform,
+            ])
+            .arg("--cache-dir")
+            .arg(&self.cache_dir);
+        if let Some(index) = &self.index_url {
+            command.args(["--index-url", index]);
+        }
+        for index in &self.extra_index_urls {
+            command.args(["--extra-index-url", index]);
+        }
+        command
+            .env("UV_NO_PROGRESS", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().map_err(|error| {
+            LockError::Tool(format!("cannot run {}: {error}", self.binary.display()))
+        })?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let input = requirements.to_uv_input();
+        let run = async move {
+            stdin.write_all(input.as_bytes()).await?;
+            drop(stdin);
+            child.wait_with_output().await
+        };
+        let output = match tokio::time::timeout(self.timeout, run).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(error)) => return Err(LockError::Tool(error.to_string())),
+            Err(_) => {
+                return Err(LockError::Unavailable(format!(
+                    "locking took longer than {} s",
+                    self.timeout.as_secs()
+                )));
+            }
+        };
+        if output.status.success() {
+            return Ok(Lock { text: String::from_utf8_lossy(&output.stdout).into_owned() });
+        }
+        Err(failure(requirements, &redact(&String::from_utf8_lossy(&output.stderr))))
+    }
+}
+
+/// What uv's error says, as the user's error on the line it names, or as a fault.
+fn failure(requirements: &Requirements, stderr: &str) -> LockError {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+    let text = lines.join("\n");
+    let unreachable = [
+        "Failed to fetch",
+        "error sending request",
+        "tcp connect error",
+        "dns error",
+        "timed out",
+        "Request failed after",
+    ];
+    if unreachable.iter().any(|sign| text.contains(sign))
+        && !text.contains("not found in the package registry")
+    {
+        return LockError::Unavailable(
+            lines.first().map_or("", |line| line.trim_start_matches("error: ")).to_owned(),
+        );
+    }
+    if !text.contains("No solution found") && !text.contains("Couldn't parse requirement") {
+        return LockError::Tool(text);
+    }
+    // uv's reason (its `cause:` and `hint:` lines) is clear as it stands.
+    let reason: Vec<&str> = lines
+        .iter()
+        .skip(1)
+        .map(|line| line.trim_start_matches("cause: ").trim_start_matches("hint: "))
+        .collect();
+    let message = if reason.is_empty() { text.clone() } else { reason.join(" ") };
+    // The requirement it names first; the first line when it names none.
+    let line = requirements
+        .packages
+        .iter()
+        .filter_map(|package| {
+            let position = find_name(&message, &package.name)
+                .or_else(|| find_name(&message, &package.normalized))?;
+            Some((position, package.line))
+        })
+        .min()
+        .map_or_else(
+            || requirements.packages.first().map_or(1, |package| package.line),
+            |(_, line)| line,
+        );
+    LockError::Requirements(vec![LineError { line, message }])
+}
+
+/// Where `name` appears in `text` as a whole name (`numpy` is not in `numpyy`; a `.` after it
+/// ends a sentence unless more of a name follows).
+fn find_name(text: &str, name: &str) -> Option<usize> {
+    let continues_name = |rest: &str| {
+        let mut chars = rest.chars();
+        match chars.next() {
+            Some(c) if c.is_ascii_alphanumeric() || c == '-' || c == '_' => true,
+            Some('.') => chars.next().is_some_and(|c| c.is_ascii_alphanumeric()),
+            _ => false,
+        }
+    };
+    text.match_indices(name).map(|(at, _)| at).find(|&at| {
+        let before = text[..at].chars().next_back();
+        !before.is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !continues_name(&text[at + name.len()..])
+    })
+}
+
+/// `scheme://user:password@host` as `scheme://****@host`, wherever a URL appears.
+fn redact(text: &str) -> String {
+    let mut redacted = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        redacted.push_str(before);
+        let authority_end = after.find(['/', ' ', ')', '\n']).unwrap_or(after.len());
+        match after[..authority_end].rfind('@') {
+            Some(credentials_end) => {
+                redacted.push_str("****");
+                rest = &after[credentials_end..];
+            }
+            None => rest = after,
+        }
+    }
+    redacted.push_str(rest);
+    redacted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        assert_eq!(
+            redact(
+                "Failed to fetch: https://bob:hunter2@mirror.example/simple/numpy/ and http://plain.example/x"
+            ),
+            "Failed to fetch: https://****@mirror.example/simple/numpy/ and http://plain.example/x"
+        );
+        assert_eq!(redact("no url here"), "no url here");
+    }
+
+    #[test]
+    fn uv_errors_land_on_the_line_they_name() {
+        let requirements = Requirements::parse("# data\nnumpy\nnumpyy\n").unwrap();
+        let stderr = "error: No solution found when resolving dependencies\n  cause: Because numpyy was not found in the package registry and you require numpyy, we can conclude that your requirements are unsatisfiable.\n";
+        let LockError::Requirements(errors) = failure(&requirements, stderr) else { panic!() };
+        assert_eq!(errors[0].line, 3);
+        assert!(errors[0].message.starts_with("Because numpyy was not found"), "{errors:?}");
+        let unreachable = "error: Request failed after 3 retries in 9.9s\n  cause: Failed to fetch: http://127.0.0.1:9/simple/numpy/\n";
+        assert!(matches!(failure(&requirements, unreachable), LockError::Unavailable(_)));
+        assert_eq!(find_name("you require numpy.", "numpy"), Some(12));
+        assert_eq!(find_name("zope.interface and zope", "zope"), Some(19));
+        assert_eq!(find_name("numpyy", "numpy"), None);
+    }
+}
