@@ -601,12 +601,7 @@ fn grid_matches(stack: &DevStack, grid: &str, expected: (u64, u64)) -> Result<()
     let token = stack.file("admin-token");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
-            .args(["snapshot", grid, "--url", &stack.url, "--token", &token])
-            .env_remove("AEROGRID_URL")
-            .env_remove("AEROGRID_TOKEN")
-            .output()
-            .unwrap();
+        let output = stack.snapshot(grid, &token);
         let found =
             serde_json::from_slice::<serde_json::Value>(&output.stdout).ok().and_then(|json| {
                 let rows = json["rows"].as_object()?;

@@ -77,7 +77,7 @@ impl Relay {
         };
         let token: String =
             rand::random::<[u8; 32]>().iter().map(|byte| format!("{byte:02x}")).collect();
-        let relay = Arc::new(Self { token: token.clone(), apps: Mutex::default() });
+        let relay = Self::with_token(token.clone());
         let service = ChangelogRelayServer::new(Service(relay.clone()));
         // Gateways keep one connection each and a stream per followed app; a peer that goes
         // quiet is dropped, so its follows stop holding records.
@@ -99,6 +99,10 @@ impl Relay {
             tracing::info!(%bound, %address, "Relaying changelog records to gateways.");
         }
         Ok((relay, RelayEndpoint { url: format!("http://{address}"), token }))
+    }
+
+    fn with_token(token: String) -> Arc<Self> {
+        Arc::new(Self { token, apps: Mutex::default() })
     }
 
     /// The app's relay for one run: followers get its records until it is dropped.
@@ -236,7 +240,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_run_relays_to_its_followers_until_it_ends() {
-        let relay = Arc::new(Relay { token: "t".into(), apps: Mutex::default() });
+        let relay = Relay::with_token("t".into());
         let app = Uuid::new_v4();
         assert!(relay.follow(app).is_none(), "no run: no stream");
         let run = relay.open(app);
@@ -264,7 +268,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_follow_takes_the_token_and_a_running_app() {
-        let relay = Arc::new(Relay { token: "secret".into(), apps: Mutex::default() });
+        let relay = Relay::with_token("secret".into());
         let service = Service(relay.clone());
         let app = Uuid::new_v4();
         let _run = relay.open(app);
@@ -290,7 +294,7 @@ mod tests {
     #[tokio::test]
     async fn a_follower_that_falls_behind_is_dropped_with_the_reason() {
         use futures::StreamExt;
-        let relay = Arc::new(Relay { token: "t".into(), apps: Mutex::default() });
+        let relay = Relay::with_token("t".into());
         let service = Service(relay.clone());
         let app = Uuid::new_v4();
         let run = relay.open(app);

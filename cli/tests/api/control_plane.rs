@@ -284,10 +284,7 @@ async fn tokens_are_revocable_and_die_with_their_users_membership() {
     assert_eq!(removal["detail"]["tokens_revoked"], 1, "{removal}");
     api.admin(Method::DELETE, "/api/v1/teams/acme/members/bob", None).await;
     let Credentials::Token(secret) = &second else { unreachable!() };
-    let snapshot = std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
-        .args(["snapshot", "acme/orders/product_sum", "--url", &stack.url, "--token", secret])
-        .output()
-        .unwrap();
+    let snapshot = stack.snapshot("acme/orders/product_sum", secret);
     let stderr = String::from_utf8_lossy(&snapshot.stderr);
     assert!(!snapshot.status.success() && stderr.contains("Unauthenticated"), "{stderr}");
 

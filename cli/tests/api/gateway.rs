@@ -48,15 +48,6 @@ impl SeedStack {
     }
 }
 
-fn snapshot(stack: &DevStack, grid: &str, token: &str) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
-        .args(["snapshot", grid, "--url", &stack.url, "--token", token])
-        .env_remove("AEROGRID_URL")
-        .env_remove("AEROGRID_TOKEN")
-        .output()
-        .unwrap()
-}
-
 /// `aerogrid snapshot`'s rows as `product -> units_sold`.
 pub(super) fn units_sold(output: &Output) -> BTreeMap<String, i64> {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -209,7 +200,7 @@ async fn snapshot_and_live_changes_match_the_orders() {
     // The grid only grows towards the totals: wait until the snapshot shows them.
     let started = Instant::now();
     loop {
-        let output = snapshot(&stack, "acme/orders/product_sum", &token);
+        let output = stack.snapshot("acme/orders/product_sum", &token);
         if output.status.success() && units_sold(&output) == expected_totals(0..3000) {
             break;
         }
@@ -309,14 +300,14 @@ async fn calls_without_the_right_credentials_or_names_are_refused_with_reasons()
     let admin = stack.file("admin-token");
 
     assert_eq!(
-        failure(&snapshot(&stack, "acme/orders/product_sum", "agt_not-a-real-token")),
+        failure(&stack.snapshot("acme/orders/product_sum", "agt_not-a-real-token")),
         "error: the API token is unknown or revoked (Unauthenticated)"
     );
     // No such app and not yours answer alike: the answer tells nothing of other teams' apps.
     const HIDDEN: &str = "error: there is no such grid, or you may not read it (NotFound)";
-    assert_eq!(failure(&snapshot(&stack, "acme/nope/product_sum", &admin)), HIDDEN);
+    assert_eq!(failure(&stack.snapshot("acme/nope/product_sum", &admin)), HIDDEN);
     assert_eq!(
-        failure(&snapshot(&stack, "acme/orders", &admin)),
+        failure(&stack.snapshot("acme/orders", &admin)),
         "error: `acme/orders` is not TEAM/APP/GRID"
     );
 
@@ -331,13 +322,10 @@ async fn calls_without_the_right_credentials_or_names_are_refused_with_reasons()
     .await
     .unwrap();
     assert_eq!(
-        failure(&snapshot(&stack, "acme/orders/product_sum", "agt_globex-test-token")),
+        failure(&stack.snapshot("acme/orders/product_sum", "agt_globex-test-token")),
         HIDDEN
     );
-    assert_eq!(
-        failure(&snapshot(&stack, "acme/nope/product_sum", "agt_globex-test-token")),
-        HIDDEN
-    );
+    assert_eq!(failure(&stack.snapshot("acme/nope/product_sum", "agt_globex-test-token")), HIDDEN);
 
     // Once the app has run, an unknown grid names the ones there are.
     let kafka = KafkaSettings::new(stack.file("broker"));
@@ -345,7 +333,7 @@ async fn calls_without_the_right_credentials_or_names_are_refused_with_reasons()
     support::produce_orders(&kafka, 0..10, 17).await;
     let started = Instant::now();
     loop {
-        let message = failure(&snapshot(&stack, "acme/orders/nope", &admin));
+        let message = failure(&stack.snapshot("acme/orders/nope", &admin));
         if message
             == "error: app `acme/orders` has no grid `nope` (its grids: product_sum) (NotFound)"
         {
@@ -379,7 +367,7 @@ async fn calls_without_the_right_credentials_or_names_are_refused_with_reasons()
     .execute(&pool)
     .await
     .unwrap();
-    let shared = snapshot(&stack, "acme/orders/product_sum", "agt_globex-test-token");
+    let shared = stack.snapshot("acme/orders/product_sum", "agt_globex-test-token");
     assert_eq!(units_sold(&shared), expected_totals(0..10));
     let listed = client
         .list_grids(authorized(

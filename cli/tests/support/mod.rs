@@ -137,6 +137,16 @@ impl DevStack {
         std::fs::read_to_string(self.output_dir.join("stderr")).unwrap_or_default()
     }
 
+    /// `aerogrid snapshot GRID` against this stack with `token` (the environment's ignored).
+    pub(crate) fn snapshot(&self, grid: &str, token: &str) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_aerogrid"))
+            .args(["snapshot", grid, "--url", &self.url, "--token", token])
+            .env_remove("AEROGRID_URL")
+            .env_remove("AEROGRID_TOKEN")
+            .output()
+            .unwrap()
+    }
+
     pub(crate) fn stdout(&self) -> String {
         std::fs::read_to_string(self.output_dir.join("stdout")).unwrap_or_default()
     }
