@@ -47,6 +47,10 @@ pub struct NewApp {
     pub name: String,
     /// The module's Python code (it may be invalid: a draft is saved, Start refuses it).
     pub code: String,
+    /// The Python packages it needs, in pip's requirements format (package names with
+    /// versions, extras and markers; no options, URLs or files). Empty: the standard library only.
+    #[serde(default)]
+    pub requirements: String,
 }
 
 /// An app with its latest code.
@@ -58,7 +62,12 @@ pub struct AppDetail {
     /// The latest version (also the `ETag`: `"<version>"`).
     pub version: i32,
     pub code: String,
-    /// What is wrong in `code`, if anything.
+    /// The latest version's requirements (pip's format; empty: none).
+    pub requirements: String,
+    /// What they resolved to for the runtime (exact versions and hashes); null while not
+    /// resolved (none declared, an error in them, or the index could not be reached yet).
+    pub lock: Option<String>,
+    /// What is wrong in `code` and `requirements`, if anything (`file` says which).
     pub diagnostics: Vec<Diagnostic>,
     /// What was asked for.
     pub desired_state: DesiredState,
@@ -77,6 +86,10 @@ pub struct AppDetail {
 #[serde(deny_unknown_fields)]
 pub struct SaveApp {
     pub code: String,
+    /// The packages (pip's requirements format); absent: those of the version edited (or the
+    /// latest), so clients that know nothing of packages keep them.
+    #[serde(default)]
+    pub requirements: Option<String>,
     /// The version this edit started from: if someone saved since, 409 instead of an
     /// overwrite. `If-Match: "<version>"` does the same.
     #[serde(default)]
@@ -141,6 +154,10 @@ pub struct Status {
     pub lag: Option<i64>,
     /// The version running (or last run).
     pub version: Option<i32>,
+    /// What a starting app is doing, when it takes a while (installing its packages: which,
+    /// for how long so far).
+    #[serde(default)]
+    pub progress: Option<String>,
     /// Since when it is in this state.
     pub since: Option<DateTime<Utc>>,
 }
@@ -151,6 +168,10 @@ pub struct Status {
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
     pub code: String,
+    /// The requirements to check with it (imports of packages they do not declare are
+    /// errors); absent: none declared.
+    #[serde(default)]
+    pub requirements: Option<String>,
     /// Check it as an app of this team (the caller's): then topics the team may not read are
     /// errors too. Without it, only the platform's topics are.
     #[serde(default)]

@@ -12,6 +12,18 @@ crate::words! {
     }
 }
 
+crate::words! {
+    /// Which of an app's texts a diagnostic is about.
+    #[derive(Default)]
+    pub enum SourceFile ("source file") {
+        /// The Python module.
+        #[default]
+        Code = "code",
+        /// The requirements (pip's format).
+        Requirements = "requirements",
+    }
+}
+
 /// One finding, at 1-based lines and columns (columns count UTF-16 units, as editors do).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -22,6 +34,9 @@ pub struct Diagnostic {
     pub end_column: u32,
     pub severity: Severity,
     pub message: String,
+    /// The text it is in: the code (older clients assume it) or the requirements.
+    #[serde(default)]
+    pub file: SourceFile,
     /// On a topic the team may not read: the topic, which an administrator can grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grantable_topic: Option<String>,

@@ -23,7 +23,7 @@ pub use app::{
     AppDetail, AppState, AppSummary, BadRecord, ChangeApp, DesiredState, Lifecycle, LimitQuery,
     LogLine, LogQuery, NewApp, SaveApp, Saved, StartQuery, Status, ValidateRequest, Validation,
 };
-pub use diagnostic::{Diagnostic, Severity};
+pub use diagnostic::{Diagnostic, Severity, SourceFile};
 pub use health::{Health, HealthStatus, Probe};
 pub use problem::Problem;
 pub use team::{

@@ -24,6 +24,10 @@ pub struct VersionInfo {
 pub struct VersionCode {
     pub version: i32,
     pub code: String,
+    /// Its requirements (pip's format; empty: none).
+    pub requirements: String,
+    /// What they resolved to; null while not resolved.
+    pub lock: Option<String>,
 }
 
 /// `GET .../versions/{v}/diff?to=`.
@@ -39,14 +43,17 @@ pub struct DiffQuery {
 pub struct VersionDiff {
     pub from: i32,
     pub to: i32,
-    /// A unified diff (3 lines of context), empty when the code is the same.
+    /// A unified diff of the code (3 lines of context), empty when the code is the same.
     pub diff: String,
+    /// The same of the requirements.
+    #[serde(default)]
+    pub requirements_diff: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RolledBack {
-    /// The new latest version, holding the chosen version's code.
+    /// The new latest version, holding the chosen version's code, requirements and lock.
     pub version: i32,
     /// Whether the running app restarted with it.
     pub restarted: bool,

@@ -17,6 +17,7 @@ mod gateway;
 mod health;
 mod http;
 mod identity;
+mod packages;
 mod secret;
 mod server;
 mod unread;
@@ -81,11 +82,18 @@ struct StateInner {
     request_rate: std::sync::Arc<http::RequestRate>,
     /// Proxies whose `X-Forwarded-For` tells the client's address (`--trusted-proxy`).
     trusted_proxies: Vec<config::AddressRange>,
+    /// How apps' requirements are resolved at save (uv, the operator's indexes).
+    packages: aerogrid_packages::PackageSettings,
 }
 
 impl ServerState {
     /// The state for `server`'s settings; fails on settings that cannot work (TLS files).
-    pub fn new(db: sqlx::PgPool, kafka: KafkaSettings, server: &ServerArgs) -> Result<Self> {
+    pub fn new(
+        db: sqlx::PgPool,
+        kafka: KafkaSettings,
+        server: &ServerArgs,
+        packages: aerogrid_packages::PackageSettings,
+    ) -> Result<Self> {
         let tls = server.tls()?;
         let secure_cookies =
             tls.is_some() || server.public_url.as_ref().is_some_and(|url| url.scheme() == "https");
@@ -120,8 +128,13 @@ impl ServerState {
                     server.connections.request_burst_per_address,
                 )),
                 trusted_proxies: server.trusted_proxies.clone(),
+                packages,
             }),
         })
+    }
+
+    pub(crate) fn packages(&self) -> &aerogrid_packages::PackageSettings {
+        &self.inner.packages
     }
 
     /// Whether the server speaks TLS (`https://` URLs).

@@ -38,6 +38,8 @@ pub(crate) struct DevArgs {
     server: ServerArgs,
     #[command(flatten)]
     node: aerogrid_runtime::NodeArgs,
+    #[command(flatten)]
+    python: aerogrid_packages::PythonArgs,
     /// Run no runtime node here (apps then run on `aerogrid runtime` processes of your own).
     #[arg(long)]
     no_runtime: bool,
@@ -110,7 +112,9 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let mut server_args = args.server.clone();
     server_args.quotas.default_app_memory_mib =
         i32::try_from(args.node.connector_memory_mib).unwrap_or(i32::MAX);
-    let state = match ServerState::new(pool.clone(), kafka.clone(), &server_args) {
+    let packages = args.python.settings(Some(&data_dir));
+    let state = match ServerState::new(pool.clone(), kafka.clone(), &server_args, packages.clone())
+    {
         Ok(state) => state,
         Err(error) => {
             services.stop().await;
@@ -137,7 +141,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             Ok(())
         })
     } else {
-        tokio::spawn(aerogrid_runtime::run(pool.clone(), kafka.clone(), node, stopped()))
+        tokio::spawn(aerogrid_runtime::run(pool.clone(), kafka.clone(), node, packages, stopped()))
     };
 
     let login_url = bootstrap::login_url(&url, &admin.login_link_secret);

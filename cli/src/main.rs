@@ -58,19 +58,23 @@ enum Command {
         /// As root: the user (and group) id to run user code as, instead of `nobody`.
         #[arg(long)]
         uid: Option<u32>,
+        /// The app's installed packages (a read-only environment the node prepared): imports
+        /// find them after the standard library.
+        #[arg(long)]
+        python_env: Option<std::path::PathBuf>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A connector process runs no async runtime and no tracing of ours: only the interpreter.
-    if let Command::Connector { no_sandbox, no_audit_hook, uid } = cli.command {
+    if let Command::Connector { no_sandbox, no_audit_hook, uid, python_env } = cli.command {
         let sandbox = match (no_sandbox, no_audit_hook) {
             (true, _) => aerogrid_connector::Sandbox::Off,
             (false, true) => aerogrid_connector::Sandbox::KernelOnly,
             (false, false) => aerogrid_connector::Sandbox::On,
         };
-        return aerogrid_connector::main(sandbox, uid);
+        return aerogrid_connector::main(sandbox, uid, python_env);
     }
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -18,6 +18,8 @@ pub(crate) struct ServerCommand {
     kafka: KafkaArgs,
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    python: aerogrid_packages::PythonArgs,
 }
 
 impl ServerCommand {
@@ -26,8 +28,8 @@ impl ServerCommand {
         let listener = crate::bind(self.addr).await?;
         let pool = connect_database(&self.database_url).await?;
         db::migrate(&pool).await.context("applying database migrations")?;
-        let state =
-            ServerState::new(pool, kafka, &self.server).context("checking the server settings")?;
+        let state = ServerState::new(pool, kafka, &self.server, self.python.settings(None))
+            .context("checking the server settings")?;
         tracing::info!(addr = %listener.local_addr()?, "Serving.");
         aerogrid_backend::serve(listener, state, async {
             let signal = crate::shutdown_signal().await;
@@ -47,13 +49,15 @@ pub(crate) struct RuntimeCommand {
     kafka: KafkaArgs,
     #[command(flatten)]
     node: aerogrid_runtime::NodeArgs,
+    #[command(flatten)]
+    python: aerogrid_packages::PythonArgs,
 }
 
 impl RuntimeCommand {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let kafka = required_kafka(&self.kafka)?;
         let pool = connect_database(&self.database_url).await?;
-        aerogrid_runtime::run(pool, kafka, self.node, async {
+        aerogrid_runtime::run(pool, kafka, self.node, self.python.settings(None), async {
             let signal = crate::shutdown_signal().await;
             tracing::info!("Received {signal}: stopping.");
         })

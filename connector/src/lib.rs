@@ -23,6 +23,7 @@ mod title;
 use std::{
     fs::File,
     io::{BufReader, BufWriter},
+    path::PathBuf,
     process::ExitCode,
     sync::{Arc, Mutex},
 };
@@ -36,9 +37,10 @@ use crate::{reader::Incoming, sandbox::audit};
 pub use error::{Error, Result};
 pub use sandbox::Sandbox;
 
-/// Runs the connector until the node closes its stdin; as root and sandboxed, as user `uid`.
-pub fn main(sandbox: Sandbox, uid: Option<u32>) -> ExitCode {
-    match run(sandbox, uid) {
+/// Runs the connector until the node closes its stdin; as root and sandboxed, as user `uid`;
+/// with the app's packages from `python_env`.
+pub fn main(sandbox: Sandbox, uid: Option<u32>, python_env: Option<PathBuf>) -> ExitCode {
+    match run(sandbox, uid, python_env) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("aerogrid-connector: {error}");
@@ -47,15 +49,25 @@ pub fn main(sandbox: Sandbox, uid: Option<u32>) -> ExitCode {
     }
 }
 
-fn run(sandbox: Sandbox, uid: Option<u32>) -> Result<()> {
+fn run(sandbox: Sandbox, uid: Option<u32>, python_env: Option<PathBuf>) -> Result<()> {
+    sandbox::single_threaded_numerics();
     let (input, output) = frame::take_protocol_descriptors()?;
     title::prepare();
     let sandboxed = sandbox != Sandbox::Off;
     let mut layers = if sandboxed { sandbox::before_interpreter(uid)? } else { Vec::new() };
     let schemas = reader::Schemas::default();
     let mut session = python::Session::start(schemas.clone())?;
+    let python_env = python_env
+        .map(|env| {
+            env.canonicalize().map_err(|error| {
+                Error::Sandbox(format!("the app's packages at {}: {error}", env.display()))
+            })
+        })
+        .transpose()?;
     if sandboxed {
-        layers.extend(sandbox::after_interpreter(sandbox == Sandbox::On)?);
+        layers.extend(sandbox::after_interpreter(sandbox == Sandbox::On, python_env.as_deref())?);
+    } else if let Some(env) = &python_env {
+        sandbox::add_packages(env)?;
     }
     // Shared with the watchdog, which answers for a call that never returns.
     let output = Arc::new(Mutex::new(BufWriter::new(output)));

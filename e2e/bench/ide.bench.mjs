@@ -80,7 +80,7 @@ try {
   await page.locator('[data-testid="state"][data-state="running"]').waitFor();
   await page.getByTestId('grid-tab-big').waitFor();
   const firstLoad = Date.now() - started;
-  await page.locator('.monaco-editor .view-lines').waitFor();
+  await page.locator('[data-testid="editor"] .monaco-editor .view-lines').waitFor();
   const editorShown = Date.now() - started;
 
   await page.locator('[data-testid="row-count"]', { hasText: '10000 rows' }).waitFor();

@@ -2,7 +2,8 @@
 // create an app from the seed template, start it, produce orders to the broker and see the
 // values tick in the live preview, make a syntax error and see its marker on the right line,
 // fix it and save, stop; then tenancy: a viewer can look but not edit or start, and a topic the
-// team may not read is an error an administrator clears with one click.
+// team may not read is an error an administrator clears with one click; and packages: an
+// import of numpy is an error until the requirements editor declares it, then the app runs it.
 //
 // Run from the repo root: AEROGRID_BIN=target/debug/aerogrid node --test e2e/tests/
 
@@ -99,8 +100,8 @@ describe('IDE', { timeout: 300_000 }, () => {
     await page.getByTestId('new-app-template').selectOption('seed');
     await page.getByRole('button', { name: 'Create' }).click();
     await page.waitForURL(`${stack.baseUrl}/teams/acme/apps/orders`);
-    await page.locator('.monaco-editor .view-lines').waitFor();
-    assert.match(await page.locator('.monaco-editor .view-lines').innerText(), /product_sum/);
+    await page.locator('[data-testid="editor"] .monaco-editor .view-lines').waitFor();
+    assert.match(await page.locator('[data-testid="editor"] .monaco-editor .view-lines').innerText(), /product_sum/);
     assert.equal(await page.getByTestId('problems').locator('li').count(), 0);
     await screenshot('01-created');
 
@@ -124,8 +125,8 @@ describe('IDE', { timeout: 300_000 }, () => {
     await screenshot('02-running-with-values');
 
     // A syntax error on a new last line: its marker and its problem are on that line.
-    const lines = (await page.locator('.monaco-editor .view-line').count());
-    await page.locator('.monaco-editor .view-lines').click();
+    const lines = (await page.locator('[data-testid="editor"] .monaco-editor .view-line').count());
+    await page.locator('[data-testid="editor"] .monaco-editor .view-lines').click();
     await page.keyboard.press('Control+End');
     await page.keyboard.press('Enter');
     await page.keyboard.type('total = 1 +');
@@ -133,7 +134,7 @@ describe('IDE', { timeout: 300_000 }, () => {
     await problem.waitFor();
     const errorLine = Number(await problem.getAttribute('data-line'));
     assert.ok(errorLine >= lines, `the error is on the new last line (${errorLine} of ${lines}+)`);
-    await page.locator('.monaco-editor .squiggly-error').first().waitFor();
+    await page.locator('[data-testid="editor"] .monaco-editor .squiggly-error').first().waitFor();
     assert.match(await page.getByTestId('dirty').textContent(), /unsaved/);
     await screenshot('03-syntax-error');
 
@@ -159,7 +160,7 @@ describe('IDE', { timeout: 300_000 }, () => {
     await page.getByTestId('rollback-1').click();
     await page.getByTestId('confirm-rollback').click();
     await page.locator('[data-testid="version"]', { hasText: 'v3' }).waitFor();
-    assert.doesNotMatch(await page.locator('.monaco-editor .view-lines').first().innerText(), /total = 1/);
+    assert.doesNotMatch(await page.locator('[data-testid="editor"] .monaco-editor .view-lines').first().innerText(), /total = 1/);
 
     // Use in Excel: a read-only token, shown once, and the formulas of the app's grid.
     await page.getByTestId('tab-use-in-excel').click();
@@ -180,7 +181,7 @@ describe('IDE', { timeout: 300_000 }, () => {
     await page.getByTestId('read-only').waitFor();
     assert.equal(await page.getByTestId('start').count(), 0);
     assert.equal(await page.getByTestId('save').count(), 0);
-    await page.locator('.monaco-editor .view-lines').click();
+    await page.locator('[data-testid="editor"] .monaco-editor .view-lines').click();
     await page.keyboard.type('hello');
     assert.equal((await page.getByTestId('dirty').textContent()).trim(), '', 'the code cannot change');
     // Tabs by keyboard: arrows move the selection and the focus.
@@ -192,6 +193,76 @@ describe('IDE', { timeout: 300_000 }, () => {
     await page.locator('[data-version="2"]').waitFor();
     assert.equal(await page.getByTestId('rollback-1').count(), 0, 'no rollback for viewers');
     await screenshot('06-viewer');
+    assert.deepEqual(problems.splice(0), []);
+  });
+
+  it('declares a package in the requirements editor, and the app runs with it', async () => {
+    const code = [
+      'import aerogrid',
+      'import numpy',
+      '',
+      "app = aerogrid.App('stats', broker=BROKER_URI)",
+      '',
+      'class Order(aerogrid.Record):',
+      '    product: str',
+      '    quantity: int',
+      '',
+      "orders_topic = app.topic('orders', key_type=str, value_type=Order)",
+      "stats = app.Grid('stats', columns=['median'])",
+      'seen = {}',
+      '',
+      '@app.stream(orders_topic)',
+      'async def on_order(orders):',
+      '    async for order in orders:',
+      '        seen.setdefault(order.product, []).append(order.quantity)',
+      "        stats[order.product] = {'median': float(numpy.median(seen[order.product]))}",
+      '',
+    ].join('\n');
+    await api('POST', '/teams/acme/apps', { name: 'stats', code });
+    await page.getByTestId('sign-out').click();
+    await signIn('ada');
+    await page.goto(`${stack.baseUrl}/teams/acme/apps/stats`);
+    const undeclared = page.getByTestId('problems').locator('li[data-file="code"][data-line="2"]');
+    await undeclared.waitFor();
+    assert.match(await undeclared.textContent(), /add `numpy` to the app's requirements/);
+    await screenshot('08-undeclared-import');
+
+    // Declared in the requirements editor: the error goes as the text is checked.
+    await page.getByTestId('file-requirements').click();
+    await page.locator('[data-testid="requirements-editor"] .monaco-editor .view-lines').click();
+    await page.keyboard.type('numpy');
+    await undeclared.waitFor({ state: 'detached' });
+    // A line that is not a requirement is an error on its line of the requirements.
+    await page.keyboard.press('Enter');
+    await page.keyboard.type('--pre');
+    const option = page.getByTestId('problems').locator('li[data-file="requirements"][data-line="2"]');
+    await option.waitFor();
+    assert.match(await option.textContent(), /requirements name packages only/);
+    await page.locator('[data-testid="requirements-editor"] .squiggly-error').first().waitFor();
+    await screenshot('09-requirements-error');
+    for (let i = 0; i < '--pre'.length + 1; i += 1) await page.keyboard.press('Backspace');
+    await option.waitFor({ state: 'detached' });
+    await page.keyboard.press('Control+S');
+    await page.locator('[data-testid="message"]', { hasText: 'Saved version 2' }).waitFor({ timeout: 60_000 });
+    assert.equal(await page.getByTestId('problems').locator('li').count(), 0);
+
+    await page.getByTestId('start').click();
+    await page.locator('[data-testid="state"][data-state="running"]').waitFor({ timeout: 240_000 });
+    await produce('orders', ['s-1\t{"product": "fig", "quantity": 1}', 's-2\t{"product": "fig", "quantity": 4}',
+      's-3\t{"product": "fig", "quantity": 9}']);
+    await page.getByTestId('tab-preview').click();
+    await page.waitForFunction(() => {
+      const row = document.querySelector('[role="row"][data-key="fig"]');
+      return row && row.children[1].textContent.trim() === '4';
+    }, null, { timeout: 60_000 });
+    await screenshot('10-numpy-running');
+
+    // The versions show the requirements' change beside the code's.
+    await page.getByTestId('tab-versions').click();
+    await page.getByTestId('compare-1').click();
+    await page.locator('[data-testid="requirements-diff"] .monaco-diff-editor').waitFor();
+    await page.getByTestId('stop').click();
+    await page.locator('[data-testid="state"][data-state="stopped"]').waitFor({ timeout: 60_000 });
     assert.deepEqual(problems.splice(0), []);
   });
 

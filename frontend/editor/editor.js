@@ -6,9 +6,11 @@
 //                                          Monaco is loaded; call preload() to start loading
 //   preload()                              Promise: starts loading Monaco now (same as ready)
 //   create(element, code, options)         Promise<handle>; options: {onChange(code), onSave(),
-//                                          readOnly, ariaLabel}, all optional
+//                                          readOnly, ariaLabel, language: "python" (default) |
+//                                          "plaintext"}, all optional
 //   createDiff(element, original, modified, options)
 //                                          Promise<handle>: read-only side-by-side diff
+//                                          (options: ariaLabel, language)
 //   setValue(handle, code)                 replaces the text, keeps cursor and scroll; does not
 //                                          call onChange
 //   getValue(handle)                       string (the modified side for a diff)

@@ -67,10 +67,12 @@ const BASE_OPTIONS = {
 };
 
 let modelCount = 0;
-function newModel(code, role) {
+// `python` (the app's code) or `plaintext` (its requirements, pip's format).
+function newModel(code, role, language) {
   modelCount += 1;
-  const uri = monaco.Uri.parse(`inmemory://aerogrid/${role}-${modelCount}.py`);
-  const model = monaco.editor.createModel(String(code ?? ''), 'python', uri);
+  const plain = language === 'plaintext';
+  const uri = monaco.Uri.parse(`inmemory://aerogrid/${role}-${modelCount}.${plain ? 'txt' : 'py'}`);
+  const model = monaco.editor.createModel(String(code ?? ''), plain ? 'plaintext' : 'python', uri);
   model.updateOptions({ tabSize: 4, insertSpaces: true });
   return model;
 }
@@ -166,7 +168,7 @@ class EditorHandle {
     this.muted = false;
     this.onChange = typeof opts.onChange === 'function' ? opts.onChange : null;
     this.onSave = typeof opts.onSave === 'function' ? opts.onSave : null;
-    this.model = newModel(code, 'editor');
+    this.model = newModel(code, 'editor', opts.language);
     this.editor = monaco.editor.create(element, {
       ...BASE_OPTIONS,
       model: this.model,
@@ -232,8 +234,8 @@ class DiffHandle {
     const opts = options ?? {};
     this.kind = 'diff';
     this.disposed = false;
-    this.original = newModel(original, 'original');
-    this.model = newModel(modified, 'modified');
+    this.original = newModel(original, 'original', opts.language);
+    this.model = newModel(modified, 'modified', opts.language);
     this.editor = monaco.editor.createDiffEditor(element, {
       ...BASE_OPTIONS,
       readOnly: true,

@@ -10,11 +10,11 @@ use std::cell::RefCell;
 
 pub(crate) use aerogrid_api::{
     AppDetail, AppState, AppSummary, BadRecord, DesiredState, Diagnostic, Health, LogLine, Me,
-    Probe, Role, Severity, Status, Team, VersionInfo,
+    Probe, Role, Severity, SourceFile, Status, Team, VersionCode, VersionInfo,
 };
 use aerogrid_api::{
     ChangeApp, Lifecycle, NewApp, NewToken, Problem, RolledBack, SaveApp, Saved, Scope, SignIn,
-    TokenCreated, ValidateRequest, Validation, VersionCode,
+    TokenCreated, ValidateRequest, Validation,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::{Serialize, de::DeserializeOwned};
@@ -183,7 +183,7 @@ pub(crate) async fn apps(team: &str) -> ApiResult<Vec<AppSummary>> {
 }
 
 pub(crate) async fn create_app(team: &str, name: &str, code: &str) -> ApiResult<AppDetail> {
-    let body = NewApp { name: name.to_owned(), code: code.to_owned() };
+    let body = NewApp { name: name.to_owned(), code: code.to_owned(), requirements: String::new() };
     post(&format!("/api/v1/teams/{}/apps", segment(team)), Some(&body)).await
 }
 
@@ -191,9 +191,20 @@ pub(crate) async fn app(team: &str, app: &str) -> ApiResult<AppDetail> {
     get(&app_url(team, app)).await
 }
 
-/// Saves `code` over `base` (409 if someone saved since).
-pub(crate) async fn save(team: &str, app: &str, code: &str, base: i32) -> ApiResult<Saved> {
-    put(&app_url(team, app), &SaveApp { code: code.to_owned(), base_version: Some(base) }).await
+/// Saves `code` and `requirements` over `base` (409 if someone saved since).
+pub(crate) async fn save(
+    team: &str,
+    app: &str,
+    code: &str,
+    requirements: &str,
+    base: i32,
+) -> ApiResult<Saved> {
+    let body = SaveApp {
+        code: code.to_owned(),
+        requirements: Some(requirements.to_owned()),
+        base_version: Some(base),
+    };
+    put(&app_url(team, app), &body).await
 }
 
 pub(crate) async fn rename(team: &str, app: &str, name: &str) -> ApiResult<AppSummary> {
@@ -214,9 +225,18 @@ pub(crate) async fn status(team: &str, app: &str) -> ApiResult<Status> {
     get(&format!("{}/status", app_url(team, app))).await
 }
 
-/// The diagnostics of `code` as an app of `team` (topics it may not read included).
-pub(crate) async fn validate(team: &str, code: &str) -> ApiResult<Vec<Diagnostic>> {
-    let body = ValidateRequest { code: code.to_owned(), team: Some(team.to_owned()) };
+/// The diagnostics of `code` with `requirements` as an app of `team` (topics it may not read
+/// and imports the requirements do not declare included).
+pub(crate) async fn validate(
+    team: &str,
+    code: &str,
+    requirements: &str,
+) -> ApiResult<Vec<Diagnostic>> {
+    let body = ValidateRequest {
+        code: code.to_owned(),
+        requirements: Some(requirements.to_owned()),
+        team: Some(team.to_owned()),
+    };
     let validation: Validation = post("/api/v1/validate", Some(&body)).await?;
     Ok(validation.diagnostics)
 }
@@ -233,9 +253,9 @@ pub(crate) async fn versions(team: &str, app: &str) -> ApiResult<Vec<VersionInfo
     get(&format!("{}/versions", app_url(team, app))).await
 }
 
-pub(crate) async fn version_code(team: &str, app: &str, version: i32) -> ApiResult<String> {
-    let found: VersionCode = get(&format!("{}/versions/{version}", app_url(team, app))).await?;
-    Ok(found.code)
+/// One version's code and requirements.
+pub(crate) async fn version_code(team: &str, app: &str, version: i32) -> ApiResult<VersionCode> {
+    get(&format!("{}/versions/{version}", app_url(team, app))).await
 }
 
 pub(crate) async fn rollback(team: &str, app: &str, version: i32) -> ApiResult<RolledBack> {

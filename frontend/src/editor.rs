@@ -30,6 +30,26 @@ extern "C" {
     fn js_dispose(handle: &JsValue);
 }
 
+/// What an editor holds: its language and its label for screen readers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Text {
+    Code,
+    Requirements,
+}
+
+impl Text {
+    fn set_options(self, options: &js_sys::Object) {
+        let (language, label) = match self {
+            Self::Code => ("python", "Python code editor"),
+            Self::Requirements => ("plaintext", "Requirements (one package per line)"),
+        };
+        for (key, value) in [("language", language), ("ariaLabel", label)] {
+            let _ =
+                js_sys::Reflect::set(options, &JsValue::from_str(key), &JsValue::from_str(value));
+        }
+    }
+}
+
 /// One editor (or diff view); disposed when dropped.
 pub(crate) struct Editor {
     handle: JsValue,
@@ -42,6 +62,7 @@ impl Editor {
     /// `on_save` is Ctrl/Cmd+S.
     pub(crate) async fn create(
         element: &web_sys::HtmlElement,
+        text: Text,
         code: &str,
         read_only: bool,
         on_change: impl FnMut(String) + 'static,
@@ -60,6 +81,7 @@ impl Editor {
         set("onChange", change.as_ref().unchecked_ref::<Function>());
         set("onSave", save.as_ref().unchecked_ref::<Function>());
         set("readOnly", &JsValue::from_bool(read_only));
+        text.set_options(&options);
         let handle = JsFuture::from(js_create(element, code, &options)).await.map_err(describe)?;
         Ok(Self { handle, _callbacks: vec![change, save] })
     }
@@ -67,10 +89,12 @@ impl Editor {
     /// A read-only side-by-side comparison.
     pub(crate) async fn diff(
         element: &web_sys::HtmlElement,
+        text: Text,
         original: &str,
         modified: &str,
     ) -> Result<Self, String> {
         let options = js_sys::Object::new();
+        text.set_options(&options);
         let handle = JsFuture::from(js_create_diff(element, original, modified, &options))
             .await
             .map_err(describe)?;

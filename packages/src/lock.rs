@@ -30,6 +30,17 @@ pub struct Target {
     pub platform: String,
 }
 
+impl Target {
+    /// The interpreter connectors embed (CPython 3.11) on this machine's architecture, for
+    /// glibc 2.28 and later (what manylinux wheels of the last years are built for).
+    pub fn runtime() -> Self {
+        Self {
+            python_version: "3.11".into(),
+            platform: format!("{}-manylinux_2_28", std::env::consts::ARCH),
+        }
+    }
+}
+
 /// Exact versions with their hashes, in pip's requirements format (what an install takes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lock {
@@ -130,17 +141,7 @@ impl Uv {
 fn failure(requirements: &Requirements, stderr: &str) -> LockError {
     let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
     let text = lines.join("\n");
-    let unreachable = [
-        "Failed to fetch",
-        "error sending request",
-        "tcp connect error",
-        "dns error",
-        "timed out",
-        "Request failed after",
-    ];
-    if unreachable.iter().any(|sign| text.contains(sign))
-        && !text.contains("not found in the package registry")
-    {
+    if is_unreachable(&text) {
         return LockError::Unavailable(
             lines.first().map_or("", |line| line.trim_start_matches("error: ")).to_owned(),
         );
@@ -172,6 +173,21 @@ fn failure(requirements: &Requirements, stderr: &str) -> LockError {
     LockError::Requirements(vec![LineError { line, message }])
 }
 
+/// Whether uv's error says the index could not be reached (rather than what it holds).
+pub(crate) fn is_unreachable(text: &str) -> bool {
+    let signs = [
+        "Failed to fetch",
+        "Failed to download",
+        "error sending request",
+        "tcp connect error",
+        "dns error",
+        "timed out",
+        "Request failed after",
+    ];
+    signs.iter().any(|sign| text.contains(sign))
+        && !text.contains("not found in the package registry")
+}
+
 /// Where `name` appears in `text` as a whole name (`numpy` is not in `numpyy`; a `.` after it
 /// ends a sentence unless more of a name follows).
 fn find_name(text: &str, name: &str) -> Option<usize> {
@@ -191,7 +207,7 @@ fn find_name(text: &str, name: &str) -> Option<usize> {
 }
 
 /// `scheme://user:password@host` as `scheme://****@host`, wherever a URL appears.
-fn redact(text: &str) -> String {
+pub(crate) fn redact(text: &str) -> String {
     let mut redacted = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("://") {

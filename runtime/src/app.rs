@@ -17,6 +17,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A run this long resets the backoff.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// How soon an app waiting for its packages (an index that cannot be reached) tries again.
+const PACKAGES_RETRY: Duration = Duration::from_secs(5);
 
 /// Why an app's task should end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +48,8 @@ pub(crate) struct NodeContext {
     pub(crate) wake: std::sync::Arc<tokio::sync::Notify>,
     /// Passes confirmed changelog records to the gateways that follow an app (None: off).
     pub(crate) relay: Option<std::sync::Arc<crate::relay::Relay>>,
+    /// Where apps' packages are resolved and installed.
+    pub(crate) packages: aerogrid_packages::PackageSettings,
 }
 
 enum Outcome {
@@ -125,6 +129,21 @@ async fn supervise(
             }
             // Another node runs it now (this one was paused past its lease, say).
             Err(Error::LeaseLost) => return Stop::Leave,
+            Err(Error::PackagesUnavailable(message)) => {
+                tracing::info!(%app_id, %message, "App waits for its packages.");
+                report(
+                    db::set_state(
+                        &context.db,
+                        app_id,
+                        AppState::Waiting,
+                        Some(&message),
+                        None,
+                        None,
+                    )
+                    .await,
+                );
+                PACKAGES_RETRY
+            }
             Err(Error::TopicMissing(topic)) => {
                 let message = format!("waiting for topic `{topic}` to exist");
                 report(

@@ -2,7 +2,7 @@
 //! pipes (`proto/aerogrid/runtime/v1/connector.proto`).
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -88,11 +88,12 @@ impl Drop for UidLease {
 
 impl ConnectorProcess {
     /// Starts `aerogrid connector` and waits for its interpreter to be ready. With `uids` (the
-    /// node is root), it runs as a user of its own.
+    /// node is root), it runs as a user of its own; with `packages`, it imports them too.
     pub(crate) async fn spawn(
         binary: &PathBuf,
         sandbox: bool,
         uids: Option<&ConnectorUids>,
+        packages: Option<&Path>,
     ) -> Result<Self> {
         let uid = match uids.filter(|_| sandbox) {
             Some(uids) => Some(uids.lease().ok_or_else(|| {
@@ -110,6 +111,7 @@ impl ConnectorProcess {
             .arg("connector")
             .args((!sandbox).then_some("--no-sandbox"))
             .args(uid.as_ref().map(|lease| format!("--uid={}", lease.uid)))
+            .args(packages.map(|env| format!("--python-env={}", env.display())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -378,7 +380,9 @@ impl WarmPool {
             loop {
                 // `reserve` waits until the pool has room: a taken process is replaced.
                 let Ok(permit) = sender.reserve().await else { return };
-                match ConnectorProcess::spawn(&spawn_binary, sandbox, spawn_uids.as_ref()).await {
+                match ConnectorProcess::spawn(&spawn_binary, sandbox, spawn_uids.as_ref(), None)
+                    .await
+                {
                     Ok(process) => permit.send(process),
                     Err(error) => {
                         tracing::error!(%error, "Cannot start a warm connector process; retrying in 1 s.");
@@ -391,12 +395,25 @@ impl WarmPool {
         Self { ready: std::sync::Arc::new(std::sync::Mutex::new(ready)), binary, sandbox, uids }
     }
 
-    /// An idle connector: a warm one when there is one, else a new one.
-    pub(crate) async fn take(&self) -> Result<ConnectorProcess> {
-        let warm = self.ready.lock().expect("pool lock").try_recv().ok();
+    /// Whether connectors run as users of their own (the node is root): they reach only what
+    /// all users may.
+    pub(crate) fn runs_as_other_users(&self) -> bool {
+        self.sandbox && self.uids.is_some()
+    }
+
+    /// An idle connector: a warm one when there is one, else a new one. An app with packages
+    /// gets a new one that imports them (the sandbox of a warm one is sealed without them).
+    pub(crate) async fn take(&self, packages: Option<&Path>) -> Result<ConnectorProcess> {
+        let warm = match packages {
+            None => self.ready.lock().expect("pool lock").try_recv().ok(),
+            Some(_) => None,
+        };
         match warm {
             Some(process) => Ok(process),
-            None => ConnectorProcess::spawn(&self.binary, self.sandbox, self.uids.as_ref()).await,
+            None => {
+                ConnectorProcess::spawn(&self.binary, self.sandbox, self.uids.as_ref(), packages)
+                    .await
+            }
         }
     }
 }

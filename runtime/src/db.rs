@@ -108,6 +108,11 @@ pub(crate) struct AppCode {
     pub(crate) app: String,
     pub(crate) version: i32,
     pub(crate) code: String,
+    /// Its packages (pip's format), what they resolved to, and why they cannot be, if that is
+    /// known (the user's error).
+    pub(crate) requirements: String,
+    pub(crate) lock: Option<String>,
+    pub(crate) lock_error: Option<String>,
     /// The app's own memory limit, if it has one.
     pub(crate) memory_limit_mib: Option<i32>,
     /// The topic patterns granted to the app's team (beyond its namespace `<team>.*`).
@@ -118,6 +123,7 @@ pub(crate) async fn app_code(db: &sqlx::PgPool, app_id: Uuid) -> Result<Option<A
     let code = sqlx::query_as!(
         AppCode,
         r#"SELECT teams.name AS team, apps.name AS app, app_versions.version, app_versions.code,
+                  app_versions.requirements, app_versions.lock, app_versions.lock_error,
                   apps.memory_limit_mib,
                   ARRAY(SELECT pattern FROM topic_grants WHERE topic_grants.team_id = apps.team_id
                         ORDER BY pattern) AS "grants!"
@@ -225,13 +231,51 @@ pub(crate) async fn set_state(
         "INSERT INTO app_status (app_id, state, error, error_line, version) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (app_id) DO UPDATE SET
            since = CASE WHEN app_status.state = $2 THEN app_status.since ELSE now() END,
-           state = $2, error = $3, error_line = $4,
+           state = $2, error = $3, error_line = $4, progress = NULL,
            version = COALESCE($5, app_status.version), updated_at = now()",
         app_id,
         state.as_str(),
         error,
         error_line,
         version,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// What a starting app is doing (installing its packages), until its next state.
+pub(crate) async fn set_activity(db: &sqlx::PgPool, app_id: Uuid, progress: &str) -> Result<()> {
+    sqlx::query!(
+        "UPDATE app_status SET progress = $2, updated_at = now() WHERE app_id = $1",
+        app_id,
+        progress
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Keeps what a version's requirements resolved to (at Start, when the save could not), or
+/// why they cannot be (the user's error, with its line of the requirements).
+pub(crate) async fn set_lock(
+    db: &sqlx::PgPool,
+    app_id: Uuid,
+    version: i32,
+    lock: Result<&str, (&str, i32)>,
+) -> Result<()> {
+    let (lock, error, line) = match lock {
+        Ok(lock) => (Some(lock), None, None),
+        Err((error, line)) => (None, Some(error), Some(line)),
+    };
+    sqlx::query!(
+        "UPDATE app_versions SET lock = $3, lock_error = $4, lock_error_line = $5
+         WHERE app_id = $1 AND version = $2",
+        app_id,
+        version,
+        lock,
+        error,
+        line
     )
     .execute(db)
     .await?;

@@ -15,6 +15,7 @@ mod db;
 mod input;
 mod limits;
 mod node;
+mod packages;
 mod relay;
 mod status;
 
@@ -38,6 +39,10 @@ pub enum Error {
     Refused { message: String, line: Option<u32> },
     #[error("topic `{0}` does not exist")]
     TopicMissing(String),
+    /// The app's packages cannot be resolved or installed now (the index is unreachable or
+    /// slow, uv is missing): it waits with the reason and tries again.
+    #[error("{0}")]
+    PackagesUnavailable(String),
     #[error("changelog: {0}")]
     Changelog(String),
     #[error("changelog relay: {0}")]

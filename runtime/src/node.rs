@@ -150,6 +150,7 @@ pub async fn run(
     db: sqlx::PgPool,
     kafka: KafkaSettings,
     args: NodeArgs,
+    packages: aerogrid_packages::PackageSettings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     sqlx::query("SELECT 1").execute(&db).await?;
@@ -180,6 +181,7 @@ pub async fn run(
     db::register_node(&db, &node_id, listing.relay_url.as_deref(), listing.relay_token.as_deref())
         .await?;
     let context = NodeContext {
+        packages,
         relay,
         wake: changed.clone(),
         db: db.clone(),

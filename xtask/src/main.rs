@@ -53,6 +53,10 @@ fn main() -> anyhow::Result<()> {
             let mut command = cargo();
             command.args(["run", "--bin", "aerogrid", "--", "dev"]).args(args);
             command.env("AEROGRID_WEB_DIR", web_dir(&root));
+            // The pinned uv, unless the caller chose one: apps' packages work out of the box.
+            if std::env::var_os("AEROGRID_UV").is_none() {
+                command.env("AEROGRID_UV", setup::uv_bin(&root));
+            }
             run(&mut command)
         }
         Task::Test => test(&root),
@@ -184,7 +188,9 @@ fn test(root: &Path) -> anyhow::Result<()> {
         run(Command::new("node")
             .args(["--test", "--test-concurrency=1", "e2e/tests/"])
             .env("AEROGRID_BIN", target_dir(root).join("debug").join("aerogrid"))
-            .env("AEROGRID_WEB_DIR", web_dir(root)))
+            .env("AEROGRID_WEB_DIR", web_dir(root))
+            .env("AEROGRID_UV", setup::uv_bin(root))
+            .env("AEROGRID_PYTHON_CACHE_DIR", target_dir(root).join("tmp").join("python-cache")))
     })?;
     eprintln!("All checks passed in {:.1} min.", started.elapsed().as_secs_f64() / 60.0);
     Ok(())

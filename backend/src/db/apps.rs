@@ -95,12 +95,24 @@ pub async fn list(db: &sqlx::PgPool, team: Uuid) -> Result<Vec<AppSummary>> {
         .collect()
 }
 
+/// What one version holds: its code and its packages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VersionText {
+    pub code: String,
+    pub requirements: String,
+    /// What the requirements resolved to (None: not resolved, or none declared).
+    pub lock: Option<String>,
+    /// Why they cannot be resolved, when that is the user's to fix, and the line.
+    pub lock_error: Option<String>,
+    pub lock_error_line: Option<i32>,
+}
+
 /// Creates an app with its first version, within the team's quota of apps.
 pub async fn create(
     db: &sqlx::PgPool,
     team: Uuid,
     name: &str,
-    code: &str,
+    text: &VersionText,
     user: Uuid,
     quotas: &crate::QuotaDefaults,
 ) -> Result<Uuid> {
@@ -112,10 +124,16 @@ pub async fn create(
         .await
         .map_err(|error| conflict(error, format!("the team has an app named `{name}` already")))?;
     sqlx::query!(
-        "INSERT INTO app_versions (app_id, version, code, created_by, note) VALUES ($1, 1, $2, $3, 'created')",
+        "INSERT INTO app_versions (app_id, version, code, created_by, note, requirements, lock,
+                                   lock_error, lock_error_line)
+         VALUES ($1, 1, $2, $3, 'created', $4, $5, $6, $7)",
         id,
-        code,
-        user
+        text.code,
+        user,
+        text.requirements,
+        text.lock,
+        text.lock_error,
+        text.lock_error_line,
     )
     .execute(&mut *tx)
     .await?;
@@ -123,13 +141,13 @@ pub async fn create(
     Ok(id)
 }
 
-/// Saves `code` as the next version. With `base`, only if the latest version is still `base`:
+/// Saves `text` as the next version. With `base`, only if the latest version is still `base`:
 /// otherwise 409 (someone saved in between), never an overwrite.
 pub async fn save(
     db: &sqlx::PgPool,
     app: Uuid,
     base: Option<i32>,
-    code: &str,
+    text: &VersionText,
     user: Uuid,
     note: &str,
     versions_kept: i32,
@@ -143,15 +161,21 @@ pub async fn save(
     // Without a base, a save that loses the race for a version number simply takes the next.
     for _ in 0..8 {
         let inserted = sqlx::query_scalar!(
-            r#"INSERT INTO app_versions (app_id, version, code, created_by, note)
-               SELECT $1, COALESCE(max(version), 0) + 1, $2, $3, $5 FROM app_versions WHERE app_id = $1
+            r#"INSERT INTO app_versions (app_id, version, code, created_by, note, requirements,
+                                        lock, lock_error, lock_error_line)
+               SELECT $1, COALESCE(max(version), 0) + 1, $2, $3, $5, $6, $7, $8, $9
+               FROM app_versions WHERE app_id = $1
                HAVING $4::int IS NULL OR COALESCE(max(version), 0) = $4
                RETURNING version"#,
             app,
-            code,
+            text.code,
             user,
             base,
-            note
+            note,
+            text.requirements,
+            text.lock,
+            text.lock_error,
+            text.lock_error_line,
         )
         .fetch_optional(db)
         .await;
@@ -206,15 +230,17 @@ pub async fn versions(db: &sqlx::PgPool, app: Uuid) -> Result<Vec<VersionInfo>> 
     Ok(versions)
 }
 
-pub async fn code(db: &sqlx::PgPool, app: Uuid, version: i32) -> Result<Option<String>> {
-    let code = sqlx::query_scalar!(
-        "SELECT code FROM app_versions WHERE app_id = $1 AND version = $2",
+pub async fn version(db: &sqlx::PgPool, app: Uuid, version: i32) -> Result<Option<VersionText>> {
+    let text = sqlx::query_as!(
+        VersionText,
+        "SELECT code, requirements, lock, lock_error, lock_error_line
+         FROM app_versions WHERE app_id = $1 AND version = $2",
         app,
         version
     )
     .fetch_optional(db)
     .await?;
-    Ok(code)
+    Ok(text)
 }
 
 pub async fn rename(db: &sqlx::PgPool, app: Uuid, team: Uuid, name: &str) -> Result<()> {
@@ -280,7 +306,7 @@ pub async fn stop(db: &sqlx::PgPool, app: Uuid) -> Result<()> {
 pub async fn status(db: &sqlx::PgPool, app: Uuid) -> Result<Status> {
     let row = sqlx::query!(
         r#"SELECT state, error, error_line, restarts, records_in, bad_records, lag, version,
-                  since AS "since?"
+                  since AS "since?", progress
            FROM app_status WHERE app_id = $1"#,
         app
     )
@@ -299,6 +325,7 @@ pub async fn status(db: &sqlx::PgPool, app: Uuid) -> Result<Status> {
         lag: row.lag,
         version: row.version,
         since: row.since,
+        progress: row.progress,
     })
 }
 
@@ -314,6 +341,7 @@ fn never_started() -> Status {
         lag: None,
         version: None,
         since: None,
+        progress: None,
     }
 }
 

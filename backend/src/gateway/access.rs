@@ -198,8 +198,10 @@ pub(super) fn unchecked_access() -> StreamAccess {
             max_request_kib: 1,
         },
     };
-    let state = ServerState::new(db, aerogrid_kafka::KafkaSettings::new("localhost:1"), &server)
-        .expect("plain settings");
+    let packages = aerogrid_packages::PythonArgs::default().settings(None);
+    let state =
+        ServerState::new(db, aerogrid_kafka::KafkaSettings::new("localhost:1"), &server, packages)
+            .expect("plain settings");
     StreamAccess {
         generation: state.inner.access_generation.subscribe(),
         state,

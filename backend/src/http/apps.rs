@@ -21,6 +21,7 @@ use super::{
 use crate::{
     Error, Result, ServerState,
     db::{apps, teams},
+    packages,
     validate::{self, Diagnostic, TopicScope},
 };
 
@@ -42,15 +43,20 @@ pub(super) async fn find_app(
     Ok((team, found))
 }
 
-/// The diagnostics of `code` as an app of `team`: with the topics the team may read.
+/// The diagnostics of a version as an app of `team`: its code with the topics the team may
+/// read and the packages it declares, then its requirements.
 pub(super) async fn diagnostics(
     state: &ServerState,
     team: &TeamAccess,
-    code: String,
+    text: &apps::VersionText,
+    saved: bool,
 ) -> Result<Vec<Diagnostic>> {
     let grants = crate::db::topics::patterns(state.db(), team.id).await?;
     let scope = TopicScope { team: team.name.clone(), grants };
-    Ok(validate::validate(code, Some(scope)).await)
+    let (declared, requirements) = packages::check(text, saved);
+    let mut diagnostics = validate::validate(text.code.clone(), Some(scope), declared).await;
+    diagnostics.extend(requirements);
+    Ok(diagnostics)
 }
 
 /// The team's apps with their state.
@@ -79,13 +85,14 @@ pub(crate) async fn create_app(
     let team = caller.in_team(&state, &team, Need::Edit).await?;
     super::check_name("app", &body.name)?;
     check_code_size(&body.code)?;
-    apps::create(state.db(), team.id, &body.name, &body.code, caller.user().id, state.quotas())
-        .await?;
+    check_requirements_size(&body.requirements)?;
+    let text = packages::version_text(state.packages(), body.code, body.requirements, None).await;
+    apps::create(state.db(), team.id, &body.name, &text, caller.user().id, state.quotas()).await?;
     teams::audit(state.db(), team.id, caller.actor(), "app.create", &body.name, json!({})).await?;
     let found = apps::find(state.db(), team.id, &body.name)
         .await?
         .ok_or_else(|| Error::Conflict("the app was deleted while being created".into()))?;
-    let detail = detail(&state, &team, found, body.code).await?;
+    let detail = detail(&state, &team, found, text).await?;
     Ok((StatusCode::CREATED, with_etag(detail)).into_response())
 }
 
@@ -93,15 +100,17 @@ async fn detail(
     state: &ServerState,
     team: &TeamAccess,
     app: apps::App,
-    code: String,
+    text: apps::VersionText,
 ) -> Result<AppDetail> {
     let status = apps::status(state.db(), app.id).await?;
-    let diagnostics = diagnostics(state, team, code.clone()).await?;
+    let diagnostics = diagnostics(state, team, &text, true).await?;
     Ok(AppDetail {
         team: team.name.clone(),
         name: app.name,
         version: app.latest_version,
-        code,
+        code: text.code,
+        requirements: text.requirements,
+        lock: text.lock,
         diagnostics,
         desired_state: app.desired_state,
         run_version: app.run_version,
@@ -127,8 +136,8 @@ pub(crate) async fn get_app(
     ApiPath((team, app)): AppPath,
 ) -> Result<Response> {
     let (team, app) = find_app(&state, &caller, &team, &app, Need::Read).await?;
-    let code = apps::code(state.db(), app.id, app.latest_version).await?.unwrap_or_default();
-    Ok(with_etag(detail(&state, &team, app, code).await?))
+    let text = apps::version(state.db(), app.id, app.latest_version).await?.unwrap_or_default();
+    Ok(with_etag(detail(&state, &team, app, text).await?))
 }
 
 /// Saves code as a new version (an invalid draft too: its diagnostics come back). With
@@ -148,6 +157,9 @@ pub(crate) async fn save_app(
 ) -> Result<Response> {
     let (team, app) = find_app(&state, &caller, &team, &app, Need::Edit).await?;
     check_code_size(&body.code)?;
+    if let Some(requirements) = &body.requirements {
+        check_requirements_size(requirements)?;
+    }
     let if_match = match headers.get(header::IF_MATCH) {
         // `*`: any current version will do (no precondition).
         None => None,
@@ -169,11 +181,19 @@ pub(crate) async fn save_app(
         }
         (a, b) => a.or(b),
     };
+    // The version edited: its requirements when none are sent, its lock when they are the same.
+    let previous = apps::version(state.db(), app.id, base.unwrap_or(app.latest_version)).await?;
+    let requirements = body
+        .requirements
+        .or_else(|| previous.as_ref().map(|previous| previous.requirements.clone()))
+        .unwrap_or_default();
+    let text =
+        packages::version_text(state.packages(), body.code, requirements, previous.as_ref()).await;
     let version = apps::save(
         state.db(),
         app.id,
         base,
-        &body.code,
+        &text,
         caller.user().id,
         "saved",
         state.quotas().versions_per_app,
@@ -181,7 +201,7 @@ pub(crate) async fn save_app(
     .await?;
     let detail = json!({ "version": version });
     teams::audit(state.db(), team.id, caller.actor(), "app.save", &app.name, detail).await?;
-    let diagnostics = diagnostics(&state, &team, body.code).await?;
+    let diagnostics = diagnostics(&state, &team, &text, true).await?;
     let etag = HeaderValue::from_str(&format!("\"{version}\"")).expect("digits");
     Ok(([(header::ETAG, etag)], Json(Saved { version, diagnostics })).into_response())
 }
@@ -285,14 +305,14 @@ async fn start(
     action: &str,
 ) -> Result<Json<Lifecycle>> {
     let runs = version.unwrap_or(app.latest_version);
-    let code = apps::code(state.db(), app.id, runs)
+    let text = apps::version(state.db(), app.id, runs)
         .await?
         .ok_or_else(|| Error::NotFound(format!("app `{}` has no version {runs}", app.name)))?;
-    let diagnostics = diagnostics(state, team, code).await?;
+    let diagnostics = diagnostics(state, team, &text, true).await?;
     if validate::has_errors(&diagnostics) {
         return Err(Error::Invalid {
             message: format!(
-                "version {runs} of `{}` cannot start: its code has errors (see diagnostics)",
+                "version {runs} of `{}` cannot start: its code or requirements have errors (see diagnostics)",
                 app.name
             ),
             diagnostics,
@@ -428,14 +448,35 @@ pub(crate) async fn validate_code(
     ApiJson(body): ApiJson<ValidateRequest>,
 ) -> Result<Json<Validation>> {
     check_code_size(&body.code)?;
+    let requirements = body.requirements.unwrap_or_default();
+    check_requirements_size(&requirements)?;
+    // Unresolved: checking resolves nothing (the save does), so imports are checked against
+    // the packages declared.
+    let text = apps::VersionText { code: body.code, requirements, ..Default::default() };
     let diagnostics = match body.team {
         Some(team) => {
             let team = caller.in_team(&state, &team, Need::Read).await?;
-            diagnostics(&state, &team, body.code).await?
+            diagnostics(&state, &team, &text, false).await?
         }
-        None => validate::validate(body.code, None).await,
+        None => {
+            let (declared, requirements) = packages::check(&text, false);
+            let mut diagnostics = validate::validate(text.code, None, declared).await;
+            diagnostics.extend(requirements);
+            diagnostics
+        }
     };
     Ok(Json(Validation { diagnostics }))
+}
+
+fn check_requirements_size(requirements: &str) -> Result<()> {
+    if requirements.len() > packages::MAX_REQUIREMENTS_BYTES {
+        return Err(Error::PayloadTooLarge(format!(
+            "the requirements are {} KiB; an app may have at most {} KiB",
+            requirements.len() / 1024,
+            packages::MAX_REQUIREMENTS_BYTES / 1024
+        )));
+    }
+    Ok(())
 }
 
 fn check_code_size(code: &str) -> Result<()> {

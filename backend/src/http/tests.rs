@@ -45,7 +45,13 @@ impl Harness {
         let server = Defaults::parse_from(["test"]).server;
         // No broker: nothing these requests do reaches it.
         let kafka = aerogrid_kafka::KafkaSettings::new("127.0.0.1:1");
-        let state = ServerState::new(pool.clone(), kafka, &server).unwrap();
+        // uv as the tests have it (AEROGRID_UV), its cache in this test's directory.
+        let python = aerogrid_packages::PythonArgs {
+            uv: std::env::var_os("AEROGRID_UV").map(Into::into),
+            ..Default::default()
+        };
+        let packages = python.settings(Some(dir.path()));
+        let state = ServerState::new(pool.clone(), kafka, &server, packages).unwrap();
         let router = super::router(state, Router::new());
         Self { router, db: pool, admin, _postgres: postgres, _lock: lock, _dir: dir }
     }

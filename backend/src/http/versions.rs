@@ -29,13 +29,17 @@ pub(crate) async fn list_versions(
     Ok(Json(apps::versions(state.db(), app.id).await?))
 }
 
-async fn version_code(state: &ServerState, app: &apps::App, version: i32) -> Result<String> {
-    apps::code(state.db(), app.id, version)
+async fn version_text(
+    state: &ServerState,
+    app: &apps::App,
+    version: i32,
+) -> Result<apps::VersionText> {
+    apps::version(state.db(), app.id, version)
         .await?
         .ok_or_else(|| Error::NotFound(format!("app `{}` has no version {version}", app.name)))
 }
 
-/// The code of one version.
+/// The code, requirements and lock of one version.
 #[utoipa::path(get, path = "/teams/{team}/apps/{app}/versions/{version}", tag = "versions",
     params(("team" = String, Path), ("app" = String, Path), ("version" = i32, Path)),
     responses((status = 200, body = VersionCode)))]
@@ -45,8 +49,13 @@ pub(crate) async fn get_version(
     ApiPath((team, app, version)): ApiPath<(String, String, i32)>,
 ) -> Result<Json<VersionCode>> {
     let (_, app) = find_app(&state, &caller, &team, &app, Need::Read).await?;
-    let code = version_code(&state, &app, version).await?;
-    Ok(Json(VersionCode { version, code }))
+    let text = version_text(&state, &app, version).await?;
+    Ok(Json(VersionCode {
+        version,
+        code: text.code,
+        requirements: text.requirements,
+        lock: text.lock,
+    }))
 }
 
 /// How long a diff may search for the smallest one.
@@ -64,10 +73,16 @@ pub(crate) async fn diff_versions(
 ) -> Result<Json<VersionDiff>> {
     let (_, app) = find_app(&state, &caller, &team, &app, Need::Read).await?;
     let to = query.to.unwrap_or(app.latest_version);
-    let old = version_code(&state, &app, version).await?;
-    let new = version_code(&state, &app, to).await?;
-    if old == new {
-        return Ok(Json(VersionDiff { from: version, to, diff: String::new() }));
+    let old = version_text(&state, &app, version).await?;
+    let new = version_text(&state, &app, to).await?;
+    if old.code == new.code && old.requirements == new.requirements {
+        let same = String::new();
+        return Ok(Json(VersionDiff {
+            from: version,
+            to,
+            diff: same.clone(),
+            requirements_diff: same,
+        }));
     }
     // Off the async threads, a few at a time, and within a deadline (past it, `similar` gives a
     // coarser diff rather than going on).
@@ -76,23 +91,32 @@ pub(crate) async fn diff_versions(
         .await
         .map_err(|_| busy())?
         .map_err(|_| busy())?;
-    let diff = tokio::task::spawn_blocking(move || {
+    let (diff, requirements_diff) = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        similar::TextDiff::configure()
-            .deadline(std::time::Instant::now() + DIFF_DEADLINE)
-            .diff_lines(&old, &new)
-            .unified_diff()
-            .context_radius(3)
-            .header(&format!("version {version}"), &format!("version {to}"))
-            .to_string()
+        let diff = |old: &str, new: &str, name: &str| {
+            if old == new {
+                return String::new();
+            }
+            similar::TextDiff::configure()
+                .deadline(std::time::Instant::now() + DIFF_DEADLINE)
+                .diff_lines(old, new)
+                .unified_diff()
+                .context_radius(3)
+                .header(&format!("{name}version {version}"), &format!("{name}version {to}"))
+                .to_string()
+        };
+        (
+            diff(&old.code, &new.code, ""),
+            diff(&old.requirements, &new.requirements, "requirements of "),
+        )
     })
     .await
     .map_err(|_| busy())?;
-    Ok(Json(VersionDiff { from: version, to, diff }))
+    Ok(Json(VersionDiff { from: version, to, diff, requirements_diff }))
 }
 
-/// Rolls back: saves a version's code as the new latest version (history is kept) and, if the
-/// app runs the latest version, restarts it with that code.
+/// Rolls back: saves a version's code, requirements and lock as the new latest version
+/// (history is kept) and, if the app runs the latest version, restarts it with them.
 #[utoipa::path(post, path = "/teams/{team}/apps/{app}/versions/{version}/rollback", tag = "versions",
     params(("team" = String, Path), ("app" = String, Path), ("version" = i32, Path)),
     responses((status = 200, body = RolledBack)))]
@@ -102,13 +126,13 @@ pub(crate) async fn rollback(
     ApiPath((team, app, version)): ApiPath<(String, String, i32)>,
 ) -> Result<Json<RolledBack>> {
     let (team, app) = find_app(&state, &caller, &team, &app, Need::Edit).await?;
-    let code = version_code(&state, &app, version).await?;
+    let text = version_text(&state, &app, version).await?;
     let note = format!("rollback to {version}");
     let saved = apps::save(
         state.db(),
         app.id,
         None,
-        &code,
+        &text,
         caller.user().id,
         &note,
         state.quotas().versions_per_app,
@@ -116,7 +140,7 @@ pub(crate) async fn rollback(
     .await?;
     let detail = json!({ "to": version, "version": saved });
     teams::audit(state.db(), team.id, caller.actor(), "app.rollback", &app.name, detail).await?;
-    let diagnostics = diagnostics(&state, &team, code).await?;
+    let diagnostics = diagnostics(&state, &team, &text, true).await?;
     let restarted = app.desired_state == DesiredState::Running
         && app.run_version.is_none()
         && !validate::has_errors(&diagnostics);

@@ -11,8 +11,9 @@ use std::{
     sync::LazyLock,
 };
 
-pub use aerogrid_api::{Diagnostic, Severity};
+pub use aerogrid_api::{Diagnostic, Severity, SourceFile};
 
+pub mod packages;
 pub mod stubs;
 use rustpython_ast::{self as ast, Ranged, Visitor, text_size::TextRange};
 use rustpython_parser::{Mode, parse};
@@ -34,8 +35,13 @@ pub fn has_errors(diagnostics: &[Diagnostic]) -> bool {
     diagnostics.iter().any(|diagnostic| diagnostic.severity == Severity::Error)
 }
 
-/// The diagnostics of `code`, sorted by position: for the team of `scope`, if given.
-pub async fn validate(code: String, scope: Option<TopicScope>) -> Vec<Diagnostic> {
+/// The diagnostics of `code`, sorted by position: for the team of `scope`, if given, with the
+/// packages it `declared` (imports of others are errors).
+pub async fn validate(
+    code: String,
+    scope: Option<TopicScope>,
+    declared: packages::Declared,
+) -> Vec<Diagnostic> {
     if code.len() > MAX_CODE_BYTES {
         return vec![at_start(
             Severity::Error,
@@ -57,7 +63,7 @@ pub async fn validate(code: String, scope: Option<TopicScope>) -> Vec<Diagnostic
         .stack_size(PARSER_STACK_BYTES)
         .spawn(move || {
             let _permit = permit;
-            let _ = done.send(validate_now(&code, scope.as_ref()));
+            let _ = done.send(validate_now(&code, scope.as_ref(), &declared));
         });
     match spawned {
         Ok(_) => result.await.unwrap_or_else(|_| vec![internal("the checker stopped")]),
@@ -87,12 +93,17 @@ fn at_start(severity: Severity, message: String) -> Diagnostic {
         end_column: 1,
         severity,
         message,
+        file: SourceFile::Code,
         grantable_topic: None,
     }
 }
 
 /// The checks, on the calling thread (which needs a large stack for hostile code).
-pub fn validate_now(code: &str, scope: Option<&TopicScope>) -> Vec<Diagnostic> {
+pub fn validate_now(
+    code: &str,
+    scope: Option<&TopicScope>,
+    declared: &packages::Declared,
+) -> Vec<Diagnostic> {
     let lines = LineIndex::new(code);
     let module = match parse(code, Mode::Module, "<app>") {
         Ok(ast::Mod::Module(module)) => module,
@@ -107,11 +118,12 @@ pub fn validate_now(code: &str, scope: Option<&TopicScope>) -> Vec<Diagnostic> {
                 end_column: column + 1,
                 severity: Severity::Error,
                 message: format!("SyntaxError: {}", error.error),
+                file: SourceFile::Code,
                 grantable_topic: None,
             }];
         }
     };
-    let mut checker = Checker::new(&lines, scope);
+    let mut checker = Checker::new(&lines, scope, declared);
     checker.check_module(module.body);
     let mut diagnostics = checker.diagnostics;
     diagnostics.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
@@ -140,6 +152,7 @@ fn name_of(expression: &ast::Expr) -> Option<String> {
 struct Checker<'a> {
     lines: &'a LineIndex<'a>,
     scope: Option<&'a TopicScope>,
+    declared: &'a packages::Declared,
     diagnostics: Vec<Diagnostic>,
     /// Names bound to the `aerogrid` module.
     module_aliases: HashSet<String>,
@@ -153,10 +166,15 @@ struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
-    fn new(lines: &'a LineIndex<'a>, scope: Option<&'a TopicScope>) -> Self {
+    fn new(
+        lines: &'a LineIndex<'a>,
+        scope: Option<&'a TopicScope>,
+        declared: &'a packages::Declared,
+    ) -> Self {
         Self {
             lines,
             scope,
+            declared,
             diagnostics: Vec::new(),
             module_aliases: HashSet::new(),
             imported: HashMap::new(),
@@ -176,6 +194,7 @@ impl<'a> Checker<'a> {
             end_column,
             severity,
             message,
+            file: SourceFile::Code,
             grantable_topic: None,
         });
     }
@@ -373,13 +392,14 @@ impl<'a> Checker<'a> {
     fn check_import(&mut self, module: &str, range: TextRange) {
         if let Some(cause) = aerogrid_policy::refused_import(module) {
             self.report(range, Severity::Error, format!("import {module}: {}", cause.describe()));
-        } else if !aerogrid_policy::importable(module) {
+        } else if !aerogrid_policy::importable(module) && !self.declared.provides(module) {
+            let package = packages::package_for(module);
             self.report(
                 range,
                 Severity::Error,
                 format!(
-                    "module `{module}` is not available: connectors can import the Python \
-                     standard library and aerogrid"
+                    "module `{module}` is not in the standard library or a declared package: \
+                     add `{package}` to the app's requirements"
                 ),
             );
         } else if let Some(cause) = aerogrid_policy::refused_use(module) {

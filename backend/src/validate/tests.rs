@@ -7,7 +7,7 @@ fn messages(code: &str) -> Vec<(u32, u32, Severity, String)> {
 }
 
 fn scoped(code: &str, scope: Option<&TopicScope>) -> Vec<(u32, u32, Severity, String)> {
-    validate_now(code, scope)
+    validate_now(code, scope, &Default::default())
         .into_iter()
         .map(|d| (d.line, d.column, d.severity, d.message))
         .collect()
@@ -99,7 +99,10 @@ fn imports_the_sandbox_refuses() {
         "{found:?}"
     );
     assert!(found[0].3.contains("native code"), "{found:?}");
-    assert!(found[1].3.contains("`requests` is not available"), "{found:?}");
+    assert!(
+        found[1].3.contains("`requests` is not in the standard library or a declared package: add `requests` to the app's requirements"),
+        "{found:?}"
+    );
     assert!(found[2].3.contains("network access"), "{found:?}");
     assert!(found[3].3.contains("`urllib.request`"), "{found:?}");
 }
@@ -111,7 +114,7 @@ fn topics_the_team_may_not_read_are_errors_on_their_line() {
                 a = app.topic('demo.orders')\nb = app.topic('sales.eu', value_type=dict)\n\
                 c = app.topic('orders')\nd = app.topic(name='aerogrid.changelog.x')\n\
                 e = app.topic('ord' + 'ers')\n";
-    let found = validate_now(code, Some(&scope));
+    let found = validate_now(code, Some(&scope), &Default::default());
     let summary: Vec<(u32, Severity, &str)> =
         found.iter().map(|d| (d.line, d.severity, d.message.as_str())).collect();
     assert_eq!(
@@ -157,11 +160,31 @@ fn columns_count_utf16_units() {
 #[tokio::test]
 async fn hostile_depth_is_handled() {
     let deep = format!("x = {}1\n", "1 + ".repeat(60_000));
-    let found = validate(deep, None).await;
+    let found = validate(deep, None, Default::default()).await;
     assert!(found.iter().any(|d| d.message.contains("creates no app")), "{found:?}");
     let nested = format!("x = {}1{}\n", "(".repeat(5_000), ")".repeat(5_000));
-    let found = validate(nested, None).await;
+    let found = validate(nested, None, Default::default()).await;
     assert!(!found.is_empty());
     let huge = "#".repeat(MAX_CODE_BYTES + 1);
-    assert!(validate(huge, None).await[0].message.contains("at most 256 KiB"));
+    assert!(validate(huge, None, Default::default()).await[0].message.contains("at most 256 KiB"));
+}
+
+#[test]
+fn declared_packages_and_their_dependencies_import_and_others_are_errors_with_the_requirement() {
+    use aerogrid_packages::{Lock, Requirements};
+    let code = "import aerogrid\nimport numpy as np\nimport pandas\nfrom sklearn import linear_model\nimport dateutil\napp = aerogrid.App('a')\n";
+    let requirements = Requirements::parse("numpy\npandas==2.2.3\n").unwrap();
+    let lock = Lock { text: "numpy==2.1.0\npandas==2.2.3\npython-dateutil==2.9.0\n".into() };
+    let declared = super::packages::Declared::new(&requirements, Some(&lock));
+    let found = validate_now(code, None, &declared);
+    let errors: Vec<_> = found.iter().filter(|d| d.severity == Severity::Error).collect();
+    assert_eq!(errors.len(), 1, "{found:?}");
+    assert_eq!(errors[0].line, 4);
+    assert!(
+        errors[0].message.contains("add `scikit-learn` to the app's requirements"),
+        "{found:?}"
+    );
+    // Without requirements, numpy is not importable either.
+    let bare = validate_now(code, None, &Default::default());
+    assert!(bare.iter().any(|d| d.line == 2 && d.message.contains("add `numpy`")), "{bare:?}");
 }

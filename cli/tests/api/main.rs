@@ -13,4 +13,5 @@ mod excel;
 mod gateway;
 mod gateway_servers;
 mod grpc_tenancy;
+mod packages;
 mod tenancy;

@@ -464,8 +464,12 @@ async fn hostile_apps_fail_alone_while_a_neighbour_keeps_its_pace() {
         logs.iter().find(|(_, text)| text.starts_with('{')).expect("the environment printed");
     let environment: std::collections::BTreeMap<String, String> =
         serde_json::from_str(&environment.1).unwrap();
+    // The connector's own: numerical libraries run single-threaded.
+    let threads =
+        ["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_MAX_THREADS"];
     for (key, value) in &environment {
-        assert!(key.starts_with("PYTHON") || key == "LC_CTYPE", "{key} reached a connector");
+        let own = threads.contains(&key.as_str()) && value == "1";
+        assert!(key.starts_with("PYTHON") || key == "LC_CTYPE" || own, "{key} reached a connector");
         assert!(!value.contains(&password) && !value.contains(&admin_token), "{key}");
     }
 
@@ -590,4 +594,102 @@ fn the_standard_library_still_works() {
         printed.message,
         r#"{"counter": "a", "decimal": "3.305", "fraction": "1/2", "localtime": true, "random": true, "re": "a#b#", "statistics": 2.5, "zoneinfo": 3600.0}"#
     );
+}
+
+/// numpy installed as an app's packages are (the pinned uv, the tests' shared cache under
+/// target/), for connectors of any user to read.
+fn numpy_env() -> String {
+    static ENV: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let uv = std::env::var_os("AEROGRID_UV").expect("AEROGRID_UV (cargo xtask test sets it)");
+        let python = aerogrid_packages::PythonArgs {
+            uv: Some(uv.into()),
+            python_cache_dir: Some(concat!(env!("CARGO_TARGET_TMPDIR"), "/python-cache").into()),
+            ..Default::default()
+        };
+        let settings = python.settings(None);
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let requirements = aerogrid_packages::Requirements::parse("numpy==2.2.6\n").unwrap();
+        let env = runtime.block_on(async {
+            let uv = settings.uv.as_ref().unwrap();
+            let lock = uv.lock(&requirements, &settings.target).await.map_err(|e| e.to_string())?;
+            settings.install(&lock, &|_| {}).await.map_err(|error| error.to_string())
+        });
+        env.unwrap_or_else(|error| panic!("installing numpy: {error}")).path.display().to_string()
+    })
+    .clone()
+}
+
+/// With numpy imported from the app's environment, the sandbox holds as before: its native
+/// code loads and computes, but ctypes (directly or reached through numpy), the network,
+/// processes and file writes are refused; the environment itself cannot be changed.
+#[test]
+fn the_sandbox_holds_with_numpy_loaded() {
+    let env = numpy_env();
+    let env_arg = format!("--python-env={env}");
+    let load = |body: &str| {
+        let mut connector = ConnectorProcess::start_with(&[&env_arg]);
+        let program = format!("{HEADER}import numpy\n{body}");
+        let answer = match connector.load(&program) {
+            Kind::Loaded(_) => {
+                std::thread::sleep(Duration::from_millis(20));
+                connector.send(node_message::Kind::Tick(Tick {}))
+            }
+            other => other,
+        };
+        (answer, program)
+    };
+    let refused = |body: &str, cause: &str, line: u32| {
+        let (answer, program) = load(body);
+        let Kind::Refused(refused) = answer else {
+            panic!("{program}\nwas not refused: {answer:?}")
+        };
+        assert!(refused.message.starts_with(cause), "{program}\n{refused:?}");
+        assert_eq!(refused.line, Some(line), "{program}\n{refused:?}");
+    };
+
+    // It works: BLAS included, on one thread.
+    let (answer, program) = load(
+        "grid = app.Grid('g', columns=['det'])\n@app.timer(seconds=0.001)\ndef compute():\n    grid['x'] = {'det': float(numpy.linalg.det(numpy.array([[2.0, 1.0], [1.0, 3.0]])))}\n",
+    );
+    let Kind::Result(result) = answer else { panic!("{program}\n{answer:?}") };
+    assert!(format!("{result:?}").contains("5.0"), "{result:?}");
+
+    const NATIVE: &str = "native code (ctypes and similar modules) is not available";
+    refused("import ctypes\n", NATIVE, 4);
+    refused("numpy.ctypeslib.ctypes.CDLL(None)\n", NATIVE, 4);
+    refused("import socket\nsocket.socket()\n", "network access is not available", 5);
+    refused("import os\nos.system('true')\n", "starting processes is not available", 5);
+    let target = std::env::temp_dir().join(format!("aerogrid-numpy-{}.npy", std::process::id()));
+    refused(
+        &format!("numpy.save('{}', numpy.zeros(3))\n", target.display()),
+        "writing files is not available",
+        4,
+    );
+    assert!(!target.exists(), "numpy wrote a file");
+    let inside = Path::new(&env).join("numpy").join("planted.py");
+    refused(
+        &format!("open('{}', 'w').write('x = 1')\n", inside.display()),
+        "writing files is not available",
+        4,
+    );
+    assert!(!inside.exists(), "the environment was changed");
+
+    // Without the audit hook, the kernel alone: numpy's ctypes reaches libc, and libc's
+    // socket and open for writing fail.
+    let mut connector = ConnectorProcess::start_with(&[&env_arg, "--no-audit-hook"]);
+    let program = format!(
+        "{HEADER}import numpy\nimport os\ngrid = app.Grid('g', columns=['socket', 'open'])\n\
+         libc = numpy.ctypeslib.ctypes.CDLL(None, use_errno=True)\n\
+         @app.timer(seconds=0.001)\ndef probe():\n    \
+         grid['x'] = {{'socket': libc.socket(2, 1, 0), 'open': libc.open(b'{}', os.O_WRONLY | os.O_CREAT, 0o644)}}\n",
+        inside.display()
+    );
+    assert!(matches!(connector.load(&program), Kind::Loaded(_)), "{program}");
+    std::thread::sleep(Duration::from_millis(20));
+    let answer = connector.send(node_message::Kind::Tick(Tick {}));
+    let Kind::Result(result) = answer else { panic!("{answer:?}") };
+    let text = format!("{result:?}");
+    assert_eq!(text.matches("-1").count(), 2, "both calls fail in the kernel: {text}");
+    assert!(!inside.exists(), "the environment was changed");
 }

@@ -84,6 +84,10 @@ impl ConnectorProcess {
         }))
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for the process to end (the watchdog ends a stuck one).
     pub(crate) fn wait(&mut self) -> std::process::ExitStatus {
         self.child.wait().unwrap()

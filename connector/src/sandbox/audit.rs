@@ -41,9 +41,13 @@ pub(crate) struct Refusal {
     pub(crate) line: Option<u32>,
 }
 
-/// What the hook allows to be read: the standard library (its imports).
+/// What the hook allows to be read: the standard library (its imports), the app's packages.
 struct Policy {
     read_roots: Vec<PathBuf>,
+    /// The standard library's directories: its frames act for whoever called them.
+    standard_library: Vec<PathBuf>,
+    /// The app's packages, whose frames may use native code.
+    packages: Option<PathBuf>,
 }
 
 static POLICY: OnceLock<Policy> = OnceLock::new();
@@ -109,9 +113,13 @@ const WRITE_EVENTS: &[&str] = &[
 ];
 
 /// Installs the hook; `read_roots` are the directories imports may read.
-pub(crate) fn install(read_roots: Vec<PathBuf>) -> Result<()> {
+pub(crate) fn install(
+    read_roots: Vec<PathBuf>,
+    standard_library: Vec<PathBuf>,
+    packages: Option<PathBuf>,
+) -> Result<()> {
     POLICY
-        .set(Policy { read_roots })
+        .set(Policy { read_roots, standard_library, packages })
         .map_err(|_| Error::Sandbox("the audit hook is installed twice".into()))?;
     // SAFETY: the interpreter is initialised and the hook has the signature CPython expects.
     let status = unsafe { PySys_AddAuditHook(audit_hook, std::ptr::null_mut()) };
@@ -119,6 +127,44 @@ pub(crate) fn install(read_roots: Vec<PathBuf>) -> Result<()> {
         return Err(Error::Sandbox("CPython refused the audit hook".into()));
     }
     Ok(())
+}
+
+/// The interpreter's own `__import__`, which [`guarded_import`] calls.
+static ORIGINAL_IMPORT: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+
+/// Refused imports are refused from the user's code even when the module is loaded already (a
+/// declared package imported it: numpy imports ctypes), which raises no `import` event: the
+/// import statement goes through `builtins.__import__`, replaced here. What the module could do
+/// is refused by its own events either way (`ctypes.dlopen`, `ctypes.call_function`, ...).
+pub(crate) fn guard_imports(py: Python<'_>) -> Result<()> {
+    let builtins = py.import("builtins")?;
+    let original = builtins.getattr("__import__")?.unbind();
+    ORIGINAL_IMPORT
+        .set(py, original)
+        .map_err(|_| Error::Sandbox("imports are guarded twice".into()))?;
+    builtins.setattr("__import__", wrap_pyfunction!(guarded_import, py)?)?;
+    Ok(())
+}
+
+#[pyfunction]
+#[pyo3(signature = (name, globals=None, locals=None, fromlist=None, level=0))]
+fn guarded_import<'py>(
+    py: Python<'py>,
+    name: &Bound<'py, PyString>,
+    globals: Option<&Bound<'py, PyAny>>,
+    locals: Option<&Bound<'py, PyAny>>,
+    fromlist: Option<&Bound<'py, PyAny>>,
+    level: i32,
+) -> PyResult<Bound<'py, PyAny>> {
+    if level == 0
+        && let Ok(module) = name.to_str()
+        && let Some(cause) = aerogrid_policy::refused_import(module)
+        && innermost_is_user(py)
+    {
+        return Err(refuse(py, cause, &format!("import {module}")));
+    }
+    let original = ORIGINAL_IMPORT.get(py).expect("set before it is installed").bind(py);
+    original.call1((name, globals, locals, fromlist, level))
 }
 
 /// Frames of this file are the user's.
@@ -220,6 +266,12 @@ fn judge(check: Check, event: &str, args: &Bound<'_, PyAny>) -> Option<(Cause, S
     let arg = |index: usize| args.get_item(index).ok();
     match check {
         Check::Always(Cause::CodeObjects) => Some((Cause::CodeObjects, "types.CodeType".into())),
+        // A declared package may use native code (numpy imports ctypes); the user's code may
+        // not, directly or through the standard library. What the package's code then does is
+        // the kernel's to bound.
+        Check::Always(Cause::NativeCode) => {
+            caller_is_user(args.py()).then(|| (Cause::NativeCode, event.into()))
+        }
         Check::Always(cause) => Some((cause, event.into())),
         Check::Open => {
             let path = arg(0)?;
@@ -242,8 +294,9 @@ fn judge(check: Check, event: &str, args: &Bound<'_, PyAny>) -> Option<(Cause, S
         Check::Import => {
             let module = arg(0)?.extract::<String>().ok()?;
             let cause = aerogrid_policy::refused_import(&module)?;
-            // The standard library may import them (`subprocess` imports `_posixsubprocess`):
-            // what they then do is judged by its own events, and the kernel.
+            // The standard library and declared packages may import them (`subprocess` imports
+            // `_posixsubprocess`, numpy `ctypes`): what they then do is judged by its own
+            // events, and the kernel.
             importer_is_user(args.py()).then(|| (cause, format!("import {module}")))
         }
         // Imports unmarshal the standard library's bytecode; user code has no need to.
@@ -349,6 +402,20 @@ fn importer_is_user(py: Python<'_>) -> bool {
     frame_files(py)
         .find(|file| !file.starts_with("<frozen importlib"))
         .is_some_and(|file| file == user_file())
+}
+
+/// Whether the innermost frame outside importlib and the standard library is not a declared
+/// package's: the user's module, or code it compiled (any other file name). Without packages,
+/// always.
+fn caller_is_user(py: Python<'_>) -> bool {
+    let Some(policy) = POLICY.get() else { return true };
+    let Some(packages) = &policy.packages else { return true };
+    frame_files(py)
+        .find(|file| {
+            !file.starts_with("<frozen")
+                && !policy.standard_library.iter().any(|root| Path::new(file).starts_with(root))
+        })
+        .is_none_or(|file| !Path::new(&file).starts_with(packages))
 }
 
 /// The file names of the running frames, innermost first.

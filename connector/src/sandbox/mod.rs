@@ -38,6 +38,22 @@ pub enum Sandbox {
     Off,
 }
 
+/// Numerical libraries run single-threaded: a connector may not start threads (seccomp refuses
+/// them once sealed; OpenBLAS would fail to start its pool), and an app gets one core's worth of
+/// work, as its interpreter thread does. OpenBLAS, OpenMP, MKL and numexpr each read their own
+/// variable. Set by the connector itself, before any thread, whoever started it.
+pub(crate) fn single_threaded_numerics() {
+    for variable in
+        ["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_MAX_THREADS"]
+    {
+        // SAFETY: called first thing in `main`, while the process has one thread.
+        #[allow(unsafe_code, reason = "set_var is unsafe in edition 2024")]
+        unsafe {
+            std::env::set_var(variable, "1");
+        }
+    }
+}
+
 /// The layers applied before the interpreter starts: namespace, user, rlimits. The network
 /// namespace is best effort (a container may forbid it); the others are required.
 pub(crate) fn before_interpreter(uid: Option<u32>) -> Result<Vec<String>> {
@@ -54,28 +70,42 @@ pub(crate) fn before_interpreter(uid: Option<u32>) -> Result<Vec<String>> {
 }
 
 /// The layers applied once the interpreter and the `aerogrid` package are loaded, before any
-/// thread starts: `sys.path`, the audit hook (unless `audit_hook` is false), landlock.
-pub(crate) fn after_interpreter(audit_hook: bool) -> Result<Vec<String>> {
-    let read_roots = Python::attach(|py| -> Result<Vec<PathBuf>> {
+/// thread starts: `sys.path`, the audit hook (unless `audit_hook` is false), landlock. With
+/// `packages` (the app's environment), imports find them too, read-only.
+pub(crate) fn after_interpreter(audit_hook: bool, packages: Option<&Path>) -> Result<Vec<String>> {
+    let (read_roots, stdlib) = Python::attach(|py| -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
         let sys = py.import("sys")?;
         let stdlib = standard_library(py)?;
-        // Imports find the standard library only (no site-packages).
+        let mut roots = stdlib.clone();
+        // Imports find the standard library, then the app's packages (which therefore cannot
+        // shadow a standard module); no site-packages.
+        roots.extend(packages.map(Path::to_path_buf));
         sys.setattr(
             "path",
-            stdlib.iter().map(|path| path.to_string_lossy().into_owned()).collect::<Vec<_>>(),
+            roots.iter().map(|path| path.to_string_lossy().into_owned()).collect::<Vec<_>>(),
         )?;
         disable_threads(py)?;
-        Ok(stdlib)
+        Ok((roots, stdlib))
     })?;
     let mut readable = read_roots.clone();
     readable.extend(system_read_paths());
     let mut layers = Vec::new();
     if audit_hook {
-        audit::install(readable.clone())?;
+        audit::install(readable.clone(), stdlib, packages.map(Path::to_path_buf))?;
+        Python::attach(audit::guard_imports)?;
         layers.push("audit hook".to_owned());
     }
     layers.push(kernel::restrict_files(&readable)?);
     Ok(layers)
+}
+
+/// Without the sandbox: the app's packages first on `sys.path`.
+pub(crate) fn add_packages(packages: &Path) -> Result<()> {
+    Python::attach(|py| -> Result<()> {
+        let path = py.import("sys")?.getattr("path")?;
+        path.call_method1("insert", (0, packages.to_string_lossy().into_owned()))?;
+        Ok(())
+    })
 }
 
 /// The last layer, once the connector's own threads run: no thread or process after it.

@@ -143,7 +143,8 @@ impl<'a> Run<'a> {
                 None,
             );
         }
-        let mut connector = context.pool.take().await?;
+        let packages = crate::packages::prepare(context, app_id, &code).await?;
+        let mut connector = context.pool.take(packages.as_deref()).await?;
         let loaded = match connector
             .request(node_message::Kind::Load(Load {
                 team: code.team.clone(),

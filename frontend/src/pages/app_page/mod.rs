@@ -1,5 +1,6 @@
-//! `/teams/{team}/apps/{app}`: the editor with live diagnostics, Save / Start / Stop / Restart,
-//! and beside it the live preview, the log, bad records, versions and "Use in Excel".
+//! `/teams/{team}/apps/{app}`: the editors of the code and of its requirements with live
+//! diagnostics, Save / Start / Stop / Restart, and beside them the live preview, the log, bad
+//! records, versions and "Use in Excel".
 
 use std::{cell::Cell, rc::Rc, time::Duration};
 
@@ -8,9 +9,9 @@ use leptos_router::hooks::use_params_map;
 use wasm_bindgen::JsCast;
 
 use crate::{
-    api::{self, DesiredState, Diagnostic, Role, Severity, Status},
+    api::{self, DesiredState, Diagnostic, Role, Severity, SourceFile, Status},
     app::use_session,
-    editor::Editor,
+    editor::{Editor, Text},
     pages::team::state_badge,
 };
 
@@ -53,6 +54,10 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
     let version = RwSignal::new(0i32);
     let saved_code = RwSignal::new(String::new());
     let code = RwSignal::new(String::new());
+    let saved_requirements = RwSignal::new(String::new());
+    let requirements = RwSignal::new(String::new());
+    // Which editor shows: the code, or the requirements.
+    let showing = RwSignal::new(SourceFile::Code);
     let diagnostics = RwSignal::new(Vec::<Diagnostic>::new());
     let status = RwSignal::new(None::<Status>);
     let desired = RwSignal::new(None::<DesiredState>);
@@ -61,14 +66,44 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
     let tab = RwSignal::new(Tab::Preview);
     let editor = StoredValue::new_local(None::<Editor>);
     let editor_element = NodeRef::<html::Div>::new();
+    let requirements_editor = StoredValue::new_local(None::<Editor>);
+    let requirements_element = NodeRef::<html::Div>::new();
     let edits = Rc::new(Cell::new(0u64));
-    let dirty = Memo::new(move |_| code.with(|code| saved_code.with(|saved| code != saved)));
+    let dirty = Memo::new(move |_| {
+        code.with(|code| saved_code.with(|saved| code != saved))
+            || requirements.with(|now| saved_requirements.with(|saved| now != saved))
+    });
+    // Each editor shows the diagnostics of its own text.
+    let show_markers = move |found: &[Diagnostic]| {
+        let of = |file: SourceFile| -> Vec<Diagnostic> {
+            found.iter().filter(|d| d.file == file).cloned().collect()
+        };
+        let _ = editor.try_with_value(|editor| {
+            if let Some(editor) = editor {
+                editor.set_markers(&of(SourceFile::Code));
+            }
+        });
+        let _ = requirements_editor.try_with_value(|editor| {
+            if let Some(editor) = editor {
+                editor.set_markers(&of(SourceFile::Requirements));
+            }
+        });
+    };
+    let current_texts = move || {
+        let code = editor
+            .with_value(|editor| editor.as_ref().map(Editor::value))
+            .unwrap_or_else(|| code.get_untracked());
+        let requirements = requirements_editor
+            .with_value(|editor| editor.as_ref().map(Editor::value))
+            .unwrap_or_else(|| requirements.get_untracked());
+        (code, requirements)
+    };
 
     // Validation, once typing pauses.
     let revalidate = {
         let edits = edits.clone();
         let team = team.clone();
-        move |text: String| {
+        move |(text, wanted): (String, String)| {
             let edit = edits.get() + 1;
             edits.set(edit);
             let edits = edits.clone();
@@ -78,16 +113,12 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
                 if edits.get() != edit {
                     return;
                 }
-                if let Ok(found) = api::validate(&team, &text).await
+                if let Ok(found) = api::validate(&team, &text, &wanted).await
                     && edits.get() == edit
                 {
                     // The page may be gone by now.
-                    let _ = editor.try_with_value(|editor| {
-                        if let Some(editor) = editor {
-                            editor.set_markers(&found);
-                        }
-                    });
-                    diagnostics.set(found);
+                    show_markers(&found);
+                    let _ = diagnostics.try_set(found);
                 }
             });
         }
@@ -100,15 +131,15 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
                 return;
             }
             let (team, app) = (team.clone(), app.clone());
-            let text = editor
-                .with_value(|editor| editor.as_ref().map(Editor::value))
-                .unwrap_or_else(|| code.get_untracked());
+            let (text, wanted) = current_texts();
             busy.set(true);
             leptos::task::spawn_local(async move {
-                match api::save(&team, &app, &text, version.get_untracked()).await {
+                match api::save(&team, &app, &text, &wanted, version.get_untracked()).await {
                     Ok(saved) => {
                         version.set(saved.version);
                         saved_code.set(text);
+                        saved_requirements.set(wanted);
+                        show_markers(&saved.diagnostics);
                         let errors = saved
                             .diagnostics
                             .iter()
@@ -152,23 +183,53 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
                 version.set(detail.version);
                 saved_code.set(detail.code.clone());
                 code.set(detail.code.clone());
+                saved_requirements.set(detail.requirements.clone());
+                requirements.set(detail.requirements.clone());
                 diagnostics.set(detail.diagnostics.clone());
                 status.set(Some(detail.status));
                 desired.set(Some(detail.desired_state));
                 let element: web_sys::HtmlElement = element.unchecked_into();
-                let on_change = move |text: String| {
-                    code.set(text.clone());
-                    revalidate(text);
+                let on_code = {
+                    let revalidate = revalidate.clone();
+                    move |text: String| {
+                        code.set(text.clone());
+                        revalidate((text, requirements.get_untracked()));
+                    }
+                };
+                let on_requirements = move |text: String| {
+                    requirements.set(text.clone());
+                    revalidate((code.get_untracked(), text));
                 };
                 let Some(editable) = can_edit.try_get_untracked() else { return };
                 let read_only = !editable;
-                match Editor::create(&element, &detail.code, read_only, on_change, save).await {
-                    Ok(created) => {
-                        created.set_markers(&detail.diagnostics);
-                        // Gone already (the page was left meanwhile): dropping it disposes it.
+                let created = Editor::create(
+                    &element,
+                    Text::Code,
+                    &detail.code,
+                    read_only,
+                    on_code,
+                    save.clone(),
+                )
+                .await;
+                let Some(Some(second)) = requirements_element.try_get_untracked() else { return };
+                let second: web_sys::HtmlElement = second.unchecked_into();
+                let listed = Editor::create(
+                    &second,
+                    Text::Requirements,
+                    &detail.requirements,
+                    read_only,
+                    on_requirements,
+                    save,
+                )
+                .await;
+                match (created, listed) {
+                    (Ok(created), Ok(listed)) => {
+                        // Gone already (the page was left meanwhile): dropping them disposes them.
                         drop(editor.try_set_value(Some(created)));
+                        drop(requirements_editor.try_set_value(Some(listed)));
+                        show_markers(&detail.diagnostics);
                     }
-                    Err(error) => {
+                    (Err(error), _) | (_, Err(error)) => {
                         loaded.set(Some(Err(format!("The editor could not start: {error}"))))
                     }
                 }
@@ -177,11 +238,13 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
     }
     Effect::new(move |_| {
         let read_only = !can_edit.get();
-        editor.with_value(|editor| {
-            if let Some(editor) = editor {
-                editor.set_read_only(read_only);
-            }
-        });
+        for editor in [editor, requirements_editor] {
+            editor.with_value(|editor| {
+                if let Some(editor) = editor {
+                    editor.set_read_only(read_only);
+                }
+            });
+        }
     });
 
     // Status, every second, once the app is known to exist.
@@ -219,6 +282,7 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
                     }
                     Err(failure) => {
                         if !failure.diagnostics.is_empty() {
+                            show_markers(&failure.diagnostics);
                             diagnostics.set(failure.diagnostics.clone());
                         }
                         message.set(Some((false, failure.message)));
@@ -250,10 +314,7 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
                 match api::grant_topic(&team, &topic).await {
                     Ok(()) => {
                         message.set(Some((true, format!("Team {team} may now read `{topic}`"))));
-                        let text = editor
-                            .with_value(|editor| editor.as_ref().map(Editor::value))
-                            .unwrap_or_else(|| code.get_untracked());
-                        revalidate(text);
+                        revalidate(current_texts());
                     }
                     Err(failure) => message.set(Some((false, failure.message))),
                 }
@@ -286,17 +347,42 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
             {move || message.get().map(|(ok, text)| view! {
                 <p class=if ok { "notice" } else { "error" } role="status" data-testid="message">{text}</p>
             })}
+            {move || status.get().and_then(|s| s.progress).map(|progress| view! {
+                <p class="notice" role="status" data-testid="app-progress">{progress}</p>
+            })}
             {move || status.get().and_then(|s| s.error.map(|error| (error, s.error_line))).map(|(error, line)| view! {
                 <p class="error" data-testid="app-error">{match line { Some(line) => format!("Line {line}: {error}"), None => error }}</p>
             })}
             {move || match loaded.get() { Some(Err(error)) => Some(view! { <p class="error" role="alert">{error}</p> }), _ => None }}
             <div class="app-body">
                 <div class="editor-pane">
-                    <div class="editor" node_ref=editor_element data-testid="editor" aria-label="Code of the app"></div>
+                    <div role="tablist" class="tabs files" aria-label="The app's files">
+                        {[(SourceFile::Code, "main.py", "file-code"), (SourceFile::Requirements, "requirements.txt", "file-requirements")]
+                            .into_iter()
+                            .map(|(file, label, id)| view! {
+                                <button role="tab" data-testid=id aria-selected=move || (showing.get() == file).to_string()
+                                    on:click=move |_| showing.set(file)>
+                                    {label}
+                                    {move || {
+                                        let errors = diagnostics.with(|found| found.iter().filter(|d| d.file == file && d.severity == Severity::Error).count());
+                                        (errors > 0).then(|| view! { <span class="count error">{errors}</span> })
+                                    }}
+                                </button>
+                            })
+                            .collect_view()}
+                    </div>
+                    <div class="editor" node_ref=editor_element data-testid="editor" aria-label="Code of the app"
+                        style=move || if showing.get() == SourceFile::Code { "" } else { "display: none" }></div>
+                    <div class="editor" node_ref=requirements_element data-testid="requirements-editor"
+                        aria-label="Requirements of the app: one Python package per line, e.g. pandas==2.2.3"
+                        style=move || if showing.get() == SourceFile::Requirements { "" } else { "display: none" }></div>
                     <ul class="problems" data-testid="problems" aria-label="Problems">
-                        <For each=move || diagnostics.get() key=|d| (d.line, d.column, d.message.clone()) let(d)>
-                            <li class=format!("problem {}", d.severity) data-line=d.line>
-                                {format!("Line {}, column {}: {}", d.line, d.column, d.message)}
+                        <For each=move || diagnostics.get() key=|d| (d.file, d.line, d.column, d.message.clone()) let(d)>
+                            <li class=format!("problem {}", d.severity) data-line=d.line data-file=d.file.as_str()>
+                                {match d.file {
+                                    SourceFile::Code => format!("Line {}, column {}: {}", d.line, d.column, d.message),
+                                    SourceFile::Requirements => format!("requirements.txt, line {}: {}", d.line, d.message),
+                                }}
                                 {
                                     // Reactive: who is signed in may be known after the problems.
                                     let (topic, team_name) = (d.grantable_topic.clone(), team_name.clone());
@@ -350,11 +436,14 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
                                 Tab::Preview => view! { <Preview team=team.clone() app=app.clone() status=status /> }.into_any(),
                                 Tab::Log => view! { <LogPane team=team.clone() app=app.clone() /> }.into_any(),
                                 Tab::BadRecords => view! { <BadRecords team=team.clone() app=app.clone() /> }.into_any(),
-                                Tab::Versions => view! { <Versions team=team.clone() app=app.clone() current=code can_edit=can_edit on_rollback=move |v: i32, text: String| {
+                                Tab::Versions => view! { <Versions team=team.clone() app=app.clone() current=code current_requirements=requirements can_edit=can_edit on_rollback=move |v: i32, text: String, wanted: String| {
                                     version.set(v);
                                     saved_code.set(text.clone());
                                     code.set(text.clone());
+                                    saved_requirements.set(wanted.clone());
+                                    requirements.set(wanted.clone());
                                     let _ = editor.try_with_value(|editor| if let Some(editor) = editor { editor.set_value(&text); });
+                                    let _ = requirements_editor.try_with_value(|editor| if let Some(editor) = editor { editor.set_value(&wanted); });
                                 } /> }.into_any(),
                                 Tab::Excel => view! { <Excel team=team.clone() app=app.clone() /> }.into_any(),
                             }

@@ -11,7 +11,7 @@ use wasm_bindgen::{JsCast, prelude::Closure};
 
 use crate::{
     api::{self, Status},
-    editor::Editor,
+    editor::{Editor, Text},
     grid::{LiveGrid, grids_of},
 };
 
@@ -175,8 +175,9 @@ pub(super) fn Versions(
     team: String,
     app: String,
     current: RwSignal<String>,
+    current_requirements: RwSignal<String>,
     can_edit: Memo<bool>,
-    on_rollback: impl Fn(i32, String) + Copy + Send + Sync + 'static,
+    on_rollback: impl Fn(i32, String, String) + Copy + Send + Sync + 'static,
 ) -> impl IntoView {
     let list = LocalResource::new({
         let (team, app) = (team.clone(), app.clone());
@@ -188,6 +189,10 @@ pub(super) fn Versions(
     let compared = RwSignal::new(None::<i32>);
     let diff_element = NodeRef::<html::Div>::new();
     let diff = StoredValue::new_local(None::<Editor>);
+    let requirements_diff_element = NodeRef::<html::Div>::new();
+    let requirements_diff = StoredValue::new_local(None::<Editor>);
+    // Whether the compared version's requirements differ from the editor's (then they show).
+    let requirements_differ = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);
     let confirming = RwSignal::new(None::<i32>);
     let compare = Callback::new({
@@ -196,6 +201,7 @@ pub(super) fn Versions(
             compared.set(Some(version));
             let (team, app) = (team.clone(), app.clone());
             let modified = current.get_untracked();
+            let modified_requirements = current_requirements.get_untracked();
             leptos::task::spawn_local(async move {
                 let old = match api::version_code(&team, &app, version).await {
                     Ok(old) => old,
@@ -203,13 +209,30 @@ pub(super) fn Versions(
                 };
                 // The panel may be gone by now.
                 let Some(Some(element)) = diff_element.try_get_untracked() else { return };
-                if diff.try_set_value(None).is_some() {
+                let Some(Some(second)) = requirements_diff_element.try_get_untracked() else {
+                    return;
+                };
+                if diff.try_set_value(None).is_some()
+                    || requirements_diff.try_set_value(None).is_some()
+                {
                     return;
                 }
                 let element: web_sys::HtmlElement = element.unchecked_into();
-                match Editor::diff(&element, &old, &modified).await {
+                match Editor::diff(&element, Text::Code, &old.code, &modified).await {
                     Ok(view) => drop(diff.try_set_value(Some(view))),
-                    Err(failure) => error.set(Some(failure)),
+                    Err(failure) => return error.set(Some(failure)),
+                }
+                let differ = old.requirements != modified_requirements;
+                let _ = requirements_differ.try_set(differ);
+                if differ {
+                    let second: web_sys::HtmlElement = second.unchecked_into();
+                    let text = Text::Requirements;
+                    match Editor::diff(&second, text, &old.requirements, &modified_requirements)
+                        .await
+                    {
+                        Ok(view) => drop(requirements_diff.try_set_value(Some(view))),
+                        Err(failure) => error.set(Some(failure)),
+                    }
                 }
             });
         }
@@ -221,8 +244,8 @@ pub(super) fn Versions(
             leptos::task::spawn_local(async move {
                 match api::rollback(&team, &app, version).await {
                     Ok(rolled) => match api::version_code(&team, &app, rolled.version).await {
-                        Ok(code) => {
-                            on_rollback(rolled.version, code);
+                        Ok(text) => {
+                            on_rollback(rolled.version, text.code, text.requirements);
                             confirming.set(None);
                             if !error.is_disposed() {
                                 list.refetch();
@@ -253,7 +276,7 @@ pub(super) fn Versions(
                                     <Show when=move || confirming.get() == Some(number)
                                         fallback=move || view! { <button class="link" data-testid=format!("rollback-{number}") on:click=move |_| confirming.set(Some(number))>"Roll back"</button> }>
                                         <span role="alertdialog" aria-label="Confirm rollback">
-                                            {format!(" Make v{number}'s code the latest version? ")}
+                                            {format!(" Make v{number}'s code and requirements the latest version? ")}
                                             <button class="danger" data-testid="confirm-rollback" on:click=move |_| rollback.run(number)>"Roll back"</button>
                                             <button on:click=move |_| confirming.set(None)>"Cancel"</button>
                                         </span>
@@ -269,6 +292,10 @@ pub(super) fn Versions(
             <p class="muted">{move || format!("v{} (left) against the editor (right)", compared.get().unwrap_or_default())}</p>
         </Show>
         <div class="diff" node_ref=diff_element data-testid="diff" style=move || if compared.get().is_some() { "" } else { "display: none" }></div>
+        <Show when=move || compared.get().is_some() && requirements_differ.get()>
+            <p class="muted">"Requirements: "{move || format!("v{} (left) against the editor (right)", compared.get().unwrap_or_default())}</p>
+        </Show>
+        <div class="diff" node_ref=requirements_diff_element data-testid="requirements-diff" style=move || if compared.get().is_some() && requirements_differ.get() { "" } else { "display: none" }></div>
     }
 }
 
