@@ -219,7 +219,10 @@ describe('IDE', { timeout: 300_000 }, () => {
       '',
     ].join('\n');
     await api('POST', '/teams/acme/apps', { name: 'stats', code });
-    await page.getByTestId('sign-out').click();
+    await page.goto(`${stack.baseUrl}/`);
+    const signOut = page.getByTestId('sign-out');
+    await Promise.race([signOut.waitFor(), page.getByTestId('sign-in-name').waitFor()]);
+    if (await signOut.count()) await signOut.click();
     await signIn('ada');
     await page.goto(`${stack.baseUrl}/teams/acme/apps/stats`);
     const undeclared = page.getByTestId('problems').locator('li[data-file="code"][data-line="2"]');

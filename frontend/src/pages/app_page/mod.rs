@@ -224,6 +224,11 @@ fn AppEditor(team: String, app: String) -> impl IntoView {
                 .await;
                 match (created, listed) {
                     (Ok(created), Ok(listed)) => {
+                        // Who may edit may have become known while they were created.
+                        if let Some(editable) = can_edit.try_get_untracked() {
+                            created.set_read_only(!editable);
+                            listed.set_read_only(!editable);
+                        }
                         // Gone already (the page was left meanwhile): dropping them disposes them.
                         drop(editor.try_set_value(Some(created)));
                         drop(requirements_editor.try_set_value(Some(listed)));
