@@ -8,6 +8,7 @@ mod install;
 mod lock;
 mod requirements;
 mod settings;
+mod suggest;
 
 pub use install::{Env, InstallError};
 pub use lock::{Lock, LockError, Target, Uv};

@@ -170,7 +170,18 @@ fn failure(requirements: &Requirements, stderr: &str) -> LockError {
             || requirements.packages.first().map_or(1, |package| package.line),
             |(_, line)| line,
         );
+    let message = match unknown_package(&message).and_then(crate::suggest::did_you_mean) {
+        Some(known) => format!("{message} (did you mean `{known}`?)"),
+        None => message,
+    };
     LockError::Requirements(vec![LineError { line, message }])
+}
+
+/// The package uv says the index does not have ("Because numpyy was not found in the package
+/// registry ...").
+fn unknown_package(message: &str) -> Option<&str> {
+    let before = message.split(" was not found in the package registry").next()?;
+    (before.len() < message.len()).then(|| before.rsplit(' ').next()).flatten()
 }
 
 /// Whether uv's error says the index could not be reached (rather than what it holds).
@@ -248,6 +259,7 @@ mod tests {
         let LockError::Requirements(errors) = failure(&requirements, stderr) else { panic!() };
         assert_eq!(errors[0].line, 3);
         assert!(errors[0].message.starts_with("Because numpyy was not found"), "{errors:?}");
+        assert!(errors[0].message.ends_with("(did you mean `numpy`?)"), "{errors:?}");
         let unreachable = "error: Request failed after 3 retries in 9.9s\n  cause: Failed to fetch: http://127.0.0.1:9/simple/numpy/\n";
         assert!(matches!(failure(&requirements, unreachable), LockError::Unavailable(_)));
         assert_eq!(find_name("you require numpy.", "numpy"), Some(12));

@@ -64,13 +64,12 @@ const ORDERS: u64 = 200;
 
 /// A stack whose uv is the pinned one and whose package cache is shared by the tests (under
 /// target/, reachable by connectors of any user), so PyPI is asked once per machine.
-fn stack(temp: &tempfile::TempDir) -> DevStack {
+fn stack(temp: &tempfile::TempDir, more: &[(&str, &str)]) -> DevStack {
     let uv = std::env::var("AEROGRID_UV").expect("AEROGRID_UV (cargo xtask test sets it)");
     let cache = concat!(env!("CARGO_TARGET_TMPDIR"), "/python-cache");
-    DevStack::start_with_env(
-        &temp.path().join("data"),
-        &[("AEROGRID_UV", &uv), ("AEROGRID_PYTHON_CACHE_DIR", cache)],
-    )
+    let mut env = vec![("AEROGRID_UV", uv.as_str()), ("AEROGRID_PYTHON_CACHE_DIR", cache)];
+    env.extend_from_slice(more);
+    DevStack::start_with_env(&temp.path().join("data"), &env)
 }
 
 async fn acme(api: &Api, stack: &DevStack) -> aerogrid_kafka::KafkaSettings {
@@ -158,7 +157,7 @@ fn expected_means() -> BTreeMap<String, (f64, u64)> {
 async fn numpy_and_pandas_compute_a_grid_in_a_shared_environment_and_rollback_brings_back_other_pins()
  {
     let temp = tempfile::tempdir().unwrap();
-    let stack = stack(&temp);
+    let stack = stack(&temp, &[]);
     let api = Api::new(&stack);
     let kafka = acme(&api, &stack).await;
     let apps = "/api/v1/teams/acme/apps";
@@ -288,10 +287,12 @@ fn assert_requirement_error(diagnostics: &Value, line: u64, says: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn unknown_impossible_source_only_and_undeclared_packages_are_diagnostics_and_nothing_starts()
-{
+async fn unknown_impossible_source_only_undeclared_and_too_many_packages_are_diagnostics_and_nothing_starts()
+ {
     let temp = tempfile::tempdir().unwrap();
-    let stack = stack(&temp);
+    // numpy + pandas come to more than 3 packages; an installed numpy to about 40 MiB.
+    let limits = [("AEROGRID_MAX_PYTHON_PACKAGES", "3"), ("AEROGRID_MAX_PYTHON_ENV_MIB", "20")];
+    let stack = stack(&temp, &limits);
     let api = Api::new(&stack);
     acme(&api, &stack).await;
     let apps = "/api/v1/teams/acme/apps";
@@ -299,6 +300,8 @@ async fn unknown_impossible_source_only_and_undeclared_packages_are_diagnostics_
     let cases = [
         // (requirements, line, what the error says)
         ("numpy\naerogrid-no-such-package-x\n", 2, "aerogrid-no-such-package-x"),
+        ("numpy\npandsa\n", 2, "(did you mean `pandas`?)"),
+        ("numpy\npandas\n", 1, "packages with their dependencies; an app may have at most 3"),
         ("# pinned\nnumpy==0.0.1\n", 2, "numpy"),
         ("numpy\npycrypto==2.6.1\n", 2, "pycrypto"),
         ("numpy\n--index-url https://elsewhere.example/simple\n", 2, "option"),
@@ -339,10 +342,28 @@ async fn unknown_impossible_source_only_and_undeclared_packages_are_diagnostics_
     );
     let body = json!({ "name": "undeclared", "code": undeclared, "requirements": "numpy\n" });
     api.admin(Method::POST, apps, Some(body)).await;
-    let (status, refused) =
+    let (answer, refused) =
         api.call(Method::POST, &format!("{apps}/undeclared/start"), &api.admin, None).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert_eq!(answer, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
     assert_eq!(status_of(&api, "undeclared").await, "stopped");
+
+    // Too large once installed: the node says so, and the app fails without running.
+    let body = json!({ "name": "large", "code": code, "requirements": "numpy==2.2.5\n" });
+    let created = api.admin(Method::POST, apps, Some(body)).await;
+    assert_eq!(created["diagnostics"], json!([]), "{created}");
+    api.admin(Method::POST, &format!("{apps}/large/start"), None).await;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let failed = loop {
+        let now = status(&api, "large").await;
+        if now["state"] == "failed" {
+            break now;
+        }
+        assert_ne!(now["state"], "running", "{now}");
+        assert!(Instant::now() < deadline, "{now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("MiB installed; an app's packages may take at most 20 MiB"), "{failed}");
 }
 
 async fn status_of(api: &Api, app: &str) -> String {
