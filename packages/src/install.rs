@@ -14,14 +14,18 @@ use std::{
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::{Lock, PackageSettings, lock::redact};
+use crate::{Lock, PackageSettings, cache, lock::redact};
 
-/// An installed environment: what the connector adds to `sys.path`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An installed environment: what the connector adds to `sys.path`. Held (not evicted from the
+/// cache) while this value lives: an app keeps it for as long as it runs.
+#[derive(Debug)]
 pub struct Env {
     pub path: PathBuf,
     /// False when it was there already (another app, or an earlier Start, installed it).
     pub installed: bool,
+    /// Bytes of less recently used environments removed to keep the cache within its bound.
+    pub evicted_bytes: u64,
+    _lease: cache::EnvLease,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,9 @@ impl InstallError {
 
 /// Installs in this process, by digest: two Starts of one lock wait for one install.
 static INSTALLING: Mutex<Option<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = Mutex::new(None);
+/// Installs of different locks at once in this process (each is a uv process, downloading and
+/// unpacking): more wait their turn, so many new locks at once cannot take every core.
+static INSTALL_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 impl PackageSettings {
     /// The digest naming `lock`'s environment (the target is part of it).
@@ -81,17 +88,26 @@ impl PackageSettings {
         }
         let digest = self.digest(lock);
         let path = self.envs_dir.join(&digest);
-        if path.is_dir() {
-            return Ok(Env { path, installed: false });
+        let found = |path: &Path| {
+            cache::lease(path).map(|lease| Env {
+                path: path.to_path_buf(),
+                installed: false,
+                evicted_bytes: 0,
+                _lease: lease,
+            })
+        };
+        if let Some(env) = found(&path) {
+            return Ok(env);
         }
         let gate = {
             let mut installing = INSTALLING.lock().expect("no panic holds the installs");
             installing.get_or_insert_with(HashMap::new).entry(digest.clone()).or_default().clone()
         };
         let _installing = gate.lock().await;
-        if path.is_dir() {
-            return Ok(Env { path, installed: false });
+        if let Some(env) = found(&path) {
+            return Ok(env);
         }
+        let _slot = INSTALL_SLOTS.acquire().await.map_err(std::io::Error::other)?;
         let Some(uv) = &self.uv else {
             return Err(InstallError::Failed(
                 "this node cannot install packages: uv is not found (--uv or PATH)".into(),
@@ -117,6 +133,7 @@ impl PackageSettings {
                 return Err(InstallError::TooLarge { bytes, limit: self.limits.env_bytes });
             }
             make_read_only(&scratch)?;
+            cache::record(&path, bytes)?;
             match std::fs::rename(&scratch, &path) {
                 Ok(()) => Ok(()),
                 // Another node on this cache finished it first: theirs is the same.
@@ -129,7 +146,12 @@ impl PackageSettings {
         if result.is_err() {
             let _ = remove_tree(&scratch);
         }
-        result.map(|()| Env { path, installed: true })
+        result?;
+        let lease = cache::lease(&path).ok_or_else(|| {
+            InstallError::Io(std::io::Error::other("the new environment disappeared"))
+        })?;
+        let evicted_bytes = cache::evict(&self.envs_dir, self.limits.cache_bytes)?;
+        Ok(Env { path, installed: true, evicted_bytes, _lease: lease })
     }
 }
 
@@ -254,7 +276,7 @@ fn make_read_only(root: &Path) -> std::io::Result<()> {
 }
 
 /// Removes a tree, read-only parts included; nothing there is fine.
-fn remove_tree(root: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_tree(root: &Path) -> std::io::Result<()> {
     if !root.exists() {
         return Ok(());
     }

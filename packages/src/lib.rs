@@ -4,12 +4,14 @@
 //! interpreter and platform, wheels only; `install` puts a lock's packages in a shared,
 //! read-only environment per lock; `settings` are the operator's flags.
 
+mod cache;
 mod install;
 mod lock;
 mod requirements;
 mod settings;
 mod suggest;
 
+pub use cache::EnvLease;
 pub use install::{Env, InstallError};
 pub use lock::{Lock, LockError, Target, Uv};
 pub use requirements::{

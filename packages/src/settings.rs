@@ -32,6 +32,10 @@ pub struct PythonArgs {
     /// Size of one app's installed environment, in MiB.
     #[arg(long, env = "AEROGRID_MAX_PYTHON_ENV_MIB", default_value_t = 1024)]
     pub max_python_env_mib: u64,
+    /// Size of all the environments a node keeps, in MiB: past it, the least recently used that
+    /// no running app holds are removed (and installed again when an app needs one).
+    #[arg(long, env = "AEROGRID_MAX_PYTHON_CACHE_MIB", default_value_t = 20_480)]
+    pub max_python_cache_mib: u64,
     /// Seconds a lock or an install may take (downloads included) before it is given up
     /// (and retried later: a slow index is not the app's fault).
     #[arg(long, env = "AEROGRID_MAX_PYTHON_INSTALL_SECONDS", default_value_t = 300.0)]
@@ -43,6 +47,8 @@ pub struct PythonArgs {
 pub struct Limits {
     pub packages: usize,
     pub env_bytes: u64,
+    /// All environments of a node.
+    pub cache_bytes: u64,
     pub install_time: Duration,
 }
 
@@ -80,6 +86,7 @@ impl PythonArgs {
             limits: Limits {
                 packages: self.max_python_packages,
                 env_bytes: self.max_python_env_mib.saturating_mul(1 << 20),
+                cache_bytes: self.max_python_cache_mib.saturating_mul(1 << 20),
                 install_time,
             },
             target: Target::runtime(),
@@ -96,6 +103,7 @@ impl Default for PythonArgs {
             python_cache_dir: None,
             max_python_packages: 100,
             max_python_env_mib: 1024,
+            max_python_cache_mib: 20_480,
             max_python_install_seconds: 300.0,
         }
     }

@@ -2,9 +2,9 @@
 //! environment of that lock (installed once per node cache, shared by every app with it), with
 //! what is happening in the app's status and log.
 
-use std::{path::PathBuf, time::Instant};
+use std::time::Instant;
 
-use aerogrid_packages::{InstallError, Lock, LockError, Requirements};
+use aerogrid_packages::{Env, InstallError, Lock, LockError, Requirements};
 use uuid::Uuid;
 
 use crate::{Error, Result, app::NodeContext, db};
@@ -12,14 +12,15 @@ use crate::{Error, Result, app::NodeContext, db};
 /// uv's lines shown in the app's log per install (the rest are counted).
 const LOGGED_LINES: usize = 50;
 
-/// The environment the app's version imports from; None when it declares no packages. A
+/// The environment the app's version imports from (held while the value lives: the run keeps
+/// it); None when it declares no packages. A
 /// problem in the requirements is the user's (`Refused`: the app fails); an index that cannot
 /// be reached is not (`PackagesUnavailable`: the app waits and tries again).
 pub(crate) async fn prepare(
     context: &NodeContext,
     app_id: Uuid,
     code: &db::AppCode,
-) -> Result<Option<PathBuf>> {
+) -> Result<Option<Env>> {
     let requirements = Requirements::parse(&code.requirements).map_err(|errors| {
         let first = &errors[0];
         refused(format!("requirements line {}: {}", first.line, first.message))
@@ -89,7 +90,13 @@ pub(crate) async fn prepare(
             );
             log(context, app_id, "info", message).await;
             tracing::info!(%app_id, env = %env.path.display(), installed = env.installed, elapsed = ?started.elapsed(), "App packages ready.");
-            Ok(Some(env.path))
+            if env.evicted_bytes > 0 {
+                tracing::info!(
+                    evicted_mib = env.evicted_bytes >> 20,
+                    "Least recently used package environments removed (--max-python-cache-mib)."
+                );
+            }
+            Ok(Some(env))
         }
         Err(error) if error.is_transient() => {
             Err(Error::PackagesUnavailable(format!("waiting to install {what}: {error}")))

@@ -79,6 +79,8 @@ struct Run<'a> {
     context: &'a NodeContext,
     app_id: Uuid,
     code: db::AppCode,
+    /// The app's package environment, held (kept in the node's cache) while it runs.
+    _packages: Option<aerogrid_packages::Env>,
     connector: ConnectorProcess,
     writer: ChangelogWriter,
     changelog_topic: String,
@@ -144,7 +146,8 @@ impl<'a> Run<'a> {
             );
         }
         let packages = crate::packages::prepare(context, app_id, &code).await?;
-        let mut connector = context.pool.take(packages.as_deref()).await?;
+        let env = packages.as_ref().map(|env| env.path.as_path());
+        let mut connector = context.pool.take(env).await?;
         let loaded = match connector
             .request(node_message::Kind::Load(Load {
                 team: code.team.clone(),
@@ -208,6 +211,7 @@ impl<'a> Run<'a> {
             last_commit: Instant::now() - COMMIT_EVERY,
             last_lag: Instant::now(),
             code,
+            _packages: packages,
             connector,
             writer,
             changelog_topic,
