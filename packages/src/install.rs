@@ -82,6 +82,7 @@ impl PackageSettings {
         lock: &Lock,
         progress: &(dyn Fn(String) + Send + Sync),
     ) -> Result<Env, InstallError> {
+        lock.check().map_err(InstallError::Failed)?;
         let count = lock.packages().len();
         if count > self.limits.packages {
             return Err(InstallError::TooManyPackages { count, limit: self.limits.packages });
@@ -163,7 +164,7 @@ async fn run_uv_install(
     timeout: std::time::Duration,
     progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<(), InstallError> {
-    let mut command = tokio::process::Command::new(&uv.binary);
+    let mut command = uv.command();
     command
         .args(["pip", "install", "--no-deps", "--require-hashes", "--only-binary", ":all:"])
         .args(["--no-config", "--color", "never", "--link-mode", "copy", "--compile-bytecode"])
@@ -174,19 +175,10 @@ async fn run_uv_install(
         .arg("--cache-dir")
         .arg(&uv.cache_dir)
         .arg("-r")
-        .arg(lock_file);
-    if let Some(index) = &uv.index_url {
-        command.args(["--index-url", index]);
-    }
-    for index in &uv.extra_index_urls {
-        command.args(["--extra-index-url", index]);
-    }
-    command
-        .env("UV_NO_PROGRESS", "1")
+        .arg(lock_file)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     let mut child =
         command.spawn().map_err(|error| InstallError::Failed(format!("cannot run uv: {error}")))?;
     let stderr = child.stderr.take().expect("piped");

@@ -48,6 +48,31 @@ pub struct Lock {
 }
 
 impl Lock {
+    /// Whether the text is what `uv pip compile --generate-hashes` writes and nothing else:
+    /// pins (`name==version`) and their hashes. A lock is installed as it is, so nothing else
+    /// may reach uv through it.
+    pub fn check(&self) -> Result<(), String> {
+        for (index, line) in self.text.lines().enumerate() {
+            let line = line.trim_end_matches('\\').trim();
+            let pin = |line: &str| {
+                let (name, version) = line.split_once("==")?;
+                let name_ok = !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                let version_ok = !version.is_empty()
+                    && version.chars().all(|c| c.is_ascii_alphanumeric() || ".+!-_".contains(c));
+                (name_ok && version_ok).then_some(())
+            };
+            let hash = |line: &str| {
+                let digest = line.strip_prefix("--hash=sha256:")?;
+                (digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit())).then_some(())
+            };
+            if !(line.is_empty() || pin(line).is_some() || hash(line).is_some()) {
+                return Err(format!("line {} of the lock is not a pin or a hash", index + 1));
+            }
+        }
+        Ok(())
+    }
+
     /// `(name, version)` of every locked package, dependencies included.
     pub fn packages(&self) -> Vec<(String, String)> {
         self.text
@@ -76,7 +101,53 @@ pub enum LockError {
     Tool(String),
 }
 
+/// Variables uv may have from this process: where programs are, and how to reach an index
+/// (proxies, certificates). Nothing else: the server's own secrets stay with the server, and uv
+/// would expand `${VARIABLE}` in what it reads.
+const PASSED_TO_UV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+];
+
 impl Uv {
+    /// uv with a cleared environment, in an empty directory, killed when dropped. The indexes
+    /// go by environment (`UV_INDEX_URL`, `UV_EXTRA_INDEX_URL`), not the command line that any
+    /// process may read in `/proc`.
+    pub(crate) fn command(&self) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.binary);
+        command.env_clear();
+        for name in PASSED_TO_UV {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+        command.env("UV_NO_PROGRESS", "1");
+        if let Some(index) = &self.index_url {
+            command.env("UV_INDEX_URL", index);
+        }
+        if !self.extra_index_urls.is_empty() {
+            command.env("UV_EXTRA_INDEX_URL", self.extra_index_urls.join(" "));
+        }
+        // An empty directory of its own beside the cache (uv refuses to run inside its cache):
+        // no project file or `.env` of the server's working directory is read.
+        let work = self.cache_dir.with_extension("work");
+        if std::fs::create_dir_all(&work).is_ok() {
+            command.current_dir(&work);
+        }
+        command.kill_on_drop(true);
+        command
+    }
+
     /// Resolves `requirements` for `target`. An empty set locks to an empty lock, without uv.
     pub async fn lock(
         &self,
@@ -86,7 +157,7 @@ impl Uv {
         if requirements.is_empty() {
             return Ok(Lock { text: String::new() });
         }
-        let mut command = tokio::process::Command::new(&self.binary);
+        let mut command = self.command();
         command
             .args(["pip", "compile", "-", "--generate-hashes", "--no-header", "--no-annotate"])
             .args(["--only-binary", ":all:", "--quiet", "--no-config", "--color", "never"])
@@ -97,19 +168,10 @@ impl Uv {
                 &target.platform,
             ])
             .arg("--cache-dir")
-            .arg(&self.cache_dir);
-        if let Some(index) = &self.index_url {
-            command.args(["--index-url", index]);
-        }
-        for index in &self.extra_index_urls {
-            command.args(["--extra-index-url", index]);
-        }
-        command
-            .env("UV_NO_PROGRESS", "1")
+            .arg(&self.cache_dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
         let mut child = command.spawn().map_err(|error| {
             LockError::Tool(format!("cannot run {}: {error}", self.binary.display()))
         })?;
@@ -131,7 +193,11 @@ impl Uv {
             }
         };
         if output.status.success() {
-            return Ok(Lock { text: String::from_utf8_lossy(&output.stdout).into_owned() });
+            let lock = Lock { text: String::from_utf8_lossy(&output.stdout).into_owned() };
+            lock.check().map_err(|why| {
+                LockError::Tool(format!("uv wrote a lock that is not one: {why}"))
+            })?;
+            return Ok(lock);
         }
         Err(failure(requirements, &redact(&String::from_utf8_lossy(&output.stderr))))
     }
@@ -170,11 +236,24 @@ fn failure(requirements: &Requirements, stderr: &str) -> LockError {
             || requirements.packages.first().map_or(1, |package| package.line),
             |(_, line)| line,
         );
+    // Kept with the version and shown on every read: a bound, whatever uv says.
+    let message = cut(message, 2000);
     let message = match unknown_package(&message).and_then(crate::suggest::did_you_mean) {
         Some(known) => format!("{message} (did you mean `{known}`?)"),
         None => message,
     };
     LockError::Requirements(vec![LineError { line, message }])
+}
+
+fn cut(text: String, bytes: usize) -> String {
+    if text.len() <= bytes {
+        return text;
+    }
+    let mut end = bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
 }
 
 /// The package uv says the index does not have ("Because numpyy was not found in the package
@@ -240,6 +319,21 @@ pub(crate) fn redact(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_holds_pins_and_hashes_only() {
+        let good = Lock {
+            text: format!(
+                "numpy==2.1.3 \\\n    --hash=sha256:{}\npandas==2.2.3+local \\\n",
+                "a".repeat(64)
+            ),
+        };
+        assert_eq!(good.check(), Ok(()));
+        for bad in ["-r /etc/passwd\n", "numpy>=2\n", "numpy==2 ; ${X}\n", "--index-url http://x\n"]
+        {
+            assert!(Lock { text: bad.into() }.check().is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn credentials_in_urls_are_redacted() {

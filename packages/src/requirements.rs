@@ -39,7 +39,12 @@ impl Requirements {
     pub fn parse(text: &str) -> Result<Self, Vec<LineError>> {
         let mut packages = Vec::new();
         let mut errors = Vec::new();
-        let lines: Vec<&str> = text.lines().collect();
+        // Lines end at `\n` (a `\r` before it is the CRLF of another editor); any other control
+        // character is refused on its line.
+        let lines: Vec<&str> = text
+            .split_terminator('\n')
+            .map(|line| line.strip_suffix('\r').unwrap_or(line))
+            .collect();
         if lines.len() > MAX_LINES {
             return Err(vec![LineError {
                 line: u32::try_from(MAX_LINES + 1).unwrap_or(u32::MAX),
@@ -99,6 +104,43 @@ pub fn normalize(name: &str) -> String {
     normalized
 }
 
+fn allowed_in_requirement(character: char) -> bool {
+    character.is_ascii_alphanumeric()
+        || matches!(
+            character,
+            ' ' | '\t'
+                | '-'
+                | '_'
+                | '.'
+                | '['
+                | ']'
+                | ','
+                | ';'
+                | '='
+                | '<'
+                | '>'
+                | '!'
+                | '~'
+                | '*'
+                | '+'
+                | '\''
+                | '"'
+                | '('
+                | ')'
+                | '@'
+                | ':'
+                | '/'
+        )
+}
+
+fn describe_character(character: char) -> String {
+    if character.is_control() {
+        format!("a control character (U+{:04X})", u32::from(character))
+    } else {
+        format!("`{character}`")
+    }
+}
+
 /// `Ok(None)` for a blank or comment line; the name and the requirement's text otherwise.
 fn parse_line(line: &str) -> Result<Option<(String, String)>, String> {
     if line.len() > MAX_LINE_BYTES {
@@ -113,6 +155,15 @@ fn parse_line(line: &str) -> Result<Option<(String, String)>, String> {
     .trim();
     if text.is_empty() {
         return Ok(None);
+    }
+    // What a package requirement is written with (PEP 508 without URLs). Anything else (a
+    // carriage return uv would read as a new line, `$` it would expand, `\` continuing a line)
+    // could make uv read something other than what was checked.
+    if let Some(odd) = text.chars().find(|character| !allowed_in_requirement(*character)) {
+        return Err(format!(
+            "{} is not part of a package requirement (letters, digits, spaces and `-_.[],;=<>!~*+'\"()` are)",
+            describe_character(odd)
+        ));
     }
     if text.starts_with('-') {
         let option = text.split_whitespace().next().unwrap_or(text);
@@ -252,6 +303,20 @@ mod tests {
             "{found:?}"
         );
         assert!(found[2].1.contains("not a URL or a file"), "{found:?}");
+    }
+
+    #[test]
+    fn nothing_uv_would_read_otherwise_passes() {
+        // A carriage return is a line end to uv: the marker would hide an option after it.
+        let found = errors("numpy;os_name=='posix'\r-r /proc/self/environ\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].1.starts_with("a control character (U+000D)"), "{found:?}");
+        for hostile in ["numpy==${HOME}\n", "numpy \\\n", "numpy\u{0}\n", "numpy#x\n"] {
+            assert_eq!(errors(hostile).len(), 1, "{hostile:?}");
+        }
+        // A Windows editor's line ends are line ends.
+        let parsed = Requirements::parse("numpy\r\npandas\r\n").unwrap();
+        assert_eq!(parsed.to_uv_input(), "numpy\npandas\n");
     }
 
     #[test]

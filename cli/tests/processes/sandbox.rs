@@ -621,8 +621,9 @@ fn numpy_env() -> String {
 }
 
 /// With numpy imported from the app's environment, the sandbox holds as before: its native
-/// code loads and computes, but ctypes (directly or reached through numpy), the network,
-/// processes and file writes are refused; the environment itself cannot be changed.
+/// code loads and computes, but ctypes cannot be had (directly, through numpy, or by code
+/// compiled under one of numpy's file names), and the network, processes and file writes are
+/// refused; the environment itself cannot be changed.
 #[test]
 fn the_sandbox_holds_with_numpy_loaded() {
     let env = numpy_env();
@@ -648,16 +649,26 @@ fn the_sandbox_holds_with_numpy_loaded() {
         assert_eq!(refused.line, Some(line), "{program}\n{refused:?}");
     };
 
-    // It works: BLAS included, on one thread.
+    // It works: BLAS included, on one thread; numpy goes without ctypes.
     let (answer, program) = load(
-        "grid = app.Grid('g', columns=['det'])\n@app.timer(seconds=0.001)\ndef compute():\n    grid['x'] = {'det': float(numpy.linalg.det(numpy.array([[2.0, 1.0], [1.0, 3.0]])))}\n",
+        "grid = app.Grid('g', columns=['det', 'ctypes'])\n@app.timer(seconds=0.001)\ndef compute():\n    grid['x'] = {'det': float(numpy.linalg.det(numpy.array([[2.0, 1.0], [1.0, 3.0]]))), 'ctypes': repr(numpy.ctypeslib.ctypes)}\n",
     );
     let Kind::Result(result) = answer else { panic!("{program}\n{answer:?}") };
-    assert!(format!("{result:?}").contains("5.0"), "{result:?}");
+    let text = format!("{result:?}");
+    assert!(text.contains("5.0") && text.contains("\"None\""), "{result:?}");
 
     const NATIVE: &str = "native code (ctypes and similar modules) is not available";
     refused("import ctypes\n", NATIVE, 4);
-    refused("numpy.ctypeslib.ctypes.CDLL(None)\n", NATIVE, 4);
+    refused("from ctypes import CDLL\n", NATIVE, 4);
+    // Code compiled under numpy's file name, or imported through importlib, finds no ctypes.
+    for body in [
+        "exec(compile('import ctypes', numpy.__path__[0] + '/forged.py', 'exec'))\n",
+        "import importlib\nimportlib.import_module('ctypes')\n",
+    ] {
+        let (answer, program) = load(body);
+        let Kind::LoadFailed(failed) = answer else { panic!("{program}\n{answer:?}") };
+        assert!(failed.message.contains("ctypes"), "{program}\n{failed:?}");
+    }
     refused("import socket\nsocket.socket()\n", "network access is not available", 5);
     refused("import os\nos.system('true')\n", "starting processes is not available", 5);
     let target = std::env::temp_dir().join(format!("aerogrid-numpy-{}.npy", std::process::id()));
@@ -676,20 +687,25 @@ fn the_sandbox_holds_with_numpy_loaded() {
     assert!(!inside.exists(), "the environment was changed");
 
     // Without the audit hook, the kernel alone: numpy's ctypes reaches libc, and libc's
-    // socket and open for writing fail.
+    // socket, open for writing and chmod of the environment fail.
     let mut connector = ConnectorProcess::start_with(&[&env_arg, "--no-audit-hook"]);
     let program = format!(
-        "{HEADER}import numpy\nimport os\ngrid = app.Grid('g', columns=['socket', 'open'])\n\
+        "{HEADER}import numpy\nimport os\ngrid = app.Grid('g', columns=['socket', 'open', 'chmod'])\n\
          libc = numpy.ctypeslib.ctypes.CDLL(None, use_errno=True)\n\
          @app.timer(seconds=0.001)\ndef probe():\n    \
-         grid['x'] = {{'socket': libc.socket(2, 1, 0), 'open': libc.open(b'{}', os.O_WRONLY | os.O_CREAT, 0o644)}}\n",
-        inside.display()
+         grid['x'] = {{'socket': libc.socket(2, 1, 0), \
+         'open': libc.open(b'{}', os.O_WRONLY | os.O_CREAT, 0o644), \
+         'chmod': libc.chmod(b'{}', 0o777)}}\n",
+        inside.display(),
+        Path::new(&env).join("numpy").display()
     );
     assert!(matches!(connector.load(&program), Kind::Loaded(_)), "{program}");
     std::thread::sleep(Duration::from_millis(20));
     let answer = connector.send(node_message::Kind::Tick(Tick {}));
     let Kind::Result(result) = answer else { panic!("{answer:?}") };
     let text = format!("{result:?}");
-    assert_eq!(text.matches("-1").count(), 2, "both calls fail in the kernel: {text}");
+    assert_eq!(text.matches("-1").count(), 3, "every call fails in the kernel: {text}");
+    let mode = std::fs::metadata(Path::new(&env).join("numpy")).unwrap().permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o555);
     assert!(!inside.exists(), "the environment was changed");
 }

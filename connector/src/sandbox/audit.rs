@@ -44,10 +44,6 @@ pub(crate) struct Refusal {
 /// What the hook allows to be read: the standard library (its imports), the app's packages.
 struct Policy {
     read_roots: Vec<PathBuf>,
-    /// The standard library's directories: its frames act for whoever called them.
-    standard_library: Vec<PathBuf>,
-    /// The app's packages, whose frames may use native code.
-    packages: Option<PathBuf>,
 }
 
 static POLICY: OnceLock<Policy> = OnceLock::new();
@@ -113,13 +109,9 @@ const WRITE_EVENTS: &[&str] = &[
 ];
 
 /// Installs the hook; `read_roots` are the directories imports may read.
-pub(crate) fn install(
-    read_roots: Vec<PathBuf>,
-    standard_library: Vec<PathBuf>,
-    packages: Option<PathBuf>,
-) -> Result<()> {
+pub(crate) fn install(read_roots: Vec<PathBuf>) -> Result<()> {
     POLICY
-        .set(Policy { read_roots, standard_library, packages })
+        .set(Policy { read_roots })
         .map_err(|_| Error::Sandbox("the audit hook is installed twice".into()))?;
     // SAFETY: the interpreter is initialised and the hook has the signature CPython expects.
     let status = unsafe { PySys_AddAuditHook(audit_hook, std::ptr::null_mut()) };
@@ -132,11 +124,19 @@ pub(crate) fn install(
 /// The interpreter's own `__import__`, which [`guarded_import`] calls.
 static ORIGINAL_IMPORT: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
 
-/// Refused imports are refused from the user's code even when the module is loaded already (a
-/// declared package imported it: numpy imports ctypes), which raises no `import` event: the
-/// import statement goes through `builtins.__import__`, replaced here. What the module could do
-/// is refused by its own events either way (`ctypes.dlopen`, `ctypes.call_function`, ...).
+/// Modules that exist to reach native code (ctypes, cffi, ...) cannot be imported at all, by
+/// the user's code or a package's: their frames could be forged (code compiled under a
+/// package's file name, a loader of one's own), so no caller can be trusted with them. A
+/// package that imports one optionally gets its `ImportError` (numpy then goes without
+/// `ctypeslib`); the user's import statement gets the refusal with its line, through
+/// `builtins.__import__`, replaced here (an `import` event comes only for modules not loaded).
 pub(crate) fn guard_imports(py: Python<'_>) -> Result<()> {
+    let modules = py.import("sys")?.getattr("modules")?;
+    for (module, cause) in aerogrid_policy::REFUSED_IMPORTS {
+        if *cause == Cause::NativeCode {
+            modules.set_item(*module, py.None())?;
+        }
+    }
     let builtins = py.import("builtins")?;
     let original = builtins.getattr("__import__")?.unbind();
     ORIGINAL_IMPORT
@@ -266,12 +266,6 @@ fn judge(check: Check, event: &str, args: &Bound<'_, PyAny>) -> Option<(Cause, S
     let arg = |index: usize| args.get_item(index).ok();
     match check {
         Check::Always(Cause::CodeObjects) => Some((Cause::CodeObjects, "types.CodeType".into())),
-        // A declared package may use native code (numpy imports ctypes); the user's code may
-        // not, directly or through the standard library. What the package's code then does is
-        // the kernel's to bound.
-        Check::Always(Cause::NativeCode) => {
-            caller_is_user(args.py()).then(|| (Cause::NativeCode, event.into()))
-        }
         Check::Always(cause) => Some((cause, event.into())),
         Check::Open => {
             let path = arg(0)?;
@@ -402,20 +396,6 @@ fn importer_is_user(py: Python<'_>) -> bool {
     frame_files(py)
         .find(|file| !file.starts_with("<frozen importlib"))
         .is_some_and(|file| file == user_file())
-}
-
-/// Whether the innermost frame outside importlib and the standard library is not a declared
-/// package's: the user's module, or code it compiled (any other file name). Without packages,
-/// always.
-fn caller_is_user(py: Python<'_>) -> bool {
-    let Some(policy) = POLICY.get() else { return true };
-    let Some(packages) = &policy.packages else { return true };
-    frame_files(py)
-        .find(|file| {
-            !file.starts_with("<frozen")
-                && !policy.standard_library.iter().any(|root| Path::new(file).starts_with(root))
-        })
-        .is_none_or(|file| !Path::new(&file).starts_with(packages))
 }
 
 /// The file names of the running frames, innermost first.

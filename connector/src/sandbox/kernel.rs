@@ -209,6 +209,29 @@ pub(crate) fn filter_system_calls() -> Result<&'static str> {
         libc::SYS_setfsgid,
         libc::SYS_setgroups,
         libc::SYS_capset,
+        // Files' modes, owners, times, sizes and attributes: landlock does not cover them all
+        // (chmod, chown, xattrs at any ABI; truncate below ABI 3), and a connector sharing the
+        // node's user could otherwise open an app environment it reads back up for writing.
+        libc::SYS_chmod,
+        libc::SYS_fchmod,
+        libc::SYS_fchmodat,
+        452, // fchmodat2 (Linux 6.6; not in libc 0.2's table for every target)
+        libc::SYS_chown,
+        libc::SYS_fchown,
+        libc::SYS_lchown,
+        libc::SYS_fchownat,
+        libc::SYS_truncate,
+        libc::SYS_ftruncate,
+        libc::SYS_utime,
+        libc::SYS_utimes,
+        libc::SYS_utimensat,
+        libc::SYS_futimesat,
+        libc::SYS_setxattr,
+        libc::SYS_lsetxattr,
+        libc::SYS_fsetxattr,
+        libc::SYS_removexattr,
+        libc::SYS_lremovexattr,
+        libc::SYS_fremovexattr,
     ];
     for call in always {
         rules.insert(call, vec![]);
