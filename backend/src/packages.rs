@@ -1,7 +1,7 @@
 //! Apps' requirements at save: read, resolved with uv into a lock for the runtime (in bounded
 //! time, a few at once), and what is wrong with them as diagnostics.
 
-use std::{sync::LazyLock, time::Duration};
+use std::time::Duration;
 
 use aerogrid_api::{Diagnostic, Severity};
 use aerogrid_packages::{LineError, LockError, PackageSettings, Requirements};
@@ -14,12 +14,10 @@ use crate::{
 /// Largest requirements text (1,000 lines of 1,000 bytes is the parser's bound; real ones are
 /// a few lines).
 pub(crate) const MAX_REQUIREMENTS_BYTES: usize = 64 * 1024;
-/// How long a save waits for a lock. Past it the version is saved unresolved and the runtime
-/// resolves it at Start (with the longer `--max-python-install-seconds`).
+/// How long a save waits for a lock (a few run at once: `aerogrid_packages` bounds them). Past
+/// it the version is saved unresolved and the runtime resolves it at Start (with the longer
+/// `--max-python-install-seconds`).
 const LOCK_AT_SAVE: Duration = Duration::from_secs(30);
-/// Locks at once in this server (each is a uv process).
-static LOCK_SLOTS: LazyLock<tokio::sync::Semaphore> =
-    LazyLock::new(|| tokio::sync::Semaphore::new(2));
 
 /// The version to store for `code` and `requirements`. `previous` is the version edited: its
 /// resolution is kept when the requirements are the same (saving code never waits for uv).
@@ -30,7 +28,15 @@ pub(crate) async fn version_text(
     previous: Option<&VersionText>,
 ) -> VersionText {
     let mut text = VersionText { code, requirements, ..VersionText::default() };
-    if let Some(previous) = previous.filter(|previous| previous.requirements == text.requirements) {
+    // The same packages (comments and blank lines aside) keep their resolution.
+    let same = |previous: &&VersionText| match (
+        Requirements::parse(&previous.requirements),
+        Requirements::parse(&text.requirements),
+    ) {
+        (Ok(before), Ok(now)) => before.to_uv_input() == now.to_uv_input(),
+        _ => previous.requirements == text.requirements,
+    };
+    if let Some(previous) = previous.filter(same) {
         text.lock.clone_from(&previous.lock);
         text.lock_error.clone_from(&previous.lock_error);
         text.lock_error_line = previous.lock_error_line;
@@ -58,12 +64,19 @@ async fn resolve(
     settings: &PackageSettings,
     requirements: &Requirements,
 ) -> Result<String, Option<LineError>> {
+    // More requirements than the packages an app may have cannot lock within it: said at once.
+    if let Some(beyond) = requirements.packages.get(settings.limits.packages) {
+        return Err(Some(LineError {
+            line: beyond.line,
+            message: format!(
+                "an app may have at most {} packages, its dependencies included",
+                settings.limits.packages
+            ),
+        }));
+    }
     let Some(uv) = &settings.uv else { return Err(None) };
     let mut uv = uv.clone();
     uv.timeout = uv.timeout.min(LOCK_AT_SAVE);
-    let Ok(Ok(_slot)) = tokio::time::timeout(LOCK_AT_SAVE, LOCK_SLOTS.acquire()).await else {
-        return Err(None);
-    };
     match uv.lock(requirements, &settings.target).await {
         Ok(lock) => {
             let count = lock.packages().len();

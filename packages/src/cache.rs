@@ -68,9 +68,13 @@ pub(crate) fn evict(envs_dir: &Path, limit: u64) -> std::io::Result<u64> {
         if path.extension().is_none_or(|extension| extension != "size") {
             continue;
         }
-        let bytes: u64 = std::fs::read_to_string(&path)?.trim().parse().unwrap_or(0);
-        let used = std::fs::metadata(&path)?.modified()?;
-        envs.push((used, bytes, path.with_extension("")));
+        // Another eviction may be removing it: then it is not counted.
+        let (Ok(text), Ok(metadata)) = (std::fs::read_to_string(&path), std::fs::metadata(&path))
+        else {
+            continue;
+        };
+        let bytes: u64 = text.trim().parse().unwrap_or(0);
+        envs.push((metadata.modified()?, bytes, path.with_extension("")));
     }
     let mut total: u64 = envs.iter().map(|(_, bytes, _)| bytes).sum();
     envs.sort();
@@ -79,13 +83,21 @@ pub(crate) fn evict(envs_dir: &Path, limit: u64) -> std::io::Result<u64> {
         if total <= limit {
             break;
         }
-        let in_use = IN_USE.lock().expect("no panic holds the leases");
-        if in_use.as_ref().is_some_and(|held| held.contains_key(&env)) {
-            continue;
+        // Under the lock only the renames (nobody can hold it meanwhile), the deletion after.
+        let trash = env.with_extension(format!("evicted-{}", std::process::id()));
+        {
+            let in_use = IN_USE.lock().expect("no panic holds the leases");
+            if in_use.as_ref().is_some_and(|held| held.contains_key(&env)) {
+                continue;
+            }
+            match std::fs::rename(&env, &trash) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(error),
+            }
+            let _ = std::fs::remove_file(size_file(&env));
         }
-        crate::install::remove_tree(&env)?;
-        std::fs::remove_file(size_file(&env))?;
-        drop(in_use);
+        crate::install::remove_tree(&trash)?;
         total -= bytes;
         removed += bytes;
     }

@@ -115,45 +115,83 @@ impl PackageSettings {
             ));
         };
         create_shared_dir(&self.envs_dir)?;
-        let scratch = self.envs_dir.join(format!(".installing-{digest}-{}", std::process::id()));
-        remove_tree(&scratch)?;
+        // Scratch of installs that never finished (a node killed meanwhile) goes first.
+        let envs_dir = self.envs_dir.clone();
+        let stale_after = self.limits.install_time * 2;
+        // (Best effort: what it cannot remove now, a later install tries again.)
+        let _ = blocking(move || sweep_scratch(&envs_dir, stale_after)).await;
+        // Unique, also among nodes sharing the cache (their process ids may be the same).
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let scratch =
+            self.envs_dir.join(format!(".installing-{digest}-{}-{nanos}", std::process::id()));
         let lock_file = scratch.with_extension("txt");
         std::fs::write(&lock_file, &lock.text)?;
+        let limit = self.limits.env_bytes;
         let result = async {
-            run_uv_install(
-                uv,
-                &self.target,
-                &lock_file,
-                &scratch,
-                self.limits.install_time,
-                progress,
-            )
-            .await?;
-            let bytes = tree_size(&scratch)?;
-            if bytes > self.limits.env_bytes {
-                return Err(InstallError::TooLarge { bytes, limit: self.limits.env_bytes });
-            }
-            make_read_only(&scratch)?;
-            cache::record(&path, bytes)?;
-            match std::fs::rename(&scratch, &path) {
-                Ok(()) => Ok(()),
-                // Another node on this cache finished it first: theirs is the same.
-                Err(_) if path.is_dir() => remove_tree(&scratch).map_err(Into::into),
-                Err(error) => Err(error.into()),
-            }
+            run_uv_install(uv, &self.target, &lock_file, &scratch, self.limits, progress).await?;
+            let (from, to) = (scratch.clone(), path.clone());
+            blocking(move || -> Result<(), InstallError> {
+                let bytes = tree_size(&from)?;
+                if bytes > limit {
+                    return Err(InstallError::TooLarge { bytes, limit });
+                }
+                make_read_only(&from)?;
+                cache::record(&to, bytes)?;
+                match std::fs::rename(&from, &to) {
+                    Ok(()) => Ok(()),
+                    // Another node on this cache finished it first: theirs is the same.
+                    Err(_) if to.is_dir() => remove_tree(&from).map_err(Into::into),
+                    Err(error) => Err(error.into()),
+                }
+            })
+            .await?
         }
         .await;
         let _ = std::fs::remove_file(&lock_file);
         if result.is_err() {
-            let _ = remove_tree(&scratch);
+            let scratch = scratch.clone();
+            let _ = blocking(move || remove_tree(&scratch)).await;
         }
         result?;
         let lease = cache::lease(&path).ok_or_else(|| {
             InstallError::Io(std::io::Error::other("the new environment disappeared"))
         })?;
-        let evicted_bytes = cache::evict(&self.envs_dir, self.limits.cache_bytes)?;
+        let (envs_dir, bound) = (self.envs_dir.clone(), self.limits.cache_bytes);
+        let evicted_bytes = blocking(move || cache::evict(&envs_dir, bound)).await??;
         Ok(Env { path, installed: true, evicted_bytes, _lease: lease })
     }
+}
+
+/// File system work off the async threads (an environment is thousands of files).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(std::io::Error::other)
+}
+
+/// Removes scratch (`.installing-*`, `*.evicted-*`) older than `stale_after`.
+fn sweep_scratch(envs_dir: &Path, stale_after: std::time::Duration) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(envs_dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        // An install that never finished, or an eviction that never finished deleting.
+        if !name.starts_with(".installing-") && !name.contains(".evicted-") {
+            continue;
+        }
+        let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
+        if age > stale_after {
+            let path = entry.path();
+            match entry.file_type()?.is_dir() {
+                true => remove_tree(&path)?,
+                false => std::fs::remove_file(&path)?,
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn run_uv_install(
@@ -161,9 +199,10 @@ async fn run_uv_install(
     target: &crate::Target,
     lock_file: &Path,
     scratch: &Path,
-    timeout: std::time::Duration,
+    limits: crate::Limits,
     progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<(), InstallError> {
+    let timeout = limits.install_time;
     let mut command = uv.command();
     command
         .args(["pip", "install", "--no-deps", "--require-hashes", "--only-binary", ":all:"])
@@ -185,18 +224,33 @@ async fn run_uv_install(
     let run = async {
         let mut lines = BufReader::new(stderr).lines();
         let mut kept = Vec::new();
-        while let Some(line) = lines.next_line().await? {
-            let line = redact(line.trim());
-            if line.is_empty() {
-                continue;
-            }
-            progress(line.clone());
-            // The reason of a failure is in its first lines; a bound on what is kept.
-            if kept.len() < 20 {
-                kept.push(line);
+        // The size is watched as uv writes: an environment beyond the limit is stopped before
+        // it fills the disk, not measured after.
+        let mut watch = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                line = lines.next_line() => {
+                    let Some(line) = line? else { break };
+                    let line = redact(line.trim());
+                    if line.is_empty() {
+                        continue;
+                    }
+                    progress(line.clone());
+                    // The reason of a failure is in its first lines; a bound on what is kept.
+                    if kept.len() < 20 {
+                        kept.push(line);
+                    }
+                }
+                _ = watch.tick() => {
+                    let at = scratch.to_path_buf();
+                    let bytes = blocking(move || tree_size(&at).unwrap_or(0)).await?;
+                    if bytes > limits.env_bytes {
+                        return Err(InstallError::TooLarge { bytes, limit: limits.env_bytes });
+                    }
+                }
             }
         }
-        Ok::<_, std::io::Error>((child.wait().await?, kept))
+        Ok::<_, InstallError>((child.wait().await?, kept))
     };
     let (status, lines) = match tokio::time::timeout(timeout, run).await {
         Ok(result) => result?,

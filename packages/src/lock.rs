@@ -101,6 +101,9 @@ pub enum LockError {
     Tool(String),
 }
 
+/// Locks at once in this process.
+static LOCK_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// Variables uv may have from this process: where programs are, and how to reach an index
 /// (proxies, certificates). Nothing else: the server's own secrets stay with the server, and uv
 /// would expand `${VARIABLE}` in what it reads.
@@ -157,6 +160,14 @@ impl Uv {
         if requirements.is_empty() {
             return Ok(Lock { text: String::new() });
         }
+        // A few at once per process (each is a uv process resolving against the index); the
+        // wait counts in the timeout.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let busy = || LockError::Unavailable("too many locks at once here: try again".into());
+        let _slot = tokio::time::timeout_at(deadline, LOCK_SLOTS.acquire())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
         let mut command = self.command();
         command
             .args(["pip", "compile", "-", "--generate-hashes", "--no-header", "--no-annotate"])
@@ -182,7 +193,7 @@ impl Uv {
             drop(stdin);
             child.wait_with_output().await
         };
-        let output = match tokio::time::timeout(self.timeout, run).await {
+        let output = match tokio::time::timeout_at(deadline, run).await {
             Ok(Ok(output)) => output,
             Ok(Err(error)) => return Err(LockError::Tool(error.to_string())),
             Err(_) => {

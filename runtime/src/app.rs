@@ -17,8 +17,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A run this long resets the backoff.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
-/// How soon an app waiting for its packages (an index that cannot be reached) tries again.
+/// How soon an app waiting for its packages (an index that cannot be reached) tries again,
+/// doubling up to the most.
 const PACKAGES_RETRY: Duration = Duration::from_secs(5);
+const PACKAGES_RETRY_MOST: Duration = Duration::from_secs(300);
 
 /// Why an app's task should end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +96,7 @@ async fn supervise(
     mut grants: watch::Receiver<Option<Vec<String>>>,
 ) -> Stop {
     let mut failures = 0u32;
+    let mut waits_for_packages = 0u32;
     loop {
         let run_started = Instant::now();
         let outcome = run_once(context, app_id, epoch, &mut stop, &mut grants).await;
@@ -130,6 +133,7 @@ async fn supervise(
             // Another node runs it now (this one was paused past its lease, say).
             Err(Error::LeaseLost) => return Stop::Leave,
             Err(Error::PackagesUnavailable(message)) => {
+                waits_for_packages += 1;
                 tracing::info!(%app_id, %message, "App waits for its packages.");
                 report(
                     db::set_state(
@@ -142,7 +146,8 @@ async fn supervise(
                     )
                     .await,
                 );
-                PACKAGES_RETRY
+                (PACKAGES_RETRY * 2u32.saturating_pow((waits_for_packages - 1).min(6)))
+                    .min(PACKAGES_RETRY_MOST)
             }
             Err(Error::TopicMissing(topic)) => {
                 let message = format!("waiting for topic `{topic}` to exist");

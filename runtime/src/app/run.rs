@@ -51,7 +51,13 @@ pub(super) async fn run_once(
     stop: &mut watch::Receiver<Stop>,
     grants: &mut watch::Receiver<Option<Vec<String>>>,
 ) -> Result<Outcome> {
-    let mut run = match Run::start(context, app_id, epoch).await? {
+    // A Stop during the start (an install can take minutes) ends it there: what a start
+    // leaves half done, the next one does again, as after a crash.
+    let started = tokio::select! {
+        started = Run::start(context, app_id, epoch) => started?,
+        reason = super::stopped(stop) => return Ok(Outcome::Stop(reason)),
+    };
+    let mut run = match started {
         Ok(run) => run,
         Err(failed) => return Ok(failed),
     };
