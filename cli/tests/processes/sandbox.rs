@@ -663,6 +663,13 @@ fn the_sandbox_holds_with_numpy_loaded() {
     refused("from ctypes import CDLL\n", NATIVE, 4);
     refused("numpy.ctypeslib.ctypes.CDLL(None)\n", NATIVE, 4);
     refused("import importlib\nimportlib.import_module('ctypes').CDLL(None)\n", NATIVE, 5);
+    // Package code calling what the user's code hands it vouches for nothing.
+    refused(
+        "lib = numpy.ctypeslib.load_library('libc.so.6', '/lib/x86_64-linux-gnu')\n",
+        NATIVE,
+        4,
+    );
+    refused("numpy.vectorize(numpy.ctypeslib.ctypes.CDLL)([''])\n", NATIVE, 4);
     // Code that would pass for numpy's own: compiled under its file name, or loaded by a
     // loader of the user's making.
     refused("exec(compile('import ctypes', numpy.__path__[0] + '/forged.py', 'exec'))\n", CODE, 4);

@@ -457,17 +457,22 @@ fn importer_is_user(py: Python<'_>) -> bool {
         .is_some_and(|file| file == user_file())
 }
 
-/// Whether the innermost frame outside importlib and the standard library is not a declared
-/// package's: the user's module, or code it compiled. Without packages, always.
+/// Whether native code is asked for on the user's behalf: unless the innermost frame outside
+/// importlib and the standard library is a declared package's, and that package code runs as
+/// part of an import (numpy and pandas set up their ctypes support as they load). At run
+/// time package code may call what the user's code hands it (`numpy.vectorize(f)`), so its
+/// frames vouch for nothing then. Without packages, always.
 fn caller_is_user(py: Python<'_>) -> bool {
     let Some(policy) = POLICY.get() else { return true };
     let Some(packages) = &policy.packages else { return true };
-    frame_files(py)
-        .find(|file| {
-            !file.starts_with("<frozen")
-                && !policy.standard_library.iter().any(|root| Path::new(file).starts_with(root))
-        })
-        .is_none_or(|file| !Path::new(&file).starts_with(packages))
+    let mut files = frame_files(py);
+    let caller = files.by_ref().find(|file| {
+        !file.starts_with("<frozen")
+            && !policy.standard_library.iter().any(|root| Path::new(file).starts_with(root))
+    });
+    let package_code = caller.is_some_and(|file| Path::new(&file).starts_with(packages));
+    let importing = files.any(|file| file == "<frozen importlib._bootstrap>");
+    !(package_code && importing)
 }
 
 /// The file names of the running frames, innermost first.
