@@ -44,10 +44,6 @@ pub(crate) struct Refusal {
 /// What the hook allows to be read: the standard library (its imports), the app's packages.
 struct Policy {
     read_roots: Vec<PathBuf>,
-    /// The standard library's directories: its frames act for whoever called them.
-    standard_library: Vec<PathBuf>,
-    /// The app's packages, whose frames may use native code.
-    packages: Option<PathBuf>,
 }
 
 static POLICY: OnceLock<Policy> = OnceLock::new();
@@ -113,13 +109,9 @@ const WRITE_EVENTS: &[&str] = &[
 ];
 
 /// Installs the hook; `read_roots` are the directories imports may read.
-pub(crate) fn install(
-    read_roots: Vec<PathBuf>,
-    standard_library: Vec<PathBuf>,
-    packages: Option<PathBuf>,
-) -> Result<()> {
+pub(crate) fn install(read_roots: Vec<PathBuf>) -> Result<()> {
     POLICY
-        .set(Policy { read_roots, standard_library, packages })
+        .set(Policy { read_roots })
         .map_err(|_| Error::Sandbox("the audit hook is installed twice".into()))?;
     // SAFETY: the interpreter is initialised and the hook has the signature CPython expects.
     let status = unsafe { PySys_AddAuditHook(audit_hook, std::ptr::null_mut()) };
@@ -132,12 +124,22 @@ pub(crate) fn install(
 /// The interpreter's own `__import__`, which [`guarded_import`] calls.
 static ORIGINAL_IMPORT: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
 
-/// Refused imports are refused from the user's code even when the module is loaded already (a
-/// declared package imported it: numpy and pandas import ctypes), which raises no `import`
-/// event: the import statement goes through `builtins.__import__`, replaced here. What the
-/// module could do is refused by its own events either way (`ctypes.dlopen`,
-/// `ctypes.call_function`, ...) unless a package's own code does it.
+/// ctypes never loads: most of what it does raises no audit event (calling a function pointer,
+/// indexing a pointer), so once loaded, for a package, nothing tells the user's use of it
+/// apart. Packages that import it for themselves (numpy, pandas) get a stand-in module with
+/// nothing in it (`_ctypes` cannot load at all); the user's `import ctypes` is refused with its
+/// line, through `builtins.__import__`, replaced here (a module already in `sys.modules` raises
+/// no `import` event).
 pub(crate) fn guard_imports(py: Python<'_>) -> Result<()> {
+    let sys = py.import("sys")?;
+    let modules = sys.getattr("modules")?;
+    modules.set_item("_ctypes", py.None())?;
+    let stand_in = pyo3::types::PyModule::new(py, "ctypes")?;
+    stand_in.setattr(
+        "__doc__",
+        "ctypes is not available to connectors: this stands in for it, empty, for packages that import it",
+    )?;
+    modules.set_item("ctypes", stand_in)?;
     let builtins = py.import("builtins")?;
     let original = builtins.getattr("__import__")?.unbind();
     ORIGINAL_IMPORT
@@ -235,11 +237,8 @@ enum Check {
     Open,
     ListDirectory,
     Import,
-    /// Refused when the user's module calls it itself, or a loader of its making.
+    /// Refused when the user's module calls it itself.
     Unmarshal,
-    /// Refused under a file name of the standard library or a package, unless it is that
-    /// file's own text (as importlib compiles it).
-    Compile,
 }
 
 /// The one list of events that may be refused; most events (attribute reads, `exec`,
@@ -251,7 +250,6 @@ fn classify(event: &str) -> Option<Check> {
         "os.listdir" | "os.scandir" => Check::ListDirectory,
         "import" => Check::Import,
         "marshal.loads" => Check::Unmarshal,
-        "compile" => Check::Compile,
         "code.__new__" => Check::Always(Cause::CodeObjects),
         "os.getxattr" | "os.listxattr" => Check::Always(Cause::ReadFiles),
         _ if starts(&["ctypes.", "cpython.PyInterpreterState_New"]) => {
@@ -271,15 +269,6 @@ fn judge(check: Check, event: &str, args: &Bound<'_, PyAny>) -> Option<(Cause, S
     let arg = |index: usize| args.get_item(index).ok();
     match check {
         Check::Always(Cause::CodeObjects) => Some((Cause::CodeObjects, "types.CodeType".into())),
-        // A declared package may use native code (numpy and pandas import ctypes); the user's
-        // code may not, directly or through the standard library. Frames are told apart by
-        // their files, which the user's code cannot forge: code is compiled under a package's
-        // or the standard library's file name only from that file's text (`Check::Compile`),
-        // and bytecode only by importlib's own loaders (`Check::Unmarshal`). What package code
-        // then does is the kernel's to bound.
-        Check::Always(Cause::NativeCode) => {
-            caller_is_user(args.py()).then(|| (Cause::NativeCode, event.into()))
-        }
         Check::Always(cause) => Some((cause, event.into())),
         Check::Open => {
             let path = arg(0)?;
@@ -302,61 +291,16 @@ fn judge(check: Check, event: &str, args: &Bound<'_, PyAny>) -> Option<(Cause, S
         Check::Import => {
             let module = arg(0)?.extract::<String>().ok()?;
             let cause = aerogrid_policy::refused_import(&module)?;
-            // The standard library and declared packages may import them (`subprocess` imports
-            // `_posixsubprocess`, numpy `ctypes`): what they then do is judged by its own
-            // events, and the kernel.
+            // The standard library may import them (`subprocess` imports `_posixsubprocess`):
+            // what they then do is judged by its own events, and the kernel. (ctypes never
+            // loads: `guard_imports`.)
             importer_is_user(args.py()).then(|| (cause, format!("import {module}")))
         }
-        // Imports unmarshal the standard library's and packages' bytecode; user code has no
-        // need to, nor to hand importlib bytecode of its own.
-        Check::Unmarshal => (innermost_is_user(args.py()) || own_loader(args.py()))
-            .then(|| (Cause::CodeObjects, "marshal.loads".into())),
-        Check::Compile => {
-            let (source, filename) = (arg(0)?, arg(1)?);
-            (may_read(&filename) && !is_file_text(&source, &filename))
-                .then(|| (Cause::CodeObjects, format!("compile(..., {})", short_repr(&filename))))
+        // Imports unmarshal the standard library's bytecode; user code has no need to.
+        Check::Unmarshal => {
+            innermost_is_user(args.py()).then(|| (Cause::CodeObjects, "marshal.loads".into()))
         }
     }
-}
-
-/// Whether `source` is the text of the file `filename` names.
-fn is_file_text(source: &Bound<'_, PyAny>, filename: &Bound<'_, PyAny>) -> bool {
-    let Ok(path) = filename.extract::<PathBuf>() else { return false };
-    let Ok(on_disk) = std::fs::read(&path) else { return false };
-    if let Ok(text) = source.cast::<PyString>() {
-        return text.to_str().is_ok_and(|text| text.as_bytes() == on_disk);
-    }
-    source.extract::<Vec<u8>>().is_ok_and(|bytes| bytes == on_disk)
-}
-
-/// Whether importlib is unmarshalling for a loader that is not one of its own (a subclass the
-/// user's code made, whose `get_data` could hand it any bytecode under a package's name).
-fn own_loader(py: Python<'_>) -> bool {
-    let Ok(external) = py.import("_frozen_importlib_external") else { return true };
-    let genuine: Vec<Bound<'_, PyAny>> = ["SourceFileLoader", "SourcelessFileLoader"]
-        .iter()
-        .filter_map(|name| external.getattr(*name).ok())
-        .collect();
-    // SAFETY: the thread is attached; the frame is borrowed and only read here.
-    let mut frame = unsafe { Bound::from_borrowed_ptr_or_opt(py, ffi::PyEval_GetFrame().cast()) };
-    while let Some(current) = frame {
-        let code = current.getattr("f_code").ok();
-        let name = code.as_ref().and_then(|code| code.getattr("co_name").ok());
-        let file = code.as_ref().and_then(|code| code.getattr("co_filename").ok());
-        let is_get_code = name.is_some_and(|name| name.eq("get_code").unwrap_or(false))
-            && file.is_some_and(|file| {
-                file.extract::<String>().is_ok_and(|file| file.starts_with("<frozen importlib"))
-            });
-        if is_get_code {
-            let loader = current.getattr("f_locals").and_then(|locals| locals.get_item("self"));
-            return !loader.is_ok_and(|loader| {
-                let kind = loader.get_type();
-                genuine.iter().any(|genuine| kind.is(genuine))
-            });
-        }
-        frame = current.getattr("f_back").ok().filter(|back| !back.is_none());
-    }
-    false
 }
 
 /// Whether `open`'s mode (str) or flags (int) write, create or truncate.
@@ -455,24 +399,6 @@ fn importer_is_user(py: Python<'_>) -> bool {
     frame_files(py)
         .find(|file| !file.starts_with("<frozen importlib"))
         .is_some_and(|file| file == user_file())
-}
-
-/// Whether native code is asked for on the user's behalf: unless the innermost frame outside
-/// importlib and the standard library is a declared package's, and that package code runs as
-/// part of an import (numpy and pandas set up their ctypes support as they load). At run
-/// time package code may call what the user's code hands it (`numpy.vectorize(f)`), so its
-/// frames vouch for nothing then. Without packages, always.
-fn caller_is_user(py: Python<'_>) -> bool {
-    let Some(policy) = POLICY.get() else { return true };
-    let Some(packages) = &policy.packages else { return true };
-    let mut files = frame_files(py);
-    let caller = files.by_ref().find(|file| {
-        !file.starts_with("<frozen")
-            && !policy.standard_library.iter().any(|root| Path::new(file).starts_with(root))
-    });
-    let package_code = caller.is_some_and(|file| Path::new(&file).starts_with(packages));
-    let importing = files.any(|file| file == "<frozen importlib._bootstrap>");
-    !(package_code && importing)
 }
 
 /// The file names of the running frames, innermost first.

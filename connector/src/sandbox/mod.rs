@@ -73,10 +73,9 @@ pub(crate) fn before_interpreter(uid: Option<u32>) -> Result<Vec<String>> {
 /// thread starts: `sys.path`, the audit hook (unless `audit_hook` is false), landlock. With
 /// `packages` (the app's environment), imports find them too, read-only.
 pub(crate) fn after_interpreter(audit_hook: bool, packages: Option<&Path>) -> Result<Vec<String>> {
-    let (read_roots, stdlib) = Python::attach(|py| -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let read_roots = Python::attach(|py| -> Result<Vec<PathBuf>> {
         let sys = py.import("sys")?;
-        let stdlib = standard_library(py)?;
-        let mut roots = stdlib.clone();
+        let mut roots = standard_library(py)?;
         // Imports find the standard library, then the app's packages (which therefore cannot
         // shadow a standard module); no site-packages.
         roots.extend(packages.map(Path::to_path_buf));
@@ -85,13 +84,13 @@ pub(crate) fn after_interpreter(audit_hook: bool, packages: Option<&Path>) -> Re
             roots.iter().map(|path| path.to_string_lossy().into_owned()).collect::<Vec<_>>(),
         )?;
         disable_threads(py)?;
-        Ok((roots, stdlib))
+        Ok(roots)
     })?;
     let mut readable = read_roots.clone();
     readable.extend(system_read_paths());
     let mut layers = Vec::new();
     if audit_hook {
-        audit::install(readable.clone(), stdlib, packages.map(Path::to_path_buf))?;
+        audit::install(readable.clone())?;
         Python::attach(audit::guard_imports)?;
         layers.push("audit hook".to_owned());
     }
