@@ -155,6 +155,8 @@ impl PackageSettings {
             let scratch = scratch.clone();
             let _ = blocking(move || remove_tree(&scratch)).await;
         }
+        // What uv downloaded stays in its cache, even for an install refused as too large.
+        bound_downloads(uv, self.limits.cache_bytes / 4).await;
         result?;
         let lease = cache::lease(&path).ok_or_else(|| {
             InstallError::Io(std::io::Error::other("the new environment disappeared"))
@@ -163,6 +165,25 @@ impl PackageSettings {
         let evicted_bytes = blocking(move || cache::evict(&envs_dir, bound)).await??;
         Ok(Env { path, installed: true, evicted_bytes, _lease: lease })
     }
+}
+
+/// uv's downloads are a cache too: past `limit` bytes they are cleared (environments are
+/// copies, not links into it, so nothing installed depends on them; the next install of
+/// something else downloads again).
+async fn bound_downloads(uv: &crate::Uv, limit: u64) {
+    let dir = uv.cache_dir.clone();
+    let Ok(Ok(bytes)) = blocking(move || tree_size(&dir)).await else { return };
+    if bytes <= limit {
+        return;
+    }
+    let mut command = uv.command();
+    command
+        .args(["cache", "clean", "--cache-dir"])
+        .arg(&uv.cache_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(60), command.status()).await;
 }
 
 /// File system work off the async threads (an environment is thousands of files).

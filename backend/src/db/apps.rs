@@ -141,6 +141,14 @@ pub async fn create(
     Ok(id)
 }
 
+/// The answer to a save over a version that is no longer the latest.
+pub fn stale_save() -> Error {
+    Error::Conflict(
+        "the app was saved by someone else since the version you edited: reload it, merge, and save again"
+            .to_owned(),
+    )
+}
+
 /// Saves `text` as the next version. With `base`, only if the latest version is still `base`:
 /// otherwise 409 (someone saved in between), never an overwrite.
 pub async fn save(
@@ -152,12 +160,7 @@ pub async fn save(
     note: &str,
     versions_kept: i32,
 ) -> Result<i32> {
-    let stale = || {
-        Error::Conflict(
-            "the app was saved by someone else since the version you edited: reload it, merge, and save again"
-                .to_owned(),
-        )
-    };
+    let stale = stale_save;
     // Without a base, a save that loses the race for a version number simply takes the next.
     for _ in 0..8 {
         let inserted = sqlx::query_scalar!(

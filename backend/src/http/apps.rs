@@ -181,6 +181,10 @@ pub(crate) async fn save_app(
         }
         (a, b) => a.or(b),
     };
+    // A stale base is refused before anything is resolved (the save would refuse it anyway).
+    if base.is_some_and(|base| base != app.latest_version) {
+        return Err(apps::stale_save());
+    }
     // The version edited: its requirements when none are sent, its lock when they are the same.
     let previous = apps::version(state.db(), app.id, base.unwrap_or(app.latest_version)).await?;
     let requirements = body
