@@ -92,7 +92,12 @@ pub(crate) fn evict(envs_dir: &Path, limit: u64) -> std::io::Result<u64> {
             }
             match std::fs::rename(&env, &trash) {
                 Ok(()) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                // Gone (another eviction, or a size kept for an install that never landed).
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    let _ = std::fs::remove_file(size_file(&env));
+                    total -= bytes;
+                    continue;
+                }
                 Err(error) => return Err(error),
             }
             let _ = std::fs::remove_file(size_file(&env));

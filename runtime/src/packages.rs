@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use aerogrid_packages::{Env, InstallError, Lock, LockError, Requirements};
+use aerogrid_packages::{Env, Lock, LockError, Requirements};
 use uuid::Uuid;
 
 use crate::{Error, Result, app::NodeContext, db};
@@ -101,7 +101,6 @@ pub(crate) async fn prepare(
         Err(error) if error.is_transient() => {
             Err(Error::PackagesUnavailable(format!("waiting to install {what}: {error}")))
         }
-        Err(error @ InstallError::Io(_)) => Err(Error::PackagesUnavailable(error.to_string())),
         Err(error) => Err(refused(error.to_string())),
     }
 }
