@@ -575,7 +575,11 @@ fn connector_alone(orders: u64, sandbox: Sandbox) -> f64 {
                     timestamp: None,
                 })
                 .collect();
-            node_message::Kind::Batch(Batch { topic: "orders".into(), messages })
+            node_message::Kind::Batch(Batch {
+                topic: "orders".into(),
+                messages,
+                writer_schemas: vec![],
+            })
         })
         .collect();
     let count = batches.len();

@@ -4,9 +4,26 @@
 //! The rules and messages are those of `aerogrid._coerce` (the reference, which user code uses
 //! when it builds Records itself); `connector/python/tests` and this module's tests pin both.
 
+pub(crate) mod avro;
 mod streamed;
 
+use std::{collections::HashMap, sync::Arc};
+
 use serde_json::Value as Json;
+
+/// How a topic's keys or values are written (`app.topic(..., value_serializer=...)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// JSON, or the bytes or text as they are when the declared type is bytes or str.
+    Plain,
+    /// Avro in the schema registry's wire format.
+    Avro,
+    /// JSON in the schema registry's wire format (the schema is the producer's check).
+    JsonSchema,
+}
+
+/// The writer schemas the node has sent, by registry id (or why one cannot be used).
+pub(crate) type Writers = HashMap<u32, std::result::Result<Arc<avro::WriterSchema>, String>>;
 
 /// How a topic's keys decode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +97,8 @@ pub(crate) struct TopicSchema {
     pub(crate) key: KeySpec,
     pub(crate) value: ValueSpec,
     pub(crate) records: Vec<RecordSpec>,
+    pub(crate) key_format: Format,
+    pub(crate) value_format: Format,
 }
 
 /// A decoded value, checked against its type.
@@ -104,9 +123,42 @@ pub(crate) enum Decoded {
 
 type Result<T> = std::result::Result<T, String>;
 
+/// An Avro datum in the registry's wire format, by the writer schema the node sent for its id.
+fn read_avro(raw: &[u8], writers: &Writers) -> Result<Json> {
+    let (id, payload) = avro::framing(raw)?;
+    match writers.get(&id) {
+        Some(Ok(writer)) => writer.read(payload).map_err(|error| format!("schema {id}: {error}")),
+        Some(Err(why)) => Err(format!("schema {id} cannot be read: {why}")),
+        // The node sends every schema a batch names: a message naming none is not the app's.
+        None => Err(format!("schema {id} is not known")),
+    }
+}
+
+/// JSON in the registry's wire format.
+fn framed_json(raw: &[u8]) -> Result<Json> {
+    let (_, payload) = avro::framing(raw)?;
+    serde_json::from_slice(payload).map_err(|error| format!("not JSON: {error}"))
+}
+
 impl TopicSchema {
-    pub(crate) fn decode_key(&self, raw: Option<&[u8]>) -> Result<Decoded> {
+    pub(crate) fn decode_key(&self, raw: Option<&[u8]>, writers: &Writers) -> Result<Decoded> {
         let Some(raw) = raw else { return Ok(Decoded::Null) };
+        if self.key_format != Format::Plain && self.key != KeySpec::Ignore {
+            let json = match self.key_format {
+                Format::Avro => read_avro(raw, writers)?,
+                _ => framed_json(raw)?,
+            };
+            return match (self.key, json) {
+                (KeySpec::Str, Json::String(text)) => Ok(Decoded::Str(text)),
+                (KeySpec::Int, Json::Number(number)) if number.is_i64() => {
+                    Ok(Decoded::Int(number.as_i64().expect("checked")))
+                }
+                (KeySpec::Bytes, Json::String(text)) => Ok(Decoded::Bytes(text.into_bytes())),
+                (_, other) => {
+                    Err(format!("the key is {}, not a {:?} key", json_type(&other), self.key))
+                }
+            };
+        }
         match self.key {
             KeySpec::Ignore => Ok(Decoded::Null),
             KeySpec::Bytes => Ok(Decoded::Bytes(raw.to_vec())),
@@ -124,7 +176,22 @@ impl TopicSchema {
         }
     }
 
-    pub(crate) fn decode_value(&self, raw: Option<&[u8]>) -> Result<Decoded> {
+    pub(crate) fn decode_value(&self, raw: Option<&[u8]>, writers: &Writers) -> Result<Decoded> {
+        match self.value_format {
+            Format::Plain => self.decode_plain_value(raw),
+            Format::JsonSchema => {
+                let raw = raw.ok_or_else(|| "the message has no value".to_owned())?;
+                self.decode_plain_value(Some(avro::framing(raw)?.1))
+            }
+            Format::Avro => {
+                let raw = raw.ok_or_else(|| "the message has no value".to_owned())?;
+                self.value_of_json(read_avro(raw, writers)?)
+            }
+        }
+    }
+
+    /// A value as the declared type takes it: JSON, or the bytes or text as they are.
+    fn decode_plain_value(&self, raw: Option<&[u8]>) -> Result<Decoded> {
         if self.value == ValueSpec::Bytes {
             return Ok(raw.map_or(Decoded::Null, |raw| Decoded::Bytes(raw.to_vec())));
         }
@@ -150,6 +217,11 @@ impl TopicSchema {
         }
         let json: Json = serde_json::from_slice(raw)
             .map_err(|error| format!("the value is not JSON: {error}"))?;
+        self.value_of_json(json)
+    }
+
+    /// A value read as JSON (or from Avro, as JSON), checked and coerced to the declared type.
+    fn value_of_json(&self, json: Json) -> Result<Decoded> {
         match &self.value {
             ValueSpec::Object => match json {
                 Json::Object(_) => Ok(Decoded::Json(json)),
@@ -158,9 +230,22 @@ impl TopicSchema {
                 }
             },
             ValueSpec::Scalar(spec) => self.coerce(json, spec, &Path::Top("value")),
-            ValueSpec::Bytes | ValueSpec::Str | ValueSpec::Record(_) => {
-                unreachable!("handled above")
-            }
+            ValueSpec::Record(index) => match json {
+                Json::Object(_) => self.record(*index, json, None),
+                other => Err(format!(
+                    "expected an object for {}, got {}",
+                    self.records[*index].class_name,
+                    json_type(&other)
+                )),
+            },
+            ValueSpec::Str => match json {
+                Json::String(text) => Ok(Decoded::Str(text)),
+                other => Err(format!("the value is {}, not a string", json_type(&other))),
+            },
+            ValueSpec::Bytes => match json {
+                Json::String(text) => Ok(Decoded::Bytes(text.into_bytes())),
+                other => Err(format!("the value is {}, not bytes", json_type(&other))),
+            },
         }
     }
 

@@ -16,7 +16,7 @@ use serde_json::Value as Json;
 mod grid;
 
 use crate::decode::{
-    Decoded, FieldDefault, FieldSpec, KeySpec, RecordSpec, TopicSchema, TypeSpec, ValueSpec,
+    Decoded, FieldDefault, FieldSpec, Format, KeySpec, RecordSpec, TopicSchema, TypeSpec, ValueSpec,
 };
 
 /// What a stream's awaitable yields to the driver when it has handed out every record it has.
@@ -59,8 +59,15 @@ struct RecordClass {
 impl TopicDecoder {
     /// Reads the description `aerogrid._driver.describe_topic` gives.
     pub(crate) fn from_description(description: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let (key, value, records): (String, Bound<'_, PyAny>, Vec<Bound<'_, PyAny>>) =
-            description.extract()?;
+        let (key, value, records, key_serializer, value_serializer): (
+            String,
+            Bound<'_, PyAny>,
+            Vec<Bound<'_, PyAny>>,
+            String,
+            String,
+        ) = description.extract()?;
+        let key_format = format(&key_serializer)?;
+        let value_format = format(&value_serializer)?;
         let key = match key.as_str() {
             "none" => KeySpec::Ignore,
             "bytes" => KeySpec::Bytes,
@@ -108,7 +115,8 @@ impl TopicDecoder {
             specs.push(RecordSpec { class_name: class.name()?.to_string(), fields: field_specs });
             classes.push(RecordClass { class: class.unbind(), field_names, defaults });
         }
-        Ok(Self { schema: TopicSchema { key, value, records: specs }, classes })
+        let schema = TopicSchema { key, value, records: specs, key_format, value_format };
+        Ok(Self { schema, classes })
     }
 
     /// A decoded key or value as the Python object the user's code sees.
@@ -441,4 +449,16 @@ unsafe extern "C" fn stream_send(
     // SAFETY: `result` is CPython's out-parameter; it takes the reference.
     unsafe { *result = value };
     status
+}
+
+/// A serializer's format; those not decoded here are refused when the app loads.
+fn format(serializer: &str) -> PyResult<Format> {
+    match serializer {
+        "json" | "raw" | "str" => Ok(Format::Plain),
+        "avro" => Ok(Format::Avro),
+        "json-schema" => Ok(Format::JsonSchema),
+        other => Err(PyValueError::new_err(format!(
+            "the `{other}` serializer is not supported yet (json, avro, json-schema, raw and str are)"
+        ))),
+    }
 }

@@ -118,9 +118,22 @@ impl Session {
             self.decoders.clear();
             for (name, topic) in cast_dict(&app.getattr("topics")?)? {
                 let name = name.extract::<String>()?;
-                let description = driver.getattr("describe_topic")?.call1((topic,))?;
-                self.decoders.insert(name.clone(), TopicDecoder::from_description(&description)?);
-                topics.push(TopicSpec { name });
+                let description = driver.getattr("describe_topic")?.call1((topic.clone(),))?;
+                let decoder = match TopicDecoder::from_description(&description) {
+                    Ok(decoder) => decoder,
+                    // A serializer this connector does not decode: the app cannot run as it is.
+                    Err(error) if error.is_instance_of::<pyo3::exceptions::PyValueError>(py) => {
+                        let message = format!("topic `{name}`: {}", error.value(py));
+                        return Ok(Kind::LoadFailed(LoadFailed { message, line: None }));
+                    }
+                    Err(error) => return Err(error.into()),
+                };
+                self.decoders.insert(name.clone(), decoder);
+                topics.push(TopicSpec {
+                    name,
+                    key_serializer: topic.getattr("key_serializer")?.extract()?,
+                    value_serializer: topic.getattr("value_serializer")?.extract()?,
+                });
             }
             // Before `Loaded` goes out: the node sends batches only after it.
             *self.schemas.lock().expect("no thread panics holding the schemas") = self

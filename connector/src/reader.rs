@@ -11,7 +11,7 @@ use aerogrid_proto::runtime::v1::{RawMessage, node_message};
 
 use crate::{
     Error, Result,
-    decode::{Decoded, TopicSchema},
+    decode::{Decoded, TopicSchema, Writers, avro::WriterSchema},
     frame,
 };
 
@@ -53,6 +53,8 @@ pub(crate) fn start(mut input: impl Read + Send + 'static, schemas: Schemas) -> 
     let (sender, receiver) = mpsc::sync_channel(1);
     let (spent, spent_batches) = mpsc::channel::<DecodedBatch>();
     std::thread::Builder::new().name("aerogrid-reader".into()).spawn(move || {
+        // Every writer schema the node sent, parsed once.
+        let mut writers = Writers::new();
         loop {
             // (At most the batches in flight: the interpreter has one and this thread the next.)
             while let Ok(batch) = spent_batches.try_recv() {
@@ -62,12 +64,19 @@ pub(crate) fn start(mut input: impl Read + Send + 'static, schemas: Schemas) -> 
                 Ok(None) => return,
                 Ok(Some(message)) => match message.kind {
                     Some(node_message::Kind::Batch(batch)) => {
+                        learn(&mut writers, batch.writer_schemas);
                         let schema = schemas
                             .lock()
                             .expect("no thread panics holding the schemas")
                             .get(&batch.topic)
                             .cloned();
-                        Ok(Incoming::Batch(decode(batch.topic, batch.messages, schema.as_deref())))
+                        let messages = batch.messages;
+                        Ok(Incoming::Batch(decode(
+                            batch.topic,
+                            messages,
+                            schema.as_deref(),
+                            &writers,
+                        )))
                     }
                     Some(kind) => Ok(Incoming::Other(kind)),
                     None => Err(Error::Protocol("a node message without content".to_owned())),
@@ -83,14 +92,36 @@ pub(crate) fn start(mut input: impl Read + Send + 'static, schemas: Schemas) -> 
     Ok(Reader { incoming: receiver.into_iter(), spent })
 }
 
-fn decode(topic: String, messages: Vec<RawMessage>, schema: Option<&TopicSchema>) -> DecodedBatch {
+/// Most writer schemas a connector keeps (an app reads a few topics, each with a few schema
+/// versions): beyond, the node's batches are refused.
+const MAX_WRITER_SCHEMAS: usize = 10_000;
+
+fn learn(writers: &mut Writers, schemas: Vec<aerogrid_proto::runtime::v1::WriterSchema>) {
+    for schema in schemas {
+        if writers.len() >= MAX_WRITER_SCHEMAS {
+            break;
+        }
+        let parsed = match schema.schema_type.as_str() {
+            "" | "AVRO" => WriterSchema::parse(&schema.schema).map(std::sync::Arc::new),
+            other => Err(format!("a {other} schema where Avro was expected")),
+        };
+        writers.insert(schema.id, parsed);
+    }
+}
+
+fn decode(
+    topic: String,
+    messages: Vec<RawMessage>,
+    schema: Option<&TopicSchema>,
+    writers: &Writers,
+) -> DecodedBatch {
     let messages = messages
         .into_iter()
         .map(|raw| {
             let decoded = schema.map(|schema| {
                 Ok((
-                    schema.decode_key(raw.key.as_deref())?,
-                    schema.decode_value(raw.value.as_deref())?,
+                    schema.decode_key(raw.key.as_deref(), writers)?,
+                    schema.decode_value(raw.value.as_deref(), writers)?,
                 ))
             });
             DecodedMessage { raw, decoded }

@@ -170,3 +170,79 @@ async def run(stream):
         ]
     );
 }
+
+/// An order in Avro's binary encoding, in the registry's wire format with schema `id`.
+fn avro_order(id: u32, product: &str, quantity: i64) -> Vec<u8> {
+    let zigzag = |n: i64| {
+        let mut value = ((n << 1) ^ (n >> 63)) as u64;
+        let mut bytes = Vec::new();
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                bytes.push(byte);
+                return bytes;
+            }
+            bytes.push(byte | 0x80);
+        }
+    };
+    let mut bytes = vec![0];
+    bytes.extend(id.to_be_bytes());
+    bytes.extend(zigzag(product.len() as i64));
+    bytes.extend(product.as_bytes());
+    bytes.extend(zigzag(quantity));
+    bytes
+}
+
+#[test]
+fn the_seed_program_over_avro_sums_what_it_sums_over_json() {
+    let program = SEED.replace(
+        "app.topic('orders', key_type=str, value_type=Order)",
+        "app.topic('orders', key_type=str, value_type=Order, value_serializer='avro')",
+    );
+    let mut connector = ConnectorProcess::start();
+    let Kind::Loaded(Loaded { topics, .. }) = connector.load(&program) else {
+        panic!("the program loads")
+    };
+    assert_eq!(
+        (topics[0].key_serializer.as_str(), topics[0].value_serializer.as_str()),
+        ("json", "avro")
+    );
+    let schema = aerogrid_proto::runtime::v1::WriterSchema {
+        id: 42,
+        schema_type: "AVRO".into(),
+        schema: r#"{"type": "record", "name": "Order", "fields": [{"name": "product", "type": "string"}, {"name": "quantity", "type": "int"}]}"#.into(),
+    };
+    let (apple, pear, apple_again) =
+        (avro_order(42, "apple", 2), avro_order(42, "pear", 1), avro_order(42, "apple", 3));
+    let json = br#"{"product": "apple", "quantity": 2}"#;
+    let result =
+        connector.batch_with_schemas("orders", &[&apple, &pear, json, &apple_again], vec![schema]);
+    assert_eq!(result.changes.len(), 1, "{:?}", result.bad_records);
+    let mut rows: Vec<_> = result.changes[0]
+        .upserted
+        .iter()
+        .map(|row| (row.key.as_str(), row.values.clone()))
+        .collect();
+    rows.sort_by_key(|(key, _)| *key);
+    assert_eq!(rows, [("apple", vec![int(5)]), ("pear", vec![int(1)])]);
+    // JSON on an Avro topic is a bad record with the reason; the schema stays known.
+    assert_eq!(result.bad_records.len(), 1);
+    assert!(result.bad_records[0].reason.contains("no magic byte 0"), "{:?}", result.bad_records);
+    let result = connector.batch("orders", &[&avro_order(42, "pear", 4)]);
+    assert_eq!(result.changes[0].upserted[0].values, [int(5)]);
+}
+
+#[test]
+fn a_serializer_the_connector_does_not_decode_fails_the_load_with_the_reason() {
+    let program =
+        SEED.replace("value_type=Order)", "value_type=Order, value_serializer='protobuf')");
+    let mut connector = ConnectorProcess::start();
+    let Kind::LoadFailed(LoadFailed { message, .. }) = connector.load(&program) else {
+        panic!("protobuf is not decoded yet")
+    };
+    assert!(
+        message.contains("topic `orders`: the `protobuf` serializer is not supported yet"),
+        "{message}"
+    );
+}

@@ -94,6 +94,16 @@ impl ConnectorProcess {
     }
 
     pub(crate) fn batch(&mut self, topic: &str, values: &[&[u8]]) -> BatchResult {
+        self.batch_with_schemas(topic, values, Vec::new())
+    }
+
+    /// A batch with the registry's writer schemas its messages name (as the node sends them).
+    pub(crate) fn batch_with_schemas(
+        &mut self,
+        topic: &str,
+        values: &[&[u8]],
+        writer_schemas: Vec<aerogrid_proto::runtime::v1::WriterSchema>,
+    ) -> BatchResult {
         let messages = values
             .iter()
             .enumerate()
@@ -105,7 +115,11 @@ impl ConnectorProcess {
                 timestamp: None,
             })
             .collect();
-        match self.send(node_message::Kind::Batch(Batch { topic: topic.into(), messages })) {
+        match self.send(node_message::Kind::Batch(Batch {
+            topic: topic.into(),
+            messages,
+            writer_schemas,
+        })) {
             Kind::Result(result) => result,
             other => panic!("expected a batch result, got {other:?}"),
         }

@@ -235,6 +235,10 @@ def _to_plain(value: Any) -> Any:
 
 
 _KEY_TYPES = (str, bytes, int, type(None))
+# How a topic's keys or values are written: JSON (the default), Avro, Protobuf or JSON Schema in
+# the Confluent wire format (a zero byte, a 4-byte schema id, the payload; the schema from the
+# registry), the bytes as they are, or UTF-8 text.
+SERIALIZERS = ("json", "avro", "protobuf", "json-schema", "raw", "str")
 
 
 class Topic:
@@ -243,11 +247,38 @@ class Topic:
     Keys: str (UTF-8), bytes (raw), int (decimal text) or None (ignored).
     Values: a Record or dict (a JSON object), str (UTF-8 text), bytes (raw), int or float (JSON
     number).
+    Serializers say how they are written (`SERIALIZERS`): `'json'` by default; `'avro'`,
+    `'protobuf'` and `'json-schema'` with a schema registry; `'raw'` (bytes) and `'str'` (text).
     """
 
-    def __init__(self, app: "App", name: str, key_type: Any, value_type: Any) -> None:
+    def __init__(
+        self,
+        app: "App",
+        name: str,
+        key_type: Any,
+        value_type: Any,
+        key_serializer: str = "json",
+        value_serializer: str = "json",
+    ) -> None:
         if not isinstance(name, str) or not name:
             raise TypeError("a topic name is a non-empty string")
+        for which, serializer in (("key", key_serializer), ("value", value_serializer)):
+            if serializer not in SERIALIZERS:
+                raise ValueError(
+                    f"{which}_serializer of topic `{name}` is one of {', '.join(map(repr, SERIALIZERS))}, not {serializer!r}"
+                )
+        # `raw` and `str` say the type: the default type follows them, another one is a mistake.
+        for which, serializer, plain in (("key", key_serializer, key_type), ("value", value_serializer, value_type)):
+            wanted = {"raw": bytes, "str": str}.get(serializer)
+            default = str if which == "key" else dict
+            if wanted is not None and plain not in (wanted, default):
+                raise TypeError(
+                    f"{which}_serializer={serializer!r} of topic `{name}` gives {wanted.__name__}, but {which}_type is {plain!r}"
+                )
+        if key_serializer in ("raw", "str"):
+            key_type = bytes if key_serializer == "raw" else str
+        if value_serializer in ("raw", "str"):
+            value_type = bytes if value_serializer == "raw" else str
         if key_type is None:
             key_type = type(None)
         if key_type not in _KEY_TYPES:
@@ -260,6 +291,8 @@ class Topic:
         self.name = name
         self.key_type = key_type
         self.value_type = value_type
+        self.key_serializer = key_serializer
+        self.value_serializer = value_serializer
 
     def __repr__(self) -> str:
         return f"<aerogrid.Topic {self.name!r}>"
@@ -585,13 +618,21 @@ class App:
         self.timers: list[TimerSpec] = []
         _apps.append(self)
 
-    def topic(self, name: str, key_type: Any = str, value_type: Any = dict) -> Topic:
+    def topic(
+        self,
+        name: str,
+        key_type: Any = str,
+        value_type: Any = dict,
+        key_serializer: str = "json",
+        value_serializer: str = "json",
+    ) -> Topic:
+        topic = Topic(self, name, key_type, value_type, key_serializer, value_serializer)
         if name in self.topics:
             existing = self.topics[name]
-            if (existing.key_type, existing.value_type) != (key_type if key_type is not None else type(None), value_type):
+            declared = (existing.key_type, existing.value_type, existing.key_serializer, existing.value_serializer)
+            if declared != (topic.key_type, topic.value_type, topic.key_serializer, topic.value_serializer):
                 raise ValueError(f"topic `{name}` is declared twice with different types")
             return existing
-        topic = Topic(self, name, key_type, value_type)
         self.topics[name] = topic
         return topic
 

@@ -1,5 +1,5 @@
 # Type stubs of the `aerogrid` connector API (for editors: completion, hover, type checks).
-from typing import Any, AsyncIterator, Callable, Iterator, NamedTuple, Optional, TypeVar, overload
+from typing import Any, AsyncIterator, Callable, Iterator, Literal, NamedTuple, Optional, TypeVar, overload
 
 BROKER_URI: str
 """The platform's broker. `App(broker=...)` accepts anything; the platform's broker is always used."""
@@ -29,8 +29,14 @@ class Topic:
     name: str
     key_type: type
     value_type: type
+    key_serializer: Serializer
+    value_serializer: Serializer
 
 Scalar = str | int | float | bool | None
+
+# How keys and values are written: JSON (the default); Avro, Protobuf or JSON Schema in the
+# Confluent wire format with a schema registry; the bytes as they are (`raw`); UTF-8 text (`str`).
+Serializer = Literal["json", "avro", "protobuf", "json-schema", "raw", "str"]
 
 class Row(dict[str, Scalar]):
     """One row of a grid. Setting a cell (`row['col'] = v`) writes it to the grid."""
@@ -84,9 +90,23 @@ class App:
     name: str
     def __init__(self, name: str, broker: Any = None, **settings: Any) -> None: ...
     @overload
-    def topic(self, name: str, key_type: type = ..., value_type: type[_R] = ...) -> Topic: ...
+    def topic(
+        self,
+        name: str,
+        key_type: type = ...,
+        value_type: type[_R] = ...,
+        key_serializer: Serializer = "json",
+        value_serializer: Serializer = "json",
+    ) -> Topic: ...
     @overload
-    def topic(self, name: str, key_type: type | None = ..., value_type: type = ...) -> Topic: ...
+    def topic(
+        self,
+        name: str,
+        key_type: type | None = ...,
+        value_type: type = ...,
+        key_serializer: Serializer = "json",
+        value_serializer: Serializer = "json",
+    ) -> Topic: ...
     def Grid(self, name: str, columns: list[str], default: Optional[Callable[[], dict[str, Scalar]]] = None) -> Grid:
         """A grid of this app; `default` makes the row of a key not seen yet."""
     def stream(self, *topics: Topic) -> Callable[[Callable[[Stream], Any]], Callable[[Stream], Any]]:

@@ -339,10 +339,11 @@ class _LogHandler(logging.Handler):
 # Decoding.
 
 
-def describe_topic(topic: Topic) -> tuple[str, tuple[Any, ...], list[tuple[type, list[tuple[Any, ...]]]]]:
+def describe_topic(topic: Topic) -> tuple[str, tuple[Any, ...], list[tuple[type, list[tuple[Any, ...]]]], str, str]:
     """How the topic's keys and values decode, for the connector's decoder (`connector/src/native.rs`):
-    `(key kind, value spec, [(Record class, [(field, type spec, default kind, default)])])`,
-    where `("record", n)` in a spec is the n-th Record class of that list."""
+    `(key kind, value spec, [(Record class, [(field, type spec, default kind, default)])],
+    key serializer, value serializer)`, where `("record", n)` in a spec is the n-th Record class
+    of that list."""
     records: list[tuple[type, list[tuple[Any, ...]]]] = []
     indexes: dict[type, int] = {}
 
@@ -392,7 +393,14 @@ def describe_topic(topic: Topic) -> tuple[str, tuple[Any, ...], list[tuple[type,
         value = ("record", record_index(value_type))
     else:
         value = ("scalar", type_spec(value_type))
-    return key_kind, value, records
+    return key_kind, value, records, topic.key_serializer, topic.value_serializer
+
+
+def _confluent_payload(raw: bytes) -> bytes:
+    """The payload of a message in the Confluent wire format (magic byte 0, schema id)."""
+    if len(raw) < 5 or raw[0] != 0:
+        raise RecordError("the value is not in the schema registry's wire format (no magic byte 0 and schema id)")
+    return raw[5:]
 
 
 def decode_key(topic: Topic, raw: Optional[bytes]) -> Any:
@@ -415,10 +423,15 @@ def decode_key(topic: Topic, raw: Optional[bytes]) -> Any:
 
 def decode_value(topic: Topic, raw: Optional[bytes]) -> Any:
     value_type = topic.value_type
-    if value_type is bytes:
+    if value_type is bytes and topic.value_serializer in ("json", "raw"):
         return raw
     if raw is None:
         raise RecordError("the message has no value")
+    if topic.value_serializer in ("avro", "protobuf"):
+        # The reference decodes what needs no schema; the connector decodes these.
+        raise RecordError(f"{topic.value_serializer} values are decoded by the connector only")
+    if topic.value_serializer == "json-schema":
+        raw = _confluent_payload(raw)
     if value_type is str:
         try:
             return raw.decode("utf-8")

@@ -134,6 +134,44 @@ class Loading(ConnectorTest):
         self.assertIn("async def", raised.exception.message)
 
 
+class Serializers(unittest.TestCase):
+    def setUp(self):
+        # Each test makes an App of its own, outside a connector.
+        self.addCleanup(aerogrid._apps.clear)
+        aerogrid._apps.clear()
+
+    def test_serializers_are_checked_and_raw_and_str_give_their_types(self):
+        app = aerogrid.App("s")
+        with self.assertRaisesRegex(ValueError, "value_serializer of topic `t` is one of 'json', 'avro'"):
+            app.topic("t", value_serializer="xml")
+        with self.assertRaisesRegex(TypeError, "value_serializer='raw' of topic `r` gives bytes"):
+
+            class Order(aerogrid.Record):
+                product: str
+
+            app.topic("r", value_type=Order, value_serializer="raw")
+        text = app.topic("text", value_serializer="str")
+        self.assertIs(text.value_type, str)
+        raw = app.topic("raw", key_serializer="raw", value_serializer="raw")
+        self.assertEqual((raw.key_type, raw.value_type), (bytes, bytes))
+        avro = app.topic("avro", value_serializer="avro")
+        self.assertEqual((avro.value_type, avro.value_serializer), (dict, "avro"))
+        # Declared again the same: the same topic; with another serializer: refused.
+        self.assertIs(app.topic("avro", value_serializer="avro"), avro)
+        with self.assertRaisesRegex(ValueError, "declared twice"):
+            app.topic("avro", value_serializer="json")
+
+    def test_json_schema_values_are_json_after_the_registry_framing(self):
+        from aerogrid import _driver
+
+        app = aerogrid.App("s")
+        topic = app.topic("t", value_serializer="json-schema")
+        framed = b"\x00\x00\x00\x00\x07" + b'{"a": 1}'
+        self.assertEqual(_driver.decode_value(topic, framed), {"a": 1})
+        with self.assertRaisesRegex(aerogrid.RecordError, "not in the schema registry's wire format"):
+            _driver.decode_value(topic, b'{"a": 1}')
+
+
 class Records(unittest.TestCase):
     def test_fields_optional_lists_nested_and_defaults(self):
         class Line(aerogrid.Record):
@@ -258,7 +296,7 @@ class RecordCases(unittest.TestCase):
             lines: list[Line] = []
 
         cases = json.loads((Path(__file__).parent / "record_cases.json").read_text())["cases"]
-        topic = SimpleNamespace(value_type=Order)
+        topic = SimpleNamespace(value_type=Order, value_serializer="json")
         for case in cases:
             with self.subTest(message=case["message"]):
                 try:

@@ -1,9 +1,14 @@
 use super::*;
 
+/// No writer schemas (JSON topics need none).
+static NONE: std::sync::LazyLock<Writers> = std::sync::LazyLock::new(Writers::new);
+
 /// `class Order(Record): product: str; quantity: int; note: Optional[str]; tags: list[str] = []`
 fn orders() -> TopicSchema {
     TopicSchema {
         key: KeySpec::Str,
+        key_format: Format::Plain,
+        value_format: Format::Plain,
         value: ValueSpec::Record(0),
         records: vec![RecordSpec {
             class_name: "Order".into(),
@@ -34,12 +39,13 @@ fn orders() -> TopicSchema {
 }
 
 fn error(value: &str) -> String {
-    orders().decode_value(Some(value.as_bytes())).unwrap_err()
+    orders().decode_value(Some(value.as_bytes()), &NONE).unwrap_err()
 }
 
 #[test]
 fn records_decode_with_coercion_and_defaults() {
-    let decoded = orders().decode_value(Some(br#"{"product": 7, "quantity": "3", "extra": 1}"#));
+    let decoded =
+        orders().decode_value(Some(br#"{"product": 7, "quantity": "3", "extra": 1}"#), &NONE);
     assert_eq!(
         decoded,
         Ok(Decoded::Record(
@@ -47,8 +53,8 @@ fn records_decode_with_coercion_and_defaults() {
             vec![Decoded::Str("7".into()), Decoded::Int(3), Decoded::Null, Decoded::Default]
         ))
     );
-    let decoded =
-        orders().decode_value(Some(br#"{"product": "a", "quantity": 2.0, "tags": ["x", 1]}"#));
+    let decoded = orders()
+        .decode_value(Some(br#"{"product": "a", "quantity": 2.0, "tags": ["x", 1]}"#), &NONE);
     assert_eq!(
         decoded,
         Ok(Decoded::Record(
@@ -89,7 +95,7 @@ fn bad_values_say_why_as_the_python_reference_does() {
     );
     assert_eq!(error("[1]"), "expected a JSON object for Order, got an array");
     assert!(error("{nope").starts_with("the value is not JSON: "));
-    assert_eq!(orders().decode_value(None), Err("the message has no value".into()));
+    assert_eq!(orders().decode_value(None, &NONE), Err("the message has no value".into()));
     let long = format!(r#"{{"product": "a", "quantity": "{}"}}"#, "x".repeat(50));
     assert_eq!(
         error(&long),
@@ -102,6 +108,8 @@ fn case_orders() -> TopicSchema {
     let field = |name: &str, spec, default| FieldSpec { name: name.into(), spec, default };
     TopicSchema {
         key: KeySpec::Str,
+        key_format: Format::Plain,
+        value_format: Format::Plain,
         value: ValueSpec::Record(0),
         records: vec![
             RecordSpec {
@@ -169,7 +177,7 @@ fn the_shared_cases_decode_as_the_python_reference_says() {
     assert!(cases.len() > 20);
     for case in cases {
         let message = case["message"].as_str().unwrap();
-        match schema.decode_value(Some(message.as_bytes())) {
+        match schema.decode_value(Some(message.as_bytes()), &NONE) {
             Ok(decoded) => {
                 let record = plain(&decoded, &schema.records, &file["defaults"], "");
                 assert_eq!(record, case["record"], "{message}");
@@ -218,11 +226,15 @@ fn a_record_read_from_its_text_is_the_record_its_json_value_makes() {
     ];
     for message in shared.chain(more) {
         let raw = message.as_bytes();
-        assert_eq!(schema.decode_value(Some(raw)), through_a_json_value(&schema, raw), "{message}");
+        assert_eq!(
+            schema.decode_value(Some(raw), &NONE),
+            through_a_json_value(&schema, raw),
+            "{message}"
+        );
     }
     let invalid_utf8 = b"{\"product\": \"a\", \"extra\": \"\xff\", \"quantity\": 1, \"price\": 1}";
     assert_eq!(
-        schema.decode_value(Some(invalid_utf8)),
+        schema.decode_value(Some(invalid_utf8), &NONE),
         through_a_json_value(&schema, invalid_utf8)
     );
 }
@@ -230,13 +242,13 @@ fn a_record_read_from_its_text_is_the_record_its_json_value_makes() {
 #[test]
 fn keys_decode_by_their_type() {
     let mut schema = orders();
-    assert_eq!(schema.decode_key(Some(b"k1")), Ok(Decoded::Str("k1".into())));
-    assert_eq!(schema.decode_key(Some(&[0xff])), Err("the key is not UTF-8 text".into()));
+    assert_eq!(schema.decode_key(Some(b"k1"), &NONE), Ok(Decoded::Str("k1".into())));
+    assert_eq!(schema.decode_key(Some(&[0xff]), &NONE), Err("the key is not UTF-8 text".into()));
     schema.key = KeySpec::Int;
-    assert_eq!(schema.decode_key(Some(b" -12 ")), Ok(Decoded::Int(-12)));
-    assert_eq!(schema.decode_key(Some(b"1x")), Err("the key '1x' is not an integer".into()));
+    assert_eq!(schema.decode_key(Some(b" -12 "), &NONE), Ok(Decoded::Int(-12)));
+    assert_eq!(schema.decode_key(Some(b"1x"), &NONE), Err("the key '1x' is not an integer".into()));
     schema.key = KeySpec::Ignore;
-    assert_eq!(schema.decode_key(Some(b"anything")), Ok(Decoded::Null));
+    assert_eq!(schema.decode_key(Some(b"anything"), &NONE), Ok(Decoded::Null));
 }
 
 #[test]
@@ -252,4 +264,109 @@ fn numbers_read_as_python_reads_them() {
     assert_eq!(python_float_repr(1e20), "1e+20");
     assert_eq!(python_float_repr(0.1), "0.1");
     assert_eq!(python_float_repr(3.0), "3.0");
+}
+
+/// `orders()` read from Avro in the registry's wire format.
+fn avro_orders() -> TopicSchema {
+    TopicSchema { value_format: Format::Avro, ..orders() }
+}
+
+/// A writer schema as the node would send it, and datums of it in the wire format.
+fn writer(id: u32, schema: &str) -> (Writers, apache_avro::Schema) {
+    let parsed = apache_avro::Schema::parse_str(schema).unwrap();
+    let mut writers = Writers::new();
+    writers.insert(id, avro::WriterSchema::parse(schema).map(Arc::new));
+    (writers, parsed)
+}
+
+fn framed(id: u32, schema: &apache_avro::Schema, value: apache_avro::types::Value) -> Vec<u8> {
+    let mut bytes = vec![0];
+    bytes.extend(id.to_be_bytes());
+    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(schema).build().unwrap();
+    bytes.extend(datum.write_value_to_vec(value).unwrap());
+    bytes
+}
+
+#[test]
+fn avro_records_decode_as_their_json_does_matched_by_name() {
+    use apache_avro::types::Value;
+    // The writer has a field the Record does not declare, lacks `note` and `tags`, and puts
+    // its fields in another order.
+    let (writers, schema) = writer(
+        7,
+        r#"{"type": "record", "name": "Order", "fields": [
+            {"name": "quantity", "type": "int"},
+            {"name": "extra", "type": {"type": "array", "items": "long"}},
+            {"name": "product", "type": "string"}]}"#,
+    );
+    let value = Value::Record(vec![
+        ("quantity".into(), Value::Int(3)),
+        ("extra".into(), Value::Array(vec![Value::Long(1), Value::Long(-2)])),
+        ("product".into(), Value::String("apple".into())),
+    ]);
+    let raw = framed(7, &schema, value);
+    let json = orders().decode_value(Some(br#"{"product": "apple", "quantity": 3}"#), &NONE);
+    assert_eq!(avro_orders().decode_value(Some(&raw), &writers), json);
+
+    // A union with null, an enum and a map read into what the Record declares.
+    let (writers, schema) = writer(
+        8,
+        r#"{"type": "record", "name": "Order", "fields": [
+            {"name": "product", "type": {"type": "enum", "name": "Fruit", "symbols": ["apple", "pear"]}},
+            {"name": "quantity", "type": "long"},
+            {"name": "note", "type": ["null", "string"]},
+            {"name": "tags", "type": {"type": "array", "items": "string"}}]}"#,
+    );
+    let value = Value::Record(vec![
+        ("product".into(), Value::Enum(1, "pear".into())),
+        ("quantity".into(), Value::Long(5)),
+        ("note".into(), Value::Union(0, Box::new(Value::Null))),
+        ("tags".into(), Value::Array(vec![Value::String("ripe".into())])),
+    ]);
+    let json = orders().decode_value(
+        Some(br#"{"product": "pear", "quantity": 5, "note": null, "tags": ["ripe"]}"#),
+        &NONE,
+    );
+    assert_eq!(avro_orders().decode_value(Some(&framed(8, &schema, value)), &writers), json);
+}
+
+#[test]
+fn avro_that_cannot_be_read_says_why() {
+    let (writers, schema) = writer(
+        7,
+        r#"{"type": "record", "name": "Order", "fields": [{"name": "product", "type": "string"}, {"name": "quantity", "type": "int"}]}"#,
+    );
+    let value = apache_avro::types::Value::Record(vec![
+        ("product".into(), apache_avro::types::Value::String("a".into())),
+        ("quantity".into(), apache_avro::types::Value::Int(1)),
+    ]);
+    let raw = framed(7, &schema, value);
+    let schema = avro_orders();
+    let fails =
+        |raw: &[u8], writers: &Writers| schema.decode_value(Some(raw), writers).unwrap_err();
+    assert!(fails(br#"{"product": "a"}"#, &writers).contains("no magic byte 0 and schema id"));
+    assert_eq!(fails(&[0, 0, 0, 0, 9, 2, 97], &writers), "schema 9 is not known");
+    assert_eq!(fails(&raw[..raw.len() - 1], &writers), "schema 7: the Avro datum ends early");
+    let mut longer = raw.clone();
+    longer.push(0);
+    assert_eq!(fails(&longer, &writers), "schema 7: 1 bytes after the Avro datum");
+    // A block of a billion items in a few bytes is refused, not looped over.
+    let (writers, _) = writer(
+        3,
+        r#"{"type": "record", "name": "Order", "fields": [{"name": "product", "type": "string"}, {"name": "quantity", "type": "int"}, {"name": "tags", "type": {"type": "array", "items": "null"}}]}"#,
+    );
+    let mut hostile = vec![0, 0, 0, 0, 3, 2, b'a', 2];
+    hostile.extend([0x80, 0xa8, 0xd6, 0xb9, 0x07]);
+    assert!(
+        fails(&hostile, &writers).contains("block of 1000000000 items"),
+        "{}",
+        fails(&hostile, &writers)
+    );
+    // A schema the node sent that does not parse: its messages say so.
+    let mut writers = Writers::new();
+    writers.insert(4, avro::WriterSchema::parse("{not a schema").map(Arc::new));
+    assert!(
+        fails(&[0, 0, 0, 0, 4, 0], &writers)
+            .starts_with("schema 4 cannot be read: the Avro schema")
+    );
 }

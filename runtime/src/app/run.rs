@@ -295,7 +295,7 @@ impl<'a> Run<'a> {
                 .collect(),
         };
         self.in_flight.push_back(Request::Batch { positions, offsets: self.sent_offsets.clone() });
-        let batch = Batch { topic: batch.topic, messages: batch.messages };
+        let batch = Batch { topic: batch.topic, messages: batch.messages, writer_schemas: vec![] };
         self.connector.send(node_message::Kind::Batch(batch)).await
     }
 
