@@ -101,9 +101,9 @@ async fn schemas_are_looked_up_once_per_id_and_faults_are_told_apart() {
     assert_eq!(registry.register("orders-value", &schema).await, Ok(1));
 }
 
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();
