@@ -40,6 +40,8 @@ pub(crate) struct DevArgs {
     node: aerogrid_runtime::NodeArgs,
     #[command(flatten)]
     python: aerogrid_packages::PythonArgs,
+    #[command(flatten)]
+    registry: aerogrid_registry::RegistryArgs,
     /// Run no runtime node here (apps then run on `aerogrid runtime` processes of your own).
     #[arg(long)]
     no_runtime: bool,
@@ -141,7 +143,21 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             Ok(())
         })
     } else {
-        tokio::spawn(aerogrid_runtime::run(pool.clone(), kafka.clone(), node, packages, stopped()))
+        let registry = match args.registry.registry() {
+            Ok(registry) => registry,
+            Err(error) => {
+                services.stop().await;
+                return Err(error).context("the schema registry settings");
+            }
+        };
+        tokio::spawn(aerogrid_runtime::run(
+            pool.clone(),
+            kafka.clone(),
+            node,
+            packages,
+            registry,
+            stopped(),
+        ))
     };
 
     let login_url = bootstrap::login_url(&url, &admin.login_link_secret);

@@ -51,16 +51,26 @@ pub(crate) struct RuntimeCommand {
     node: aerogrid_runtime::NodeArgs,
     #[command(flatten)]
     python: aerogrid_packages::PythonArgs,
+    #[command(flatten)]
+    registry: aerogrid_registry::RegistryArgs,
 }
 
 impl RuntimeCommand {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let kafka = required_kafka(&self.kafka)?;
         let pool = connect_database(&self.database_url).await?;
-        aerogrid_runtime::run(pool, kafka, self.node, self.python.settings(None), async {
-            let signal = crate::shutdown_signal().await;
-            tracing::info!("Received {signal}: stopping.");
-        })
+        let registry = self.registry.registry().context("the schema registry settings")?;
+        aerogrid_runtime::run(
+            pool,
+            kafka,
+            self.node,
+            self.python.settings(None),
+            registry,
+            async {
+                let signal = crate::shutdown_signal().await;
+                tracing::info!("Received {signal}: stopping.");
+            },
+        )
         .await?;
         Ok(())
     }

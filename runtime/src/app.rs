@@ -17,10 +17,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A run this long resets the backoff.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
-/// How soon an app waiting for its packages (an index that cannot be reached) tries again,
-/// doubling up to the most.
-const PACKAGES_RETRY: Duration = Duration::from_secs(5);
-const PACKAGES_RETRY_MOST: Duration = Duration::from_secs(300);
+/// How soon an app waiting for its packages or schemas (an index or a registry that cannot be
+/// reached) tries again, doubling up to the most.
+const WAIT_RETRY: Duration = Duration::from_secs(5);
+const WAIT_RETRY_MOST: Duration = Duration::from_secs(300);
 
 /// Why an app's task should end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +52,8 @@ pub(crate) struct NodeContext {
     pub(crate) relay: Option<std::sync::Arc<crate::relay::Relay>>,
     /// Where apps' packages are resolved and installed.
     pub(crate) packages: aerogrid_packages::PackageSettings,
+    /// Where writer schemas of topics in the registry's wire format come from.
+    pub(crate) registry: aerogrid_registry::Registry,
 }
 
 enum Outcome {
@@ -96,7 +98,7 @@ async fn supervise(
     mut grants: watch::Receiver<Option<Vec<String>>>,
 ) -> Stop {
     let mut failures = 0u32;
-    let mut waits_for_packages = 0u32;
+    let mut waits = 0u32;
     loop {
         let run_started = Instant::now();
         let outcome = run_once(context, app_id, epoch, &mut stop, &mut grants).await;
@@ -132,9 +134,10 @@ async fn supervise(
             }
             // Another node runs it now (this one was paused past its lease, say).
             Err(Error::LeaseLost) => return Stop::Leave,
-            Err(Error::PackagesUnavailable(message)) => {
-                waits_for_packages += 1;
-                tracing::info!(%app_id, %message, "App waits for its packages.");
+            Err(error @ (Error::PackagesUnavailable(_) | Error::RegistryUnavailable(_))) => {
+                waits += 1;
+                let message = error.to_string();
+                tracing::info!(%app_id, %message, "App waits for its packages or schemas.");
                 report(
                     db::set_state(
                         &context.db,
@@ -146,8 +149,7 @@ async fn supervise(
                     )
                     .await,
                 );
-                (PACKAGES_RETRY * 2u32.saturating_pow((waits_for_packages - 1).min(6)))
-                    .min(PACKAGES_RETRY_MOST)
+                (WAIT_RETRY * 2u32.saturating_pow((waits - 1).min(6))).min(WAIT_RETRY_MOST)
             }
             Err(Error::TopicMissing(topic)) => {
                 let message = format!("waiting for topic `{topic}` to exist");

@@ -17,6 +17,7 @@ mod limits;
 mod node;
 mod packages;
 mod relay;
+mod schemas;
 mod status;
 
 pub use node::{NodeArgs, run};
@@ -39,6 +40,11 @@ pub enum Error {
     Refused { message: String, line: Option<u32> },
     #[error("topic `{0}` does not exist")]
     TopicMissing(String),
+    /// The schema registry cannot give a schema the app's messages name now (down, refusing
+    /// the platform's credentials, not having it): the app waits with the reason and tries
+    /// again; nothing is skipped.
+    #[error("waiting for the schema registry: {0}")]
+    RegistryUnavailable(String),
     /// The app's packages cannot be resolved or installed now (the index is unreachable or
     /// slow, uv is missing): it waits with the reason and tries again.
     #[error("{0}")]

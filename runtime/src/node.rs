@@ -151,6 +151,7 @@ pub async fn run(
     kafka: KafkaSettings,
     args: NodeArgs,
     packages: aerogrid_packages::PackageSettings,
+    registry: aerogrid_registry::Registry,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     sqlx::query("SELECT 1").execute(&db).await?;
@@ -182,6 +183,7 @@ pub async fn run(
         .await?;
     let context = NodeContext {
         packages,
+        registry,
         relay,
         wake: changed.clone(),
         db: db.clone(),

@@ -14,4 +14,5 @@ mod gateway;
 mod gateway_servers;
 mod grpc_tenancy;
 mod packages;
+mod schemas;
 mod tenancy;

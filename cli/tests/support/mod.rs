@@ -5,6 +5,7 @@
 
 pub(crate) mod api;
 pub(crate) mod connector;
+pub(crate) mod registry;
 pub(crate) mod seed_grid;
 mod slots;
 
@@ -398,17 +399,32 @@ pub(crate) async fn produce_orders(
     range: std::ops::Range<u64>,
     products: u64,
 ) {
+    produce_orders_as(kafka, "orders", range, products, |product, quantity| {
+        format!(r#"{{"product": "{product}", "quantity": {quantity}}}"#).into_bytes()
+    })
+    .await;
+}
+
+/// Produces the orders of [`produce_orders`] to `topic`, each value written by `encode`
+/// (product, quantity).
+pub(crate) async fn produce_orders_as(
+    kafka: &aerogrid_kafka::KafkaSettings,
+    topic: &str,
+    range: std::ops::Range<u64>,
+    products: u64,
+    encode: impl Fn(&str, i64) -> Vec<u8> + Send + 'static,
+) {
     use rdkafka::{
         producer::{BaseProducer, BaseRecord, Producer},
         types::RDKafkaErrorCode,
     };
     let producer: BaseProducer = kafka.client_config().set("linger.ms", "20").create().unwrap();
+    let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
         for n in range {
-            let payload =
-                format!(r#"{{"product": "p{}", "quantity": {}}}"#, n % products, n % 5 + 1);
+            let payload = encode(&format!("p{}", n % products), (n % 5 + 1) as i64);
             let key = format!("order-{n}");
-            let mut record = BaseRecord::to("orders").key(&key).payload(&payload);
+            let mut record = BaseRecord::to(&topic).key(&key).payload(&payload);
             loop {
                 match producer.send(record) {
                     Ok(()) => break,

@@ -93,6 +93,8 @@ struct Run<'a> {
     input: Input,
     batches: mpsc::Receiver<Result<InputBatch>>,
     topic_names: Vec<String>,
+    /// The writer schemas the topics in the registry's wire format need, and those sent.
+    registry_topics: crate::schemas::RegistryTopics,
     columns: HashMap<String, Vec<String>>,
     state: GridState,
     usage: GridUsage,
@@ -173,6 +175,7 @@ impl<'a> Run<'a> {
         tracing::debug!(%app_id, elapsed = ?started.elapsed(), "Start: loaded.");
         let columns: HashMap<String, Vec<String>> =
             grids.into_iter().map(|grid| (grid.name, grid.columns)).collect();
+        let registry_topics = crate::schemas::RegistryTopics::of(&topics);
         let topic_names: Vec<String> = topics.into_iter().map(|topic| topic.name).collect();
         // Before anything touches the broker: a topic that is not granted fails the app the
         // same way whether or not it exists.
@@ -224,6 +227,7 @@ impl<'a> Run<'a> {
             input,
             batches,
             topic_names,
+            registry_topics,
             columns,
             state,
         }))
@@ -275,6 +279,12 @@ impl<'a> Run<'a> {
 
     async fn on_batch(&mut self, batch: InputBatch) -> Result<()> {
         tracing::trace!(app_id = %self.app_id, records = batch.messages.len(), in_flight = self.in_flight.len(), "Input batch.");
+        // Before anything of the batch is counted: a registry that cannot answer ends the run
+        // here, and the next one reads the batch again.
+        let writer_schemas = self
+            .registry_topics
+            .writer_schemas(&self.context.registry, &batch.topic, &batch.messages)
+            .await?;
         // Where the batch leaves each partition: its last record there (one key per partition).
         let mut last: Vec<(i32, i64)> = Vec::new();
         for message in &batch.messages {
@@ -295,7 +305,7 @@ impl<'a> Run<'a> {
                 .collect(),
         };
         self.in_flight.push_back(Request::Batch { positions, offsets: self.sent_offsets.clone() });
-        let batch = Batch { topic: batch.topic, messages: batch.messages, writer_schemas: vec![] };
+        let batch = Batch { topic: batch.topic, messages: batch.messages, writer_schemas };
         self.connector.send(node_message::Kind::Batch(batch)).await
     }
 

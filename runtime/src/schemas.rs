@@ -1,0 +1,81 @@
+//! Writer schemas for topics in the schema registry's wire format: the ids a batch's messages
+//! name (a zero byte, then a 4-byte id), fetched from the registry once per node and sent to
+//! the connector once per run, with the first batch that names each.
+
+use std::collections::{HashMap, HashSet};
+
+use aerogrid_proto::runtime::v1::{RawMessage, TopicSpec, WriterSchema};
+use aerogrid_registry::Registry;
+
+use crate::{Error, Result};
+
+/// Serializers whose messages name a registry schema.
+const FRAMED: &[&str] = &["avro", "protobuf", "json-schema"];
+
+#[derive(Debug, Default)]
+pub(crate) struct RegistryTopics {
+    /// Topic → (keys framed, values framed).
+    framed: HashMap<String, (bool, bool)>,
+    /// Ids whose schema this run's connector has.
+    sent: HashSet<u32>,
+}
+
+impl RegistryTopics {
+    pub(crate) fn of(topics: &[TopicSpec]) -> Self {
+        let framed = topics
+            .iter()
+            .map(|topic| {
+                let is = |serializer: &str| FRAMED.contains(&serializer);
+                (topic.name.clone(), (is(&topic.key_serializer), is(&topic.value_serializer)))
+            })
+            .filter(|(_, (key, value))| *key || *value)
+            .collect();
+        Self { framed, sent: HashSet::new() }
+    }
+
+    /// The schemas `messages` name that the connector lacks; a registry that cannot give one
+    /// is `RegistryUnavailable` (the app waits: its records are not at fault).
+    pub(crate) async fn writer_schemas(
+        &mut self,
+        registry: &Registry,
+        topic: &str,
+        messages: &[RawMessage],
+    ) -> Result<Vec<WriterSchema>> {
+        let Some(&(keys, values)) = self.framed.get(topic) else { return Ok(Vec::new()) };
+        let mut wanted: Vec<u32> = Vec::new();
+        for message in messages {
+            let parts = [(keys, &message.key), (values, &message.value)];
+            for (framed, part) in parts {
+                if let (true, Some(id)) = (framed, part.as_deref().and_then(schema_id))
+                    && !self.sent.contains(&id)
+                    && !wanted.contains(&id)
+                {
+                    wanted.push(id);
+                }
+            }
+        }
+        let mut schemas = Vec::with_capacity(wanted.len());
+        for id in wanted {
+            let schema = registry
+                .schema(id)
+                .await
+                .map_err(|error| Error::RegistryUnavailable(error.to_string()))?;
+            schemas.push(WriterSchema {
+                id,
+                schema_type: schema.schema_type.clone(),
+                schema: schema.schema.clone(),
+            });
+        }
+        self.sent.extend(schemas.iter().map(|schema| schema.id));
+        Ok(schemas)
+    }
+}
+
+/// The schema id of a message in the wire format (one that is not is the connector's to call
+/// a bad record).
+fn schema_id(bytes: &[u8]) -> Option<u32> {
+    match bytes {
+        [0, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
+}
