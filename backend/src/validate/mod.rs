@@ -351,9 +351,34 @@ impl<'a> Checker<'a> {
         self.report(argument.range(), Severity::Error, message);
     }
 
+    /// `key_serializer=` and `value_serializer=` of `app.topic(...)`: one the connector decodes.
+    fn check_serializers(&mut self, call: &ast::ExprCall) {
+        const DECODED: &[&str] = &["json", "avro", "json-schema", "raw", "str"];
+        for keyword in &call.keywords {
+            let Some(arg) = keyword.arg.as_ref().map(|arg| arg.as_str()) else { continue };
+            if arg != "key_serializer" && arg != "value_serializer" {
+                continue;
+            }
+            let ast::Expr::Constant(ast::ExprConstant { value: ast::Constant::Str(name), .. }) =
+                &keyword.value
+            else {
+                continue;
+            };
+            let message = match name.as_str() {
+                known if DECODED.contains(&known) => continue,
+                "protobuf" => "the `protobuf` serializer is not supported yet (json, avro, json-schema, raw and str are)".to_owned(),
+                other => format!(
+                    "`{other}` is not a serializer: json, avro, protobuf, json-schema, raw or str"
+                ),
+            };
+            self.report(keyword.value.range(), Severity::Error, message);
+        }
+    }
+
     /// `app.topic(name, ...)`: a topic the team may read (the runtime node checks again, and
     /// checks names that are not literals).
     fn check_topic_access(&mut self, call: &ast::ExprCall) {
+        self.check_serializers(call);
         let name = call.args.first().or_else(|| {
             call.keywords
                 .iter()

@@ -188,3 +188,22 @@ fn declared_packages_and_their_dependencies_import_and_others_are_errors_with_th
     let bare = validate_now(code, None, &Default::default());
     assert!(bare.iter().any(|d| d.line == 2 && d.message.contains("add `numpy`")), "{bare:?}");
 }
+
+#[test]
+fn serializers_are_checked_where_they_are_written() {
+    let code = "import aerogrid\napp = aerogrid.App('a')\n\
+                t = app.topic('t', value_serializer='avro')\n\
+                u = app.topic('u', key_serializer='xml')\n\
+                v = app.topic('v', value_serializer='protobuf')\n";
+    let found = validate_now(code, None, &Default::default());
+    let errors: Vec<(u32, &str)> = found
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| (d.line, d.message.as_str()))
+        .collect();
+    assert_eq!(errors.len(), 2, "{found:?}");
+    assert_eq!(errors[0].0, 4);
+    assert!(errors[0].1.starts_with("`xml` is not a serializer"), "{errors:?}");
+    assert_eq!(errors[1].0, 5);
+    assert!(errors[1].1.contains("not supported yet"), "{errors:?}");
+}

@@ -138,4 +138,25 @@ async fn the_seed_program_over_avro_gives_its_json_grid_and_waits_out_a_registry
         (Some("running"), Some(0)),
         "{now}"
     );
+
+    // `aerogrid produce` writes Avro of a schema file, registered under `<topic>-value`.
+    let schema_file = temp.path().join("order.avsc");
+    std::fs::write(&schema_file, ORDER).unwrap();
+    let mut produce = std::process::Command::new(env!("CARGO_BIN_EXE_aerogrid"))
+        .args(["produce", "orders_avro", "--brokers", &stack.file("broker")])
+        .args(["--value-serializer", "avro", "--schema"])
+        .arg(&schema_file)
+        .args(["--schema-registry-url", &registry.url])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    let line = b"order-x\t{\"product\": \"pz\", \"quantity\": 7}\n";
+    produce.stdin.take().unwrap().write_all(line).unwrap();
+    let output = produce.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut expected = expected_totals(2000);
+    expected.insert("pz".into(), 7);
+    wait_for_totals(&stack, "acme/avro/product_sum", &expected).await;
 }
