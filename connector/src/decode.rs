@@ -60,6 +60,11 @@ pub(crate) enum TypeSpec {
     AnyList,
     Dict,
     Record(usize),
+    /// `datetime.datetime` (ISO 8601 text; UTC when it has no offset), `datetime.date`
+    /// (`YYYY-MM-DD`), `decimal.Decimal` (text or a number).
+    Datetime,
+    Date,
+    Decimal,
     /// `Optional[...]` and unions: tried in order; `nullable` when one option is None.
     Union {
         options: Vec<TypeSpec>,
@@ -117,6 +122,12 @@ pub(crate) enum Decoded {
     Json(Json),
     /// A Record: one entry per declared field, in declaration order.
     Record(usize, Vec<Decoded>),
+    /// Microseconds since the epoch, UTC.
+    Datetime(i64),
+    /// Days since the epoch.
+    Date(i32),
+    /// A finite decimal number's text.
+    Decimal(String),
     /// The field's declared default.
     Default,
 }
@@ -339,6 +350,18 @@ impl TopicSchema {
                     Err(format!("field `{path}` should be an object, got {}", json_type(&other)))
                 }
             },
+            TypeSpec::Datetime => datetime_of(&json).ok_or_else(|| {
+                format!(
+                    "field `{path}` should be a date and time (ISO 8601), got {}",
+                    describe(&json)
+                )
+            }),
+            TypeSpec::Date => date_of(&json).ok_or_else(|| {
+                format!("field `{path}` should be a date (YYYY-MM-DD), got {}", describe(&json))
+            }),
+            TypeSpec::Decimal => decimal_of(&json).ok_or_else(|| {
+                format!("field `{path}` should be a decimal number, got {}", describe(&json))
+            }),
             TypeSpec::Bool => match json {
                 Json::Bool(value) => Ok(Decoded::Bool(value)),
                 Json::String(text) if text.eq_ignore_ascii_case("true") => Ok(Decoded::Bool(true)),
@@ -496,6 +519,66 @@ pub(crate) fn json_type(json: &Json) -> &'static str {
 }
 
 /// `aerogrid._describe`: the JSON type and a short repr.
+/// As `aerogrid._datetime_of`: ISO 8601 text with a `T`, `Z` or an offset or none (UTC).
+fn datetime_of(json: &Json) -> Option<Decoded> {
+    let Json::String(text) = json else { return None };
+    if !text.contains(['T', 't']) {
+        return None;
+    }
+    let text = text.replace('Z', "+00:00");
+    let with_offset = ["%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M%:z"]
+        .iter()
+        .find_map(|format| chrono::DateTime::parse_from_str(&text, format).ok());
+    let utc = chrono::DateTime::parse_from_rfc3339(&text)
+        .ok()
+        .or(with_offset)
+        .map(|moment| moment.with_timezone(&chrono::Utc))
+        .ok_or(())
+        .or_else(|()| {
+            ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]
+                .iter()
+                .find_map(|format| chrono::NaiveDateTime::parse_from_str(&text, format).ok())
+                .map(|naive| naive.and_utc())
+                .ok_or(())
+        })
+        .ok()?;
+    Some(Decoded::Datetime(utc.timestamp_micros()))
+}
+
+fn date_of(json: &Json) -> Option<Decoded> {
+    let Json::String(text) = json else { return None };
+    if text.len() != 10 {
+        return None;
+    }
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
+    i32::try_from((date - epoch).num_days()).ok().map(Decoded::Date)
+}
+
+/// Finite decimal text (`-12.30`, `1e3`), or a JSON number as Python writes it.
+fn decimal_of(json: &Json) -> Option<Decoded> {
+    let text = match json {
+        Json::String(text) => text.trim().to_owned(),
+        Json::Number(number) => python_number_text(number),
+        _ => return None,
+    };
+    let body = text.strip_prefix(['-', '+']).unwrap_or(&text);
+    let (mantissa, exponent) = match body.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, Some(exponent)),
+        None => (body, None),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = |part: &str| part.chars().all(|c| c.is_ascii_digit() || c == '_');
+    let valid = !(whole.is_empty() && fraction.is_empty())
+        && digits(whole)
+        && digits(fraction)
+        && exponent.is_none_or(|exponent| {
+            let exponent = exponent.strip_prefix(['-', '+']).unwrap_or(exponent);
+            !exponent.is_empty() && exponent.chars().all(|c| c.is_ascii_digit())
+        });
+    valid.then_some(Decoded::Decimal(text))
+}
+
 fn describe(json: &Json) -> String {
     let text = match json {
         Json::String(text) => python_repr_str(text),

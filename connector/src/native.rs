@@ -133,6 +133,21 @@ impl TopicDecoder {
             Decoded::Float(value) => value.into_pyobject(py)?.into_any(),
             Decoded::Str(text) => PyString::new(py, text).into_any(),
             Decoded::Bytes(bytes) => PyBytes::new(py, bytes).into_any(),
+            Decoded::Datetime(micros) => datetime_to_python(py, *micros)?,
+            Decoded::Date(days) => {
+                let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
+                let date = epoch + chrono::Duration::days(i64::from(*days));
+                use chrono::Datelike;
+                let (month, day) = (date.month() as u8, date.day() as u8);
+                pyo3::types::PyDate::new(py, date.year(), month, day)?.into_any()
+            }
+            Decoded::Decimal(text) => {
+                static DECIMAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+                let decimal = DECIMAL.get_or_try_init(py, || {
+                    py.import("decimal")?.getattr("Decimal").map(Bound::unbind)
+                })?;
+                decimal.bind(py).call1((text.replace('_', ""),))?
+            }
             Decoded::List(items) => {
                 let list = PyList::empty(py);
                 for item in items {
@@ -196,6 +211,9 @@ fn type_spec(description: &Bound<'_, PyAny>) -> PyResult<TypeSpec> {
                 .collect::<PyResult<_>>()?,
             nullable: description.get_item(2)?.extract()?,
         },
+        "datetime" => TypeSpec::Datetime,
+        "date" => TypeSpec::Date,
+        "decimal" => TypeSpec::Decimal,
         "unsupported" => TypeSpec::Unsupported(description.get_item(1)?.extract()?),
         other => return Err(PyValueError::new_err(format!("field type {other}"))),
     })
@@ -461,4 +479,25 @@ fn format(serializer: &str) -> PyResult<Format> {
             "the `{other}` serializer is not supported yet (json, avro, json-schema, raw and str are)"
         ))),
     }
+}
+
+/// An aware `datetime` in UTC.
+fn datetime_to_python(py: Python<'_>, micros: i64) -> PyResult<Bound<'_, PyAny>> {
+    use chrono::{Datelike, Timelike};
+    let moment = chrono::DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| PyValueError::new_err(format!("{micros} µs is out of range")))?;
+    let utc = pyo3::types::PyTzInfo::utc(py)?;
+    let narrow = |value: u32| u8::try_from(value).unwrap_or(0);
+    Ok(pyo3::types::PyDateTime::new(
+        py,
+        moment.year(),
+        narrow(moment.month()),
+        narrow(moment.day()),
+        narrow(moment.hour()),
+        narrow(moment.minute()),
+        narrow(moment.second()),
+        moment.timestamp_subsec_micros(),
+        Some(&utc),
+    )?
+    .into_any())
 }

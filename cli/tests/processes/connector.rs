@@ -246,3 +246,69 @@ fn a_serializer_the_connector_does_not_decode_fails_the_load_with_the_reason() {
         "{message}"
     );
 }
+
+#[test]
+fn avro_logical_types_become_datetimes_dates_and_decimals() {
+    let program = "import aerogrid, datetime, decimal\n\
+        app = aerogrid.App('logical')\n\
+        class Trade(aerogrid.Record):\n    at: datetime.datetime\n    day: datetime.date\n    price: decimal.Decimal\n    id: str\n    local: datetime.datetime\n\
+        trades = app.topic('trades', value_type=Trade, value_serializer='avro')\n\
+        seen = app.Grid('seen', columns=['at', 'day', 'price', 'id', 'local', 'kinds'])\n\
+        @app.stream(trades)\n\
+        async def record(stream):\n    async for trade in stream:\n        \
+        seen['t'] = {'at': trade.at.isoformat(), 'day': trade.day.isoformat(), 'price': str(trade.price), 'id': trade.id, \
+        'local': trade.local.isoformat(), 'kinds': ' '.join(type(v).__name__ for v in (trade.at, trade.day, trade.price))}\n";
+    let mut connector = ConnectorProcess::start();
+    assert!(matches!(connector.load(program), Kind::Loaded(_)));
+    let schema = r#"{"type": "record", "name": "Trade", "fields": [
+        {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+        {"name": "price", "type": {"type": "bytes", "logicalType": "decimal", "precision": 9, "scale": 2}},
+        {"name": "id", "type": {"type": "string", "logicalType": "uuid"}},
+        {"name": "local", "type": {"type": "long", "logicalType": "local-timestamp-micros"}}]}"#;
+    let zigzag = |n: i64| {
+        let mut value = ((n << 1) ^ (n >> 63)) as u64;
+        let mut bytes = Vec::new();
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                bytes.push(byte);
+                return bytes;
+            }
+            bytes.push(byte | 0x80);
+        }
+    };
+    let uuid = "123e4567-e89b-12d3-a456-426614174000";
+    let mut value = vec![0, 0, 0, 0, 5];
+    value.extend(zigzag(86_400_500)); // 1970-01-02T00:00:00.5Z
+    value.extend(zigzag(19_700)); // 2023-12-09
+    value.extend(zigzag(2));
+    value.extend([0xfb, 0x32]); // -1230, scale 2
+    value.extend(zigzag(uuid.len() as i64));
+    value.extend(uuid.as_bytes());
+    value.extend(zigzag(1_000_001)); // 1970-01-01T00:00:01.000001, no zone
+    let writer = aerogrid_proto::runtime::v1::WriterSchema {
+        id: 5,
+        schema_type: "AVRO".into(),
+        schema: schema.into(),
+    };
+    let result = connector.batch_with_schemas("trades", &[&value], vec![writer]);
+    assert!(result.bad_records.is_empty(), "{:?}", result.bad_records);
+    let text = |value: &Value| match &value.kind {
+        Some(value::Kind::String(text)) => text.clone(),
+        other => panic!("{other:?}"),
+    };
+    let row: Vec<String> = result.changes[0].upserted[0].values.iter().map(text).collect();
+    assert_eq!(
+        row,
+        [
+            "1970-01-02T00:00:00.500000+00:00",
+            "2023-12-09",
+            "-12.30",
+            uuid,
+            "1970-01-01T00:00:01.000001+00:00",
+            "datetime date Decimal",
+        ]
+    );
+}

@@ -8,6 +8,8 @@ streams and collects grid changes.
 
 from __future__ import annotations
 
+import datetime as _datetime
+import decimal as _decimal
 import math
 import types
 import typing
@@ -212,7 +214,39 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         raise RecordError(f"field `{path}` should be a string, got {_json_type(value)}")
+    if annotation is _datetime.datetime:
+        return _datetime_of(value, path)
+    if annotation is _datetime.date:
+        try:
+            if isinstance(value, str) and len(value) == 10:
+                return _datetime.date.fromisoformat(value)
+        except ValueError:
+            pass
+        raise RecordError(f"field `{path}` should be a date (YYYY-MM-DD), got {_describe(value)}")
+    if annotation is _decimal.Decimal:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            try:
+                number = _decimal.Decimal(value.strip() if isinstance(value, str) else repr(value))
+                if number.is_finite():
+                    return number
+            except _decimal.InvalidOperation:
+                pass
+        raise RecordError(f"field `{path}` should be a decimal number, got {_describe(value)}")
     raise RecordError(f"field `{path}` has an unsupported type {annotation!r}")
+
+
+def _datetime_of(value: Any, path: str) -> _datetime.datetime:
+    """ISO 8601 text (`Z` or an offset; none is UTC) as an aware datetime in UTC."""
+    if isinstance(value, str):
+        try:
+            moment = _datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            moment = None
+        if moment is not None and "T" in value.upper():
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=_datetime.timezone.utc)
+            return moment.astimezone(_datetime.timezone.utc)
+    raise RecordError(f"field `{path}` should be a date and time (ISO 8601), got {_describe(value)}")
 
 
 def _describe(value: Any) -> str:

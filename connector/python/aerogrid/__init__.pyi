@@ -10,9 +10,11 @@ class RecordError(ValueError):
 class Record:
     """A typed message value, declared with annotations.
 
-    Fields are str, int, float, bool, Optional[...], list[...], dict, or nested Records, with
-    optional defaults. JSON values are coerced where it is lossless ("3" to 3). A message that
-    does not fit is a bad record: counted, kept with its reason, and skipped.
+    Fields are str, int, float, bool, datetime.datetime (ISO 8601 text, UTC without an offset),
+    datetime.date (YYYY-MM-DD), decimal.Decimal, Optional[...], list[...], dict, or nested
+    Records, with optional defaults. JSON values are coerced where it is lossless ("3" to 3);
+    Avro's timestamps, dates and decimals read into the same types. A message that does not
+    fit is a bad record: counted, kept with its reason, and skipped.
     """
 
     def __init__(self, **values: Any) -> None: ...

@@ -6,6 +6,8 @@ The connector process calls this; user code never needs it.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import gc
 import json
 import linecache
@@ -381,6 +383,9 @@ def describe_topic(topic: Topic) -> tuple[str, tuple[Any, ...], list[tuple[type,
         for plain in (bool, int, float, str):
             if annotation is plain:
                 return (plain.__name__,)
+        logical = {datetime.datetime: "datetime", datetime.date: "date", decimal.Decimal: "decimal"}
+        if annotation in logical:
+            return (logical[annotation],)
         return ("unsupported", repr(annotation))
 
     key_kind = {str: "str", bytes: "bytes", int: "int", type(None): "none"}[topic.key_type]

@@ -3,6 +3,7 @@ bad records, user exceptions, timers, logs."""
 
 import json
 import random
+import re
 import sys
 import unittest
 from pathlib import Path
@@ -170,6 +171,34 @@ class Serializers(unittest.TestCase):
         self.assertEqual(_driver.decode_value(topic, framed), {"a": 1})
         with self.assertRaisesRegex(aerogrid.RecordError, "not in the schema registry's wire format"):
             _driver.decode_value(topic, b'{"a": 1}')
+
+
+class LogicalTypes(unittest.TestCase):
+    def test_dates_times_and_decimals_read_from_text(self):
+        import datetime
+        import decimal
+
+        class Trade(aerogrid.Record):
+            at: datetime.datetime
+            day: datetime.date
+            price: decimal.Decimal
+
+        trade = Trade.from_json({"at": "2026-12-08T01:02:03.5+01:00", "day": "2026-12-08", "price": "12.30"})
+        self.assertEqual(trade.at, datetime.datetime(2026, 12, 8, 0, 2, 3, 500000, tzinfo=datetime.timezone.utc))
+        self.assertEqual(trade.day, datetime.date(2026, 12, 8))
+        self.assertEqual(trade.price, decimal.Decimal("12.30"))
+        naive = Trade.from_json({"at": "2026-12-08T01:02:03", "day": "2026-12-08", "price": 1.5})
+        self.assertEqual(naive.at.tzinfo, datetime.timezone.utc)
+        self.assertEqual(naive.price, decimal.Decimal("1.5"))
+        for bad, says in [
+            ({"at": "yesterday"}, "field `at` should be a date and time (ISO 8601), got a string 'yesterday'"),
+            ({"at": "2026-12-08"}, "field `at` should be a date and time (ISO 8601)"),
+            ({"day": "2026-12-08T00:00"}, "field `day` should be a date (YYYY-MM-DD)"),
+            ({"price": "NaN"}, "field `price` should be a decimal number"),
+        ]:
+            message = {"at": "2026-12-08T01:02:03Z", "day": "2026-12-08", "price": "1", **bad}
+            with self.assertRaisesRegex(aerogrid.RecordError, re.escape(says)):
+                Trade.from_json(message)
 
 
 class Records(unittest.TestCase):

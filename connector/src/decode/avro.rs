@@ -61,17 +61,40 @@ impl WriterSchema {
                 1 => Json::Bool(true),
                 other => return Err(format!("an Avro boolean byte is 0 or 1, not {other}")),
             },
-            Schema::Int
-            | Schema::Long
-            | Schema::Date
-            | Schema::TimeMillis
-            | Schema::TimeMicros
-            | Schema::TimestampMillis
-            | Schema::TimestampMicros
-            | Schema::TimestampNanos
-            | Schema::LocalTimestampMillis
-            | Schema::LocalTimestampMicros
-            | Schema::LocalTimestampNanos => Json::from(long(input)?),
+            Schema::Int | Schema::Long | Schema::TimeMillis | Schema::TimeMicros => {
+                Json::from(long(input)?)
+            }
+            // Logical types as the text the declared type reads (`datetime`, `date`, `Decimal`
+            // take it; `str` keeps it): ISO 8601, UTC.
+            Schema::Date => {
+                let days = long(input)?;
+                let date = chrono::DateTime::from_timestamp(days.saturating_mul(86_400), 0)
+                    .ok_or_else(|| format!("Avro date {days} is out of range"))?;
+                Json::String(date.format("%Y-%m-%d").to_string())
+            }
+            Schema::TimestampMillis | Schema::LocalTimestampMillis => {
+                timestamp(long(input)?.checked_mul(1000), schema)?
+            }
+            Schema::TimestampMicros | Schema::LocalTimestampMicros => {
+                timestamp(Some(long(input)?), schema)?
+            }
+            Schema::TimestampNanos | Schema::LocalTimestampNanos => {
+                timestamp(Some(long(input)?.div_euclid(1000)), schema)?
+            }
+            Schema::Decimal(decimal) => {
+                let size = match &decimal.inner {
+                    apache_avro::schema::InnerDecimalSchema::Bytes => length(input)?,
+                    apache_avro::schema::InnerDecimalSchema::Fixed(fixed) => fixed.size,
+                };
+                Json::String(decimal_text(take(input, size)?, decimal.scale)?)
+            }
+            Schema::Uuid(apache_avro::schema::UuidSchema::Fixed(_)) => {
+                Json::String(uuid_text(take(input, 16)?))
+            }
+            Schema::Uuid(apache_avro::schema::UuidSchema::Bytes) => {
+                let length = length(input)?;
+                Json::String(uuid_text(take(input, length)?))
+            }
             Schema::Float => {
                 let bytes: [u8; 4] = take(input, 4)?.try_into().expect("4 bytes");
                 number(f64::from(f32::from_le_bytes(bytes)))?
@@ -81,7 +104,7 @@ impl WriterSchema {
                 number(f64::from_le_bytes(bytes))?
             }
             Schema::String | Schema::Uuid(_) => Json::String(string(input)?),
-            Schema::Bytes | Schema::BigDecimal | Schema::Decimal(_) => {
+            Schema::Bytes | Schema::BigDecimal => {
                 let length = length(input)?;
                 Json::String(String::from_utf8_lossy(take(input, length)?).into_owned())
             }
@@ -133,6 +156,47 @@ impl WriterSchema {
             Schema::Ref { .. } => unreachable!("resolved above"),
         })
     }
+}
+
+/// Microseconds since the epoch as ISO 8601 text: with `+00:00` for a timestamp, without for a
+/// local one.
+fn timestamp(micros: Option<i64>, schema: &Schema) -> Result<Json> {
+    let moment = micros
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .ok_or_else(|| "an Avro timestamp is out of range".to_owned())?;
+    let local = matches!(
+        schema,
+        Schema::LocalTimestampMillis | Schema::LocalTimestampMicros | Schema::LocalTimestampNanos
+    );
+    let format = if local { "%Y-%m-%dT%H:%M:%S%.6f" } else { "%Y-%m-%dT%H:%M:%S%.6f+00:00" };
+    Ok(Json::String(moment.format(format).to_string()))
+}
+
+/// An Avro decimal (big-endian two's complement, `scale` digits after the point) as text.
+fn decimal_text(bytes: &[u8], scale: usize) -> Result<String> {
+    if bytes.len() > 16 {
+        return Err(format!("an Avro decimal of {} bytes is beyond 128 bits", bytes.len()));
+    }
+    let negative = bytes.first().is_some_and(|first| first & 0x80 != 0);
+    let mut wide = [if negative { 0xff } else { 0 }; 16];
+    wide[16 - bytes.len()..].copy_from_slice(bytes);
+    let unscaled = i128::from_be_bytes(wide);
+    let digits = unscaled.unsigned_abs().to_string();
+    let sign = if unscaled < 0 { "-" } else { "" };
+    if scale == 0 {
+        return Ok(format!("{sign}{digits}"));
+    }
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (whole, fraction) = padded.split_at(padded.len() - scale);
+    Ok(format!("{sign}{whole}.{fraction}"))
+}
+
+fn uuid_text(bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    if hex.len() != 32 {
+        return hex;
+    }
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
 /// Every named type of `schema` (records, enums, fixed), for references to them.

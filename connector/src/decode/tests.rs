@@ -370,3 +370,61 @@ fn avro_that_cannot_be_read_says_why() {
             .starts_with("schema 4 cannot be read: the Avro schema")
     );
 }
+
+#[test]
+fn dates_times_and_decimals_read_from_json_text_as_the_reference_reads_them() {
+    let field =
+        |name: &str, spec| FieldSpec { name: name.into(), spec, default: FieldDefault::Required };
+    let schema = TopicSchema {
+        records: vec![RecordSpec {
+            class_name: "Trade".into(),
+            fields: vec![
+                field("at", TypeSpec::Datetime),
+                field("day", TypeSpec::Date),
+                field("price", TypeSpec::Decimal),
+            ],
+        }],
+        ..orders()
+    };
+    let decoded = schema.decode_value(
+        Some(br#"{"at": "2026-12-08T01:02:03.5+01:00", "day": "2026-12-08", "price": "12.30"}"#),
+        &NONE,
+    );
+    let at =
+        chrono::DateTime::parse_from_rfc3339("2026-12-08T00:02:03.5Z").unwrap().timestamp_micros();
+    assert_eq!(
+        decoded,
+        Ok(Decoded::Record(
+            0,
+            vec![Decoded::Datetime(at), Decoded::Date(20_795), Decoded::Decimal("12.30".into())]
+        ))
+    );
+    let naive = schema.decode_value(
+        Some(br#"{"at": "2026-12-08T00:02:03.5", "day": "2026-12-08", "price": 1.5}"#),
+        &NONE,
+    );
+    assert_eq!(
+        naive,
+        Ok(Decoded::Record(
+            0,
+            vec![Decoded::Datetime(at), Decoded::Date(20_795), Decoded::Decimal("1.5".into())]
+        ))
+    );
+    for (message, says) in [
+        (
+            r#"{"at": "yesterday", "day": "2026-12-08", "price": 1}"#,
+            "field `at` should be a date and time (ISO 8601), got a string 'yesterday'",
+        ),
+        (
+            r#"{"at": "2026-12-08T00:00Z", "day": "2026-12-08T00:00", "price": 1}"#,
+            "field `day` should be a date (YYYY-MM-DD)",
+        ),
+        (
+            r#"{"at": "2026-12-08T00:00Z", "day": "2026-12-08", "price": "NaN"}"#,
+            "field `price` should be a decimal number",
+        ),
+    ] {
+        let error = schema.decode_value(Some(message.as_bytes()), &NONE).unwrap_err();
+        assert!(error.starts_with(says), "{error}");
+    }
+}
