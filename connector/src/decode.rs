@@ -196,6 +196,17 @@ impl TopicSchema {
             }
             Format::Avro => {
                 let raw = raw.ok_or_else(|| "the message has no value".to_owned())?;
+                if let ValueSpec::Record(index) = self.value {
+                    // A record's fields straight into their places: no object built.
+                    let (id, payload) = avro::framing(raw)?;
+                    if let Some(Ok(writer)) = writers.get(&id)
+                        && let Some(values) =
+                            writer.read_fields(payload, &self.records[index].fields)
+                    {
+                        let mut values = values.map_err(|error| format!("schema {id}: {error}"))?;
+                        return self.fields(index, |position, _| values[position].take(), None);
+                    }
+                }
                 self.value_of_json(read_avro(raw, writers)?)
             }
         }

@@ -40,6 +40,31 @@ impl WriterSchema {
         Ok(value)
     }
 
+    /// The datum of a record schema as the values of `fields` (by name; None where the writer
+    /// has no such field), without building an object: the common case of a Record topic.
+    /// `None` when the writer's schema is not a record.
+    pub(crate) fn read_fields(
+        &self,
+        mut datum: &[u8],
+        fields: &[super::FieldSpec],
+    ) -> Option<Result<Vec<Option<Json>>>> {
+        let Ok(Schema::Record(record)) = self.resolve(&self.schema) else { return None };
+        let mut read = || {
+            let mut values: Vec<Option<Json>> = (0..fields.len()).map(|_| None).collect();
+            for field in &record.fields {
+                let value = self.value(&field.schema, &mut datum, 1)?;
+                if let Some(position) = fields.iter().position(|wanted| wanted.name == field.name) {
+                    values[position] = Some(value);
+                }
+            }
+            if !datum.is_empty() {
+                return Err(format!("{} bytes after the Avro datum", datum.len()));
+            }
+            Ok(values)
+        };
+        Some(read())
+    }
+
     fn resolve<'s>(&'s self, schema: &'s Schema) -> Result<&'s Schema> {
         match schema {
             Schema::Ref { name } => {
