@@ -9,8 +9,9 @@ use aerogrid_registry::Registry;
 
 use crate::{Error, Result};
 
-/// Serializers whose messages name a registry schema.
-const FRAMED: &[&str] = &["avro", "protobuf", "json-schema"];
+/// Serializers whose messages are read by the registry schema they name (`json-schema`
+/// messages name one too, but read as JSON without it: they need no registry).
+const FRAMED: &[&str] = &["avro", "protobuf"];
 
 #[derive(Debug, Default)]
 pub(crate) struct RegistryTopics {
