@@ -80,3 +80,45 @@ fn schema_id(bytes: &[u8]) -> Option<u32> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(value: &[u8]) -> RawMessage {
+        RawMessage {
+            key: None,
+            value: Some(value.to_vec()),
+            partition: 0,
+            offset: 0,
+            timestamp: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_avro_topics_whose_messages_name_a_schema_ask_the_registry() {
+        let spec = |name: &str, value: &str| TopicSpec {
+            name: name.into(),
+            key_serializer: "json".into(),
+            value_serializer: value.into(),
+        };
+        let mut topics =
+            RegistryTopics::of(&[spec("a", "avro"), spec("j", "json-schema"), spec("p", "json")]);
+        let none = Registry::none();
+        let framed = message(&[0, 0, 0, 0, 7, 2]);
+        // Not in the wire format (a bad record for the connector to name), or a topic that
+        // needs no schema: nothing asked.
+        assert!(topics.writer_schemas(&none, "a", &[message(b"{}")]).await.unwrap().is_empty());
+        for topic in ["j", "p"] {
+            assert!(
+                topics.writer_schemas(&none, topic, &[framed.clone()]).await.unwrap().is_empty()
+            );
+        }
+        // A schema is needed and cannot be had: the app waits, saying why.
+        let error = topics.writer_schemas(&none, "a", &[framed]).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "waiting for the schema registry: no schema registry is set (--schema-registry-url)"
+        );
+    }
+}
