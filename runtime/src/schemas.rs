@@ -111,7 +111,11 @@ mod tests {
         assert!(topics.writer_schemas(&none, "a", &[message(b"{}")]).await.unwrap().is_empty());
         for topic in ["j", "p"] {
             assert!(
-                topics.writer_schemas(&none, topic, &[framed.clone()]).await.unwrap().is_empty()
+                topics
+                    .writer_schemas(&none, topic, std::slice::from_ref(&framed))
+                    .await
+                    .unwrap()
+                    .is_empty()
             );
         }
         // A schema is needed and cannot be had: the app waits, saying why.
