@@ -64,19 +64,20 @@ pub(crate) fn start(mut input: impl Read + Send + 'static, schemas: Schemas) -> 
                 Ok(None) => return,
                 Ok(Some(message)) => match message.kind {
                     Some(node_message::Kind::Batch(batch)) => {
-                        learn(&mut writers, batch.writer_schemas);
                         let schema = schemas
                             .lock()
                             .expect("no thread panics holding the schemas")
                             .get(&batch.topic)
                             .cloned();
-                        let messages = batch.messages;
-                        Ok(Incoming::Batch(decode(
-                            batch.topic,
-                            messages,
-                            schema.as_deref(),
-                            &writers,
-                        )))
+                        learn(&mut writers, batch.writer_schemas).map(|()| {
+                            let messages = batch.messages;
+                            Incoming::Batch(decode(
+                                batch.topic,
+                                messages,
+                                schema.as_deref(),
+                                &writers,
+                            ))
+                        })
                     }
                     Some(kind) => Ok(Incoming::Other(kind)),
                     None => Err(Error::Protocol("a node message without content".to_owned())),
@@ -93,13 +94,20 @@ pub(crate) fn start(mut input: impl Read + Send + 'static, schemas: Schemas) -> 
 }
 
 /// Most writer schemas a connector keeps (an app reads a few topics, each with a few schema
-/// versions): beyond, the node's batches are refused.
+/// versions): beyond, the connector ends (and the node starts the run over).
 const MAX_WRITER_SCHEMAS: usize = 10_000;
 
-fn learn(writers: &mut Writers, schemas: Vec<aerogrid_proto::runtime::v1::WriterSchema>) {
+fn learn(
+    writers: &mut Writers,
+    schemas: Vec<aerogrid_proto::runtime::v1::WriterSchema>,
+) -> Result<()> {
     for schema in schemas {
         if writers.len() >= MAX_WRITER_SCHEMAS {
-            break;
+            // The node counts them as sent: ending here (the run starts over with a new
+            // connector) is better than messages of a schema this one forgot.
+            return Err(Error::Protocol(format!(
+                "more than {MAX_WRITER_SCHEMAS} writer schemas sent to one connector"
+            )));
         }
         let parsed = match schema.schema_type.as_str() {
             "" | "AVRO" => WriterSchema::parse(&schema.schema).map(std::sync::Arc::new),
@@ -107,6 +115,7 @@ fn learn(writers: &mut Writers, schemas: Vec<aerogrid_proto::runtime::v1::Writer
         };
         writers.insert(schema.id, parsed);
     }
+    Ok(())
 }
 
 fn decode(

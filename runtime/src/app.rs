@@ -135,6 +135,10 @@ async fn supervise(
             // Another node runs it now (this one was paused past its lease, say).
             Err(Error::LeaseLost) => return Stop::Leave,
             Err(error @ (Error::PackagesUnavailable(_) | Error::RegistryUnavailable(_))) => {
+                // A run that went well for a while starts the waiting over.
+                if run_started.elapsed() > HEALTHY_RUN {
+                    waits = 0;
+                }
                 waits += 1;
                 let message = error.to_string();
                 tracing::info!(%app_id, %message, "App waits for its packages or schemas.");

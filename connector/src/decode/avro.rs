@@ -14,6 +14,31 @@ type Result<T> = std::result::Result<T, String>;
 
 /// Nesting of one datum beyond which it is refused (a recursive schema could nest without end).
 const MAX_DEPTH: usize = 64;
+/// Largest decimal scale read (38 digits is what 128 bits hold).
+const MAX_SCALE: usize = 38;
+
+thread_local! {
+    /// What one datum may still make: items (arrays and maps; an item may take no byte, a
+    /// `null`) and bytes of text (an enum index of one byte names a symbol of any length).
+    static BUDGET: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// A datum of `length` bytes may make a few items per byte and 64 bytes of text per byte (at
+/// least 1 MiB): far more than real data does, far less than a hostile schema could.
+fn reset_budget(length: usize) {
+    BUDGET.set((length.saturating_mul(4) + 1024, length.saturating_mul(64).max(1 << 20)));
+}
+
+fn spend(items: usize, bytes: usize) -> Result<()> {
+    let (items_left, bytes_left) = BUDGET.get();
+    match (items_left.checked_sub(items), bytes_left.checked_sub(bytes)) {
+        (Some(items_left), Some(bytes_left)) => {
+            BUDGET.set((items_left, bytes_left));
+            Ok(())
+        }
+        _ => Err("the Avro datum makes far more than its size (empty items or long names)".into()),
+    }
+}
 
 /// A writer schema, parsed, with its named types for references.
 #[derive(Debug)]
@@ -33,6 +58,7 @@ impl WriterSchema {
 
     /// The datum as JSON; for a record at the top, its fields by name.
     pub(crate) fn read(&self, mut datum: &[u8]) -> Result<Json> {
+        reset_budget(datum.len());
         let value = self.value(&self.schema, &mut datum, 0)?;
         if !datum.is_empty() {
             return Err(format!("{} bytes after the Avro datum", datum.len()));
@@ -49,6 +75,7 @@ impl WriterSchema {
         fields: &[super::FieldSpec],
     ) -> Option<Result<Vec<Option<Json>>>> {
         let Ok(Schema::Record(record)) = self.resolve(&self.schema) else { return None };
+        reset_budget(datum.len());
         let mut read = || {
             let mut values: Vec<Option<Json>> = (0..fields.len()).map(|_| None).collect();
             for field in &record.fields {
@@ -134,6 +161,7 @@ impl WriterSchema {
                 Json::String(String::from_utf8_lossy(take(input, length)?).into_owned())
             }
             Schema::Fixed(fixed) | Schema::Duration(fixed) => {
+                spend(0, fixed.size)?;
                 Json::String(String::from_utf8_lossy(take(input, fixed.size)?).into_owned())
             }
             Schema::Enum(enumeration) => {
@@ -144,6 +172,7 @@ impl WriterSchema {
                     .ok_or_else(|| {
                         format!("Avro enum {} has no symbol {index}", enumeration.name)
                     })?;
+                spend(0, symbol.len())?;
                 Json::String(symbol.clone())
             }
             Schema::Union(union) => {
@@ -157,6 +186,7 @@ impl WriterSchema {
             Schema::Array(array) => {
                 let mut items = Vec::new();
                 blocks(input, |input| {
+                    spend(1, 0)?;
                     items.push(self.value(&array.items, input, depth + 1)?);
                     Ok(())
                 })?;
@@ -165,6 +195,7 @@ impl WriterSchema {
             Schema::Map(map) => {
                 let mut entries = Map::new();
                 blocks(input, |input| {
+                    spend(1, 0)?;
                     let key = string(input)?;
                     entries.insert(key, self.value(&map.types, input, depth + 1)?);
                     Ok(())
@@ -174,6 +205,7 @@ impl WriterSchema {
             Schema::Record(record) => {
                 let mut fields = Map::new();
                 for field in &record.fields {
+                    spend(0, field.name.len())?;
                     fields.insert(field.name.clone(), self.value(&field.schema, input, depth + 1)?);
                 }
                 Json::Object(fields)
@@ -199,6 +231,9 @@ fn timestamp(micros: Option<i64>, schema: &Schema) -> Result<Json> {
 
 /// An Avro decimal (big-endian two's complement, `scale` digits after the point) as text.
 fn decimal_text(bytes: &[u8], scale: usize) -> Result<String> {
+    if scale > MAX_SCALE {
+        return Err(format!("an Avro decimal's scale of {scale} is beyond {MAX_SCALE}"));
+    }
     if bytes.len() > 16 {
         return Err(format!("an Avro decimal of {} bytes is beyond 128 bits", bytes.len()));
     }

@@ -428,3 +428,40 @@ fn dates_times_and_decimals_read_from_json_text_as_the_reference_reads_them() {
         assert!(error.starts_with(says), "{error}");
     }
 }
+
+#[test]
+fn avro_that_would_make_far_more_than_its_size_is_refused() {
+    let schema = avro_orders();
+    let fails =
+        |raw: &[u8], writers: &Writers| schema.decode_value(Some(raw), writers).unwrap_err();
+    // Blocks of nulls, each as long as what is left allows, one after another: a billion items
+    // from a few kilobytes, refused once the datum has made a few items per byte.
+    let (writers, _) = writer(
+        3,
+        r#"{"type": "record", "name": "Order", "fields": [{"name": "product", "type": "string"}, {"name": "quantity", "type": "int"}, {"name": "tags", "type": {"type": "array", "items": "null"}}]}"#,
+    );
+    let mut hostile = vec![0, 0, 0, 0, 3, 2, b'a', 2];
+    for _ in 0..1000 {
+        hostile.extend([0xd0, 0x0f]); // a block of 1000 nulls (zig-zag 2000)
+    }
+    hostile.push(0);
+    assert!(
+        fails(&hostile, &writers).contains("makes far more than its size"),
+        "{}",
+        fails(&hostile, &writers)
+    );
+    // An enum whose one symbol is long, named by one-byte indexes.
+    let symbol = "s".repeat(200_000);
+    let schema_text = format!(
+        r#"{{"type": "record", "name": "Order", "fields": [{{"name": "product", "type": "string"}}, {{"name": "quantity", "type": "int"}}, {{"name": "tags", "type": {{"type": "array", "items": {{"type": "enum", "name": "E", "symbols": ["{symbol}"]}}}}}}]}}"#
+    );
+    let (writers, _) = writer(4, &schema_text);
+    let mut hostile = vec![0, 0, 0, 0, 4, 2, b'a', 2, 0x90, 0x03]; // a block of 200 items
+    hostile.extend([0; 200]);
+    hostile.push(0);
+    assert!(
+        fails(&hostile, &writers).contains("makes far more than its size"),
+        "{}",
+        fails(&hostile, &writers)
+    );
+}
