@@ -13,9 +13,10 @@ use std::{
     time::Duration,
 };
 
-/// Most schemas kept per process (a schema is a few KiB; ids are immutable, so a kept one is
-/// never stale).
+/// Most schemas kept per process, and their most bytes (a schema is a few KiB; ids are
+/// immutable, so a kept one is never stale).
 const MAX_CACHED: usize = 10_000;
+const MAX_CACHED_BYTES: usize = 64 << 20;
 /// Longest a registry request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest schema taken from a registry.
@@ -163,11 +164,15 @@ impl Registry {
         inner.lookups.lock().expect("no panic holds the lookups").remove(&id);
         let schema = Arc::new(result?);
         let mut cache = inner.cache.lock().expect("no panic holds the cache");
-        if cache.len() >= MAX_CACHED {
-            // Ids are immutable: any one may go; it is asked again if needed.
-            if let Some(&any) = cache.keys().next() {
-                cache.remove(&any);
-            }
+        let bytes = |cache: &HashMap<u32, Arc<RegisteredSchema>>| -> usize {
+            cache.values().map(|schema| schema.schema.len()).sum()
+        };
+        // Ids are immutable: any may go; it is asked again if needed.
+        while !cache.is_empty()
+            && (cache.len() >= MAX_CACHED || bytes(&cache) + schema.schema.len() > MAX_CACHED_BYTES)
+        {
+            let any = *cache.keys().next().expect("not empty");
+            cache.remove(&any);
         }
         cache.insert(id, schema.clone());
         Ok(schema)
@@ -251,9 +256,16 @@ impl Inner {
             }
             _ => {}
         }
-        let bytes = response.bytes().await.map_err(unreachable)?;
-        if bytes.len() > MAX_SCHEMA_BYTES {
-            return Err(RegistryError::Malformed(format!("schema {id} is {} bytes", bytes.len())));
+        // Read up to the bound, not the whole answer first.
+        let mut response = response;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            if bytes.len() + chunk.len() > MAX_SCHEMA_BYTES {
+                return Err(RegistryError::Malformed(format!(
+                    "schema {id} is larger than {MAX_SCHEMA_BYTES} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
         }
         #[derive(serde::Deserialize)]
         struct Answer {
