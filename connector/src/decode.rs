@@ -135,8 +135,8 @@ pub(crate) enum Decoded {
 type Result<T> = std::result::Result<T, String>;
 
 /// An Avro datum in the registry's wire format, by the writer schema the node sent for its id.
-fn read_avro(raw: &[u8], writers: &Writers) -> Result<Json> {
-    let (id, payload) = avro::framing(raw)?;
+fn read_avro(raw: &[u8], writers: &Writers, what: &str) -> Result<Json> {
+    let (id, payload) = avro::framing(raw, what)?;
     match writers.get(&id) {
         Some(Ok(writer)) => writer.read(payload).map_err(|error| format!("schema {id}: {error}")),
         Some(Err(why)) => Err(format!("schema {id} cannot be read: {why}")),
@@ -146,8 +146,8 @@ fn read_avro(raw: &[u8], writers: &Writers) -> Result<Json> {
 }
 
 /// JSON in the registry's wire format.
-fn framed_json(raw: &[u8]) -> Result<Json> {
-    let (_, payload) = avro::framing(raw)?;
+fn framed_json(raw: &[u8], what: &str) -> Result<Json> {
+    let (_, payload) = avro::framing(raw, what)?;
     serde_json::from_slice(payload).map_err(|error| format!("not JSON: {error}"))
 }
 
@@ -156,8 +156,8 @@ impl TopicSchema {
         let Some(raw) = raw else { return Ok(Decoded::Null) };
         if self.key_format != Format::Plain && self.key != KeySpec::Ignore {
             let json = match self.key_format {
-                Format::Avro => read_avro(raw, writers)?,
-                _ => framed_json(raw)?,
+                Format::Avro => read_avro(raw, writers, "key")?,
+                _ => framed_json(raw, "key")?,
             };
             return match (self.key, json) {
                 (KeySpec::Str, Json::String(text)) => Ok(Decoded::Str(text)),
@@ -192,13 +192,13 @@ impl TopicSchema {
             Format::Plain => self.decode_plain_value(raw),
             Format::JsonSchema => {
                 let raw = raw.ok_or_else(|| "the message has no value".to_owned())?;
-                self.decode_plain_value(Some(avro::framing(raw)?.1))
+                self.decode_plain_value(Some(avro::framing(raw, "value")?.1))
             }
             Format::Avro => {
                 let raw = raw.ok_or_else(|| "the message has no value".to_owned())?;
                 if let ValueSpec::Record(index) = self.value {
                     // A record's fields straight into their places: no object built.
-                    let (id, payload) = avro::framing(raw)?;
+                    let (id, payload) = avro::framing(raw, "value")?;
                     if let Some(Ok(writer)) = writers.get(&id)
                         && let Some(values) =
                             writer.read_fields(payload, &self.records[index].fields)
@@ -207,7 +207,7 @@ impl TopicSchema {
                         return self.fields(index, |position, _| values[position].take(), None);
                     }
                 }
-                self.value_of_json(read_avro(raw, writers)?)
+                self.value_of_json(read_avro(raw, writers, "value")?)
             }
         }
     }

@@ -286,13 +286,13 @@ fn collect_names(schema: &Schema, names: &mut HashMap<Name, Schema>) {
 }
 
 /// The schema id and the payload of a message in the registry's wire format.
-pub(crate) fn framing(raw: &[u8]) -> Result<(u32, &[u8])> {
+/// `what`: `key` or `value`, for the message.
+pub(crate) fn framing<'a>(raw: &'a [u8], what: &str) -> Result<(u32, &'a [u8])> {
     match raw {
         [0, a, b, c, d, payload @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), payload)),
-        _ => Err(
-            "the value is not in the schema registry's wire format (no magic byte 0 and schema id)"
-                .into(),
-        ),
+        _ => Err(format!(
+            "the {what} is not in the schema registry's wire format (no magic byte 0 and schema id)"
+        )),
     }
 }
 
