@@ -142,32 +142,12 @@ async fn supervise(
                 waits += 1;
                 let message = error.to_string();
                 tracing::info!(%app_id, %message, "App waits for its packages or schemas.");
-                report(
-                    db::set_state(
-                        &context.db,
-                        app_id,
-                        AppState::Waiting,
-                        Some(&message),
-                        None,
-                        None,
-                    )
-                    .await,
-                );
+                waiting(context, app_id, &message).await;
                 (WAIT_RETRY * 2u32.saturating_pow((waits - 1).min(6))).min(WAIT_RETRY_MOST)
             }
             Err(Error::TopicMissing(topic)) => {
                 let message = format!("waiting for topic `{topic}` to exist");
-                report(
-                    db::set_state(
-                        &context.db,
-                        app_id,
-                        AppState::Waiting,
-                        Some(&message),
-                        None,
-                        None,
-                    )
-                    .await,
-                );
+                waiting(context, app_id, &message).await;
                 Duration::from_secs(2)
             }
             Err(error) => {
@@ -215,6 +195,11 @@ async fn stopped(stop: &mut watch::Receiver<Stop>) -> Stop {
             return Stop::Leave;
         }
     }
+}
+
+/// The app waits (for its packages, the registry, a topic), saying why.
+async fn waiting(context: &NodeContext, app_id: Uuid, message: &str) {
+    report(db::set_state(&context.db, app_id, AppState::Waiting, Some(message), None, None).await);
 }
 
 fn report(result: Result<()>) {

@@ -6,7 +6,10 @@ use aerogrid_proto::{
     runtime::v1::{LoadFailed, Loaded, RestoreGrid, Tick, connector_message::Kind, node_message},
     v1::{Value, value},
 };
-use support::connector::ConnectorProcess;
+use support::{
+    connector::ConnectorProcess,
+    registry::{avro_order, zigzag},
+};
 
 const SEED: &str = include_str!("../../../connector/python/tests/seed.py");
 
@@ -171,29 +174,6 @@ async def run(stream):
     );
 }
 
-/// An order in Avro's binary encoding, in the registry's wire format with schema `id`.
-fn avro_order(id: u32, product: &str, quantity: i64) -> Vec<u8> {
-    let zigzag = |n: i64| {
-        let mut value = ((n << 1) ^ (n >> 63)) as u64;
-        let mut bytes = Vec::new();
-        loop {
-            let byte = (value & 0x7f) as u8;
-            value >>= 7;
-            if value == 0 {
-                bytes.push(byte);
-                return bytes;
-            }
-            bytes.push(byte | 0x80);
-        }
-    };
-    let mut bytes = vec![0];
-    bytes.extend(id.to_be_bytes());
-    bytes.extend(zigzag(product.len() as i64));
-    bytes.extend(product.as_bytes());
-    bytes.extend(zigzag(quantity));
-    bytes
-}
-
 #[test]
 fn the_seed_program_over_avro_sums_what_it_sums_over_json() {
     let program = SEED.replace(
@@ -266,19 +246,6 @@ fn avro_logical_types_become_datetimes_dates_and_decimals() {
         {"name": "price", "type": {"type": "bytes", "logicalType": "decimal", "precision": 9, "scale": 2}},
         {"name": "id", "type": {"type": "string", "logicalType": "uuid"}},
         {"name": "local", "type": {"type": "long", "logicalType": "local-timestamp-micros"}}]}"#;
-    let zigzag = |n: i64| {
-        let mut value = ((n << 1) ^ (n >> 63)) as u64;
-        let mut bytes = Vec::new();
-        loop {
-            let byte = (value & 0x7f) as u8;
-            value >>= 7;
-            if value == 0 {
-                bytes.push(byte);
-                return bytes;
-            }
-            bytes.push(byte | 0x80);
-        }
-    };
     let uuid = "123e4567-e89b-12d3-a456-426614174000";
     let mut value = vec![0, 0, 0, 0, 5];
     value.extend(zigzag(86_400_500)); // 1970-01-02T00:00:00.5Z

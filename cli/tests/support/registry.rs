@@ -97,7 +97,8 @@ pub(crate) fn avro_order(id: u32, product: &str, quantity: i64) -> Vec<u8> {
     bytes
 }
 
-fn zigzag(n: i64) -> Vec<u8> {
+/// Avro's `int` and `long`: a zig-zag varint.
+pub(crate) fn zigzag(n: i64) -> Vec<u8> {
     let mut value = ((n << 1) ^ (n >> 63)) as u64;
     let mut bytes = Vec::new();
     loop {
